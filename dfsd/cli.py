@@ -1,0 +1,217 @@
+"""The ``dfsd`` command: run a manager, a storage node or a whole local cluster, and show a cluster's status.
+
+Daemons log to standard error and print exactly one line to standard output once they accept connections
+(``dfsd manager listening on HOST:PORT``), so scripts and tests wait for that line instead of sleeping.
+SIGTERM and Ctrl-C stop a daemon cleanly: the listener closes and the database is closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from . import aio, logs
+from .client import Client, manager_address
+from .protocol import DfsError
+
+DEFAULT_DATA = Path("dfs-data")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dfsd", description="dfsd: a small distributed file server.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    manager = commands.add_parser("manager", help="run the manager (clients and storage nodes connect to it)")
+    manager.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    manager.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default 8000)")
+    manager.add_argument("--db", type=Path, default=DEFAULT_DATA / "manager.db", help="SQLite metadata file")
+    manager.add_argument(
+        "--node-timeout", type=float, default=3.0, help="seconds without a heartbeat before a node is down (3)"
+    )
+
+    storage = commands.add_parser("storage", help="run a storage node")
+    storage.add_argument("--id", type=int, required=True, help="this node's id, unique in the cluster")
+    storage.add_argument(
+        "--manager", metavar="HOST:PORT", help="the manager (default $DFS_MANAGER, else 127.0.0.1:8000)"
+    )
+    storage.add_argument("--data", type=Path, help="data directory (default dfs-data/node-ID)")
+    storage.add_argument("--host", default="127.0.0.1", help="address to serve data on (default 127.0.0.1)")
+    storage.add_argument("--port", type=int, default=0, help="port to serve data on; 0 picks a free one (default)")
+    storage.add_argument("--advertise", metavar="HOST", help="the host the manager should dial (default: --host)")
+    storage.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats (default 1)")
+
+    cluster = commands.add_parser("cluster", help="run a manager and storage nodes on this machine until Ctrl-C")
+    cluster.add_argument("--nodes", type=int, default=3, help="how many storage nodes (default 3)")
+    cluster.add_argument("--port", type=int, default=8000, help="the manager's port (default 8000)")
+    cluster.add_argument("--data", type=Path, default=DEFAULT_DATA, help="where everything is kept (default dfs-data)")
+
+    status = commands.add_parser("status", help="show every storage node and the totals")
+    status.add_argument(
+        "--manager", metavar="HOST:PORT", help="the manager (default $DFS_MANAGER, else 127.0.0.1:8000)"
+    )
+
+    for sub in (manager, storage, cluster):
+        sub.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+        sub.add_argument("--log-json", action="store_true", default=None, help="log JSON lines even on a terminal")
+
+    args = parser.parse_args(argv)
+    if args.command == "status":
+        return _status(args.manager)
+    logs.configure(args.log_level, args.log_json)
+    if args.command == "manager":
+        return _serve(_run_manager(args))
+    if args.command == "storage":
+        return _serve(_run_storage(args))
+    return _cluster(args)
+
+
+def _serve(daemon: Coroutine[Any, Any, None]) -> int:
+    """Run a daemon until it ends or SIGTERM/SIGINT arrives; then let it clean up."""
+
+    async def guarded() -> None:
+        task = asyncio.ensure_future(daemon)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    aio.run(guarded())
+    return 0
+
+
+async def _run_manager(args: argparse.Namespace) -> None:
+    from .manager.server import Manager
+
+    args.db.parent.mkdir(parents=True, exist_ok=True)
+    manager = Manager(args.db, args.host, args.port, node_timeout=args.node_timeout)
+    await manager.run(on_ready=lambda host, port: _ready(f"dfsd manager listening on {host}:{port}"))
+
+
+async def _run_storage(args: argparse.Namespace) -> None:
+    from .storage.node import StorageNode
+
+    node = StorageNode(
+        args.id,
+        args.data or DEFAULT_DATA / f"node-{args.id}",
+        manager_address(args.manager),
+        host=args.host,
+        port=args.port,
+        advertise=args.advertise,
+        heartbeat_interval=args.heartbeat,
+    )
+    await node.run(on_ready=lambda host, port: _ready(f"dfsd storage {args.id} listening on {host}:{port}"))
+
+
+def _ready(line: str) -> None:
+    print(line, flush=True)
+
+
+def _status(address: str | None) -> int:
+    async def fetch() -> int:
+        async with Client(address) as client:
+            status = await client.status()
+        print(f"{'NODE':>6}  {'ADDRESS':<22} {'STATE':<5} {'FILES':>8} {'USED':>10} {'FREE':>10}  LAST SEEN")
+        for node in status.nodes:
+            seen = time.strftime("%H:%M:%S", time.localtime(node.last_seen)) if node.last_seen else "never"
+            print(
+                f"{node.id:>6}  {node.host + ':' + str(node.port):<22} {'up' if node.up else 'DOWN':<5} "
+                f"{node.files:>8} {_bytes(node.used):>10} {_bytes(node.free):>10}  {seen}"
+            )
+        up = sum(node.up for node in status.nodes)
+        print(f"total: {up} of {len(status.nodes)} nodes up, {status.files} files, {_bytes(status.bytes)}")
+        return 0
+
+    try:
+        return aio.run(fetch())
+    except DfsError as err:
+        print(f"dfsd status: {err.describe()}", file=sys.stderr)
+        return int(err.code)
+
+
+def _bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    """A manager and ``--nodes`` storage nodes as child processes, each with its own data directory."""
+    data: Path = args.data.resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    log_flags = ["--log-level", args.log_level] + (["--log-json"] if args.log_json else [])
+    children: list[subprocess.Popen[str]] = []
+
+    def start(*command: str) -> str:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "dfsd", *command, *log_flags], stdout=subprocess.PIPE, text=True, cwd=data
+        )
+        children.append(child)
+        assert child.stdout is not None
+        line = child.stdout.readline().strip()
+        if not line:
+            raise RuntimeError(f"`dfsd {' '.join(command)}` exited with status {child.wait()} before it was ready")
+        return line
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        address = start("manager", "--port", str(args.port), "--db", str(data / "manager.db")).rpartition(" ")[2]
+        for index in range(args.nodes):
+            node_id = 100 + index
+            start("storage", "--id", str(node_id), "--manager", address, "--data", str(data / f"node-{node_id}"))
+        _wait_for_nodes(address, args.nodes)
+        print(
+            f"dfsd cluster: manager on {address}, {args.nodes} storage nodes up, data in {data}\n"
+            f"  try:  echo hello > hello.txt && dfs-push hello.txt && dfs-cat hello.txt && dfs-ls -l && dfsd status\n"
+            f"  (other hosts: --manager {address} or DFS_MANAGER={address}); Ctrl-C stops everything",
+            flush=True,
+        )
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        print("dfsd cluster: a process exited on its own; stopping the others", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        _stop(children)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _wait_for_nodes(address: str, count: int, timeout: float = 30.0) -> None:
+    async def up_nodes() -> int:
+        async with Client(address) as client:
+            return sum(node.up for node in (await client.status()).nodes)
+
+    deadline = time.monotonic() + timeout
+    while aio.run(up_nodes()) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only some of the {count} storage nodes registered within {timeout:g} s")
+        time.sleep(0.1)
+
+
+def _stop(children: list[subprocess.Popen[str]], grace: float = 10.0) -> None:
+    """SIGTERM every child, then SIGKILL whatever is still running after ``grace`` seconds."""
+    for child in reversed(children):
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children:
+        try:
+            child.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

@@ -1,0 +1,247 @@
+"""The Python client: everything a program (or the bundled tools) can ask of a dfsd cluster.
+
+``Client`` is async and keeps one connection to the manager, opened on first use and reopened after a failure left it
+in an unknown state. Uploads stream from a path, a binary file object, bytes or an async iterable of byte chunks, and
+carry the SHA-256 of what was sent in their closing frame, so the node refuses bytes damaged on the way. Downloads come
+as an async iterator of chunks whose checksum is verified against the manager's record when the last chunk has
+arrived (for whole-file reads; a range cannot be checked against the whole file's hash).
+
+Every failure is a ``DfsError`` subclass with its wire code; an unreachable manager is ``ServersUnavailable`` (error 1).
+``dfsd.sync_client.SyncClient`` is the same API for scripts without an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import BinaryIO, TypeVar
+
+from .protocol import (
+    CHUNK_SIZE,
+    ChecksumMismatch,
+    DfsError,
+    ProtocolError,
+    ServersUnavailable,
+    check_name,
+)
+from .protocol.messages import (
+    ClusterStatus,
+    Data,
+    Delete,
+    End,
+    FileInfo,
+    Get,
+    Info,
+    List,
+    Listing,
+    Message,
+    Ok,
+    Put,
+    Sending,
+    Stat,
+    Status,
+    Stored,
+)
+from .wire import Connection, ConnectionLost, receive_stream, send_upload
+
+DEFAULT_MANAGER = "127.0.0.1:8000"
+
+M = TypeVar("M", bound=Message)
+Source = str | os.PathLike[str] | BinaryIO | bytes | AsyncIterable[bytes]
+
+
+def manager_address(address: str | None = None) -> tuple[str, int]:
+    """``HOST:PORT`` from the argument, else ``$DFS_MANAGER``, else 127.0.0.1:8000."""
+    text = address or os.environ.get("DFS_MANAGER") or DEFAULT_MANAGER
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"manager address {text!r} is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class Download:
+    """The bytes of one download, as an async iterator of chunks; ``info`` says what is coming."""
+
+    def __init__(self, client: Client, conn: Connection, info: Sending) -> None:
+        self.info = info
+        self._client = client
+        self._conn = conn
+
+    async def __aiter__(self) -> AsyncIterator[memoryview]:
+        whole = self.info.offset == 0 and self.info.length == self.info.size and self.info.sha256 is not None
+        hasher = hashlib.sha256()
+        received = 0
+        try:
+            async with self._client._using(self._conn):
+                async for message in receive_stream(self._conn):
+                    if type(message) is End:
+                        break
+                    assert type(message) is Data
+                    chunk = memoryview(message.data)
+                    received += len(chunk)
+                    if whole:
+                        hasher.update(chunk)
+                    yield chunk
+        finally:
+            self._client._give_back(self._conn)
+        if received != self.info.length:
+            raise ProtocolError(f"protocol error: {received} bytes arrived, {self.info.length} were announced")
+        if whole and hasher.digest() != self.info.sha256:
+            raise ChecksumMismatch(
+                f"checksum mismatch: the bytes received hash to {hasher.hexdigest()}, "
+                f"the manager recorded {self.info.sha256.hex()}; do not trust the copy"  # type: ignore[union-attr]
+            )
+
+
+class Client:
+    def __init__(self, address: str | None = None) -> None:
+        self.address = manager_address(address)
+        self._conn: Connection | None = None
+
+    async def __aenter__(self) -> Client:
+        await self._connection()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+    async def put(self, name: str, source: Source, *, size: int | None = None, sha256: bytes | None = None) -> Stored:
+        """Upload ``source`` as ``name``; returns its size and SHA-256 once it is durable."""
+        check_name(name)
+        if isinstance(source, str | os.PathLike):
+            with open(source, "rb") as file:
+                return await self.put(name, file, size=size if size is not None else os.fstat(file.fileno()).st_size)
+        if isinstance(source, bytes):
+            size = len(source) if size is None else size
+        conn = await self._connection()
+        async with self._using(conn):
+            return await send_upload(conn, Put(name, size, sha256), _frames(source))
+
+    async def get(self, name: str, *, offset: int = 0, length: int | None = None) -> Download:
+        """Start a download; iterate the result for its chunks.
+
+        The download owns the connection until its last chunk has been read; requests made meanwhile use a new one.
+        """
+        conn = await self._connection()
+        async with self._using(conn):
+            await conn.send(Get(name, offset, length))
+            info = await conn.expect(Sending)
+        self._conn = None
+        return Download(self, conn, info)
+
+    async def get_file(self, name: str, target: str | os.PathLike[str] | BinaryIO, **range_: int | None) -> Sending:
+        """Download ``name`` into a path or a binary file object; returns what was sent."""
+        if isinstance(target, str | os.PathLike):
+            with open(target, "wb") as file:
+                return await self.get_file(name, file, **range_)
+        download = await self.get(name, **range_)  # type: ignore[arg-type]
+        async for chunk in download:
+            target.write(chunk)
+        return download.info
+
+    async def read(self, name: str, *, offset: int = 0, length: int | None = None) -> bytes:
+        """The whole of ``name`` (or a range of it) in memory: for small files."""
+        download = await self.get(name, offset=offset, length=length)
+        return b"".join([bytes(chunk) async for chunk in download])
+
+    async def delete(self, name: str) -> None:
+        await self._call(Delete(name), Ok)
+
+    async def stat(self, name: str) -> FileInfo:
+        return (await self._call(Stat(name), Info)).file
+
+    async def list(self, prefix: str = "") -> AsyncIterator[FileInfo]:
+        """Every file whose name starts with ``prefix``, in byte order of the names, fetched a page at a time."""
+        after: str | None = None
+        while True:
+            page = await self._call(List(prefix, after), Listing)
+            for info in page.files:
+                yield info
+            if not page.more or not page.files:
+                return
+            after = page.files[-1].name
+
+    async def status(self) -> ClusterStatus:
+        return await self._call(Status(), ClusterStatus)
+
+    async def _call(self, request: Message, answer: type[M]) -> M:
+        conn = await self._connection()
+        async with self._using(conn):
+            await conn.send(request)
+            return await conn.expect(answer)
+
+    async def _connection(self) -> Connection:
+        if self._conn is None:
+            try:
+                self._conn = await Connection.open(*self.address, role="client")
+            except ConnectionLost as err:
+                host, port = self.address
+                raise ServersUnavailable(
+                    f"servers unavailable: cannot reach the manager at {host}:{port} ({err}); start one with "
+                    "`dfsd manager` (or `dfsd cluster`), or point --manager / $DFS_MANAGER at it"
+                ) from None
+        return self._conn
+
+    def _using(self, conn: Connection) -> _Using:
+        return _Using(self, conn)
+
+    def _give_back(self, conn: Connection) -> None:
+        """A finished download's connection becomes the client's again, unless it has a new one by now."""
+        if conn.closed:
+            return
+        if self._conn is None:
+            self._conn = conn
+        else:
+            conn.abort()
+
+
+class _Using:
+    """Runs one exchange on a connection: a failure that may leave it out of step drops it."""
+
+    def __init__(self, client: Client, conn: Connection) -> None:
+        self._client, self._conn = client, conn
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: type[BaseException] | None, err: BaseException | None, _tb: object) -> None:
+        if kind is None or (isinstance(err, DfsError) and not isinstance(err, ProtocolError | ChecksumMismatch)):
+            return  # a clean answer, or an error frame: the connection is in step
+        self._conn.abort()
+        if self._client._conn is self._conn:
+            self._client._conn = None
+        if isinstance(err, ConnectionLost):
+            raise ServersUnavailable(f"servers unavailable: lost the connection to the manager ({err})") from err
+
+
+async def _frames(source: BinaryIO | bytes | AsyncIterable[bytes]) -> AsyncIterator[Data | End]:
+    """The upload stream of ``source``: its bytes as data frames, then an end frame with their SHA-256."""
+    hasher = hashlib.sha256()
+    async for chunk in _chunks(source):
+        hasher.update(chunk)
+        yield Data(chunk)
+    yield End(hasher.digest())
+
+
+async def _chunks(source: BinaryIO | bytes | AsyncIterable[bytes]) -> AsyncIterator[bytes | memoryview]:
+    if isinstance(source, bytes):
+        view = memoryview(source)
+        for start in range(0, len(view), CHUNK_SIZE):
+            yield view[start : start + CHUNK_SIZE]
+    elif isinstance(source, AsyncIterable):
+        async for chunk in source:
+            view = memoryview(chunk)
+            for start in range(0, len(view), CHUNK_SIZE):
+                yield view[start : start + CHUNK_SIZE]
+    else:
+        loop = asyncio.get_running_loop()
+        # Reads go to a thread: a pipe or a terminal may take its time, and the loop must keep serving the answer.
+        while chunk := await loop.run_in_executor(None, source.read, CHUNK_SIZE):
+            yield chunk

@@ -1,0 +1,301 @@
+"""The manager: the one place clients talk to.
+
+One port takes both kinds of peer, told apart by the role in their hello: clients (requests, one at a time per
+connection) and storage nodes (a control session of register, then heartbeats). File bytes never rest here: an upload
+is relayed frame by frame from the client's connection to a pooled data connection to the chosen node, and a download
+the other way, each hop awaiting the next one's write buffer, so memory stays flat whatever the file size.
+
+An upload's name is reserved in the metadata store before any byte moves and committed only after the node has
+answered ``stored`` (the bytes are fsynced there); every failure on the way releases the name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import structlog
+
+from ..protocol import (
+    MAX_LIST_PAGE,
+    DfsError,
+    FileNotFound,
+    FileUnavailable,
+    ProtocolError,
+    ServersUnavailable,
+    check_name,
+    check_range,
+)
+from ..protocol.messages import (
+    ClusterStatus,
+    Data,
+    Delete,
+    End,
+    Fetch,
+    FileInfo,
+    Get,
+    Heartbeat,
+    Info,
+    List,
+    Listing,
+    Ok,
+    Put,
+    Register,
+    Remove,
+    Sending,
+    Stat,
+    Status,
+    Store,
+    Stored,
+)
+from ..service import Request, serve_requests
+from ..wire import HANDSHAKE_TIMEOUT, Connection, ConnectionLost, accept, receive_stream, send_upload
+from .placement import choose_node
+from .pool import NodeConnections
+from .store import FileRecord, MetadataStore, NodeRecord
+from .topology import NodeState, Topology
+
+log = structlog.get_logger("dfsd.manager")
+
+# A node that has not beaten its heart for this long is down: three missed beats at the default 1 s interval.
+NODE_TIMEOUT = 3.0
+
+
+class _ClientGone(Exception):
+    """The client's connection failed while a node's was in use; kept apart from the node's own ``ConnectionLost``."""
+
+
+class Manager:
+    def __init__(self, db_path: Path, host: str = "127.0.0.1", port: int = 8000, node_timeout: float = NODE_TIMEOUT):
+        self.db_path = db_path
+        self.host = host
+        self.port = port
+        self.node_timeout = node_timeout
+        self.topology = Topology()
+        self.pool = NodeConnections()
+        self.store: MetadataStore
+
+    async def run(self, on_ready: Callable[[str, int], None] | None = None) -> None:
+        self.store = await MetadataStore.open(self.db_path)
+        try:
+            cleared = await self.store.clear_pending()
+            await self._load_topology()
+            server = await asyncio.start_server(self._serve, self.host, self.port, limit=1024 * 1024)
+            self.port = server.sockets[0].getsockname()[1]
+            log.info("listening", host=self.host, port=self.port, db=str(self.db_path), cleared_reservations=cleared)
+            if on_ready is not None:
+                on_ready(self.host, self.port)
+            async with server:
+                await server.serve_forever()
+        finally:
+            self.pool.close()
+            await self.store.close()
+
+    async def _load_topology(self) -> None:
+        usage = await self.store.usage_by_node()
+        for record in await self.store.nodes():
+            files, used = usage.get(record.id, (0, 0))
+            node = NodeState(record.id, record.host, record.port, record.capacity, record.free, record.last_seen)
+            node.files, node.used = files, used
+            self.topology.remember(node)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            conn, hello = await accept(reader, writer)
+        except (ConnectionLost, DfsError, TimeoutError, OSError) as err:
+            log.info("handshake_failed", error=str(err))
+            writer.transport.abort()
+            return
+        if hello.role == "node":
+            await self._node_session(conn)
+        elif hello.role == "client":
+            handlers = {
+                Put: self.handle_put,
+                Get: self.handle_get,
+                Delete: self.handle_delete,
+                Stat: self.handle_stat,
+                List: self.handle_list,
+                Status: self.handle_status,
+            }
+            await serve_requests(conn, handlers, log)  # type: ignore[arg-type]
+        else:
+            await conn.send_error(ProtocolError(f"protocol error: the manager takes no {hello.role!r} connections"))
+            conn.abort()
+
+    # --- storage nodes ------------------------------------------------------------------------------------------------
+
+    async def _node_session(self, conn: Connection) -> None:
+        """A node is up exactly while this runs."""
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                register = await conn.expect(Register)
+            node = self.topology.join(register, time.time())
+        except (ConnectionLost, DfsError, TimeoutError) as err:
+            log.warning("node_refused", peer=conn.peer, error=str(err))
+            if isinstance(err, DfsError):
+                await conn.send_error(err)
+            conn.abort()
+            return
+        node_log = log.bind(node=node.id)
+        try:
+            await self._save_node(node)
+            await conn.send(Ok())
+            node_log.info("node_up", address=f"{node.host}:{node.port}", free=node.free, files=node.files)
+            while True:
+                async with asyncio.timeout(self.node_timeout):
+                    beat = await conn.expect(Heartbeat)
+                self.topology.heartbeat(node, beat.free, beat.capacity, time.time())
+        except TimeoutError:
+            node_log.warning("node_down", reason=f"no heartbeat for {self.node_timeout:g} s")
+        except (ConnectionLost, DfsError) as err:
+            node_log.warning("node_down", reason=str(err))
+        finally:
+            self.topology.leave(node)
+            self.pool.forget(node.address)
+            conn.abort()
+        await self._save_node(node)
+
+    async def _save_node(self, node: NodeState) -> None:
+        await self.store.save_node(NodeRecord(node.id, node.host, node.port, node.capacity, node.free, node.last_seen))
+
+    # --- client requests ----------------------------------------------------------------------------------------------
+
+    async def handle_put(self, conn: Connection, request: Put, req: Request) -> None:
+        check_name(request.name)
+        req.fields.update(name=request.name)
+        node = choose_node(self.topology.nodes.values(), request.size)
+        file_id = await self.store.reserve(request.name)
+        req.fields.update(node=node.id, file_id=file_id)
+        node.uploading += 1
+        committed = False
+        try:
+            stored = await self._relay_upload(conn, Store(file_id, request.size, request.sha256), node, req)
+            await self.store.commit(file_id, node.id, stored.size, stored.sha256, time.time())
+            committed = True
+            self.topology.stored(node.id, stored.size)
+        finally:
+            node.uploading -= 1
+            if not committed:
+                await asyncio.shield(self.store.release(file_id))
+        req.fields.update(size=stored.size)
+        await conn.send(stored)
+
+    async def _relay_upload(self, conn: Connection, store: Store, node: NodeState, req: Request) -> Stored:
+        async def from_client() -> AsyncIterator[Data | End]:
+            # The client may start sending once the node has said ok to ``store``.
+            await _to_client(conn.send(Ok()))
+            req.receiving = True
+            try:
+                async for message in receive_stream(conn):
+                    if type(message) is End:
+                        req.receiving = False
+                    yield message
+            except ConnectionLost as err:
+                raise _ClientGone from err
+            except ProtocolError:
+                raise
+            except DfsError as err:
+                raise ProtocolError("protocol error: an upload may not carry an error frame; close to abort") from err
+
+        try:
+            async with self.pool.connection(node.address) as node_conn:
+                return await send_upload(node_conn, store, from_client())
+        except _ClientGone as err:
+            raise ConnectionLost(str(err.__cause__)) from err
+        except ConnectionLost as err:
+            raise ServersUnavailable(
+                f"servers unavailable: storage node {node.id} failed during the upload ({err}); nothing was kept, "
+                "try again"
+            ) from err
+
+    async def handle_get(self, conn: Connection, request: Get, req: Request) -> None:
+        req.fields.update(name=request.name)
+        record = await self._find(request.name)
+        length = check_range(record.size, request.offset, request.length)
+        req.fields.update(node=record.node, size=length)
+        node = self._node_of(record)
+        try:
+            async with self.pool.connection(node.address) as node_conn:
+                await node_conn.send(Fetch(record.id, request.offset, length))
+                await node_conn.expect(Sending)
+                await _to_client(conn.send(Sending(record.size, request.offset, length, record.sha256)))
+                async for message in receive_stream(node_conn):
+                    await _to_client(conn.send(message))
+        except _ClientGone as err:
+            raise ConnectionLost(str(err.__cause__)) from err
+        except FileNotFound as err:
+            log.error("file_lost", name=record.name, file_id=record.id, node=node.id)
+            raise FileUnavailable(
+                f"file unavailable: storage node {node.id} no longer has the bytes of {record.name!r}"
+            ) from err
+        except ConnectionLost as err:
+            raise FileUnavailable(
+                f"file unavailable: storage node {node.id} failed while sending {record.name!r} ({err}); try again"
+            ) from err
+
+    async def handle_delete(self, conn: Connection, request: Delete, req: Request) -> None:
+        req.fields.update(name=request.name)
+        record = await self.store.remove(request.name)
+        if record is None:
+            raise FileNotFound(f"file does not exist: {request.name!r}")
+        req.fields.update(node=record.node, size=record.size)
+        self.topology.removed(record.node, record.size)
+        node = self.topology.nodes.get(record.node)
+        if node is not None and node.up:
+            try:
+                async with self.pool.connection(node.address) as node_conn:
+                    await node_conn.send(Remove(record.id))
+                    await node_conn.expect(Ok)
+            except (ConnectionLost, DfsError) as err:
+                log.warning("orphan_left", node=node.id, file_id=record.id, error=str(err))
+        else:
+            log.warning("orphan_left", node=record.node, file_id=record.id, error="node is down")
+        await conn.send(Ok())
+
+    async def handle_stat(self, conn: Connection, request: Stat, req: Request) -> None:
+        req.fields.update(name=request.name)
+        record = await self._find(request.name)
+        await conn.send(Info(self._file_info(record)))
+
+    async def handle_list(self, conn: Connection, request: List, req: Request) -> None:
+        limit = min(request.limit or MAX_LIST_PAGE, MAX_LIST_PAGE)
+        records = await self.store.list(request.prefix, request.after, limit + 1)
+        req.fields.update(prefix=request.prefix, count=min(len(records), limit))
+        files = [self._file_info(record) for record in records[:limit]]
+        await conn.send(Listing(files, more=len(records) > limit))
+
+    async def handle_status(self, conn: Connection, request: Status, req: Request) -> None:
+        nodes = sorted(self.topology.nodes.values(), key=lambda node: node.id)
+        files = sum(node.files for node in nodes)
+        used = sum(node.used for node in nodes)
+        await conn.send(ClusterStatus([node.info() for node in nodes], files, used))
+
+    async def _find(self, name: str) -> FileRecord:
+        record = await self.store.find(name)
+        if record is None:
+            raise FileNotFound(f"file does not exist: {name!r}")
+        return record
+
+    def _node_of(self, record: FileRecord) -> NodeState:
+        node = self.topology.nodes.get(record.node)
+        if node is None or not node.up:
+            raise FileUnavailable(
+                f"file unavailable: {record.name!r} is on storage node {record.node}, which is down; "
+                "try again when it is back"
+            )
+        return node
+
+    def _file_info(self, record: FileRecord) -> FileInfo:
+        return FileInfo(
+            record.name, record.size, record.sha256, record.node, record.created, self.topology.is_up(record.node)
+        )
+
+
+async def _to_client(sending: object) -> None:
+    """Await a send to the client, telling its failure apart from a node's."""
+    try:
+        await sending  # type: ignore[misc]
+    except ConnectionLost as err:
+        raise _ClientGone from err

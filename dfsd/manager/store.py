@@ -1,0 +1,171 @@
+"""The manager's metadata: the one module that touches SQLite.
+
+Theory of operation: a file's row is created *pending* when its upload starts (the UNIQUE name makes the reservation
+atomic, so of two racing uploads of one name exactly one gets the row), and becomes *stored* only after its storage
+node has fsynced the bytes. A pending row is invisible to reads and is deleted when the upload fails; rows still
+pending at start-up belong to uploads a crash interrupted, and are cleared. File ids come from AUTOINCREMENT, so an id is
+never reused: a node still holding the bytes of a deleted file can never confuse them with a new one.
+
+The database runs in WAL mode with synchronous=FULL: a commit is on disk before the client hears ``stored``.
+``MetadataStore`` is the whole interface the manager sees, so another backend can replace SQLite without rewiring it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+from ..protocol import NameExists
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    name    TEXT NOT NULL UNIQUE,
+    state   TEXT NOT NULL CHECK (state IN ('pending', 'stored')),
+    node    INTEGER,
+    size    INTEGER,
+    sha256  BLOB,
+    created REAL
+);
+CREATE INDEX IF NOT EXISTS files_by_node ON files (node);
+CREATE TABLE IF NOT EXISTS nodes (
+    id        INTEGER PRIMARY KEY,
+    host      TEXT NOT NULL,
+    port      INTEGER NOT NULL,
+    capacity  INTEGER NOT NULL,
+    free      INTEGER NOT NULL,
+    last_seen REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    id: int
+    name: str
+    node: int
+    size: int
+    sha256: bytes
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRecord:
+    id: int
+    host: str
+    port: int
+    capacity: int
+    free: int
+    last_seen: float
+
+
+_FILE_COLUMNS = "id, name, node, size, sha256, created"
+
+
+class MetadataStore:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    @classmethod
+    async def open(cls, path: Path) -> MetadataStore:
+        db = await aiosqlite.connect(path, isolation_level=None)
+        await db.execute("PRAGMA journal_mode = WAL")
+        await db.execute("PRAGMA synchronous = FULL")
+        await db.executescript(_SCHEMA)
+        return cls(db)
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    async def clear_pending(self) -> int:
+        """Forget reservations of uploads that a crash interrupted; return how many."""
+        cursor = await self._db.execute("DELETE FROM files WHERE state = 'pending'")
+        return cursor.rowcount
+
+    async def reserve(self, name: str) -> int:
+        """Claim ``name`` for an upload and return the new file's id; ``NameExists`` if it is taken."""
+        try:
+            cursor = await self._db.execute("INSERT INTO files (name, state) VALUES (?, 'pending')", (name,))
+        except sqlite3.IntegrityError:
+            raise NameExists(f"file name already exists: {name!r}; delete it first or choose another name") from None
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    async def commit(self, file_id: int, node: int, size: int, sha256: bytes, created: float) -> None:
+        """The upload's bytes are durable on ``node``: make the file visible."""
+        await self._db.execute(
+            "UPDATE files SET state = 'stored', node = ?, size = ?, sha256 = ?, created = ? WHERE id = ?",
+            (node, size, sha256, created, file_id),
+        )
+
+    async def release(self, file_id: int) -> None:
+        """The upload failed: free its name."""
+        await self._db.execute("DELETE FROM files WHERE id = ? AND state = 'pending'", (file_id,))
+
+    async def find(self, name: str) -> FileRecord | None:
+        cursor = await self._db.execute(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ? AND state = 'stored'", (name,)
+        )
+        row = await cursor.fetchone()
+        return None if row is None else FileRecord(*row)
+
+    async def remove(self, name: str) -> FileRecord | None:
+        """Delete the stored file ``name`` and return what it was, or None if there was none."""
+        cursor = await self._db.execute(
+            f"DELETE FROM files WHERE name = ? AND state = 'stored' RETURNING {_FILE_COLUMNS}", (name,)
+        )
+        row = await cursor.fetchone()
+        await cursor.close()
+        return None if row is None else FileRecord(*row)
+
+    async def list(self, prefix: str, after: str | None, limit: int) -> list[FileRecord]:
+        """Stored files whose names start with ``prefix``, in byte order, after ``after``, at most ``limit``."""
+        query = f"SELECT {_FILE_COLUMNS} FROM files WHERE state = 'stored' AND name >= ?"
+        params: list[object] = [prefix]
+        end = _prefix_end(prefix)
+        if end is not None:
+            query += " AND name < ?"
+            params.append(end)
+        if after is not None:
+            query += " AND name > ?"
+            params.append(after)
+        query += " ORDER BY name LIMIT ?"
+        params.append(limit)
+        cursor = await self._db.execute(query, params)
+        return [FileRecord(*row) for row in await cursor.fetchall()]
+
+    async def usage_by_node(self) -> dict[int, tuple[int, int]]:
+        """node id -> (file count, bytes) of stored files."""
+        cursor = await self._db.execute(
+            "SELECT node, count(*), coalesce(sum(size), 0) FROM files WHERE state = 'stored' GROUP BY node"
+        )
+        return {node: (files, size) for node, files, size in await cursor.fetchall()}
+
+    async def save_node(self, node: NodeRecord) -> None:
+        await self._db.execute(
+            "INSERT OR REPLACE INTO nodes (id, host, port, capacity, free, last_seen) VALUES (?, ?, ?, ?, ?, ?)",
+            (node.id, node.host, node.port, node.capacity, node.free, node.last_seen),
+        )
+
+    async def nodes(self) -> list[NodeRecord]:
+        cursor = await self._db.execute("SELECT id, host, port, capacity, free, last_seen FROM nodes ORDER BY id")
+        return [NodeRecord(*row) for row in await cursor.fetchall()]
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The smallest string greater than every string that starts with ``prefix`` (None: there is no bound).
+
+    SQLite compares TEXT as UTF-8 bytes, which orders like code points; incrementing the last code point that can be
+    incremented, skipping the surrogates that UTF-8 cannot hold, gives the bound.
+    """
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if code == 0xD800:
+            code = 0xE000
+        if code <= 0x10FFFF:
+            return "".join(chars) + chr(code)
+    return None

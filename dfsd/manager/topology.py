@@ -1,0 +1,84 @@
+"""Who is where: the storage nodes the manager knows, whether each is up, and how full each is.
+
+Plain data, no I/O: the control session of a node calls ``join`` when the node registers, ``heartbeat`` as it beats
+and ``leave`` when the session ends for any reason, so a node is up exactly while its session lives. Known nodes are
+remembered (the manager persists them) so that ``status`` can show a node that is down, and its files answer "file
+unavailable" rather than "does not exist".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..protocol import NodeIdInUse
+from ..protocol.messages import NodeInfo, Register
+
+
+@dataclass(slots=True)
+class NodeState:
+    id: int
+    host: str
+    port: int
+    capacity: int = 0
+    free: int = 0
+    last_seen: float = 0.0  # unix time of the last sign of life
+    up: bool = False
+    files: int = 0  # stored files the manager has placed here
+    used: int = 0  # their bytes
+    uploading: int = 0  # uploads streaming to it now: counted by placement so concurrent uploads spread out
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    def info(self) -> NodeInfo:
+        return NodeInfo(
+            self.id, self.host, self.port, self.up, self.files, self.used, self.free, self.capacity, self.last_seen
+        )
+
+
+class Topology:
+    def __init__(self) -> None:
+        self.nodes: dict[int, NodeState] = {}
+
+    def remember(self, node: NodeState) -> None:
+        """Add a node known from an earlier run; it is down until it registers."""
+        self.nodes[node.id] = node
+
+    def join(self, register: Register, now: float) -> NodeState:
+        """A node registered; ``NodeIdInUse`` if a live node already has its id."""
+        node = self.nodes.get(register.node_id)
+        if node is not None and node.up:
+            raise NodeIdInUse(
+                f"node id {register.node_id} is in use by the live node at {node.host}:{node.port}; "
+                "give this node another --id"
+            )
+        if node is None:
+            node = self.nodes[register.node_id] = NodeState(register.node_id, register.host, register.port)
+        node.host, node.port = register.host, register.port
+        node.capacity, node.free = register.capacity, register.free
+        node.last_seen, node.up = now, True
+        return node
+
+    def heartbeat(self, node: NodeState, free: int, capacity: int, now: float) -> None:
+        node.free, node.capacity, node.last_seen = free, capacity, now
+
+    def leave(self, node: NodeState) -> None:
+        node.up = False
+
+    def is_up(self, node_id: int) -> bool:
+        node = self.nodes.get(node_id)
+        return node is not None and node.up
+
+    def stored(self, node_id: int, size: int) -> None:
+        """A file of ``size`` bytes was committed on ``node_id``."""
+        node = self.nodes[node_id]
+        node.files += 1
+        node.used += size
+        node.free = max(0, node.free - size)
+
+    def removed(self, node_id: int, size: int) -> None:
+        node = self.nodes.get(node_id)
+        if node is not None:
+            node.files -= 1
+            node.used -= size

@@ -1,0 +1,246 @@
+"""A storage node: keeps whole files on its own disk and does what the manager asks.
+
+The node serves data connections (``store``, ``fetch``, ``remove``) on its own port, and keeps one control session
+open to the manager: it registers there (id, the address it serves on, disk size and free bytes) and heartbeats. The
+manager considers it up exactly while that session lives. When the session drops (manager restart, network) the node
+dials again with exponential backoff and jitter, forever.
+
+A file is written to a partial entry in its slot, hashed as it arrives, fsynced, renamed into place and its directory
+fsynced; only then does the node answer ``stored``. Any failure on the way removes the partial entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import os
+import random
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from ..protocol import (
+    CHUNK_SIZE,
+    BadRequest,
+    ChecksumMismatch,
+    DfsError,
+    FileNotFound,
+    InternalError,
+    ProtocolError,
+    StorageFull,
+    check_range,
+)
+from ..protocol.messages import Data, End, Fetch, Heartbeat, Ok, Register, Remove, Sending, Store, Stored
+from ..service import Request, serve_requests
+from ..wire import Connection, ConnectionLost, accept, receive_stream
+from .layout import Layout
+
+log = structlog.get_logger("dfsd.storage")
+
+# Reconnection to the manager: first retry after ~0.1 s, doubling up to 5 s, each delay jittered by ±50 % so that many
+# nodes restarted together do not knock on the manager in step.
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 5.0
+
+
+class StorageNode:
+    def __init__(
+        self,
+        node_id: int,
+        data_dir: Path,
+        manager: tuple[str, int],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        advertise: str | None = None,
+        heartbeat_interval: float = 1.0,
+    ) -> None:
+        self.node_id = node_id
+        self.layout = Layout(data_dir)
+        self.manager = manager
+        self.host = host
+        self.port = port
+        self.advertise = advertise
+        self.heartbeat_interval = heartbeat_interval
+        self.log = log.bind(node=node_id)
+        self.registered = asyncio.Event()
+
+    async def run(self, on_ready: Callable[[str, int], None] | None = None) -> None:
+        held = self.layout.load()
+        self.log.info("loaded", data=str(self.layout.root), files=len(held), bytes=sum(f.size for f in held))
+        server = await asyncio.start_server(self._serve, self.host, self.port, limit=CHUNK_SIZE)
+        self.port = server.sockets[0].getsockname()[1]
+        self.log.info("listening", host=self.host, port=self.port)
+        if on_ready is not None:
+            on_ready(self.host, self.port)
+        async with server:
+            await self._stay_registered()
+
+    # --- control session with the manager -----------------------------------------------------------------------------
+
+    async def _stay_registered(self) -> None:
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                conn = await Connection.open(*self.manager, role="node")
+            except ConnectionLost as err:
+                self.log.warning("manager_unreachable", error=str(err), retry_in=round(delay, 2))
+            else:
+                try:
+                    await self._session(conn)
+                except (ConnectionLost, DfsError) as err:
+                    self.log.warning("session_lost", error=str(err))
+                else:
+                    delay = BACKOFF_FIRST
+                finally:
+                    self.registered.clear()
+                    conn.abort()
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _session(self, conn: Connection) -> None:
+        capacity, free = self._disk()
+        host = self.advertise or _advertised_host(self.host, conn)
+        await conn.send(Register(self.node_id, host, self.port, capacity, free))
+        await conn.expect(Ok)
+        self.registered.set()
+        self.log.info("registered", manager=f"{self.manager[0]}:{self.manager[1]}", address=f"{host}:{self.port}")
+        while True:
+            try:
+                async with asyncio.timeout(self.heartbeat_interval):
+                    message = await conn.recv()
+            except TimeoutError:
+                capacity, free = self._disk()
+                await conn.send(Heartbeat(free, capacity))
+                continue
+            raise ProtocolError(f"protocol error: unexpected {message.TYPE} on the control session")
+
+    def _disk(self) -> tuple[int, int]:
+        usage = shutil.disk_usage(self.layout.root)
+        return usage.total, usage.free
+
+    # --- data connections from the manager ----------------------------------------------------------------------------
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            conn, hello = await accept(reader, writer)
+        except (ConnectionLost, DfsError, TimeoutError, OSError) as err:
+            self.log.info("handshake_failed", error=str(err))
+            writer.transport.abort()
+            return
+        handlers = {Store: self.handle_store, Fetch: self.handle_fetch, Remove: self.handle_remove}
+        await serve_requests(conn, handlers, self.log.bind(peer_role=hello.role))  # type: ignore[dict-item]
+
+    async def handle_store(self, conn: Connection, request: Store, req: Request) -> None:
+        req.fields.update(file_id=request.file_id)
+        try:
+            partial, made = self.layout.begin(request.file_id)
+        except FileExistsError:
+            raise BadRequest(f"bad request: this node already holds file id {request.file_id}") from None
+        fd = -1
+        try:
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            await conn.send(Ok())
+            req.receiving = True
+            size, digest = await self._receive_into(conn, fd, request, req)
+            req.fields.update(size=size)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, os.fsync, fd)
+            os.close(fd)
+            fd = -1
+            final = self.layout.commit(request.file_id)
+            # The rename must be durable too: fsync the directory, and the parents of directories made for this file.
+            for directory in [final.parent, *(path.parent for path in made)]:
+                await loop.run_in_executor(None, _fsync_directory, directory)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            if request.file_id not in self.layout:
+                self.layout.abandon(request.file_id)
+            raise
+        await conn.send(Stored(size, digest))
+
+    async def _receive_into(self, conn: Connection, fd: int, request: Store, req: Request) -> tuple[int, bytes]:
+        """Write the stream into ``fd``; return its size and SHA-256."""
+        hasher = hashlib.sha256()
+        size = 0
+        stream = receive_stream(conn)
+        async with contextlib.aclosing(stream):
+            async for message in stream:
+                if type(message) is End:
+                    req.receiving = False
+                    break
+                assert type(message) is Data
+                size += len(message.data)
+                if request.size is not None and size > request.size:
+                    raise BadRequest(f"bad request: more bytes arrived than the {request.size} announced")
+                hasher.update(message.data)
+                try:
+                    _write_all(fd, message.data)
+                except OSError as err:
+                    raise _storage_error(err) from err
+        assert type(message) is End
+        digest = hasher.digest()
+        if request.size is not None and size != request.size:
+            raise BadRequest(f"bad request: {size} bytes arrived, {request.size} were announced")
+        for expected in (request.sha256, message.sha256):
+            if expected is not None and expected != digest:
+                raise ChecksumMismatch(
+                    f"checksum mismatch: the bytes received hash to {digest.hex()}, the sender said {expected.hex()}"
+                )
+        return size, digest
+
+    async def handle_fetch(self, conn: Connection, request: Fetch, req: Request) -> None:
+        req.fields.update(file_id=request.file_id)
+        path = self.layout.path(request.file_id)
+        if path is None:
+            raise FileNotFound(f"file does not exist: this node holds no file id {request.file_id}")
+        with open(path, "rb", buffering=0) as file:
+            size = os.fstat(file.fileno()).st_size
+            length = check_range(size, request.offset, request.length)
+            req.fields.update(size=length)
+            await conn.send(Sending(size, request.offset, length))
+            position, end = request.offset, request.offset + length
+            while position < end:
+                chunk = os.pread(file.fileno(), min(CHUNK_SIZE, end - position), position)
+                if not chunk:
+                    raise InternalError(f"internal error: file id {request.file_id} shrank while being read")
+                await conn.send(Data(chunk))
+                position += len(chunk)
+        await conn.send(End())
+
+    async def handle_remove(self, conn: Connection, request: Remove, req: Request) -> None:
+        req.fields.update(file_id=request.file_id, removed=self.layout.remove(request.file_id))
+        await conn.send(Ok())
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _storage_error(err: OSError) -> DfsError:
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull("storage full: the storage node's disk is full; nothing was kept")
+    return InternalError(f"internal error: the storage node could not write: {err.strerror}")
+
+
+def _advertised_host(host: str, conn: Connection) -> str:
+    """The host the manager should dial: ours if specific, else the local address our manager connection uses."""
+    if host not in ("", "0.0.0.0", "::"):
+        return host
+    sockname = conn.local_address()
+    return sockname or "127.0.0.1"

@@ -1,0 +1,226 @@
+"""Messages over asyncio streams: the thin I/O layer around the sans-I/O codec in ``dfsd.protocol``.
+
+Every peer (client, manager, storage node) talks through ``Connection``: bytes read from the socket go into a
+``FrameDecoder``; messages to send are encoded and written with backpressure (``drain``), so a fast sender never fills
+memory. The streaming helpers here are the one implementation of an upload and a download that the client, the manager
+and the node all share: the manager relays by feeding what one of them yields into the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import TypeVar
+
+from .protocol import (
+    PROTOCOL_VERSION,
+    DfsError,
+    FrameDecoder,
+    ProtocolError,
+    encode_parts,
+    error_from_wire,
+)
+from .protocol.messages import Data, End, Error, Hello, Message, Ok, Stored, Welcome
+
+M = TypeVar("M", bound=Message)
+
+AGENT = "dfsd/0.1"
+
+# Reads of up to 1 MiB take a whole data frame in one or two system calls.
+READ_SIZE = 1024 * 1024
+
+# Socket buffers of 4 MiB keep a loopback or LAN pipe full between two hops; the kernel caps them at its own maximum.
+SOCKET_BUFFER = 4 * 1024 * 1024
+
+# Pause a writer once 4 MiB wait in its transport: a few chunks in flight, never a file.
+WRITE_HIGH_WATER = 4 * 1024 * 1024
+
+# A peer has this long to say hello, or to answer ours, before the connection is dropped.
+HANDSHAKE_TIMEOUT = 10.0
+
+
+class ConnectionLost(Exception):
+    """The peer closed the connection or the network dropped it."""
+
+
+class Connection:
+    """One peer: ``recv`` and ``send`` whole messages."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._decoder = FrameDecoder()
+        peer = writer.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        tune_socket(writer)
+
+    @classmethod
+    async def open(cls, host: str, port: int, role: str, timeout: float = HANDSHAKE_TIMEOUT) -> Connection:
+        """Connect, say hello as ``role`` and wait for the welcome."""
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(host, port, limit=READ_SIZE)
+                conn = cls(reader, writer)
+                try:
+                    await conn.send(Hello(PROTOCOL_VERSION, role, AGENT))
+                    await conn.expect(Welcome)
+                except BaseException:
+                    conn.abort()
+                    raise
+                return conn
+        except TimeoutError:
+            raise ConnectionLost(f"{host}:{port} did not answer within {timeout:g} s") from None
+        except OSError as err:
+            raise ConnectionLost(f"cannot connect to {host}:{port}: {err.strerror or err}") from None
+
+    async def recv(self) -> Message:
+        """The next message; raises ``ConnectionLost`` at end of stream, ``ProtocolError`` on garbage."""
+        while True:
+            message = self._decoder.next_message()
+            if message is not None:
+                return message
+            try:
+                data = await self._reader.read(READ_SIZE)
+            except OSError as err:
+                raise ConnectionLost(f"connection to {self.peer} failed: {err.strerror or err}") from None
+            if not data:
+                if self._decoder.buffered:
+                    raise ConnectionLost(f"{self.peer} closed the connection in the middle of a frame")
+                raise ConnectionLost(f"{self.peer} closed the connection")
+            self._decoder.receive_data(data)
+
+    async def expect(self, kind: type[M]) -> M:
+        """The next message, which must be ``kind``; an ``error`` frame is raised as its exception."""
+        message = await self.recv()
+        if isinstance(message, kind):
+            return message
+        if isinstance(message, Error):
+            raise error_from_wire(message.code, message.message)
+        raise ProtocolError(f"protocol error: expected {kind.TYPE}, got {message.TYPE}")
+
+    async def send(self, message: Message) -> None:
+        if self._writer.is_closing():
+            raise ConnectionLost(f"connection to {self.peer} is closed")
+        self._writer.writelines(encode_parts(message))
+        try:
+            await self._writer.drain()
+        except OSError as err:
+            raise ConnectionLost(f"connection to {self.peer} failed: {err.strerror or err}") from None
+
+    async def send_error(self, err: DfsError) -> None:
+        """Tell the peer about ``err`` if it is still there to hear it."""
+        try:
+            await self.send(Error.of(err))
+        except ConnectionLost:
+            pass
+
+    @property
+    def closed(self) -> bool:
+        return self._writer.is_closing()
+
+    def local_address(self) -> str | None:
+        sockname = self._writer.get_extra_info("sockname")
+        return sockname[0] if isinstance(sockname, tuple) else None
+
+    def abort(self) -> None:
+        """Drop the connection at once (its state is unknown, e.g. mid-stream)."""
+        self._writer.transport.abort()
+
+    async def close(self) -> None:
+        self._writer.close()
+        try:
+            await self._writer.wait_closed()
+        except OSError:
+            pass
+
+
+def tune_socket(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+    writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+
+
+async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[Connection, Hello]:
+    """Server side of the handshake: read the peer's hello, check its version and welcome it."""
+    conn = Connection(reader, writer)
+    async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+        hello = await conn.expect(Hello)
+    if hello.version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol error: this server speaks protocol version {PROTOCOL_VERSION}, the peer {hello.version}"
+        )
+    await conn.send(Welcome(PROTOCOL_VERSION, AGENT))
+    return conn, hello
+
+
+# --- streams of data frames -------------------------------------------------------------------------------------------
+# A stream is a run of ``data`` frames closed by one ``end`` frame. Sources and sinks pass the frames themselves around,
+# so a relay forwards the sender's ``end`` (with its checksum) without looking inside.
+
+Stream = AsyncIterator[Data | End]
+
+
+async def receive_stream(conn: Connection) -> Stream:
+    """Yield the ``data`` frames of a stream, then its ``end``; an ``error`` frame instead is raised."""
+    while True:
+        message = await conn.recv()
+        if type(message) is Data:
+            yield message
+        elif type(message) is End:
+            yield message
+            return
+        elif isinstance(message, Error):
+            raise error_from_wire(message.code, message.message)
+        else:
+            raise ProtocolError(f"protocol error: expected data or end, got {message.TYPE}")
+
+
+async def discard_stream(conn: Connection) -> None:
+    """Skip the rest of a stream the peer is still sending, so the connection can carry the next request."""
+    while not isinstance(await conn.recv(), End | Error):
+        pass
+
+
+async def send_stream(conn: Connection, stream: AsyncIterable[Data | End]) -> None:
+    """Send every frame of ``stream``, which must finish with ``end``."""
+    async for message in stream:
+        await conn.send(message)
+        if type(message) is End:
+            return
+    raise ConnectionLost("the stream being sent ended without its end frame")
+
+
+async def send_upload(conn: Connection, request: Message, stream: AsyncIterable[Data | End]) -> Stored:
+    """Send ``request``, wait for ``ok``, send ``stream``, and return the final answer (``stored``).
+
+    The answer is watched for while the stream goes out: a receiver that fails early (disk full, a wrong size) answers at
+    once, and the rest of the file is not sent for nothing.
+    """
+    await conn.send(request)
+    await conn.expect(Ok)
+    sender = asyncio.ensure_future(send_stream(conn, stream))
+    answer = asyncio.ensure_future(conn.recv())
+    try:
+        await asyncio.wait((sender, answer), return_when=asyncio.FIRST_COMPLETED)
+        if not sender.done():
+            # The receiver answered early: stop, and close the stream so the connection stays in step.
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+            await conn.send(End())
+        else:
+            sender.result()  # raises the source's or the connection's error, if any
+        message = await answer
+    finally:
+        for task in (sender, answer):
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+    if isinstance(message, Error):
+        raise error_from_wire(message.code, message.message)
+    if not isinstance(message, Stored):
+        raise ProtocolError(f"protocol error: expected stored, got {message.TYPE}")
+    return message

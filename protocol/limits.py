@@ -1,0 +1,56 @@
+"""Protocol limits and the rules for file names, shared by every peer so a client can refuse what a server would."""
+
+from __future__ import annotations
+
+from .errors import BadRequest
+
+PROTOCOL_VERSION = 1
+
+# A frame carries at most one data chunk (CHUNK_SIZE) plus a few dozen bytes of header, or one listing page. 4 MiB
+# leaves room to raise the chunk size without a protocol change while capping what a hostile peer can make us buffer.
+MAX_FRAME_SIZE = 4 * 1024 * 1024
+
+# 1 MiB chunks amortise per-frame costs (a CBOR header, a syscall, a hash update) to noise while keeping every hop's
+# buffer small; measured throughput flattens above ~256 KiB.
+CHUNK_SIZE = 1024 * 1024
+
+# S3 and most object stores allow 1024 bytes of UTF-8 per key; a full listing page of such names stays under 1.2 MiB.
+MAX_NAME_BYTES = 1024
+
+# One listing page; with MAX_NAME_BYTES names the page still fits well inside MAX_FRAME_SIZE.
+MAX_LIST_PAGE = 1000
+
+# Largest integer any field may carry: sizes, offsets and ids fit SQLite's signed 64-bit INTEGER.
+MAX_UINT = 2**63 - 1
+
+
+def check_name(name: str) -> str:
+    """Return ``name`` if it is a valid file name, else raise ``BadRequest`` saying why.
+
+    Names are opaque keys: any non-empty UTF-8 string up to MAX_NAME_BYTES, except NUL (which C tools and SQLite
+    bindings truncate at, so such a name could not be shown or typed faithfully). Names never become paths on disk.
+    """
+    if not name:
+        raise BadRequest("bad request: the file name is empty")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise BadRequest("bad request: the file name is not valid UTF-8 (it holds a lone surrogate)") from None
+    if size > MAX_NAME_BYTES:
+        raise BadRequest(f"bad request: the file name is {size} bytes of UTF-8; the limit is {MAX_NAME_BYTES}")
+    if "\x00" in name:
+        raise BadRequest("bad request: the file name holds a NUL character")
+    return name
+
+
+def check_range(size: int, offset: int, length: int | None) -> int:
+    """The length of the byte range ``offset``/``length`` of a ``size``-byte file (None: to the end), or BadRequest."""
+    if offset > size:
+        raise BadRequest(f"bad request: offset {offset} is past the end of the file ({size} bytes)")
+    if length is None:
+        return size - offset
+    if offset + length > size:
+        raise BadRequest(
+            f"bad request: {length} bytes from offset {offset} run past the end of the file ({size} bytes)"
+        )
+    return length

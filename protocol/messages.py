@@ -1,0 +1,398 @@
+"""The message catalogue: one frozen dataclass per message, its fields named as on the wire.
+
+On the wire a message is a CBOR map whose ``"type"`` key names the message and whose other keys are its fields. A field
+whose value is ``None`` is left out, and a missing optional field reads as ``None``; keys a receiver does not know are
+ignored, so a later protocol version can add optional fields. Field types are checked exactly when a message is read
+(``uint`` is a CBOR unsigned integer below 2**63, never a bool); any mismatch is a ``ProtocolError``.
+
+Which message may follow which is the business of the peers, documented per exchange in PROTOCOL.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .errors import DfsError, ProtocolError
+from .limits import MAX_UINT
+
+Buffer = bytes | bytearray | memoryview
+
+
+# --- records nested inside messages -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """One file as the manager knows it."""
+
+    name: str
+    size: int
+    sha256: bytes  # 32 bytes, SHA-256 of the whole file
+    node: int  # id of the storage node that holds it
+    created: float  # unix time the upload was acknowledged
+    available: bool  # false while its node is down
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One storage node as the manager knows it."""
+
+    id: int
+    host: str
+    port: int
+    up: bool
+    files: int  # files the manager has placed on it
+    used: int  # bytes of those files
+    free: int  # free bytes on its disk, as last reported
+    capacity: int  # size of its disk, as last reported
+    last_seen: float  # unix time of its last heartbeat
+
+
+# --- messages ---------------------------------------------------------------------------------------------------------
+
+
+class Message:
+    """Base of every message; ``TYPE`` is the value of the ``"type"`` key."""
+
+    TYPE: ClassVar[str]
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    """First frame of every connection, from the side that connected."""
+
+    TYPE = "hello"
+    version: int
+    role: str  # "client", "node" (a storage node's control session) or "manager" (a data connection to a node)
+    agent: str | None = None  # free text, e.g. "dfsd/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome(Message):
+    """The answer to ``hello`` when the connection is accepted."""
+
+    TYPE = "welcome"
+    version: int
+    agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Message):
+    """A request failed; ``code`` is an ErrorCode."""
+
+    TYPE = "error"
+    code: int
+    message: str
+
+    @classmethod
+    def of(cls, err: DfsError) -> Error:
+        return cls(int(err.code), err.message)
+
+
+@dataclass(frozen=True, slots=True)
+class Ok(Message):
+    """A request was accepted (``put``/``store``: send the data now) or done (``delete``, ``remove``, ``register``)."""
+
+    TYPE = "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class Data(Message):
+    """One chunk of file bytes (at most CHUNK_SIZE)."""
+
+    TYPE = "data"
+    data: Buffer
+
+
+@dataclass(frozen=True, slots=True)
+class End(Message):
+    """The last frame of a stream of ``data`` frames."""
+
+    TYPE = "end"
+    sha256: bytes | None = None  # if given, the receiver refuses the stream unless the bytes hash to it
+
+
+@dataclass(frozen=True, slots=True)
+class Put(Message):
+    """Client → manager: upload a file under ``name``."""
+
+    TYPE = "put"
+    name: str
+    size: int | None = None  # if given, the upload fails unless exactly this many bytes arrive
+    sha256: bytes | None = None  # if given, the upload fails unless the bytes hash to it
+
+
+@dataclass(frozen=True, slots=True)
+class Stored(Message):
+    """The bytes are durable (fsynced on the node, committed by the manager)."""
+
+    TYPE = "stored"
+    size: int
+    sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Get(Message):
+    """Client → manager: download ``length`` bytes (all if absent) of ``name`` from ``offset``."""
+
+    TYPE = "get"
+    name: str
+    offset: int = 0
+    length: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sending(Message):
+    """The answer to ``get``/``fetch``: ``length`` bytes from ``offset`` follow as ``data`` frames and an ``end``."""
+
+    TYPE = "sending"
+    size: int  # size of the whole file
+    offset: int
+    length: int
+    sha256: bytes | None = None  # SHA-256 of the whole file, when the sender knows it
+
+
+@dataclass(frozen=True, slots=True)
+class Delete(Message):
+    TYPE = "delete"
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stat(Message):
+    TYPE = "stat"
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Info(Message):
+    """The answer to ``stat``."""
+
+    TYPE = "info"
+    file: FileInfo
+
+
+@dataclass(frozen=True, slots=True)
+class List(Message):
+    """Client → manager: names starting with ``prefix``, in byte order, after ``after`` (for paging)."""
+
+    TYPE = "list"
+    prefix: str = ""
+    after: str | None = None
+    limit: int | None = None  # at most MAX_LIST_PAGE; the manager may return fewer
+
+
+@dataclass(frozen=True, slots=True)
+class Listing(Message):
+    TYPE = "listing"
+    files: list[FileInfo]
+    more: bool  # true if names after the last one returned may match: ask again with ``after``
+
+
+@dataclass(frozen=True, slots=True)
+class Status(Message):
+    TYPE = "status"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterStatus(Message):
+    TYPE = "cluster_status"
+    nodes: list[NodeInfo]
+    files: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Register(Message):
+    """Storage node → manager, first on its control session."""
+
+    TYPE = "register"
+    node_id: int
+    host: str  # where the node serves data connections
+    port: int
+    capacity: int
+    free: int
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat(Message):
+    """Storage node → manager, every heartbeat interval on its control session."""
+
+    TYPE = "heartbeat"
+    free: int
+    capacity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Store(Message):
+    """Manager → storage node: keep the file with id ``file_id``; ``ok``, then data, then ``stored``."""
+
+    TYPE = "store"
+    file_id: int
+    size: int | None = None
+    sha256: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fetch(Message):
+    """Manager → storage node: send bytes of file ``file_id``; answered like ``get``."""
+
+    TYPE = "fetch"
+    file_id: int
+    offset: int = 0
+    length: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Remove(Message):
+    """Manager → storage node: delete file ``file_id``; ``ok`` (also if it was already gone)."""
+
+    TYPE = "remove"
+    file_id: int
+
+
+# --- wire conversion --------------------------------------------------------------------------------------------------
+
+Reader = Callable[[Any], Any]
+
+
+def _read_uint(value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_UINT:
+        raise ProtocolError(f"protocol error: expected an unsigned integer below 2**63, got {_kind(value)}")
+    return value
+
+
+def _read_float(value: Any) -> float:
+    if type(value) is int and abs(value) <= MAX_UINT:
+        return float(value)
+    if type(value) is not float:
+        raise ProtocolError(f"protocol error: expected a number, got {_kind(value)}")
+    return value
+
+
+def _exact(kind: type) -> Reader:
+    def read(value: Any) -> Any:
+        if type(value) is not kind:
+            raise ProtocolError(f"protocol error: expected {kind.__name__}, got {_kind(value)}")
+        return value
+
+    return read
+
+
+def _optional(read: Reader) -> Reader:
+    return lambda value: None if value is None else read(value)
+
+
+def _list_of(read: Reader) -> Reader:
+    def read_list(value: Any) -> list[Any]:
+        if type(value) is not list:
+            raise ProtocolError(f"protocol error: expected an array, got {_kind(value)}")
+        return [read(item) for item in value]
+
+    return read_list
+
+
+def _kind(value: Any) -> str:
+    return type(value).__name__
+
+
+_SCALARS: dict[Any, Reader] = {
+    int: _read_uint,
+    float: _read_float,
+    str: _exact(str),
+    bool: _exact(bool),
+    bytes: _exact(bytes),
+    Buffer: _exact(bytes),
+}
+
+
+def _reader_for(hint: Any) -> Reader:
+    if hint in _SCALARS:
+        return _SCALARS[hint]
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) and type(None) in args:
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        return _optional(_reader_for(inner))
+    if typing.get_origin(hint) is list:
+        return _list_of(_reader_for(args[0]))
+    if dataclasses.is_dataclass(hint):
+        return _record_reader(hint)
+    raise TypeError(f"no wire type for {hint!r}")
+
+
+def _record_reader(cls: Any) -> Reader:
+    """A function that checks a decoded CBOR map against ``cls``'s fields and builds an instance."""
+    hints = typing.get_type_hints(cls)
+    fields = []
+    for field in dataclasses.fields(cls):
+        required = field.default is dataclasses.MISSING
+        fields.append((field.name, _reader_for(hints[field.name]), required, field.default))
+
+    def read(value: Any) -> Any:
+        if type(value) is not dict:
+            raise ProtocolError(f"protocol error: expected a map, got {_kind(value)}")
+        kwargs = {}
+        for name, read_field, required, default in fields:
+            item = value.get(name)
+            if item is None:
+                if required:
+                    raise ProtocolError(f"protocol error: {cls.__name__.lower()} lacks the field {name!r}")
+                kwargs[name] = default
+            else:
+                try:
+                    kwargs[name] = read_field(item)
+                except ProtocolError as err:
+                    raise ProtocolError(f"{err.message} in field {name!r} of {cls.__name__.lower()}") from None
+        return cls(**kwargs)
+
+    return read
+
+
+def _to_wire(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {
+            field.name: _to_wire(getattr(value, field.name))
+            for field in dataclasses.fields(value)
+            if getattr(value, field.name) is not None
+        }
+    if type(value) is list:
+        return [_to_wire(item) for item in value]
+    return value
+
+
+CATALOGUE: dict[str, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (
+        Hello, Welcome, Error, Ok, Data, End, Put, Stored, Get, Sending, Delete, Stat, Info, List, Listing, Status,
+        ClusterStatus, Register, Heartbeat, Store, Fetch, Remove,
+    )
+}  # fmt: skip
+
+_READERS: dict[str, Reader] = {name: _record_reader(cls) for name, cls in CATALOGUE.items()}
+
+
+def message_to_wire(message: Message) -> dict[str, Any]:
+    """The CBOR map for ``message``: ``"type"`` first, then its non-None fields."""
+    wire: dict[str, Any] = {"type": message.TYPE}
+    wire.update(_to_wire(message))
+    return wire
+
+
+def message_from_wire(value: Any) -> Message:
+    """Check a decoded CBOR item and build its message, or raise ``ProtocolError``."""
+    if type(value) is not dict:
+        raise ProtocolError(f"protocol error: a frame must hold a CBOR map, not {_kind(value)}")
+    kind = value.get("type")
+    if type(kind) is not str:
+        raise ProtocolError('protocol error: the frame\'s map has no text "type" key')
+    read = _READERS.get(kind)
+    if read is None:
+        raise ProtocolError(f"protocol error: unknown message type {kind[:64]!r}")
+    message: Message = read(value)
+    return message
