@@ -1,4 +1,7 @@
-"""Serving one connection's requests, one at a time: shared by the manager's client port and a node's data port.
+"""Serving connections: the handshake, then one request at a time. Shared by the manager's port and a node's data port.
+
+A new connection must open with ``hello``; its role picks the session that serves it (the manager takes clients and
+nodes, a node takes the manager). A wrong version or role is refused with an error frame.
 
 Each request goes to its ``handle_<message>`` coroutine with a ``Request`` whose ``fields`` make the request's log line
 (name, size, node...). A failed request answers the peer with its error code and the connection carries on: if the
@@ -9,6 +12,7 @@ cannot be trusted any more. Either way the process and every other connection go
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,9 +20,43 @@ from typing import Any
 
 import structlog
 
-from .protocol import DfsError, InternalError, ProtocolError
-from .protocol.messages import Message
-from .wire import Connection, ConnectionLost, discard_stream
+from .protocol import PROTOCOL_VERSION, DfsError, InternalError, ProtocolError
+from .protocol.messages import Hello, Message, Welcome
+from .wire import AGENT, HANDSHAKE_TIMEOUT, Connection, ConnectionLost, discard_stream
+
+Session = Callable[[Connection], Awaitable[None]]
+Log = structlog.typing.FilteringBoundLogger
+
+
+def connection_handler(
+    sessions: dict[str, Session], log: Log
+) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
+    """The callback for ``asyncio.start_server``: the handshake, then the session for the peer's role."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = Connection(reader, writer)
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                hello = await conn.expect(Hello)
+            if hello.version != PROTOCOL_VERSION:
+                raise ProtocolError(
+                    f"protocol error: this server speaks protocol version {PROTOCOL_VERSION}, the peer {hello.version}"
+                )
+            session = sessions.get(hello.role)
+            if session is None:
+                raise ProtocolError(f"protocol error: this server takes no {hello.role[:32]!r} connections")
+            await conn.send(Welcome(PROTOCOL_VERSION, AGENT))
+        except DfsError as err:
+            log.info("handshake_refused", peer=conn.peer, error=err.message)
+            await conn.refuse(err)
+            return
+        except (ConnectionLost, TimeoutError) as err:
+            log.info("handshake_failed", peer=conn.peer, error=str(err) or "timed out")
+            conn.abort()
+            return
+        await session(conn)
+
+    return handle
 
 
 @dataclass(slots=True)
@@ -30,9 +68,7 @@ class Request:
 Handler = Callable[[Connection, Any, Request], Awaitable[None]]
 
 
-async def serve_requests(
-    conn: Connection, handlers: dict[type[Message], Handler], log: structlog.typing.FilteringBoundLogger
-) -> None:
+async def serve_requests(conn: Connection, handlers: dict[type[Message], Handler], log: Log) -> None:
     """Answer requests on ``conn`` until the peer leaves or breaks the protocol; always closes ``conn``."""
     try:
         while True:
@@ -45,9 +81,9 @@ async def serve_requests(
         pass
     except ProtocolError as err:
         log.warning("protocol_error", peer=conn.peer, error=err.message)
-        await conn.send_error(err)
+        await conn.refuse(err)
     finally:
-        await conn.close()
+        conn.abort()
 
 
 async def _handle(conn: Connection, handler: Handler, request: Message, log: Any) -> None:

@@ -39,6 +39,9 @@ WRITE_HIGH_WATER = 4 * 1024 * 1024
 # A peer has this long to say hello, or to answer ours, before the connection is dropped.
 HANDSHAKE_TIMEOUT = 10.0
 
+# How long a refused peer's remaining input is drained so that our error answer reaches it (see Connection.refuse).
+LINGER = 1.0
+
 
 class ConnectionLost(Exception):
     """The peer closed the connection or the network dropped it."""
@@ -108,6 +111,19 @@ class Connection:
         except OSError as err:
             raise ConnectionLost(f"connection to {self.peer} failed: {err.strerror or err}") from None
 
+    async def refuse(self, err: DfsError) -> None:
+        """Answer ``err`` and close. The peer's unread bytes are read and dropped for up to LINGER seconds first: closing
+        with unread input makes the kernel reset the connection, which can destroy the answer before it is read."""
+        try:
+            await self.send(Error.of(err))
+            self._writer.write_eof()
+            async with asyncio.timeout(LINGER):
+                while await self._reader.read(READ_SIZE):
+                    pass
+        except (ConnectionLost, OSError, TimeoutError):
+            pass
+        self.abort()
+
     async def send_error(self, err: DfsError) -> None:
         """Tell the peer about ``err`` if it is still there to hear it."""
         try:
@@ -142,19 +158,6 @@ def tune_socket(writer: asyncio.StreamWriter) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
     writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-
-
-async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[Connection, Hello]:
-    """Server side of the handshake: read the peer's hello, check its version and welcome it."""
-    conn = Connection(reader, writer)
-    async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-        hello = await conn.expect(Hello)
-    if hello.version != PROTOCOL_VERSION:
-        raise ProtocolError(
-            f"protocol error: this server speaks protocol version {PROTOCOL_VERSION}, the peer {hello.version}"
-        )
-    await conn.send(Welcome(PROTOCOL_VERSION, AGENT))
-    return conn, hello
 
 
 # --- streams of data frames -------------------------------------------------------------------------------------------

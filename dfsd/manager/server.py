@@ -50,8 +50,8 @@ from ..protocol.messages import (
     Store,
     Stored,
 )
-from ..service import Request, serve_requests
-from ..wire import HANDSHAKE_TIMEOUT, Connection, ConnectionLost, accept, receive_stream, send_upload
+from ..service import Request, connection_handler, serve_requests
+from ..wire import HANDSHAKE_TIMEOUT, Connection, ConnectionLost, receive_stream, send_upload
 from .placement import choose_node
 from .pool import NodeConnections
 from .store import FileRecord, MetadataStore, NodeRecord
@@ -82,7 +82,19 @@ class Manager:
         try:
             cleared = await self.store.clear_pending()
             await self._load_topology()
-            server = await asyncio.start_server(self._serve, self.host, self.port, limit=1024 * 1024)
+            handlers = {
+                Put: self.handle_put,
+                Get: self.handle_get,
+                Delete: self.handle_delete,
+                Stat: self.handle_stat,
+                List: self.handle_list,
+                Status: self.handle_status,
+            }
+            sessions = {
+                "client": lambda conn: serve_requests(conn, handlers, log),  # type: ignore[arg-type]
+                "node": self._node_session,
+            }
+            server = await asyncio.start_server(connection_handler(sessions, log), self.host, self.port)
             self.port = server.sockets[0].getsockname()[1]
             log.info("listening", host=self.host, port=self.port, db=str(self.db_path), cleared_reservations=cleared)
             if on_ready is not None:
@@ -100,29 +112,6 @@ class Manager:
             node = NodeState(record.id, record.host, record.port, record.capacity, record.free, record.last_seen)
             node.files, node.used = files, used
             self.topology.remember(node)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            conn, hello = await accept(reader, writer)
-        except (ConnectionLost, DfsError, TimeoutError, OSError) as err:
-            log.info("handshake_failed", error=str(err))
-            writer.transport.abort()
-            return
-        if hello.role == "node":
-            await self._node_session(conn)
-        elif hello.role == "client":
-            handlers = {
-                Put: self.handle_put,
-                Get: self.handle_get,
-                Delete: self.handle_delete,
-                Stat: self.handle_stat,
-                List: self.handle_list,
-                Status: self.handle_status,
-            }
-            await serve_requests(conn, handlers, log)  # type: ignore[arg-type]
-        else:
-            await conn.send_error(ProtocolError(f"protocol error: the manager takes no {hello.role!r} connections"))
-            conn.abort()
 
     # --- storage nodes ------------------------------------------------------------------------------------------------
 
@@ -166,19 +155,21 @@ class Manager:
         check_name(request.name)
         req.fields.update(name=request.name)
         node = choose_node(self.topology.nodes.values(), request.size)
-        file_id = await self.store.reserve(request.name)
-        req.fields.update(node=node.id, file_id=file_id)
-        node.uploading += 1
-        committed = False
+        node.uploading += 1  # before any await, so that concurrent uploads see it
         try:
-            stored = await self._relay_upload(conn, Store(file_id, request.size, request.sha256), node, req)
-            await self.store.commit(file_id, node.id, stored.size, stored.sha256, time.time())
-            committed = True
-            self.topology.stored(node.id, stored.size)
+            file_id = await self.store.reserve(request.name)
+            req.fields.update(node=node.id, file_id=file_id)
+            committed = False
+            try:
+                stored = await self._relay_upload(conn, Store(file_id, request.size, request.sha256), node, req)
+                await self.store.commit(file_id, node.id, stored.size, stored.sha256, time.time())
+                committed = True
+                self.topology.stored(node.id, stored.size)
+            finally:
+                if not committed:
+                    await asyncio.shield(self.store.release(file_id))
         finally:
             node.uploading -= 1
-            if not committed:
-                await asyncio.shield(self.store.release(file_id))
         req.fields.update(size=stored.size)
         await conn.send(stored)
 

@@ -35,8 +35,8 @@ from ..protocol import (
     check_range,
 )
 from ..protocol.messages import Data, End, Fetch, Heartbeat, Ok, Register, Remove, Sending, Store, Stored
-from ..service import Request, serve_requests
-from ..wire import Connection, ConnectionLost, accept, receive_stream
+from ..service import Request, connection_handler, serve_requests
+from ..wire import Connection, ConnectionLost, receive_stream
 from .layout import Layout
 
 log = structlog.get_logger("dfsd.storage")
@@ -71,7 +71,9 @@ class StorageNode:
     async def run(self, on_ready: Callable[[str, int], None] | None = None) -> None:
         held = self.layout.load()
         self.log.info("loaded", data=str(self.layout.root), files=len(held), bytes=sum(f.size for f in held))
-        server = await asyncio.start_server(self._serve, self.host, self.port, limit=CHUNK_SIZE)
+        handlers = {Store: self.handle_store, Fetch: self.handle_fetch, Remove: self.handle_remove}
+        sessions = {"manager": lambda conn: serve_requests(conn, handlers, self.log)}  # type: ignore[arg-type]
+        server = await asyncio.start_server(connection_handler(sessions, self.log), self.host, self.port)
         self.port = server.sockets[0].getsockname()[1]
         self.log.info("listening", host=self.host, port=self.port)
         if on_ready is not None:
@@ -123,16 +125,6 @@ class StorageNode:
         return usage.total, usage.free
 
     # --- data connections from the manager ----------------------------------------------------------------------------
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            conn, hello = await accept(reader, writer)
-        except (ConnectionLost, DfsError, TimeoutError, OSError) as err:
-            self.log.info("handshake_failed", error=str(err))
-            writer.transport.abort()
-            return
-        handlers = {Store: self.handle_store, Fetch: self.handle_fetch, Remove: self.handle_remove}
-        await serve_requests(conn, handlers, self.log.bind(peer_role=hello.role))  # type: ignore[dict-item]
 
     async def handle_store(self, conn: Connection, request: Store, req: Request) -> None:
         req.fields.update(file_id=request.file_id)

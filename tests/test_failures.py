@@ -1,0 +1,226 @@
+"""Crashes, vanished peers and garbage: acknowledged files survive, unacknowledged ones leave nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+from harness import LocalCluster, start_daemon
+
+from dfsd.client import Client
+from dfsd.protocol import ChecksumMismatch, FileUnavailable, NameExists, ServersUnavailable, decode_body
+from dfsd.protocol.messages import Data, End, Error, Put
+from dfsd.wire import Connection, send_upload
+
+
+async def read_all(cluster: LocalCluster, files: dict[str, bytes]) -> None:
+    async with Client(cluster.address) as client:
+        for name, payload in files.items():
+            assert await client.read(name) == payload, name
+
+
+def partial_files(cluster: LocalCluster) -> list[str]:
+    return [str(path) for path in cluster.all_entries() if path.name.endswith(".part")]
+
+
+async def test_manager_restart_keeps_every_file(cluster: LocalCluster) -> None:
+    files = {f"keep/{index}": os.urandom(index * 1000) for index in range(30)}
+    async with Client(cluster.address) as client:
+        for name, payload in files.items():
+            await client.put(name, payload)
+    assert cluster.manager is not None
+    cluster.manager.kill()
+    cluster.start_manager()  # same port, same database; the nodes find it again by themselves
+    cluster.wait_for(lambda status: sum(node.up for node in status.nodes) == 3, "all nodes back")
+    await read_all(cluster, files)
+    async with Client(cluster.address) as client:
+        assert (await client.status()).files == 30
+        with pytest.raises(NameExists):
+            await client.put("keep/0", b"")
+
+
+async def test_storage_node_restart_rebuilds_from_its_disk(cluster: LocalCluster) -> None:
+    files = {f"node/{index}": os.urandom(5000) for index in range(60)}
+    async with Client(cluster.address) as client:
+        for name, payload in files.items():
+            await client.put(name, payload)
+        await client.delete("node/0")
+    for node_id in list(cluster.nodes):
+        cluster.nodes[node_id].kill()
+        cluster.wait_node_down(node_id)
+        cluster.start_node(node_id)
+    del files["node/0"]
+    await read_all(cluster, files)
+
+
+async def slow_stream(first: bytes, stop: asyncio.Event):  # type: ignore[no-untyped-def]
+    """An upload source that sends ``first`` and then waits until ``stop`` is set, forever sending nothing else."""
+    yield first
+    await stop.wait()
+    yield b"never delivered"
+
+
+async def test_node_killed_during_upload_leaves_nothing(cluster: LocalCluster) -> None:
+    stop = asyncio.Event()
+    async with Client(cluster.address) as client:
+        upload = asyncio.ensure_future(client.put("interrupted", slow_stream(os.urandom(3_000_000), stop)))
+        async with asyncio.timeout(10):
+            while not partial_files(cluster):
+                await asyncio.sleep(0.02)
+        target = next(node_id for node_id in cluster.nodes if partial_files_of(cluster, node_id))
+        cluster.nodes[target].kill()
+        with pytest.raises(ServersUnavailable):
+            await asyncio.wait_for(upload, 10)
+        stop.set()
+        # the name is free again, and the upload goes to a node that is up
+        await client.put("interrupted", b"second try")
+        assert await client.read("interrupted") == b"second try"
+    cluster.start_node(target)  # a restarted node clears what a crash left half-written
+    assert partial_files(cluster) == []
+    assert cluster.stored_files(target) == []
+
+
+def partial_files_of(cluster: LocalCluster, node_id: int) -> list[str]:
+    return [str(path) for path in cluster.data_dir(node_id).rglob("*.part")]
+
+
+async def test_client_killed_during_upload_leaves_nothing(cluster: LocalCluster) -> None:
+    push = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "dfs-push"), "-", "--name", "half", "--manager", cluster.address],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert push.stdin is not None
+    push.stdin.write(os.urandom(5_000_000))
+    push.stdin.flush()
+    await asyncio.sleep(1.0)
+    push.kill()
+    push.wait()
+    async with Client(cluster.address) as client:
+        async with asyncio.timeout(10):
+            while partial_files(cluster):
+                await asyncio.sleep(0.05)
+        assert [info async for info in client.list()] == []
+        await client.put("half", b"whole")
+        assert await client.read("half") == b"whole"
+
+
+async def test_node_killed_during_download_is_error_4(cluster: LocalCluster) -> None:
+    payload = os.urandom(64 * 1024 * 1024)
+    async with Client(cluster.address) as client:
+        await client.put("big", payload)
+        node = (await client.stat("big")).node
+        download = await client.get("big")
+        chunks = aiter(download)
+        await anext(chunks)
+        cluster.nodes[node].kill()
+        with pytest.raises(FileUnavailable):
+            async for _chunk in chunks:
+                pass
+        with pytest.raises(FileUnavailable):
+            await client.read("big")
+
+
+async def test_wrong_checksum_is_refused_and_leaves_nothing(cluster: LocalCluster) -> None:
+    conn = await Connection.open(*cluster.address.split(":"), role="client")  # type: ignore[arg-type]
+
+    async def stream():  # type: ignore[no-untyped-def]
+        yield Data(b"the real bytes")
+        yield End(hashlib.sha256(b"other bytes").digest())
+
+    with pytest.raises(ChecksumMismatch):
+        await send_upload(conn, Put("checked"), stream())
+    with pytest.raises(ChecksumMismatch):
+        await send_upload(conn, Put("checked", sha256=hashlib.sha256(b"x").digest()), _frames(b"y"))
+    await conn.close()
+    async with Client(cluster.address) as client:
+        assert [info async for info in client.list()] == []
+        await client.put("checked", b"the real bytes", sha256=hashlib.sha256(b"the real bytes").digest())
+    assert partial_files(cluster) == []
+    assert sum(len(cluster.stored_files(node_id)) for node_id in cluster.nodes) == 1
+
+
+async def _frames(payload: bytes):  # type: ignore[no-untyped-def]
+    yield Data(payload)
+    yield End()
+
+
+def raw_exchange(address: str, data: bytes) -> bytes:
+    """Send raw bytes to ``address`` and return everything it answers before closing."""
+    host, port = address.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # announces a 1.1 GB frame: refused at once
+        frame(b"\xff\xff\xff"),  # not CBOR
+        frame(b"\xa1\x64type\x64nope"),  # unknown message type
+        frame(b"\xa2\x64type\x65hello\x67version\xf5"),  # hello with a bool version
+        frame(b"\x81" * 5000 + b"\x00"),  # deep nesting
+    ],
+)
+async def test_garbage_gets_protocol_error_and_harms_nobody(cluster: LocalCluster, garbage: bytes) -> None:
+    async with Client(cluster.address) as client:
+        await client.put("precious", b"still here")
+        answer = await asyncio.to_thread(raw_exchange, cluster.address, garbage)
+        message = decode_body(answer[4:])
+        assert isinstance(message, Error) and message.code == 6, message
+        assert await client.read("precious") == b"still here"
+        node = next(iter(cluster.nodes.values()))
+        node_answer = await asyncio.to_thread(raw_exchange, node.address, garbage)
+        assert isinstance(decode_body(node_answer[4:]), Error)
+        assert await client.read("precious") == b"still here"
+
+
+async def test_frozen_node_goes_down_and_comes_back(cluster: LocalCluster) -> None:
+    async with Client(cluster.address) as client:
+        await client.put("frozen", b"cold")
+        node_id = (await client.stat("frozen")).node
+        os.kill(cluster.nodes[node_id].pid, signal.SIGSTOP)
+        try:
+            cluster.wait_node_down(node_id)
+            with pytest.raises(FileUnavailable):
+                await client.read("frozen")
+            await client.put("meanwhile", b"warm")  # goes to a node that is up
+        finally:
+            os.kill(cluster.nodes[node_id].pid, signal.SIGCONT)
+        cluster.wait_for(lambda s: all(n.up for n in s.nodes), "the frozen node back")
+        assert await client.read("frozen") == b"cold"
+
+
+def test_a_second_node_with_a_live_nodes_id_is_refused(cluster: LocalCluster) -> None:
+    log = cluster.root / "impostor.log"
+    impostor = start_daemon(
+        ["storage", "--id", "100", "--manager", cluster.address, "--data", str(cluster.root / "impostor")],
+        cluster.root,
+        log,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while "node id 100 is in use" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        original_port = int(cluster.nodes[100].address.rpartition(":")[2])
+        cluster.wait_for(lambda s: [(n.port, n.up) for n in s.nodes if n.id == 100] == [(original_port, True)], "100")
+    finally:
+        impostor.kill()

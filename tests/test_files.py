@@ -1,0 +1,175 @@
+"""Uploads, downloads, deletes and listings through a real manager and real storage nodes, checked byte for byte."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections import Counter
+
+import pytest
+from harness import LocalCluster
+
+from dfsd.client import Client
+from dfsd.protocol import BadRequest, FileNotFound, NameExists
+from dfsd.sync_client import SyncClient
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, 1024 * 1024, 3 * 1024 * 1024 + 17])
+async def test_round_trip_is_byte_exact(cluster: LocalCluster, size: int) -> None:
+    payload = os.urandom(size)
+    async with Client(cluster.address) as client:
+        stored = await client.put("file.bin", payload)
+        assert stored.size == size
+        assert stored.sha256 == hashlib.sha256(payload).digest()
+        assert await client.read("file.bin") == payload
+        info = await client.stat("file.bin")
+    assert (info.size, info.sha256, info.available) == (size, stored.sha256, True)
+    on_disk = cluster.stored_files(info.node)
+    assert [path.read_bytes() for path in on_disk] == [payload]
+
+
+async def test_ranged_reads(cluster: LocalCluster) -> None:
+    payload = os.urandom(2 * 1024 * 1024 + 5)
+    async with Client(cluster.address) as client:
+        await client.put("ranged", payload)
+        assert await client.read("ranged", offset=10, length=100) == payload[10:110]
+        assert await client.read("ranged", offset=1024 * 1024 - 3) == payload[1024 * 1024 - 3 :]
+        assert await client.read("ranged", offset=len(payload)) == b""
+        with pytest.raises(BadRequest):
+            await client.read("ranged", offset=len(payload) - 1, length=2)
+        # the connection is still usable after an error answer
+        assert await client.read("ranged", length=3) == payload[:3]
+
+
+async def test_three_hundred_files_spread_evenly(cluster: LocalCluster) -> None:
+    async with Client(cluster.address) as client:
+        for index in range(300):
+            await client.put(f"even/{index}", f"file {index}".encode())
+        placed = Counter([info.node async for info in client.list("even/")])
+    assert placed == {100: 100, 101: 100, 102: 100}
+    assert {node_id: len(cluster.stored_files(node_id)) for node_id in (100, 101, 102)} == placed
+
+
+async def test_concurrent_uploads_spread_evenly_and_list_in_pages(cluster: LocalCluster) -> None:
+    """Thousands of files: no directory on any node holds more than 36 entries, and listings page correctly."""
+    count = 3000
+    names = [f"many/{index:05d}" for index in range(count)]
+
+    async def upload(worker: int) -> None:
+        async with Client(cluster.address) as client:
+            for name in names[worker::16]:
+                await client.put(name, name.encode())
+
+    await asyncio.gather(*(upload(worker) for worker in range(16)))
+    for node_id in cluster.nodes:
+        for directory in [cluster.data_dir(node_id), *cluster.data_dir(node_id).rglob("*")]:
+            if directory.is_dir():
+                assert len(os.listdir(directory)) <= 36, directory
+    async with Client(cluster.address) as client:
+        listed = [info async for info in client.list("many/")]
+        assert [info.name for info in listed] == names
+        assert Counter(info.node for info in listed) == {100: 1000, 101: 1000, 102: 1000}
+        assert await client.read("many/02999") == b"many/02999"
+
+
+async def test_delete_frees_the_name_and_the_bytes(cluster: LocalCluster) -> None:
+    async with Client(cluster.address) as client:
+        await client.put("doomed", b"x" * 100)
+        node = (await client.stat("doomed")).node
+        assert len(cluster.stored_files(node)) == 1
+        await client.delete("doomed")
+        assert cluster.stored_files(node) == []
+        with pytest.raises(FileNotFound):
+            await client.stat("doomed")
+        with pytest.raises(FileNotFound):
+            await client.delete("doomed")
+        await client.put("doomed", b"again")
+        assert await client.read("doomed") == b"again"
+
+
+HOSTILE_NAMES = [
+    "../../etc/passwd",
+    "/absolute/path",
+    "with spaces and\ttabs",
+    "line\nbreak",
+    "日本語のファイル名",
+    "émigré ünïcødé",
+    "..",
+    ".",
+    "a" * 1024,
+    "🙂" * 256,
+    "back\\slash",
+]
+
+
+async def test_hostile_names_round_trip_and_never_touch_the_disk(cluster: LocalCluster) -> None:
+    async with Client(cluster.address) as client:
+        for index, name in enumerate(HOSTILE_NAMES):
+            await client.put(name, f"content {index}".encode())
+        for index, name in enumerate(HOSTILE_NAMES):
+            assert await client.read(name) == f"content {index}".encode()
+        assert sorted(HOSTILE_NAMES) == [info.name async for info in client.list()]
+    assert not (cluster.root.parent / "etc").exists()
+    for path in cluster.all_entries():
+        assert path.resolve().is_relative_to(cluster.root)
+        assert "passwd" not in path.name and " " not in path.name
+
+
+@pytest.mark.parametrize("name", ["", "a" * 1025, "🙂" * 257, "nul\x00byte"])
+async def test_bad_names_are_refused(cluster: LocalCluster, name: str) -> None:
+    async with Client(cluster.address) as client:
+        with pytest.raises(BadRequest):
+            await client.put(name, b"data")
+
+
+async def test_racing_uploads_of_one_name_one_wins(cluster: LocalCluster) -> None:
+    for round_ in range(10):
+        name = f"race-{round_}"
+
+        async def upload(payload: bytes, name: str = name) -> bytes | Exception:
+            try:
+                async with Client(cluster.address) as client:
+                    await client.put(name, payload)
+                return payload
+            except NameExists as err:
+                return err
+
+        results = await asyncio.gather(upload(b"a" * 200_000), upload(b"b" * 200_000))
+        winners = [result for result in results if isinstance(result, bytes)]
+        assert len(winners) == 1, results
+        assert sum(isinstance(result, NameExists) for result in results) == 1
+        async with Client(cluster.address) as client:
+            assert await client.read(name) == winners[0]
+
+
+async def test_a_slow_upload_does_not_stall_other_clients(cluster: LocalCluster) -> None:
+    release = asyncio.Event()
+
+    async def trickle():  # type: ignore[no-untyped-def]
+        yield b"first"
+        await release.wait()
+        yield b"last"
+
+    async with Client(cluster.address) as slow, Client(cluster.address) as fast:
+        slow_upload = asyncio.ensure_future(slow.put("slow", trickle()))
+        async with asyncio.timeout(20):
+            for index in range(50):
+                await fast.put(f"fast-{index}", b"quick")
+                assert await fast.read(f"fast-{index}") == b"quick"
+        release.set()
+        await slow_upload
+        assert await fast.read("slow") == b"firstlast"
+
+
+def test_sync_client(cluster: LocalCluster, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(100_000))
+    with SyncClient(cluster.address) as client:
+        client.put("sync.bin", source)
+        client.get_file("sync.bin", tmp_path / "copy.bin")
+        assert (tmp_path / "copy.bin").read_bytes() == source.read_bytes()
+        assert [info.name for info in client.list()] == ["sync.bin"]
+        assert client.stat("sync.bin").size == 100_000
+        client.delete("sync.bin")
+        assert list(client.list()) == []
