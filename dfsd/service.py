@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ Log = structlog.typing.FilteringBoundLogger
 
 
 def connection_handler(
-    sessions: dict[str, Session], log: Log
+    sessions: Mapping[str, Session], log: Log
 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     """The callback for ``asyncio.start_server``: the handshake, then the session for the peer's role."""
 
@@ -68,7 +68,7 @@ class Request:
 Handler = Callable[[Connection, Any, Request], Awaitable[None]]
 
 
-async def serve_requests(conn: Connection, handlers: dict[type[Message], Handler], log: Log) -> None:
+async def serve_requests(conn: Connection, handlers: Mapping[type[Message], Handler], log: Log) -> None:
     """Answer requests on ``conn`` until the peer leaves or breaks the protocol; always closes ``conn``."""
     try:
         while True:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from typing import TypeVar
 
 from .protocol import (
@@ -112,8 +112,11 @@ class Connection:
             raise ConnectionLost(f"connection to {self.peer} failed: {err.strerror or err}") from None
 
     async def refuse(self, err: DfsError) -> None:
-        """Answer ``err`` and close. The peer's unread bytes are read and dropped for up to LINGER seconds first: closing
-        with unread input makes the kernel reset the connection, which can destroy the answer before it is read."""
+        """Answer ``err`` and close.
+
+        The peer's unread bytes are read and dropped for up to LINGER seconds first: closing with unread input makes the
+        kernel reset the connection, which can destroy the answer before the peer reads it.
+        """
         try:
             await self.send(Error.of(err))
             self._writer.write_eof()
@@ -164,7 +167,7 @@ def tune_socket(writer: asyncio.StreamWriter) -> None:
 # A stream is a run of ``data`` frames closed by one ``end`` frame. Sources and sinks pass the frames themselves around,
 # so a relay forwards the sender's ``end`` (with its checksum) without looking inside.
 
-Stream = AsyncIterator[Data | End]
+Stream = AsyncGenerator[Data | End, None]
 
 
 async def receive_stream(conn: Connection) -> Stream:
@@ -200,8 +203,8 @@ async def send_stream(conn: Connection, stream: AsyncIterable[Data | End]) -> No
 async def send_upload(conn: Connection, request: Message, stream: AsyncIterable[Data | End]) -> Stored:
     """Send ``request``, wait for ``ok``, send ``stream``, and return the final answer (``stored``).
 
-    The answer is watched for while the stream goes out: a receiver that fails early (disk full, a wrong size) answers at
-    once, and the rest of the file is not sent for nothing.
+    The answer is watched for while the stream goes out: a receiver that fails early (disk full, a wrong size) answers
+    at once, and the rest of the file is not sent for nothing.
     """
     await conn.send(request)
     await conn.expect(Ok)

@@ -13,11 +13,11 @@ import sys
 import time
 
 import pytest
+from dfsd.protocol import ChecksumMismatch, FileUnavailable, NameExists, ServersUnavailable, decode_body
+from dfsd.protocol.messages import Data, End, Error, Put
 from harness import LocalCluster, start_daemon
 
 from dfsd.client import Client
-from dfsd.protocol import ChecksumMismatch, FileUnavailable, NameExists, ServersUnavailable, decode_body
-from dfsd.protocol.messages import Data, End, Error, Put
 from dfsd.wire import Connection, send_upload
 
 
@@ -94,7 +94,14 @@ def partial_files_of(cluster: LocalCluster, node_id: int) -> list[str]:
 
 async def test_client_killed_during_upload_leaves_nothing(cluster: LocalCluster) -> None:
     push = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "dfs-push"), "-", "--name", "half", "--manager", cluster.address],
+        [
+            os.path.join(os.path.dirname(sys.executable), "dfs-push"),
+            "-",
+            "--name",
+            "half",
+            "--manager",
+            cluster.address,
+        ],
         stdin=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )

@@ -8,10 +8,10 @@ import os
 from collections import Counter
 
 import pytest
+from dfsd.protocol import BadRequest, FileNotFound, NameExists
 from harness import LocalCluster
 
 from dfsd.client import Client
-from dfsd.protocol import BadRequest, FileNotFound, NameExists
 from dfsd.sync_client import SyncClient
 
 

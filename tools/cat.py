@@ -2,7 +2,8 @@
 
 With -o the bytes go to a temporary file beside the target, renamed into place only once the checksum has been
 verified, so a failed download never leaves a file that looks complete. On standard output bytes are written as they
-arrive (a pipe cannot take them back): a checksum failure then exits 7 after the bytes, and the reader must discard them.
+arrive (a pipe cannot take them back): a checksum failure then exits 7 after the bytes, and the reader must discard
+them.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def run(prog: str, manager: str | None, work: Callable[[Client], Awaitable[int | None]]) -> int:
-    """Run ``work`` with a connected client; print any error as ``prog: error N: message`` and return the exit status."""
+    """Run ``work`` with a connected client; print any error as ``prog: error N: message``; return the exit status."""
 
     async def main() -> int | None:
         async with Client(manager) as client:

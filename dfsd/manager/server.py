@@ -252,7 +252,7 @@ class Manager:
 
     async def handle_list(self, conn: Connection, request: List, req: Request) -> None:
         limit = min(request.limit or MAX_LIST_PAGE, MAX_LIST_PAGE)
-        records = await self.store.list(request.prefix, request.after, limit + 1)
+        records = await self.store.list_files(request.prefix, request.after, limit + 1)
         req.fields.update(prefix=request.prefix, count=min(len(records), limit))
         files = [self._file_info(record) for record in records[:limit]]
         await conn.send(Listing(files, more=len(records) > limit))

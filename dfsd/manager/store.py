@@ -3,8 +3,8 @@
 Theory of operation: a file's row is created *pending* when its upload starts (the UNIQUE name makes the reservation
 atomic, so of two racing uploads of one name exactly one gets the row), and becomes *stored* only after its storage
 node has fsynced the bytes. A pending row is invisible to reads and is deleted when the upload fails; rows still
-pending at start-up belong to uploads a crash interrupted, and are cleared. File ids come from AUTOINCREMENT, so an id is
-never reused: a node still holding the bytes of a deleted file can never confuse them with a new one.
+pending at start-up belong to uploads a crash interrupted, and are cleared. File ids come from AUTOINCREMENT, so an
+id is never reused: a node still holding the bytes of a deleted file can never confuse them with a new one.
 
 The database runs in WAL mode with synchronous=FULL: a commit is on disk before the client hears ``stored``.
 ``MetadataStore`` is the whole interface the manager sees, so another backend can replace SQLite without rewiring it.
@@ -121,7 +121,7 @@ class MetadataStore:
         await cursor.close()
         return None if row is None else FileRecord(*row)
 
-    async def list(self, prefix: str, after: str | None, limit: int) -> list[FileRecord]:
+    async def list_files(self, prefix: str, after: str | None, limit: int) -> list[FileRecord]:
         """Stored files whose names start with ``prefix``, in byte order, after ``after``, at most ``limit``."""
         query = f"SELECT {_FILE_COLUMNS} FROM files WHERE state = 'stored' AND name >= ?"
         params: list[object] = [prefix]

@@ -1,0 +1,103 @@
+"""The storage node's disk layout on its own: the 36-entry rule, logarithmic depth, slot reuse, rebuild from disk."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from dfsd.storage.layout import FANOUT, Layout, path_slot, slot_path
+
+
+def store(layout: Layout, file_id: int, payload: bytes = b"x") -> Path:
+    partial, _made = layout.begin(file_id)
+    partial.write_bytes(payload)
+    return layout.commit(file_id)
+
+
+def entries_per_directory(root: Path) -> dict[Path, int]:
+    return {Path(d): len(names) + len(dirs) for d, dirs, names in os.walk(root)}
+
+
+@pytest.mark.parametrize("slot", [0, 35, 36, 1331, 1332, 48_000, 1_733_000, 10**9])
+def test_slot_paths_round_trip(slot: int) -> None:
+    assert path_slot(slot_path(slot)) == slot
+
+
+def test_paths_never_move_as_the_node_grows() -> None:
+    assert slot_path(5) == ("g0", "5")
+    assert slot_path(40) == ("g1", "0", "4")
+    assert slot_path(2000) == ("g2", "0", "i", "k")
+
+
+def test_twenty_thousand_files_keep_36_entries_per_directory(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.load()
+    count = 20_000
+    for file_id in range(1, count + 1):
+        store(layout, file_id)
+    counts = entries_per_directory(tmp_path)
+    assert max(counts.values()) <= FANOUT
+    depth = max(len(path.relative_to(tmp_path).parts) for path in tmp_path.rglob("*"))
+    assert depth <= math.ceil(math.log(count, FANOUT)) + 2  # generation dir + digits + file
+    assert sum(1 for path in tmp_path.rglob("*") if path.is_file()) == count
+
+
+def test_partial_files_count_against_the_limit_too(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.load()
+    for file_id in range(1, 1000):
+        partial, _ = layout.begin(file_id)
+        partial.write_bytes(b"")
+    assert max(entries_per_directory(tmp_path).values()) <= FANOUT
+
+
+def test_deleted_slots_are_reused(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.load()
+    paths = {file_id: store(layout, file_id) for file_id in range(1, 101)}
+    assert layout.remove(7) and layout.remove(50)
+    assert not paths[7].exists()
+    assert store(layout, 1000).parent == paths[7].parent
+    assert store(layout, 1001).parent == paths[50].parent
+    assert len(list(tmp_path.rglob("*.*"))) == 100
+
+
+def test_abandoned_writes_free_their_slot(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.load()
+    partial, _ = layout.begin(1)
+    partial.write_bytes(b"half")
+    layout.abandon(1)
+    assert not partial.exists()
+    assert store(layout, 2).name == "0.2"
+
+
+def test_rebuild_from_disk_drops_partial_files(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.load()
+    for file_id in range(1, 80):
+        store(layout, file_id, str(file_id).encode())
+    layout.remove(3)
+    crashed, _ = layout.begin(500)
+    crashed.write_bytes(b"half written")
+
+    reborn = Layout(tmp_path)
+    held = reborn.load()
+    assert sorted(f.file_id for f in held) == [i for i in range(1, 80) if i != 3]
+    assert not crashed.exists()
+    path = reborn.path(42)
+    assert path is not None and path.read_bytes() == b"42"
+    assert reborn.path(3) is None
+    assert store(reborn, 600).name.endswith(".600")
+    assert 600 in reborn and len(reborn) == 79
+
+
+def test_a_file_id_cannot_be_written_twice(tmp_path: Path) -> None:
+    layout = Layout(tmp_path)
+    layout.load()
+    store(layout, 1)
+    with pytest.raises(FileExistsError):
+        layout.begin(1)

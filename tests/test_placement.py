@@ -1,0 +1,117 @@
+"""Placement and the metadata store, without any process or socket."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from dfsd.protocol import NameExists, NodeIdInUse, ServersUnavailable, StorageFull
+from dfsd.protocol.messages import Register
+
+from dfsd.manager.placement import choose_node
+from dfsd.manager.store import MetadataStore, _prefix_end
+from dfsd.manager.topology import NodeState, Topology
+
+
+def node(node_id: int, files: int = 0, free: int = 10**9, up: bool = True, uploading: int = 0) -> NodeState:
+    state = NodeState(node_id, "127.0.0.1", 9000 + node_id, free=free, up=up)
+    state.files, state.uploading = files, uploading
+    return state
+
+
+def test_fewest_files_wins() -> None:
+    assert choose_node([node(1, files=5), node(2, files=3), node(3, files=4)], None).id == 2
+
+
+def test_uploads_under_way_count_as_files() -> None:
+    assert choose_node([node(1, files=3, uploading=2), node(2, files=4)], None).id == 2
+
+
+def test_ties_go_to_most_free_space_then_lowest_id() -> None:
+    assert choose_node([node(1, free=5), node(2, free=9), node(3, free=9)], None).id == 2
+    assert choose_node([node(3), node(1), node(2)], None).id == 1
+
+
+def test_down_nodes_and_full_nodes_are_passed_over() -> None:
+    assert choose_node([node(1, up=False), node(2, files=100)], None).id == 2
+    assert choose_node([node(1, free=10), node(2, files=100, free=1000)], 500).id == 2
+    with pytest.raises(StorageFull):
+        choose_node([node(1, free=10)], 500)
+    with pytest.raises(ServersUnavailable):
+        choose_node([node(1, up=False)], None)
+    with pytest.raises(ServersUnavailable):
+        choose_node([], None)
+
+
+def test_placement_of_300_files_is_even() -> None:
+    nodes = [node(1), node(2), node(3)]
+    for _ in range(300):
+        choose_node(nodes, 1).files += 1
+    assert [n.files for n in nodes] == [100, 100, 100]
+
+
+def test_a_live_node_id_cannot_join_twice() -> None:
+    topology = Topology()
+    first = topology.join(Register(7, "10.0.0.1", 9000, 100, 50), now=1.0)
+    with pytest.raises(NodeIdInUse):
+        topology.join(Register(7, "10.0.0.2", 9000, 100, 50), now=2.0)
+    assert first.host == "10.0.0.1" and first.up
+    topology.leave(first)
+    assert topology.join(Register(7, "10.0.0.2", 9001, 100, 50), now=3.0).address == ("10.0.0.2", 9001)
+
+
+async def test_store_reserve_commit_release(tmp_path: Path) -> None:
+    store = await MetadataStore.open(tmp_path / "meta.db")
+    try:
+        first = await store.reserve("a")
+        with pytest.raises(NameExists):
+            await store.reserve("a")
+        assert await store.find("a") is None  # pending rows are invisible
+        await store.commit(first, node=5, size=3, sha256=b"h" * 32, created=1.0)
+        record = await store.find("a")
+        assert record is not None and (record.node, record.size) == (5, 3)
+        second = await store.reserve("b")
+        await store.release(second)
+        third = await store.reserve("b")
+        assert third > second  # ids are never reused
+        assert await store.clear_pending() == 1
+        assert await store.usage_by_node() == {5: (1, 3)}
+        removed = await store.remove("a")
+        assert removed is not None and removed.id == first
+        assert await store.remove("a") is None
+    finally:
+        await store.close()
+
+
+async def test_only_one_of_many_racing_reservations_wins(tmp_path: Path) -> None:
+    store = await MetadataStore.open(tmp_path / "meta.db")
+    try:
+        results = await asyncio.gather(*(store.reserve("same") for _ in range(20)), return_exceptions=True)
+        assert sum(isinstance(result, int) for result in results) == 1
+        assert sum(isinstance(result, NameExists) for result in results) == 19
+    finally:
+        await store.close()
+
+
+async def test_listing_by_prefix_in_byte_order(tmp_path: Path) -> None:
+    store = await MetadataStore.open(tmp_path / "meta.db")
+    names = ["a", "a/b", "a/c", "ab", "b", "a\U0010ffff", "a\ud7ff", "é", "日本"]
+    try:
+        for name in names:
+            if "\ud7ff" in name:
+                continue
+            await store.commit(await store.reserve(name), 1, 1, b"", 0.0)
+        listed = [record.name for record in await store.list_files("a", None, 100)]
+        assert listed == sorted(n for n in names if n.startswith("a") and "\ud7ff" not in n)
+        assert [record.name for record in await store.list_files("a", "a/b", 2)] == ["a/c", "ab"]
+        assert [record.name for record in await store.list_files("", None, 100)][-2:] == ["é", "日本"]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("prefix", "end"), [("a", "b"), ("ab", "ac"), ("a\U0010ffff", "b"), ("\U0010ffff", None), ("\ud7ff", "\ue000")]
+)
+def test_prefix_end(prefix: str, end: str | None) -> None:
+    assert _prefix_end(prefix) == end
