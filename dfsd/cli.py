@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     manager.add_argument(
         "--node-timeout", type=float, default=3.0, help="seconds without a heartbeat before a node is down (3)"
     )
+    manager.add_argument(
+        "--no-auto-rebalance",
+        dest="auto_rebalance",
+        action="store_false",
+        help="do not move files when a node joins; run `dfsd rebalance` by hand instead",
+    )
 
     storage = commands.add_parser("storage", help="run a storage node")
     storage.add_argument("--id", type=int, required=True, help="this node's id, unique in the cluster")
@@ -45,8 +51,18 @@ def main(argv: list[str] | None = None) -> int:
     storage.add_argument("--data", type=Path, help="data directory (default dfs-data/node-ID)")
     storage.add_argument("--host", default="127.0.0.1", help="address to serve data on (default 127.0.0.1)")
     storage.add_argument("--port", type=int, default=0, help="port to serve data on; 0 picks a free one (default)")
-    storage.add_argument("--advertise", metavar="HOST", help="the host the manager should dial (default: --host)")
+    storage.add_argument(
+        "--advertise",
+        metavar="HOST[:PORT]",
+        help="the address the manager and other nodes dial (default: --host)",
+    )
     storage.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats (default 1)")
+    storage.add_argument(
+        "--manager-timeout",
+        type=float,
+        default=5.0,
+        help="seconds without an answer from the manager before reconnecting (default 5)",
+    )
 
     cluster = commands.add_parser("cluster", help="run a manager and storage nodes on this machine until Ctrl-C")
     cluster.add_argument("--nodes", type=int, default=3, help="how many storage nodes (default 3)")
@@ -54,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     cluster.add_argument("--data", type=Path, default=DEFAULT_DATA, help="where everything is kept (default dfs-data)")
 
     status = commands.add_parser("status", help="show every storage node and the totals")
-    status.add_argument(
-        "--manager", metavar="HOST:PORT", help="the manager (default $DFS_MANAGER, else 127.0.0.1:8000)"
-    )
+    rebalance = commands.add_parser("rebalance", help="even out the file counts of the nodes now, showing progress")
+    for sub in (status, rebalance):
+        sub.add_argument(
+            "--manager", metavar="HOST:PORT", help="the manager (default $DFS_MANAGER, else 127.0.0.1:8000)"
+        )
 
     for sub in (manager, storage, cluster):
         sub.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -64,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "status":
-        return _status(args.manager)
+        return _client_command(args.manager, _print_status)
+    if args.command == "rebalance":
+        return _client_command(args.manager, _rebalance)
     logs.configure(args.log_level, args.log_json)
     if args.command == "manager":
         return _serve(_run_manager(args))
@@ -92,7 +112,7 @@ async def _run_manager(args: argparse.Namespace) -> None:
     from .manager.server import Manager
 
     args.db.parent.mkdir(parents=True, exist_ok=True)
-    manager = Manager(args.db, args.host, args.port, node_timeout=args.node_timeout)
+    manager = Manager(args.db, args.host, args.port, node_timeout=args.node_timeout, auto_rebalance=args.auto_rebalance)
     await manager.run(on_ready=lambda host, port: _ready(f"dfsd manager listening on {host}:{port}"))
 
 
@@ -105,8 +125,9 @@ async def _run_storage(args: argparse.Namespace) -> None:
         manager_address(args.manager),
         host=args.host,
         port=args.port,
-        advertise=args.advertise,
+        advertise=_advertise(args.advertise),
         heartbeat_interval=args.heartbeat,
+        manager_timeout=args.manager_timeout,
     )
     await node.run(on_ready=lambda host, port: _ready(f"dfsd storage {args.id} listening on {host}:{port}"))
 
@@ -115,26 +136,61 @@ def _ready(line: str) -> None:
     print(line, flush=True)
 
 
-def _status(address: str | None) -> int:
-    async def fetch() -> int:
+def _advertise(text: str | None) -> tuple[str, int | None] | None:
+    if text is None:
+        return None
+    host, sep, port = text.rpartition(":")
+    return (host, int(port)) if sep and port.isdigit() else (text, None)
+
+
+def _client_command(address: str | None, work: Callable[[Client], Awaitable[int]]) -> int:
+    async def run() -> int:
         async with Client(address) as client:
-            status = await client.status()
-        print(f"{'NODE':>6}  {'ADDRESS':<22} {'STATE':<5} {'FILES':>8} {'USED':>10} {'FREE':>10}  LAST SEEN")
-        for node in status.nodes:
-            seen = time.strftime("%H:%M:%S", time.localtime(node.last_seen)) if node.last_seen else "never"
-            print(
-                f"{node.id:>6}  {node.host + ':' + str(node.port):<22} {'up' if node.up else 'DOWN':<5} "
-                f"{node.files:>8} {_bytes(node.used):>10} {_bytes(node.free):>10}  {seen}"
-            )
-        up = sum(node.up for node in status.nodes)
-        print(f"total: {up} of {len(status.nodes)} nodes up, {status.files} files, {_bytes(status.bytes)}")
-        return 0
+            return await work(client)
 
     try:
-        return aio.run(fetch())
+        return aio.run(run())
     except DfsError as err:
-        print(f"dfsd status: {err.describe()}", file=sys.stderr)
+        print(f"dfsd: {err.describe()}", file=sys.stderr)
         return int(err.code)
+
+
+async def _print_status(client: Client) -> int:
+    status = await client.status()
+    print(
+        f"{'NODE':>6}  {'ADDRESS':<22} {'STATE':<5} {'FILES':>8} {'USED':>10} {'FREE':>10} {'LOST':>5} {'ORPHANS':>7}"
+        "  LAST SEEN"
+    )
+    for node in status.nodes:
+        seen = time.strftime("%H:%M:%S", time.localtime(node.last_seen)) if node.last_seen else "never"
+        print(
+            f"{node.id:>6}  {node.host + ':' + str(node.port):<22} {'up' if node.up else 'DOWN':<5} "
+            f"{node.files:>8} {_bytes(node.used):>10} {_bytes(node.free):>10} {node.lost:>5} {node.orphans:>7}  {seen}"
+        )
+    up = sum(node.up for node in status.nodes)
+    print(f"total: {up} of {len(status.nodes)} nodes up, {status.files} files, {_bytes(status.bytes)}")
+    if status.rebalance is not None:
+        r = status.rebalance
+        state = f"running, {r.remaining} moves left in this round" if r.running else "idle"
+        auto = "automatic" if r.auto else "manual only (`dfsd rebalance`)"
+        print(f"rebalance: {state}; {r.moved} files moved, {r.failed} moves failed; {auto}")
+    if status.lost:
+        print(f"LOST FILES ({len(status.lost)} shown; their nodes no longer have the bytes):")
+        for name in status.lost:
+            print(f"  {name!r}")
+    return 0
+
+
+async def _rebalance(client: Client) -> int:
+    await client.rebalance()
+    while True:
+        await asyncio.sleep(0.5)
+        status = await client.status()
+        assert status.rebalance is not None
+        counts = ", ".join(f"{node.id}: {node.files}" for node in status.nodes if node.up)
+        print(f"moved {status.rebalance.moved}, failed {status.rebalance.failed}; files per node: {counts}", flush=True)
+        if not status.rebalance.running:
+            return 0
 
 
 def _bytes(size: int) -> str:

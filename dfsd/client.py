@@ -39,6 +39,7 @@ from .protocol.messages import (
     Message,
     Ok,
     Put,
+    Rebalance,
     Sending,
     Stat,
     Status,
@@ -170,6 +171,10 @@ class Client:
 
     async def status(self) -> ClusterStatus:
         return await self._call(Status(), ClusterStatus)
+
+    async def rebalance(self) -> ClusterStatus:
+        """Start a rebalance (if none is running); returns the status as it starts."""
+        return await self._call(Rebalance(), ClusterStatus)
 
     async def _call(self, request: Message, answer: type[M]) -> M:
         conn = await self._connection()

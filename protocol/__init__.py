@@ -17,12 +17,22 @@ from .errors import (
     error_from_wire,
 )
 from .framing import FrameDecoder, decode_body, encode, encode_parts
-from .limits import CHUNK_SIZE, MAX_FRAME_SIZE, MAX_LIST_PAGE, MAX_NAME_BYTES, PROTOCOL_VERSION, check_name, check_range
+from .limits import (
+    CHUNK_SIZE,
+    INVENTORY_PAGE,
+    MAX_FRAME_SIZE,
+    MAX_LIST_PAGE,
+    MAX_NAME_BYTES,
+    PROTOCOL_VERSION,
+    check_name,
+    check_range,
+)
 from .messages import CATALOGUE, Message
 
 __all__ = [
     "CATALOGUE",
     "CHUNK_SIZE",
+    "INVENTORY_PAGE",
     "MAX_FRAME_SIZE",
     "MAX_LIST_PAGE",
     "MAX_NAME_BYTES",

@@ -101,6 +101,7 @@ class FrameDecoder:
     def next_message(self) -> Message | None:
         """The next complete message, or None until more bytes arrive."""
         self._raise_if_broken()
+        self._check_length()
         if len(self._buffer) < _LENGTH.size:
             return None
         (length,) = _LENGTH.unpack_from(self._buffer)
@@ -111,7 +112,6 @@ class FrameDecoder:
         del self._buffer[:end]
         try:
             message = decode_body(body)
-            self._check_length()
         except ProtocolError as err:
             self._error = err
             raise

@@ -20,6 +20,9 @@ MAX_NAME_BYTES = 1024
 # One listing page; with MAX_NAME_BYTES names the page still fits well inside MAX_FRAME_SIZE.
 MAX_LIST_PAGE = 1000
 
+# File ids per inventory page: 100,000 ids of up to 9 bytes each stay under 1 MiB.
+INVENTORY_PAGE = 100_000
+
 # Largest integer any field may carry: sizes, offsets and ids fit SQLite's signed 64-bit INTEGER.
 MAX_UINT = 2**63 - 1
 

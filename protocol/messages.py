@@ -51,6 +51,19 @@ class NodeInfo:
     free: int  # free bytes on its disk, as last reported
     capacity: int  # size of its disk, as last reported
     last_seen: float  # unix time of its last heartbeat
+    lost: int = 0  # files recorded on it whose bytes it no longer has
+    orphans: int = 0  # files it held that no record names, removed when it last registered
+
+
+@dataclass(frozen=True, slots=True)
+class RebalanceInfo:
+    """Progress of the rebalancer."""
+
+    running: bool
+    moved: int  # files moved since the manager started
+    failed: int  # moves that failed (each file stays where it was)
+    remaining: int  # moves still planned in the current round
+    auto: bool  # whether a node joining starts a rebalance by itself
 
 
 # --- messages ---------------------------------------------------------------------------------------------------------
@@ -206,6 +219,15 @@ class ClusterStatus(Message):
     nodes: list[NodeInfo]
     files: int
     bytes: int
+    lost: list[str] | None = None  # names of lost files (at most 100)
+    rebalance: RebalanceInfo | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rebalance(Message):
+    """Client → manager: start a rebalance now; answered by ``cluster_status``."""
+
+    TYPE = "rebalance"
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,8 +243,17 @@ class Register(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Inventory(Message):
+    """Storage node → manager, after ``register``: the ids of the complete files it holds, a page at a time."""
+
+    TYPE = "inventory"
+    file_ids: list[int]
+    more: bool  # false on the last page
+
+
+@dataclass(frozen=True, slots=True)
 class Heartbeat(Message):
-    """Storage node → manager, every heartbeat interval on its control session."""
+    """Storage node → manager, every heartbeat interval on its control session; the manager answers ``ok``."""
 
     TYPE = "heartbeat"
     free: int
@@ -247,6 +278,20 @@ class Fetch(Message):
     file_id: int
     offset: int = 0
     length: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer(Message):
+    """Manager → source node: copy file ``file_id`` to the node at ``host``:``port`` (which checks ``sha256``).
+
+    The source sends it there as a ``store`` exchange and answers with the target's ``stored`` (or error).
+    """
+
+    TYPE = "transfer"
+    file_id: int
+    host: str
+    port: int
+    sha256: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,7 +415,7 @@ CATALOGUE: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
         Hello, Welcome, Error, Ok, Data, End, Put, Stored, Get, Sending, Delete, Stat, Info, List, Listing, Status,
-        ClusterStatus, Register, Heartbeat, Store, Fetch, Remove,
+        ClusterStatus, Rebalance, Register, Inventory, Heartbeat, Store, Fetch, Transfer, Remove,
     )
 }  # fmt: skip
 

@@ -54,6 +54,9 @@ def test_placement_of_300_files_is_even() -> None:
 def test_a_live_node_id_cannot_join_twice() -> None:
     topology = Topology()
     first = topology.join(Register(7, "10.0.0.1", 9000, 100, 50), now=1.0)
+    with pytest.raises(NodeIdInUse):  # claimed while its inventory is reconciled
+        topology.join(Register(7, "10.0.0.2", 9000, 100, 50), now=1.5)
+    topology.activate(first)
     with pytest.raises(NodeIdInUse):
         topology.join(Register(7, "10.0.0.2", 9000, 100, 50), now=2.0)
     assert first.host == "10.0.0.1" and first.up

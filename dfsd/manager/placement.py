@@ -25,3 +25,20 @@ def choose_node(nodes: Iterable[NodeState], size: int | None) -> NodeState:
             f"storage full: no storage node that is up has room for {size} bytes; free space or add a node"
         )
     return min(roomy, key=lambda node: (node.files + node.uploading, -node.free, node.id))
+
+
+def plan_moves(files_per_node: dict[int, int], limit: int) -> list[tuple[int, int]]:
+    """Up to ``limit`` moves (source id, target id), each from the fullest node to the emptiest, that bring the file
+    counts to within one of each other. Ties: the fullest with the highest id gives, the emptiest with the lowest takes.
+    """
+    counts = dict(files_per_node)
+    moves: list[tuple[int, int]] = []
+    while counts and len(moves) < limit:
+        source = max(counts, key=lambda node: (counts[node], node))
+        target = min(counts, key=lambda node: (counts[node], node))
+        if counts[source] - counts[target] <= 1:
+            break
+        counts[source] -= 1
+        counts[target] += 1
+        moves.append((source, target))
+    return moves

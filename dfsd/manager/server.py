@@ -7,6 +7,9 @@ the other way, each hop awaiting the next one's write buffer, so memory stays fl
 
 An upload's name is reserved in the metadata store before any byte moves and committed only after the node has
 answered ``stored`` (the bytes are fsynced there); every failure on the way releases the name.
+
+A registering node's inventory is reconciled with the records before the node is up (``reconcile.py``); then orphans
+are removed from it and, unless switched off, a rebalance starts (``rebalance.py``).
 """
 
 from __future__ import annotations
@@ -38,12 +41,13 @@ from ..protocol.messages import (
     Get,
     Heartbeat,
     Info,
+    Inventory,
     List,
     Listing,
     Ok,
     Put,
+    Rebalance,
     Register,
-    Remove,
     Sending,
     Stat,
     Status,
@@ -53,7 +57,9 @@ from ..protocol.messages import (
 from ..service import Request, connection_handler, serve_requests
 from ..wire import HANDSHAKE_TIMEOUT, Connection, ConnectionLost, receive_stream, send_upload
 from .placement import choose_node
-from .pool import NodeConnections
+from .pool import NodeConnections, remove_copy
+from .rebalance import Rebalancer
+from .reconcile import reconcile
 from .store import FileRecord, MetadataStore, NodeRecord
 from .topology import NodeState, Topology
 
@@ -62,26 +68,41 @@ log = structlog.get_logger("dfsd.manager")
 # A node that has not beaten its heart for this long is down: three missed beats at the default 1 s interval.
 NODE_TIMEOUT = 3.0
 
+# Lost files named in a status answer; the log names every one.
+MAX_LOST_SHOWN = 100
+
+Log = structlog.typing.FilteringBoundLogger
+
 
 class _ClientGone(Exception):
     """The client's connection failed while a node's was in use; kept apart from the node's own ``ConnectionLost``."""
 
 
 class Manager:
-    def __init__(self, db_path: Path, host: str = "127.0.0.1", port: int = 8000, node_timeout: float = NODE_TIMEOUT):
+    def __init__(
+        self,
+        db_path: Path,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        node_timeout: float = NODE_TIMEOUT,
+        auto_rebalance: bool = True,
+    ) -> None:
         self.db_path = db_path
         self.host = host
         self.port = port
         self.node_timeout = node_timeout
+        self.auto_rebalance = auto_rebalance
         self.topology = Topology()
         self.pool = NodeConnections()
         self.store: MetadataStore
+        self.rebalancer: Rebalancer
 
     async def run(self, on_ready: Callable[[str, int], None] | None = None) -> None:
         self.store = await MetadataStore.open(self.db_path)
         try:
             cleared = await self.store.clear_pending()
             await self._load_topology()
+            self.rebalancer = Rebalancer(self.store, self.topology, self.pool, self.auto_rebalance)
             handlers = {
                 Put: self.handle_put,
                 Get: self.handle_get,
@@ -89,6 +110,7 @@ class Manager:
                 Stat: self.handle_stat,
                 List: self.handle_list,
                 Status: self.handle_status,
+                Rebalance: self.handle_rebalance,
             }
             sessions = {
                 "client": lambda conn: serve_requests(conn, handlers, log),  # type: ignore[arg-type]
@@ -99,7 +121,8 @@ class Manager:
             log.info("listening", host=self.host, port=self.port, db=str(self.db_path), cleared_reservations=cleared)
             if on_ready is not None:
                 on_ready(self.host, self.port)
-            async with server:
+            async with server, asyncio.TaskGroup() as tasks:
+                tasks.create_task(self.rebalancer.run())
                 await server.serve_forever()
         finally:
             self.pool.close()
@@ -116,7 +139,7 @@ class Manager:
     # --- storage nodes ------------------------------------------------------------------------------------------------
 
     async def _node_session(self, conn: Connection) -> None:
-        """A node is up exactly while this runs."""
+        """A node is up exactly while this runs (after its inventory is reconciled)."""
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
                 register = await conn.expect(Register)
@@ -124,18 +147,25 @@ class Manager:
         except (ConnectionLost, DfsError, TimeoutError) as err:
             log.warning("node_refused", peer=conn.peer, error=str(err))
             if isinstance(err, DfsError):
-                await conn.send_error(err)
+                await conn.refuse(err)
             conn.abort()
             return
         node_log = log.bind(node=node.id)
+        cleanup: asyncio.Task[None] | None = None
         try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                held = await _receive_inventory(conn)
+            orphans = await self._reconcile(node, held, node_log)
             await self._save_node(node)
+            self.topology.activate(node)
             await conn.send(Ok())
             node_log.info("node_up", address=f"{node.host}:{node.port}", free=node.free, files=node.files)
+            cleanup = asyncio.create_task(self._after_join(node, orphans))
             while True:
                 async with asyncio.timeout(self.node_timeout):
                     beat = await conn.expect(Heartbeat)
                 self.topology.heartbeat(node, beat.free, beat.capacity, time.time())
+                await conn.send(Ok())
         except TimeoutError:
             node_log.warning("node_down", reason=f"no heartbeat for {self.node_timeout:g} s")
         except (ConnectionLost, DfsError) as err:
@@ -144,7 +174,36 @@ class Manager:
             self.topology.leave(node)
             self.pool.forget(node.address)
             conn.abort()
+            if cleanup is not None:
+                cleanup.cancel()
+                await asyncio.gather(cleanup, return_exceptions=True)
         await self._save_node(node)
+
+    async def _reconcile(self, node: NodeState, held: set[int], node_log: Log) -> list[int]:
+        """Compare the node's files with the records; mark lost and found; return the orphans to remove."""
+        recorded, recorded_lost = await self.store.ids_on_node(node.id)
+        in_flight = await self.store.pending_ids() | self.rebalancer.moving
+        result = reconcile(recorded, recorded_lost, held, in_flight)
+        if result.lost:
+            await self.store.set_lost(result.lost, time.time())
+            node_log.error(
+                "files_lost", count=len(result.lost), file_ids=result.lost[:20], hint="see `dfsd status` for names"
+            )
+        if result.found:
+            await self.store.set_lost(result.found, None)
+            node_log.warning("files_found", count=len(result.found))
+        node.orphans = len(result.orphans)
+        node_log.info(
+            "reconciled", held=len(held), recorded=len(recorded), lost=len(result.lost), orphans=len(result.orphans)
+        )
+        return result.orphans
+
+    async def _after_join(self, node: NodeState, orphans: list[int]) -> None:
+        for file_id in orphans:
+            await remove_copy(self.pool, node, file_id)
+        if orphans:
+            log.info("orphans_removed", node=node.id, count=len(orphans))
+        self.rebalancer.request(automatic=True)
 
     async def _save_node(self, node: NodeState) -> None:
         await self.store.save_node(NodeRecord(node.id, node.host, node.port, node.capacity, node.free, node.last_seen))
@@ -206,25 +265,36 @@ class Manager:
         record = await self._find(request.name)
         length = check_range(record.size, request.offset, request.length)
         req.fields.update(node=record.node, size=length)
-        node = self._node_of(record)
-        try:
-            async with self.pool.connection(node.address) as node_conn:
-                await node_conn.send(Fetch(record.id, request.offset, length))
-                await node_conn.expect(Sending)
-                await _to_client(conn.send(Sending(record.size, request.offset, length, record.sha256)))
-                async for message in receive_stream(node_conn):
-                    await _to_client(conn.send(message))
-        except _ClientGone as err:
-            raise ConnectionLost(str(err.__cause__)) from err
-        except FileNotFound as err:
-            log.error("file_lost", name=record.name, file_id=record.id, node=node.id)
-            raise FileUnavailable(
-                f"file unavailable: storage node {node.id} no longer has the bytes of {record.name!r}"
-            ) from err
-        except ConnectionLost as err:
-            raise FileUnavailable(
-                f"file unavailable: storage node {node.id} failed while sending {record.name!r} ({err}); try again"
-            ) from err
+        while True:
+            node = self._node_of(record)
+            try:
+                await self._relay_download(conn, record, request.offset, length, node)
+                return
+            except _ClientGone as err:
+                raise ConnectionLost(str(err.__cause__)) from err
+            except FileNotFound as err:
+                # Before any byte went out. A move may have just taken the file to another node: follow it.
+                moved = await self.store.find(record.name)
+                if moved is not None and moved.id == record.id and moved.node != record.node:
+                    record = moved
+                    continue
+                log.error("file_lost", name=record.name, file_id=record.id, node=node.id)
+                await self.store.set_lost([record.id], time.time())
+                raise FileUnavailable(
+                    f"file unavailable: storage node {node.id} no longer has the bytes of {record.name!r} (lost)"
+                ) from err
+            except ConnectionLost as err:
+                raise FileUnavailable(
+                    f"file unavailable: storage node {node.id} failed while sending {record.name!r} ({err}); try again"
+                ) from err
+
+    async def _relay_download(self, conn: Connection, record: FileRecord, offset: int, length: int, node: NodeState):
+        async with self.pool.connection(node.address) as node_conn:
+            await node_conn.send(Fetch(record.id, offset, length))
+            await node_conn.expect(Sending)
+            await _to_client(conn.send(Sending(record.size, offset, length, record.sha256)))
+            async for message in receive_stream(node_conn):
+                await _to_client(conn.send(message))
 
     async def handle_delete(self, conn: Connection, request: Delete, req: Request) -> None:
         req.fields.update(name=request.name)
@@ -234,15 +304,8 @@ class Manager:
         req.fields.update(node=record.node, size=record.size)
         self.topology.removed(record.node, record.size)
         node = self.topology.nodes.get(record.node)
-        if node is not None and node.up:
-            try:
-                async with self.pool.connection(node.address) as node_conn:
-                    await node_conn.send(Remove(record.id))
-                    await node_conn.expect(Ok)
-            except (ConnectionLost, DfsError) as err:
-                log.warning("orphan_left", node=node.id, file_id=record.id, error=str(err))
-        else:
-            log.warning("orphan_left", node=record.node, file_id=record.id, error="node is down")
+        if node is not None:
+            await remove_copy(self.pool, node, record.id)
         await conn.send(Ok())
 
     async def handle_stat(self, conn: Connection, request: Stat, req: Request) -> None:
@@ -258,10 +321,23 @@ class Manager:
         await conn.send(Listing(files, more=len(records) > limit))
 
     async def handle_status(self, conn: Connection, request: Status, req: Request) -> None:
+        await conn.send(await self._status())
+
+    async def handle_rebalance(self, conn: Connection, request: Rebalance, req: Request) -> None:
+        self.rebalancer.request()
+        await conn.send(await self._status())
+
+    async def _status(self) -> ClusterStatus:
         nodes = sorted(self.topology.nodes.values(), key=lambda node: node.id)
-        files = sum(node.files for node in nodes)
-        used = sum(node.used for node in nodes)
-        await conn.send(ClusterStatus([node.info() for node in nodes], files, used))
+        lost_by_node = await self.store.lost_by_node()
+        _, lost_names = await self.store.lost_files(MAX_LOST_SHOWN)
+        return ClusterStatus(
+            [node.info(lost_by_node.get(node.id, 0)) for node in nodes],
+            files=sum(node.files for node in nodes),
+            bytes=sum(node.used for node in nodes),
+            lost=lost_names,
+            rebalance=self.rebalancer.info(),
+        )
 
     async def _find(self, name: str) -> FileRecord:
         record = await self.store.find(name)
@@ -282,6 +358,15 @@ class Manager:
         return FileInfo(
             record.name, record.size, record.sha256, record.node, record.created, self.topology.is_up(record.node)
         )
+
+
+async def _receive_inventory(conn: Connection) -> set[int]:
+    held: set[int] = set()
+    while True:
+        page = await conn.expect(Inventory)
+        held.update(page.file_ids)
+        if not page.more:
+            return held
 
 
 async def _to_client(sending: object) -> None:

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS files (
     node    INTEGER,
     size    INTEGER,
     sha256  BLOB,
-    created REAL
+    created REAL,
+    lost    REAL  -- when its node was found without its bytes; NULL while they are there
 );
 CREATE INDEX IF NOT EXISTS files_by_node ON files (node);
 CREATE TABLE IF NOT EXISTS nodes (
@@ -50,6 +51,7 @@ class FileRecord:
     size: int
     sha256: bytes
     created: float
+    lost: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +64,7 @@ class NodeRecord:
     last_seen: float
 
 
-_FILE_COLUMNS = "id, name, node, size, sha256, created"
+_FILE_COLUMNS = "id, name, node, size, sha256, created, lost"
 
 
 class MetadataStore:
@@ -137,6 +139,52 @@ class MetadataStore:
         cursor = await self._db.execute(query, params)
         return [FileRecord(*row) for row in await cursor.fetchall()]
 
+    async def ids_on_node(self, node: int) -> tuple[set[int], set[int]]:
+        """Ids of the stored files recorded on ``node``, and those of them marked lost."""
+        cursor = await self._db.execute("SELECT id, lost FROM files WHERE node = ? AND state = 'stored'", (node,))
+        rows = await cursor.fetchall()
+        return {row[0] for row in rows}, {row[0] for row in rows if row[1] is not None}
+
+    async def pending_ids(self) -> set[int]:
+        cursor = await self._db.execute("SELECT id FROM files WHERE state = 'pending'")
+        return {row[0] for row in await cursor.fetchall()}
+
+    async def set_lost(self, ids: list[int], when: float | None) -> None:
+        """Mark files lost at ``when`` (or found again, with None)."""
+        for start in range(0, len(ids), _BATCH):
+            batch = ids[start : start + _BATCH]
+            await self._db.execute(
+                f"UPDATE files SET lost = ? WHERE id IN ({','.join('?' * len(batch))})", (when, *batch)
+            )
+
+    async def lost_files(self, limit: int) -> tuple[int, list[str]]:
+        """How many stored files are lost, and the names of the first ``limit`` of them."""
+        cursor = await self._db.execute("SELECT count(*) FROM files WHERE lost IS NOT NULL")
+        row = await cursor.fetchone()
+        cursor = await self._db.execute("SELECT name FROM files WHERE lost IS NOT NULL ORDER BY name LIMIT ?", (limit,))
+        return (row[0] if row else 0), [name for (name,) in await cursor.fetchall()]
+
+    async def lost_by_node(self) -> dict[int, int]:
+        cursor = await self._db.execute("SELECT node, count(*) FROM files WHERE lost IS NOT NULL GROUP BY node")
+        return {node: count for node, count in await cursor.fetchall()}
+
+    async def movable(self, node: int, limit: int, exclude: set[int]) -> list[FileRecord]:
+        """Up to ``limit`` stored, present files on ``node``, skipping the ids in ``exclude``."""
+        cursor = await self._db.execute(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE node = ? AND state = 'stored' AND lost IS NULL "
+            "ORDER BY id LIMIT ?",
+            (node, limit + len(exclude)),
+        )
+        records = [FileRecord(*row) for row in await cursor.fetchall() if row[0] not in exclude]
+        return records[:limit]
+
+    async def relocate(self, file_id: int, source: int, target: int) -> bool:
+        """Point file ``file_id`` at ``target`` if it is still stored on ``source``; False if it changed meanwhile."""
+        cursor = await self._db.execute(
+            "UPDATE files SET node = ? WHERE id = ? AND node = ? AND state = 'stored'", (target, file_id, source)
+        )
+        return cursor.rowcount == 1
+
     async def usage_by_node(self) -> dict[int, tuple[int, int]]:
         """node id -> (file count, bytes) of stored files."""
         cursor = await self._db.execute(
@@ -153,6 +201,10 @@ class MetadataStore:
     async def nodes(self) -> list[NodeRecord]:
         cursor = await self._db.execute("SELECT id, host, port, capacity, free, last_seen FROM nodes ORDER BY id")
         return [NodeRecord(*row) for row in await cursor.fetchall()]
+
+
+# Ids per statement in bulk updates, below SQLite's default limit of 32,766 host parameters.
+_BATCH = 10_000
 
 
 def _prefix_end(prefix: str) -> str | None:

@@ -1,7 +1,8 @@
 """Who is where: the storage nodes the manager knows, whether each is up, and how full each is.
 
-Plain data, no I/O: the control session of a node calls ``join`` when the node registers, ``heartbeat`` as it beats
-and ``leave`` when the session ends for any reason, so a node is up exactly while its session lives. Known nodes are
+Plain data, no I/O: the control session of a node calls ``join`` when the node registers (claiming its id), ``activate``
+once its inventory is reconciled, ``heartbeat`` as it beats and ``leave`` when the session ends for any reason, so a
+node is up exactly while its session lives. Known nodes are
 remembered (the manager persists them) so that ``status`` can show a node that is down, and its files answer "file
 unavailable" rather than "does not exist".
 """
@@ -22,7 +23,9 @@ class NodeState:
     capacity: int = 0
     free: int = 0
     last_seen: float = 0.0  # unix time of the last sign of life
-    up: bool = False
+    up: bool = False  # registered, reconciled, and its session alive
+    claimed: bool = False  # a live session holds this id (up, or still reconciling)
+    orphans: int = 0  # orphans found on it when it last registered
     files: int = 0  # stored files the manager has placed here
     used: int = 0  # their bytes
     uploading: int = 0  # uploads streaming to it now: counted by placement so concurrent uploads spread out
@@ -31,9 +34,19 @@ class NodeState:
     def address(self) -> tuple[str, int]:
         return self.host, self.port
 
-    def info(self) -> NodeInfo:
+    def info(self, lost: int) -> NodeInfo:
         return NodeInfo(
-            self.id, self.host, self.port, self.up, self.files, self.used, self.free, self.capacity, self.last_seen
+            self.id,
+            self.host,
+            self.port,
+            self.up,
+            self.files,
+            self.used,
+            self.free,
+            self.capacity,
+            self.last_seen,
+            lost,
+            self.orphans,
         )
 
 
@@ -48,7 +61,7 @@ class Topology:
     def join(self, register: Register, now: float) -> NodeState:
         """A node registered; ``NodeIdInUse`` if a live node already has its id."""
         node = self.nodes.get(register.node_id)
-        if node is not None and node.up:
+        if node is not None and node.claimed:
             raise NodeIdInUse(
                 f"node id {register.node_id} is in use by the live node at {node.host}:{node.port}; "
                 "give this node another --id"
@@ -57,14 +70,18 @@ class Topology:
             node = self.nodes[register.node_id] = NodeState(register.node_id, register.host, register.port)
         node.host, node.port = register.host, register.port
         node.capacity, node.free = register.capacity, register.free
-        node.last_seen, node.up = now, True
+        node.last_seen, node.claimed = now, True
         return node
+
+    def activate(self, node: NodeState) -> None:
+        """The node's inventory is reconciled: it takes requests now."""
+        node.up = True
 
     def heartbeat(self, node: NodeState, free: int, capacity: int, now: float) -> None:
         node.free, node.capacity, node.last_seen = free, capacity, now
 
     def leave(self, node: NodeState) -> None:
-        node.up = False
+        node.up = node.claimed = False
 
     def is_up(self, node_id: int) -> bool:
         node = self.nodes.get(node_id)
@@ -76,6 +93,10 @@ class Topology:
         node.files += 1
         node.used += size
         node.free = max(0, node.free - size)
+
+    def moved(self, source: int, target: int, size: int) -> None:
+        self.removed(source, size)
+        self.stored(target, size)
 
     def removed(self, node_id: int, size: int) -> None:
         node = self.nodes.get(node_id)

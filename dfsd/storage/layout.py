@@ -105,6 +105,10 @@ class Layout:
     def __len__(self) -> int:
         return len(self._slots)
 
+    def file_ids(self) -> list[int]:
+        """The ids of every complete file, in order."""
+        return sorted(self._slots)
+
     def path(self, file_id: int) -> Path | None:
         """Where the complete file ``file_id`` is, or None if the node does not hold it."""
         slot = self._slots.get(file_id)

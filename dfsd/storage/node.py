@@ -1,9 +1,11 @@
 """A storage node: keeps whole files on its own disk and does what the manager asks.
 
-The node serves data connections (``store``, ``fetch``, ``remove``) on its own port, and keeps one control session
-open to the manager: it registers there (id, the address it serves on, disk size and free bytes) and heartbeats. The
-manager considers it up exactly while that session lives. When the session drops (manager restart, network) the node
-dials again with exponential backoff and jitter, forever.
+The node serves data connections on its own port: the manager's (``store``, ``fetch``, ``remove``, ``transfer``) and
+other nodes' (``store``, when the manager has one node copy a file to another). It keeps one control session open to
+the manager: it registers there (id, the address it serves on, disk size and free bytes), sends the ids of every file
+it holds (the manager reconciles them with its records), and heartbeats; the manager answers each beat. The manager
+considers the node up exactly while that session lives; the node considers the session dead when the manager stops
+answering. Either way the node dials again, with exponential backoff and jitter, forever.
 
 A file is written to a partial entry in its slot, hashed as it arrives, fsynced, renamed into place and its directory
 fsynced; only then does the node answer ``stored``. Any failure on the way removes the partial entry.
@@ -18,25 +20,42 @@ import hashlib
 import os
 import random
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import structlog
 
 from ..protocol import (
     CHUNK_SIZE,
+    INVENTORY_PAGE,
     BadRequest,
     ChecksumMismatch,
     DfsError,
     FileNotFound,
+    FileUnavailable,
     InternalError,
     ProtocolError,
     StorageFull,
     check_range,
 )
-from ..protocol.messages import Data, End, Fetch, Heartbeat, Ok, Register, Remove, Sending, Store, Stored
+from ..protocol.messages import (
+    Data,
+    End,
+    Fetch,
+    Heartbeat,
+    Inventory,
+    Ok,
+    Register,
+    Remove,
+    Sending,
+    Store,
+    Stored,
+    Transfer,
+)
 from ..service import Request, connection_handler, serve_requests
-from ..wire import Connection, ConnectionLost, receive_stream
+from ..wire import Connection, ConnectionLost, receive_stream, send_stream, send_upload
 from .layout import Layout
 
 log = structlog.get_logger("dfsd.storage")
@@ -55,8 +74,9 @@ class StorageNode:
         manager: tuple[str, int],
         host: str = "127.0.0.1",
         port: int = 0,
-        advertise: str | None = None,
+        advertise: tuple[str, int | None] | None = None,
         heartbeat_interval: float = 1.0,
+        manager_timeout: float = 5.0,
     ) -> None:
         self.node_id = node_id
         self.layout = Layout(data_dir)
@@ -65,14 +85,24 @@ class StorageNode:
         self.port = port
         self.advertise = advertise
         self.heartbeat_interval = heartbeat_interval
+        self.manager_timeout = manager_timeout
         self.log = log.bind(node=node_id)
         self.registered = asyncio.Event()
 
     async def run(self, on_ready: Callable[[str, int], None] | None = None) -> None:
         held = self.layout.load()
         self.log.info("loaded", data=str(self.layout.root), files=len(held), bytes=sum(f.size for f in held))
-        handlers = {Store: self.handle_store, Fetch: self.handle_fetch, Remove: self.handle_remove}
-        sessions = {"manager": lambda conn: serve_requests(conn, handlers, self.log)}  # type: ignore[arg-type]
+        from_manager = {
+            Store: self.handle_store,
+            Fetch: self.handle_fetch,
+            Remove: self.handle_remove,
+            Transfer: self.handle_transfer,
+        }
+        from_peer = {Store: self.handle_store}
+        sessions = {
+            "manager": lambda conn: serve_requests(conn, from_manager, self.log),  # type: ignore[arg-type]
+            "peer": lambda conn: serve_requests(conn, from_peer, self.log),  # type: ignore[arg-type]
+        }
         server = await asyncio.start_server(connection_handler(sessions, self.log), self.host, self.port)
         self.port = server.sockets[0].getsockname()[1]
         self.log.info("listening", host=self.host, port=self.port)
@@ -105,20 +135,31 @@ class StorageNode:
 
     async def _session(self, conn: Connection) -> None:
         capacity, free = self._disk()
-        host = self.advertise or _advertised_host(self.host, conn)
-        await conn.send(Register(self.node_id, host, self.port, capacity, free))
+        host, port = self.advertise or (None, None)
+        host = host or _advertised_host(self.host, conn)
+        port = port or self.port
+        await conn.send(Register(self.node_id, host, port, capacity, free))
+        held = self.layout.file_ids()
+        for start in range(0, max(len(held), 1), INVENTORY_PAGE):
+            page = held[start : start + INVENTORY_PAGE]
+            await conn.send(Inventory(page, more=start + INVENTORY_PAGE < len(held)))
         await conn.expect(Ok)
         self.registered.set()
-        self.log.info("registered", manager=f"{self.manager[0]}:{self.manager[1]}", address=f"{host}:{self.port}")
+        self.log.info("registered", manager=f"{self.manager[0]}:{self.manager[1]}", address=f"{host}:{port}")
+        heard = time.monotonic()
         while True:
             try:
                 async with asyncio.timeout(self.heartbeat_interval):
                     message = await conn.recv()
             except TimeoutError:
+                if time.monotonic() - heard > self.manager_timeout:
+                    raise ConnectionLost(f"the manager has not answered for {self.manager_timeout:g} s") from None
                 capacity, free = self._disk()
                 await conn.send(Heartbeat(free, capacity))
                 continue
-            raise ProtocolError(f"protocol error: unexpected {message.TYPE} on the control session")
+            if not isinstance(message, Ok):
+                raise ProtocolError(f"protocol error: unexpected {message.TYPE} on the control session")
+            heard = time.monotonic()
 
     def _disk(self) -> tuple[int, int]:
         usage = shutil.disk_usage(self.layout.root)
@@ -195,18 +236,45 @@ class StorageNode:
             length = check_range(size, request.offset, request.length)
             req.fields.update(size=length)
             await conn.send(Sending(size, request.offset, length))
-            position, end = request.offset, request.offset + length
-            while position < end:
-                chunk = os.pread(file.fileno(), min(CHUNK_SIZE, end - position), position)
-                if not chunk:
-                    raise InternalError(f"internal error: file id {request.file_id} shrank while being read")
-                await conn.send(Data(chunk))
-                position += len(chunk)
-        await conn.send(End())
+            await send_stream(conn, _read_frames(file, request.file_id, request.offset, length))
+
+    async def handle_transfer(self, conn: Connection, request: Transfer, req: Request) -> None:
+        """Copy a file straight to another node; answer with that node's ``stored``."""
+        req.fields.update(file_id=request.file_id, target=f"{request.host}:{request.port}")
+        path = self.layout.path(request.file_id)
+        if path is None:
+            raise FileNotFound(f"file does not exist: this node holds no file id {request.file_id}")
+        with open(path, "rb", buffering=0) as file:
+            size = os.fstat(file.fileno()).st_size
+            req.fields.update(size=size)
+            try:
+                peer = await Connection.open(request.host, request.port, role="peer")
+            except ConnectionLost as err:
+                raise FileUnavailable(f"file unavailable: the target node cannot be reached ({err})") from None
+            try:
+                store = Store(request.file_id, size, request.sha256)
+                stored = await send_upload(peer, store, _read_frames(file, request.file_id, 0, size))
+            except ConnectionLost as err:
+                raise FileUnavailable(f"file unavailable: the target node failed during the copy ({err})") from None
+            finally:
+                peer.abort()
+        await conn.send(stored)
 
     async def handle_remove(self, conn: Connection, request: Remove, req: Request) -> None:
         req.fields.update(file_id=request.file_id, removed=self.layout.remove(request.file_id))
         await conn.send(Ok())
+
+
+async def _read_frames(file: BinaryIO, file_id: int, offset: int, length: int) -> AsyncIterator[Data | End]:
+    """``length`` bytes of ``file`` from ``offset`` as a stream of data frames."""
+    position, end = offset, offset + length
+    while position < end:
+        chunk = os.pread(file.fileno(), min(CHUNK_SIZE, end - position), position)
+        if not chunk:
+            raise InternalError(f"internal error: file id {file_id} shrank while being read")
+        yield Data(chunk)
+        position += len(chunk)
+    yield End()
 
 
 def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:

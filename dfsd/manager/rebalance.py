@@ -1,0 +1,139 @@
+"""Rebalancing: moving files from the fullest nodes to the emptiest until no two up nodes differ by more than one file.
+
+Theory of operation: each round plans up to ROUND moves from the current counts (``placement.plan_moves``), so uploads,
+deletes and nodes coming and going between rounds are taken into account, and runs them PARALLEL at a time, leaving
+the rest of the manager's capacity to clients. One move:
+
+1. the manager asks the source node to ``transfer`` the file to the target node; the source streams it there directly
+   (the bytes never pass through the manager) and the target checks the SHA-256 the manager recorded before it fsyncs
+   and answers ``stored``;
+2. the manager switches the file's row from source to target in one statement (only if the row still names the
+   source: a delete or another move meanwhile wins);
+3. only then does the manager ask the source to delete its copy.
+
+At every instant the row names a node that holds the whole file, so every file stays readable. A crash at any step
+leaves at worst a second copy that no row names: an orphan, removed when that node next registers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from ..protocol import ChecksumMismatch, DfsError
+from ..protocol.messages import RebalanceInfo, Stored, Transfer
+from ..wire import ConnectionLost
+from .placement import plan_moves
+from .pool import NodeConnections, remove_copy
+from .store import FileRecord, MetadataStore
+from .topology import NodeState, Topology
+
+log = structlog.get_logger("dfsd.rebalance")
+
+# Moves planned per round: small enough that a round reacts to new uploads and failures, large enough to keep moving.
+ROUND = 64
+
+# Moves at once: enough to overlap one move's round trips with another's bytes, few enough to leave clients room.
+PARALLEL = 2
+
+
+class Rebalancer:
+    def __init__(self, store: MetadataStore, topology: Topology, pool: NodeConnections, auto: bool) -> None:
+        self.store = store
+        self.topology = topology
+        self.pool = pool
+        self.auto = auto
+        self.moving: set[int] = set()  # file ids being copied now: not orphans on their target
+        self.moved = 0
+        self.failed = 0
+        self.remaining = 0
+        self.running = False
+        self._wanted = asyncio.Event()
+
+    def info(self) -> RebalanceInfo:
+        return RebalanceInfo(self.running, self.moved, self.failed, self.remaining, self.auto)
+
+    def request(self, automatic: bool = False) -> None:
+        """Ask for a rebalance (a node joined, or an operator asked); ignored if automatic ones are off."""
+        if self.auto or not automatic:
+            self._wanted.set()
+
+    async def run(self) -> None:
+        """Wait for requests and rebalance, forever (the manager owns this task)."""
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            self.running = True
+            try:
+                await self._rebalance()
+            except Exception:
+                log.exception("rebalance_failed")  # the next request tries again; the manager goes on
+            finally:
+                self.running = False
+                self.remaining = 0
+
+    async def _rebalance(self) -> None:
+        while True:
+            counts = {node.id: node.files for node in self.topology.nodes.values() if node.up}
+            moves = plan_moves(counts, ROUND)
+            if not moves:
+                log.info("balanced", files=counts, moved=self.moved, failed=self.failed)
+                return
+            self.remaining = len(moves)
+            failed_before = self.failed
+            records = await self._choose_files(moves)
+            limit = asyncio.Semaphore(PARALLEL)
+            async with asyncio.TaskGroup() as moves_in_flight:
+                for record, target in records:
+                    moves_in_flight.create_task(self._limited_move(limit, record, target))
+            if self.failed - failed_before == len(records):
+                log.warning("rebalance_stalled", reason="every move of the round failed", failed=self.failed)
+                return
+
+    async def _limited_move(self, limit: asyncio.Semaphore, record: FileRecord, target: int) -> None:
+        async with limit:
+            await self._move(record, target)
+            self.remaining -= 1
+
+    async def _choose_files(self, moves: list[tuple[int, int]]) -> list[tuple[FileRecord, int]]:
+        """Pick which files make the planned moves: (record on the source, target id)."""
+        targets: dict[int, list[int]] = {}
+        for source, target in moves:
+            targets.setdefault(source, []).append(target)
+        chosen: list[tuple[FileRecord, int]] = []
+        for source, source_targets in targets.items():
+            records = await self.store.movable(source, len(source_targets), self.moving)
+            chosen.extend(zip(records, source_targets, strict=False))
+        return chosen
+
+    async def _move(self, record: FileRecord, target_id: int) -> None:
+        source, target = self.topology.nodes[record.node], self.topology.nodes[target_id]
+        if not (source.up and target.up) or target.free < record.size:
+            self.failed += 1
+            return
+        self.moving.add(record.id)
+        relocated = False
+        try:
+            async with self.pool.connection(source.address) as conn:
+                await conn.send(Transfer(record.id, target.host, target.port, record.sha256))
+                stored = await conn.expect(Stored)
+            if (stored.size, stored.sha256) != (record.size, record.sha256):
+                raise ChecksumMismatch(f"checksum mismatch: the copy of file id {record.id} differs")
+            relocated = await self.store.relocate(record.id, source.id, target.id)
+            if not relocated:  # deleted or moved meanwhile: the new copy is an orphan
+                await self._remove_copy(target, record.id)
+                return
+            self.topology.moved(source.id, target.id, record.size)
+            self.moved += 1
+            await self._remove_copy(source, record.id)
+        except (DfsError, ConnectionLost) as err:
+            self.failed += 1
+            log.warning("move_failed", file_id=record.id, source=source.id, target=target.id, error=str(err))
+            if not relocated:
+                await self._remove_copy(target, record.id)
+        finally:
+            self.moving.discard(record.id)
+
+    async def _remove_copy(self, node: NodeState, file_id: int) -> None:
+        await remove_copy(self.pool, node, file_id)
