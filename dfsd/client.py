@@ -217,7 +217,7 @@ class _Using:
         return None
 
     async def __aexit__(self, kind: type[BaseException] | None, err: BaseException | None, _tb: object) -> None:
-        if kind is None or (isinstance(err, DfsError) and not isinstance(err, ProtocolError | ChecksumMismatch)):
+        if kind is None or (isinstance(err, DfsError) and not isinstance(err, ProtocolError)):
             return  # a clean answer, or an error frame: the connection is in step
         self._conn.abort()
         if self._client._conn is self._conn:

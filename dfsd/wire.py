@@ -170,8 +170,12 @@ def tune_socket(writer: asyncio.StreamWriter) -> None:
 Stream = AsyncGenerator[Data | End, None]
 
 
-async def receive_stream(conn: Connection) -> Stream:
-    """Yield the ``data`` frames of a stream, then its ``end``; an ``error`` frame instead is raised."""
+async def receive_stream(conn: Connection, uploaded: bool = False) -> Stream:
+    """Yield the ``data`` frames of a stream, then its ``end``.
+
+    In a download an ``error`` frame may cut the stream short and is raised; an uploader may not send one (it aborts
+    by closing the connection), so in an ``uploaded`` stream it is a protocol error.
+    """
     while True:
         message = await conn.recv()
         if type(message) is Data:
@@ -179,7 +183,7 @@ async def receive_stream(conn: Connection) -> Stream:
         elif type(message) is End:
             yield message
             return
-        elif isinstance(message, Error):
+        elif isinstance(message, Error) and not uploaded:
             raise error_from_wire(message.code, message.message)
         else:
             raise ProtocolError(f"protocol error: expected data or end, got {message.TYPE}")
@@ -191,9 +195,19 @@ async def discard_stream(conn: Connection) -> None:
         pass
 
 
-async def send_stream(conn: Connection, stream: AsyncIterable[Data | End]) -> None:
+class StreamProgress:
+    """Whether a stream's ``end`` has been written (``Connection.send`` writes before its first await)."""
+
+    ended = False
+
+
+async def send_stream(
+    conn: Connection, stream: AsyncIterable[Data | End], progress: StreamProgress | None = None
+) -> None:
     """Send every frame of ``stream``, which must finish with ``end``."""
     async for message in stream:
+        if progress is not None:
+            progress.ended = type(message) is End
         await conn.send(message)
         if type(message) is End:
             return
@@ -208,15 +222,17 @@ async def send_upload(conn: Connection, request: Message, stream: AsyncIterable[
     """
     await conn.send(request)
     await conn.expect(Ok)
-    sender = asyncio.ensure_future(send_stream(conn, stream))
+    progress = StreamProgress()
+    sender = asyncio.ensure_future(send_stream(conn, stream, progress))
     answer = asyncio.ensure_future(conn.recv())
     try:
         await asyncio.wait((sender, answer), return_when=asyncio.FIRST_COMPLETED)
         if not sender.done():
-            # The receiver answered early: stop, and close the stream so the connection stays in step.
+            # The receiver answered early: stop, and close the stream (once) so the connection stays in step.
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
-            await conn.send(End())
+            if not progress.ended:
+                await conn.send(End())
         else:
             sender.result()  # raises the source's or the connection's error, if any
         message = await answer

@@ -26,6 +26,7 @@ from .limits import (
     PROTOCOL_VERSION,
     check_name,
     check_range,
+    check_sha256,
 )
 from .messages import CATALOGUE, Message
 
@@ -54,6 +55,7 @@ __all__ = [
     "StorageFull",
     "check_name",
     "check_range",
+    "check_sha256",
     "decode_body",
     "encode",
     "encode_parts",

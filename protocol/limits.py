@@ -46,6 +46,12 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_sha256(digest: bytes | None) -> None:
+    """A SHA-256 given with an upload must be 32 bytes: refuse it before any byte moves, not after the last."""
+    if digest is not None and len(digest) != 32:
+        raise BadRequest(f"bad request: a SHA-256 is 32 bytes, this one {len(digest)}")
+
+
 def check_range(size: int, offset: int, length: int | None) -> int:
     """The length of the byte range ``offset``/``length`` of a ``size``-byte file (None: to the end), or BadRequest."""
     if offset > size:

@@ -8,9 +8,11 @@ whatever is still running, so no test leaves a process behind.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,9 +22,10 @@ from pathlib import Path
 from dfsd import aio
 from dfsd.client import Client
 
-# Short liveness settings so tests see a frozen or killed node go down quickly.
+# Short liveness settings so tests see a frozen, killed or cut-off node (or manager) go down quickly.
 HEARTBEAT = "0.2"
 NODE_TIMEOUT = "1.0"
+MANAGER_TIMEOUT = "1.0"
 READY_TIMEOUT = 20.0
 
 
@@ -90,7 +93,7 @@ class LocalCluster:
         assert self.manager is not None
         return self.manager.address
 
-    def start_manager(self) -> Daemon:
+    def start_manager(self, *extra: str) -> Daemon:
         self.manager = start_daemon(
             [
                 "manager",
@@ -100,6 +103,7 @@ class LocalCluster:
                 str(self.root / "manager.db"),
                 "--node-timeout",
                 NODE_TIMEOUT,
+                *extra,
             ],
             self.root,
             self.root / "manager.log",
@@ -110,18 +114,22 @@ class LocalCluster:
     def data_dir(self, node_id: int) -> Path:
         return self.root / f"node-{node_id}"
 
-    def start_node(self, node_id: int, wait: bool = True) -> Daemon:
+    def start_node(self, node_id: int, wait: bool = True, manager: str | None = None, *extra: str) -> Daemon:
+        """Start storage node ``node_id`` (talking to ``manager``, default the cluster's) and wait until it is up."""
         self.nodes[node_id] = start_daemon(
             [
                 "storage",
                 "--id",
                 str(node_id),
                 "--manager",
-                self.address,
+                manager or self.address,
                 "--data",
                 str(self.data_dir(node_id)),
                 "--heartbeat",
                 HEARTBEAT,
+                "--manager-timeout",
+                MANAGER_TIMEOUT,
+                *extra,
             ],
             self.root,
             self.root / f"node-{node_id}.log",
@@ -149,6 +157,44 @@ class LocalCluster:
     def stop(self) -> None:
         for daemon in [*self.nodes.values(), *([self.manager] if self.manager else [])]:
             daemon.kill()
+
+    def wait_balanced(self, timeout: float = 60.0) -> None:
+        """Until every node is up, no rebalance runs and no two nodes differ by more than one file."""
+
+        def balanced(status) -> bool:  # type: ignore[no-untyped-def]
+            counts = [node.files for node in status.nodes]
+            return (
+                all(node.up for node in status.nodes)
+                and not status.rebalance.running
+                and max(counts) - min(counts) <= 1
+            )
+
+        self.wait_for(balanced, "a balanced cluster", timeout)
+
+    def records(self) -> dict[int, set[int]]:
+        """node id -> ids of the files the manager's database places there (read straight from SQLite)."""
+        with contextlib.closing(sqlite3.connect(f"file:{self.root / 'manager.db'}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT node, id FROM files WHERE state = 'stored'").fetchall()
+        placed: dict[int, set[int]] = {node_id: set() for node_id in self.nodes}
+        for node_id, file_id in rows:
+            placed.setdefault(node_id, set()).add(file_id)
+        return placed
+
+    def ids_on_disk(self, node_id: int) -> set[int]:
+        return {int(path.name.split(".")[1]) for path in self.stored_files(node_id)}
+
+    def wait_no_orphans(self, timeout: float = 15.0) -> None:
+        """Until every node's disk holds exactly the files the records place on it, and no partial file."""
+        deadline = time.monotonic() + timeout
+        while True:
+            records = self.records()
+            on_disk = {node_id: self.ids_on_disk(node_id) for node_id in self.nodes}
+            partial = [p for p in self.all_entries() if p.name.endswith(".part")]
+            if on_disk == {node_id: records.get(node_id, set()) for node_id in self.nodes} and not partial:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"disks and records differ: disk {on_disk}, records {records}, partial {partial}")
+            time.sleep(0.1)
 
     def stored_files(self, node_id: int) -> list[Path]:
         """The complete files on a node's disk."""

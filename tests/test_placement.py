@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from dfsd.protocol import NameExists, NodeIdInUse, ServersUnavailable, StorageFull
 from dfsd.protocol.messages import Register
 
-from dfsd.manager.placement import choose_node
+from dfsd.manager.placement import choose_node, plan_moves
+from dfsd.manager.reconcile import reconcile
 from dfsd.manager.store import MetadataStore, _prefix_end
 from dfsd.manager.topology import NodeState, Topology
 
@@ -118,3 +120,20 @@ async def test_listing_by_prefix_in_byte_order(tmp_path: Path) -> None:
 )
 def test_prefix_end(prefix: str, end: str | None) -> None:
     assert _prefix_end(prefix) == end
+
+
+def test_plan_moves_evens_counts_within_one() -> None:
+    moves = plan_moves({100: 100, 101: 100, 102: 100, 103: 0}, limit=1000)
+    assert len(moves) == 75
+    assert Counter(target for _, target in moves) == {103: 75}
+    assert Counter(source for source, _ in moves) == {100: 25, 101: 25, 102: 25}
+    assert plan_moves({1: 5, 2: 4}, 10) == []
+    assert plan_moves({1: 10, 2: 0}, 3) == [(1, 2)] * 3
+    assert plan_moves({}, 10) == []
+
+
+def test_reconcile_sorts_every_case() -> None:
+    result = reconcile(recorded={1, 2, 3, 4}, recorded_lost={4, 3}, held={1, 3, 7, 8}, in_flight={8})
+    assert result.lost == [2]  # recorded, not held, not already marked
+    assert result.found == [3]  # marked lost, held again
+    assert result.orphans == [7]  # held, not recorded here, not in flight

@@ -26,10 +26,10 @@ from ..protocol import (
     DfsError,
     FileNotFound,
     FileUnavailable,
-    ProtocolError,
     ServersUnavailable,
     check_name,
     check_range,
+    check_sha256,
 )
 from ..protocol.messages import (
     ClusterStatus,
@@ -153,8 +153,7 @@ class Manager:
         node_log = log.bind(node=node.id)
         cleanup: asyncio.Task[None] | None = None
         try:
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-                held = await _receive_inventory(conn)
+            held = await _receive_inventory(conn)
             orphans = await self._reconcile(node, held, node_log)
             await self._save_node(node)
             self.topology.activate(node)
@@ -212,6 +211,7 @@ class Manager:
 
     async def handle_put(self, conn: Connection, request: Put, req: Request) -> None:
         check_name(request.name)
+        check_sha256(request.sha256)
         req.fields.update(name=request.name)
         node = choose_node(self.topology.nodes.values(), request.size)
         node.uploading += 1  # before any await, so that concurrent uploads see it
@@ -238,16 +238,12 @@ class Manager:
             await _to_client(conn.send(Ok()))
             req.receiving = True
             try:
-                async for message in receive_stream(conn):
+                async for message in receive_stream(conn, uploaded=True):
                     if type(message) is End:
                         req.receiving = False
                     yield message
             except ConnectionLost as err:
                 raise _ClientGone from err
-            except ProtocolError:
-                raise
-            except DfsError as err:
-                raise ProtocolError("protocol error: an upload may not carry an error frame; close to abort") from err
 
         try:
             async with self.pool.connection(node.address) as node_conn:
@@ -355,15 +351,15 @@ class Manager:
         return node
 
     def _file_info(self, record: FileRecord) -> FileInfo:
-        return FileInfo(
-            record.name, record.size, record.sha256, record.node, record.created, self.topology.is_up(record.node)
-        )
+        available = self.topology.is_up(record.node) and record.lost is None
+        return FileInfo(record.name, record.size, record.sha256, record.node, record.created, available)
 
 
 async def _receive_inventory(conn: Connection) -> set[int]:
     held: set[int] = set()
     while True:
-        page = await conn.expect(Inventory)
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT):  # per page: a large inventory may take a while in all
+            page = await conn.expect(Inventory)
         held.update(page.file_ids)
         if not page.more:
             return held

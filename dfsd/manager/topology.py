@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..protocol import NodeIdInUse
+from ..protocol import BadRequest, NodeIdInUse
 from ..protocol.messages import NodeInfo, Register
 
 
@@ -60,6 +60,8 @@ class Topology:
 
     def join(self, register: Register, now: float) -> NodeState:
         """A node registered; ``NodeIdInUse`` if a live node already has its id."""
+        if not 0 < register.port < 65536:
+            raise BadRequest(f"bad request: port {register.port} is not a TCP port")
         node = self.nodes.get(register.node_id)
         if node is not None and node.claimed:
             raise NodeIdInUse(

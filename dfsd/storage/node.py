@@ -39,6 +39,7 @@ from ..protocol import (
     ProtocolError,
     StorageFull,
     check_range,
+    check_sha256,
 )
 from ..protocol.messages import (
     Data,
@@ -117,7 +118,7 @@ class StorageNode:
         delay = BACKOFF_FIRST
         while True:
             try:
-                conn = await Connection.open(*self.manager, role="node")
+                conn = await Connection.open(*self.manager, role="node", timeout=self.manager_timeout)
             except ConnectionLost as err:
                 self.log.warning("manager_unreachable", error=str(err), retry_in=round(delay, 2))
             else:
@@ -125,9 +126,9 @@ class StorageNode:
                     await self._session(conn)
                 except (ConnectionLost, DfsError) as err:
                     self.log.warning("session_lost", error=str(err))
-                else:
-                    delay = BACKOFF_FIRST
                 finally:
+                    if self.registered.is_set():  # a session that got as far as registering restarts the backoff
+                        delay = BACKOFF_FIRST
                     self.registered.clear()
                     conn.abort()
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
@@ -169,6 +170,7 @@ class StorageNode:
 
     async def handle_store(self, conn: Connection, request: Store, req: Request) -> None:
         req.fields.update(file_id=request.file_id)
+        check_sha256(request.sha256)
         try:
             partial, made = self.layout.begin(request.file_id)
         except FileExistsError:
@@ -200,7 +202,7 @@ class StorageNode:
         """Write the stream into ``fd``; return its size and SHA-256."""
         hasher = hashlib.sha256()
         size = 0
-        stream = receive_stream(conn)
+        stream = receive_stream(conn, uploaded=True)
         async with contextlib.aclosing(stream):
             async for message in stream:
                 if type(message) is End:
