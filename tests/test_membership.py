@@ -255,3 +255,37 @@ async def test_manager_killed_during_an_upload_leaves_nothing(cluster: LocalClus
         assert [info.name async for info in client.list()] == ["before"]
         assert await client.read("before") == b"acknowledged"
         await client.put("during", b"second try")
+
+
+async def test_links_cut_mid_stream_fail_cleanly(cluster: LocalCluster) -> None:
+    """The data link to a node is cut in the middle of an upload and of a download: each answers its error, nothing
+    half-written stays, and the next request through the healed link works."""
+    await upload_all(cluster, {f"pad/{index}": b"pad" for index in range(3)})  # so new files go to node 104
+    port = free_port()
+    with FaultProxy(f"127.0.0.1:{port}") as link:
+        await asyncio.to_thread(cluster.start_node, 104, True, None, "--port", str(port), "--advertise", link.address)
+        link.delay = 0.02
+        payload = os.urandom(16 * 1024 * 1024)
+        async with Client(cluster.address) as client:
+            upload = asyncio.ensure_future(client.put("cut-up", payload))
+            async with asyncio.timeout(10):
+                while not any(cluster.data_dir(104).rglob("*.part")):
+                    await asyncio.sleep(0.01)
+            link.cut()
+            with pytest.raises(ServersUnavailable):
+                await upload
+            link.delay = 0
+            await client.put("cut-down", payload)
+            assert (await client.stat("cut-down")).node == 104
+            link.delay = 0.02
+            download = await client.get("cut-down")
+            chunks = aiter(download)
+            await anext(chunks)
+            link.cut()
+            with pytest.raises(FileUnavailable):
+                async for _chunk in chunks:
+                    pass
+            link.delay = 0
+            assert await client.read("cut-down") == payload
+            assert [info.name async for info in client.list("cut-")] == ["cut-down"]
+        await asyncio.to_thread(cluster.wait_no_orphans)
