@@ -20,7 +20,12 @@ from typing import Any
 
 from . import aio, logs
 from .client import Client, manager_address
-from .protocol import DfsError
+from .protocol import MAX_FRAME_SIZE, MAX_NAME_BYTES, DfsError
+from .protocol.limits import CHUNK_SIZE
+from .settings import Limits, Security
+
+# A data frame holds a whole CHUNK_SIZE chunk plus a small header: no smaller frame limit can carry an upload.
+MIN_FRAME_SIZE = CHUNK_SIZE + 1024
 
 DEFAULT_DATA = Path("dfs-data")
 
@@ -76,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             "--manager", metavar="HOST:PORT", help="the manager (default $DFS_MANAGER, else 127.0.0.1:8000)"
         )
 
+    for sub in (manager, storage):
+        _add_security_flags(sub)
+        _add_limit_flags(sub)
     for sub in (manager, storage, cluster):
         sub.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
         sub.add_argument("--log-json", action="store_true", default=None, help="log JSON lines even on a terminal")
@@ -91,6 +99,74 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "storage":
         return _serve(_run_storage(args))
     return _cluster(args)
+
+
+def _add_security_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("security (every process of a cluster needs the same settings)")
+    group.add_argument(
+        "--secret-file",
+        type=Path,
+        help="file whose first line is the cluster's shared secret (default: $DFS_SECRET_FILE, else the value of "
+        "$DFS_SECRET; none: the cluster runs open)",
+    )
+    group.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate chain (PEM)")
+    group.add_argument("--tls-key", type=Path, help="the private key of --tls-cert (PEM), if not in that file")
+    group.add_argument(
+        "--tls-ca", type=Path, help="use TLS for outgoing connections, trusting this CA (PEM; default $DFS_TLS_CA)"
+    )
+
+
+def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = Limits()
+    group = parser.add_argument_group("limits on peers")
+    group.add_argument(
+        "--max-frame-size",
+        type=int,
+        default=defaults.max_frame_size,
+        help=f"largest frame accepted, bytes (default {defaults.max_frame_size}; at least {MIN_FRAME_SIZE})",
+    )
+    group.add_argument(
+        "--max-name-bytes",
+        type=int,
+        default=defaults.max_name_bytes,
+        help=f"longest file name accepted, UTF-8 bytes (default and most {defaults.max_name_bytes})",
+    )
+    group.add_argument("--max-file-size", type=int, help="largest file accepted, bytes (default: no limit)")
+    group.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help=f"connections open at once; more are refused with error 1 (default {defaults.max_connections})",
+    )
+    group.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=defaults.idle_timeout,
+        help=f"seconds a connection may sit between requests (default {defaults.idle_timeout:g})",
+    )
+    group.add_argument(
+        "--request-timeout",
+        type=float,
+        default=defaults.request_timeout,
+        help=f"seconds a handshake or request may go without a frame arriving (default {defaults.request_timeout:g})",
+    )
+
+
+def _settings(args: argparse.Namespace) -> tuple[Security, Limits]:
+    if not MIN_FRAME_SIZE <= args.max_frame_size <= MAX_FRAME_SIZE:
+        raise SystemExit(f"dfsd: --max-frame-size must be from {MIN_FRAME_SIZE} to {MAX_FRAME_SIZE}")
+    if not 1 <= args.max_name_bytes <= MAX_NAME_BYTES:
+        raise SystemExit(f"dfsd: --max-name-bytes must be from 1 to {MAX_NAME_BYTES}")
+    security = Security.load(args.secret_file, args.tls_cert, args.tls_key, args.tls_ca)
+    limits = Limits(
+        args.max_frame_size,
+        args.max_name_bytes,
+        args.max_file_size,
+        args.max_connections,
+        args.idle_timeout,
+        args.request_timeout,
+    )
+    return security, limits
 
 
 def _serve(daemon: Coroutine[Any, Any, None]) -> int:
@@ -112,12 +188,23 @@ async def _run_manager(args: argparse.Namespace) -> None:
     from .manager.server import Manager
 
     args.db.parent.mkdir(parents=True, exist_ok=True)
-    manager = Manager(args.db, args.host, args.port, node_timeout=args.node_timeout, auto_rebalance=args.auto_rebalance)
+    security, limits = _settings(args)
+    manager = Manager(
+        args.db,
+        args.host,
+        args.port,
+        node_timeout=args.node_timeout,
+        auto_rebalance=args.auto_rebalance,
+        security=security,
+        limits=limits,
+    )
     await manager.run(on_ready=lambda host, port: _ready(f"dfsd manager listening on {host}:{port}"))
 
 
 async def _run_storage(args: argparse.Namespace) -> None:
     from .storage.node import StorageNode
+
+    security, limits = _settings(args)
 
     node = StorageNode(
         args.id,
@@ -128,6 +215,8 @@ async def _run_storage(args: argparse.Namespace) -> None:
         advertise=_advertise(args.advertise),
         heartbeat_interval=args.heartbeat,
         manager_timeout=args.manager_timeout,
+        security=security,
+        limits=limits,
     )
     await node.run(on_ready=lambda host, port: _ready(f"dfsd storage {args.id} listening on {host}:{port}"))
 

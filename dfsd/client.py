@@ -45,6 +45,7 @@ from .protocol.messages import (
     Status,
     Stored,
 )
+from .settings import Security
 from .wire import Connection, ConnectionLost, receive_stream, send_upload
 
 DEFAULT_MANAGER = "127.0.0.1:8000"
@@ -97,8 +98,11 @@ class Download:
 
 
 class Client:
-    def __init__(self, address: str | None = None) -> None:
+    def __init__(self, address: str | None = None, security: Security | None = None) -> None:
+        """``address`` defaults to $DFS_MANAGER, then 127.0.0.1:8000; ``security`` to the secret and CA named by
+        $DFS_SECRET or $DFS_SECRET_FILE and $DFS_TLS_CA (none: plain TCP to an open cluster)."""
         self.address = manager_address(address)
+        self.security = security if security is not None else Security.load()
         self._conn: Connection | None = None
 
     async def __aenter__(self) -> Client:
@@ -185,7 +189,7 @@ class Client:
     async def _connection(self) -> Connection:
         if self._conn is None:
             try:
-                self._conn = await Connection.open(*self.address, role="client")
+                self._conn = await Connection.open(*self.address, role="client", security=self.security)
             except ConnectionLost as err:
                 host, port = self.address
                 raise ServersUnavailable(

@@ -1,7 +1,11 @@
 """Serving connections: the handshake, then one request at a time. Shared by the manager's port and a node's data port.
 
 A new connection must open with ``hello``; its role picks the session that serves it (the manager takes clients and
-nodes, a node takes the manager). A wrong version or role is refused with an error frame.
+nodes, a node takes the manager and its peers). A wrong version or role is refused with an error frame. With a shared
+secret, the server proves it knows the secret in its ``welcome`` and the peer must answer with ``auth`` before anything
+else; a peer that cannot is refused with error 9 (``protocol/handshake.py``). Past ``Limits.max_connections`` open
+connections, new ones are refused with error 1. A peer gets ``Limits.request_timeout`` seconds for the handshake and
+between the frames of a request, and ``Limits.idle_timeout`` between requests; then it is dropped.
 
 Each request goes to its ``handle_<message>`` coroutine with a ``Request`` whose ``fields`` make the request's log line
 (name, size, node...). A failed request answers the peer with its error code and the connection carries on: if the
@@ -13,6 +17,7 @@ cannot be trusted any more. Either way the process and every other connection go
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,43 +25,73 @@ from typing import Any
 
 import structlog
 
-from .protocol import PROTOCOL_VERSION, DfsError, InternalError, ProtocolError
-from .protocol.messages import Hello, Message, Welcome
-from .wire import AGENT, HANDSHAKE_TIMEOUT, Connection, ConnectionLost, discard_stream
+from .protocol import PROTOCOL_VERSION, DfsError, InternalError, NotAuthorised, ProtocolError, ServersUnavailable
+from .protocol.handshake import NONCE_BYTES, client_proof, proofs_match, server_proof
+from .protocol.messages import Auth, Hello, Message, Ok, Welcome
+from .settings import SECRET_ENV, Limits, Security
+from .wire import AGENT, Connection, ConnectionLost, discard_stream
 
 Session = Callable[[Connection], Awaitable[None]]
 Log = structlog.typing.FilteringBoundLogger
 
 
 def connection_handler(
-    sessions: Mapping[str, Session], log: Log
+    sessions: Mapping[str, Session], log: Log, security: Security, limits: Limits
 ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
     """The callback for ``asyncio.start_server``: the handshake, then the session for the peer's role."""
+    open_connections = 0
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = Connection(reader, writer)
+        nonlocal open_connections
+        conn = Connection(reader, writer, limits.max_frame_size)
+        conn.timeout = limits.request_timeout
+        open_connections += 1
         try:
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-                hello = await conn.expect(Hello)
+            if open_connections > limits.max_connections:
+                raise ServersUnavailable(
+                    f"servers unavailable: this server has {limits.max_connections} connections open, its limit; "
+                    "try again later"
+                )
+            hello = await conn.expect(Hello)
+            session = sessions.get(hello.role)
             if hello.version != PROTOCOL_VERSION:
                 raise ProtocolError(
                     f"protocol error: this server speaks protocol version {PROTOCOL_VERSION}, the peer {hello.version}"
                 )
-            session = sessions.get(hello.role)
             if session is None:
                 raise ProtocolError(f"protocol error: this server takes no {hello.role[:32]!r} connections")
-            await conn.send(Welcome(PROTOCOL_VERSION, AGENT))
+            await _welcome(conn, hello, security.secret)
         except DfsError as err:
             log.info("handshake_refused", peer=conn.peer, error=err.message)
             await conn.refuse(err)
+            open_connections -= 1
             return
-        except (ConnectionLost, TimeoutError) as err:
-            log.info("handshake_failed", peer=conn.peer, error=str(err) or "timed out")
+        except ConnectionLost as err:
+            log.info("handshake_failed", peer=conn.peer, error=str(err))
             conn.abort()
+            open_connections -= 1
             return
-        await session(conn)
+        try:
+            await session(conn)
+        finally:
+            open_connections -= 1
 
     return handle
+
+
+async def _welcome(conn: Connection, hello: Hello, secret: bytes | None) -> None:
+    """Welcome the peer; with a secret, prove ours and check its proof."""
+    if secret is None:
+        await conn.send(Welcome(PROTOCOL_VERSION, AGENT))
+        return
+    if hello.nonce is None or len(hello.nonce) != NONCE_BYTES:
+        raise NotAuthorised(f"not authorised: this cluster needs the shared secret; set {SECRET_ENV} or --secret-file")
+    nonce = os.urandom(NONCE_BYTES)
+    await conn.send(Welcome(PROTOCOL_VERSION, AGENT, nonce, server_proof(secret, hello.nonce, nonce)))
+    auth = await conn.expect(Auth)
+    if not proofs_match(client_proof(secret, hello.role, hello.nonce, nonce), auth.proof):
+        raise NotAuthorised("not authorised: wrong shared secret")
+    await conn.send(Ok())
 
 
 @dataclass(slots=True)
@@ -68,11 +103,13 @@ class Request:
 Handler = Callable[[Connection, Any, Request], Awaitable[None]]
 
 
-async def serve_requests(conn: Connection, handlers: Mapping[type[Message], Handler], log: Log) -> None:
+async def serve_requests(conn: Connection, handlers: Mapping[type[Message], Handler], log: Log, limits: Limits) -> None:
     """Answer requests on ``conn`` until the peer leaves or breaks the protocol; always closes ``conn``."""
     try:
         while True:
+            conn.timeout = limits.idle_timeout
             request = await conn.recv()
+            conn.timeout = limits.request_timeout
             handler = handlers.get(type(request))
             if handler is None:
                 raise ProtocolError(f"protocol error: {request.TYPE} is not a request this server takes")

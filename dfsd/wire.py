@@ -9,19 +9,27 @@ and the node all share: the manager relays by feeding what one of them yields in
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterable
 from typing import TypeVar
 
 from .protocol import (
+    MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
     DfsError,
     FrameDecoder,
+    NotAuthorised,
     ProtocolError,
     encode_parts,
     error_from_wire,
 )
-from .protocol.messages import Data, End, Error, Hello, Message, Ok, Stored, Welcome
+from .protocol.handshake import NONCE_BYTES, client_proof, proofs_match, server_proof
+from .protocol.messages import Auth, Data, End, Error, Hello, Message, Ok, Stored, Welcome
+from .settings import SECRET_ENV, Security
+
+OPEN = Security()
 
 M = TypeVar("M", bound=Message)
 
@@ -50,32 +58,63 @@ class ConnectionLost(Exception):
 class Connection:
     """One peer: ``recv`` and ``send`` whole messages."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_frame_size: int = MAX_FRAME_SIZE
+    ) -> None:
         self._reader = reader
         self._writer = writer
-        self._decoder = FrameDecoder()
+        self._decoder = FrameDecoder(max_frame_size)
+        self.timeout: float | None = None  # longest wait for bytes from the peer in ``recv``; None: forever
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         tune_socket(writer)
 
     @classmethod
-    async def open(cls, host: str, port: int, role: str, timeout: float = HANDSHAKE_TIMEOUT) -> Connection:
-        """Connect, say hello as ``role`` and wait for the welcome."""
+    async def open(
+        cls, host: str, port: int, role: str, security: Security = OPEN, timeout: float = HANDSHAKE_TIMEOUT
+    ) -> Connection:
+        """Connect (over TLS if configured), say hello as ``role``, and prove the shared secret if there is one."""
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(host, port, limit=READ_SIZE)
+                reader, writer = await asyncio.open_connection(
+                    host,
+                    port,
+                    limit=READ_SIZE,
+                    ssl=security.client_tls,
+                    server_hostname=host if security.client_tls else None,
+                )
                 conn = cls(reader, writer)
                 try:
-                    await conn.send(Hello(PROTOCOL_VERSION, role, AGENT))
-                    await conn.expect(Welcome)
+                    await conn._introduce(role, security.secret, f"{host}:{port}")
                 except BaseException:
                     conn.abort()
                     raise
                 return conn
         except TimeoutError:
             raise ConnectionLost(f"{host}:{port} did not answer within {timeout:g} s") from None
+        except ssl.SSLError as err:
+            raise NotAuthorised(f"not authorised: TLS with {host}:{port} failed ({err.reason or err})") from None
         except OSError as err:
             raise ConnectionLost(f"cannot connect to {host}:{port}: {err.strerror or err}") from None
+
+    async def _introduce(self, role: str, secret: bytes | None, server: str) -> None:
+        client_nonce = os.urandom(NONCE_BYTES) if secret else None
+        await self.send(Hello(PROTOCOL_VERSION, role, AGENT, client_nonce))
+        welcome = await self.expect(Welcome)
+        if secret is None:
+            if welcome.nonce is not None:
+                raise NotAuthorised(
+                    f"not authorised: {server} needs the shared secret; set {SECRET_ENV} or --secret-file"
+                )
+            return
+        assert client_nonce is not None
+        if welcome.nonce is None or not proofs_match(server_proof(secret, client_nonce, welcome.nonce), welcome.proof):
+            raise NotAuthorised(
+                f"not authorised: {server} did not prove it knows the shared secret (it runs open, or with another "
+                "secret); refusing to talk to it"
+            )
+        await self.send(Auth(client_proof(secret, role, client_nonce, welcome.nonce)))
+        await self.expect(Ok)
 
     async def recv(self) -> Message:
         """The next message; raises ``ConnectionLost`` at end of stream, ``ProtocolError`` on garbage."""
@@ -84,7 +123,10 @@ class Connection:
             if message is not None:
                 return message
             try:
-                data = await self._reader.read(READ_SIZE)
+                async with asyncio.timeout(self.timeout):
+                    data = await self._reader.read(READ_SIZE)
+            except TimeoutError:
+                raise ConnectionLost(f"{self.peer} sent nothing for {self.timeout:g} s") from None
             except OSError as err:
                 raise ConnectionLost(f"connection to {self.peer} failed: {err.strerror or err}") from None
             if not data:
@@ -137,6 +179,11 @@ class Connection:
     @property
     def closed(self) -> bool:
         return self._writer.is_closing()
+
+    @property
+    def peer_closed(self) -> bool:
+        """The peer has closed its side (we may not have read everything it sent before)."""
+        return self._reader.at_eof()
 
     def local_address(self) -> str | None:
         sockname = self._writer.get_extra_info("sockname")

@@ -27,7 +27,7 @@ INVENTORY_PAGE = 100_000
 MAX_UINT = 2**63 - 1
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
     """Return ``name`` if it is a valid file name, else raise ``BadRequest`` saying why.
 
     Names are opaque keys: any non-empty UTF-8 string up to MAX_NAME_BYTES, except NUL (which C tools and SQLite
@@ -39,8 +39,8 @@ def check_name(name: str) -> str:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError:
         raise BadRequest("bad request: the file name is not valid UTF-8 (it holds a lone surrogate)") from None
-    if size > MAX_NAME_BYTES:
-        raise BadRequest(f"bad request: the file name is {size} bytes of UTF-8; the limit is {MAX_NAME_BYTES}")
+    if size > max_bytes:
+        raise BadRequest(f"bad request: the file name is {size} bytes of UTF-8; the limit is {max_bytes}")
     if "\x00" in name:
         raise BadRequest("bad request: the file name holds a NUL character")
     return name

@@ -82,8 +82,9 @@ class Hello(Message):
 
     TYPE = "hello"
     version: int
-    role: str  # "client", "node" (a storage node's control session) or "manager" (a data connection to a node)
+    role: str  # "client", "node" (a node's control session), "manager" or "peer" (data connections to a node)
     agent: str | None = None  # free text, e.g. "dfsd/0.1"
+    nonce: bytes | None = None  # 32 random bytes when the connecting side holds the shared secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,16 @@ class Welcome(Message):
     TYPE = "welcome"
     version: int
     agent: str | None = None
+    nonce: bytes | None = None  # the server's 32 random bytes, when it requires the shared secret
+    proof: bytes | None = None  # server_proof(secret, hello.nonce, nonce): the server knows the secret
+
+
+@dataclass(frozen=True, slots=True)
+class Auth(Message):
+    """Connecting side → server, after a ``welcome`` with a nonce: client_proof(secret, role, nonces); answered ``ok``."""
+
+    TYPE = "auth"
+    proof: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,7 +425,7 @@ def _to_wire(value: Any) -> Any:
 CATALOGUE: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
-        Hello, Welcome, Error, Ok, Data, End, Put, Stored, Get, Sending, Delete, Stat, Info, List, Listing, Status,
+        Hello, Welcome, Auth, Error, Ok, Data, End, Put, Stored, Get, Sending, Delete, Stat, Info, List, Listing, Status,
         ClusterStatus, Rebalance, Register, Inventory, Heartbeat, Store, Fetch, Transfer, Remove,
     )
 }  # fmt: skip

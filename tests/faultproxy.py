@@ -17,6 +17,7 @@ class FaultProxy:
         self.target = (host, int(port))
         self.delay = 0.0  # seconds to hold each chunk before forwarding it
         self.blackholed = False
+        self.captured: bytearray | None = None  # set to a bytearray to record every byte forwarded
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
         self._ready = threading.Event()
@@ -83,6 +84,8 @@ class FaultProxy:
                 await asyncio.sleep(self.delay)
             if self.blackholed:
                 continue
+            if self.captured is not None:
+                self.captured += chunk
             writer.write(chunk)
             await writer.drain()
         writer.transport.abort()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dfsd import aio
 from dfsd.client import Client
+from dfsd.settings import Security
 
 # Short liveness settings so tests see a frozen, killed or cut-off node (or manager) go down quickly.
 HEARTBEAT = "0.2"
@@ -61,8 +62,9 @@ class Daemon:
         raise AssertionError("no VmHWM")
 
 
-def start_daemon(args: list[str], cwd: Path, log: Path) -> Daemon:
-    """Start ``dfsd ARGS`` and wait for its ready line; fail with its log if it dies first."""
+def start_daemon(args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> Daemon:
+    """Start ``dfsd ARGS`` (with ``env`` added to the environment) and wait for its ready line; fail with its log if it
+    dies first."""
     with open(log, "ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "dfsd", *args, "--log-level", "info"],
@@ -70,6 +72,7 @@ def start_daemon(args: list[str], cwd: Path, log: Path) -> Daemon:
             stdout=subprocess.PIPE,
             stderr=log_file,
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
         )
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], READY_TIMEOUT)
@@ -87,6 +90,8 @@ class LocalCluster:
     manager: Daemon | None = None
     nodes: dict[int, Daemon] = field(default_factory=dict)
     manager_port: int = 0
+    env: dict[str, str] = field(default_factory=dict)  # added to every daemon's environment, and to status polls
+    security: Security | None = None  # how the test's own status polls connect
 
     @property
     def address(self) -> str:
@@ -107,6 +112,7 @@ class LocalCluster:
             ],
             self.root,
             self.root / "manager.log",
+            self.env,
         )
         self.manager_port = int(self.manager.address.rpartition(":")[2])
         return self.manager
@@ -133,6 +139,7 @@ class LocalCluster:
             ],
             self.root,
             self.root / f"node-{node_id}.log",
+            self.env,
         )
         if wait:
             self.wait_for(lambda status: any(n.id == node_id and n.up for n in status.nodes), f"node {node_id} up")
@@ -144,7 +151,7 @@ class LocalCluster:
         while True:
             # In a thread of its own, so that async tests (already inside an event loop) can call this too.
             with concurrent.futures.ThreadPoolExecutor(1) as thread:
-                status = thread.submit(aio.run, _status(self.address)).result()
+                status = thread.submit(aio.run, _status(self.address, self.security)).result()
             if condition(status):
                 return
             if time.monotonic() > deadline:
@@ -204,8 +211,8 @@ class LocalCluster:
         return [p for node_id in self.nodes for p in self.data_dir(node_id).rglob("*")]
 
 
-async def _status(address: str):  # type: ignore[no-untyped-def]
-    async with Client(address) as client:
+async def _status(address: str, security: Security | None):  # type: ignore[no-untyped-def]
+    async with Client(address, security) as client:
         return await client.status()
 
 

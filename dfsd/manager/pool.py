@@ -8,12 +8,14 @@ connection to it is aborted, those in use included, so transfers in flight fail 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import structlog
 
 from ..protocol import DfsError
 from ..protocol.messages import Ok, Remove
+from ..settings import Security
 from ..wire import Connection, ConnectionLost
 from .topology import NodeState
 
@@ -22,19 +24,24 @@ log = structlog.get_logger("dfsd.manager")
 # Idle connections kept per node: enough for the concurrency one manager process drives, few enough to be cheap.
 MAX_IDLE_PER_NODE = 32
 
+# A connection idle this long is dropped rather than reused: well inside a node's default idle timeout (300 s), so the
+# pool never hands out a connection the node is about to close.
+MAX_IDLE_SECONDS = 60.0
+
 Address = tuple[str, int]
 
 
 class NodeConnections:
-    def __init__(self) -> None:
-        self._idle: dict[Address, list[Connection]] = {}
+    def __init__(self, security: Security) -> None:
+        self._security = security
+        self._idle: dict[Address, list[tuple[Connection, float]]] = {}
         self._busy: dict[Address, set[Connection]] = {}
 
     @contextlib.asynccontextmanager
     async def connection(self, address: Address) -> AsyncIterator[Connection]:
         """A connection to the node at ``address``; raises ``ConnectionLost`` if it cannot be reached."""
         idle = self._idle.setdefault(address, [])
-        conn = idle.pop() if idle else await Connection.open(*address, role="manager")
+        conn = self._reusable(idle) or await Connection.open(*address, role="manager", security=self._security)
         busy = self._busy.setdefault(address, set())
         busy.add(conn)
         try:
@@ -45,13 +52,25 @@ class NodeConnections:
         finally:
             busy.discard(conn)
         if len(idle) < MAX_IDLE_PER_NODE and not conn.closed:
-            idle.append(conn)
+            idle.append((conn, time.monotonic()))
         else:
             conn.abort()
 
+    @staticmethod
+    def _reusable(idle: list[tuple[Connection, float]]) -> Connection | None:
+        """The most recently used idle connection the node has not closed and will not close soon."""
+        while idle:
+            conn, since = idle.pop()
+            if not conn.closed and not conn.peer_closed and time.monotonic() - since < MAX_IDLE_SECONDS:
+                return conn
+            conn.abort()
+        return None
+
     def forget(self, address: Address) -> None:
         """Abort every connection to ``address``, idle or in use (its node went down or moved)."""
-        for conn in [*self._idle.pop(address, []), *self._busy.get(address, ())]:
+        for conn, _since in self._idle.pop(address, []):
+            conn.abort()
+        for conn in self._busy.get(address, ()):
             conn.abort()
 
     def close(self) -> None:

@@ -23,6 +23,7 @@ import structlog
 
 from ..protocol import (
     MAX_LIST_PAGE,
+    BadRequest,
     DfsError,
     FileNotFound,
     FileUnavailable,
@@ -55,7 +56,8 @@ from ..protocol.messages import (
     Stored,
 )
 from ..service import Request, connection_handler, serve_requests
-from ..wire import HANDSHAKE_TIMEOUT, Connection, ConnectionLost, receive_stream, send_upload
+from ..settings import Limits, Security
+from ..wire import HANDSHAKE_TIMEOUT, OPEN, Connection, ConnectionLost, receive_stream, send_upload
 from .placement import choose_node
 from .pool import NodeConnections, remove_copy
 from .rebalance import Rebalancer
@@ -67,6 +69,8 @@ log = structlog.get_logger("dfsd.manager")
 
 # A node that has not beaten its heart for this long is down: three missed beats at the default 1 s interval.
 NODE_TIMEOUT = 3.0
+
+DEFAULT_LIMITS = Limits()
 
 # Lost files named in a status answer; the log names every one.
 MAX_LOST_SHOWN = 100
@@ -86,14 +90,18 @@ class Manager:
         port: int = 8000,
         node_timeout: float = NODE_TIMEOUT,
         auto_rebalance: bool = True,
+        security: Security = OPEN,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.db_path = db_path
         self.host = host
         self.port = port
         self.node_timeout = node_timeout
         self.auto_rebalance = auto_rebalance
+        self.security = security
+        self.limits = limits
         self.topology = Topology()
-        self.pool = NodeConnections()
+        self.pool = NodeConnections(security)
         self.store: MetadataStore
         self.rebalancer: Rebalancer
 
@@ -113,10 +121,21 @@ class Manager:
                 Rebalance: self.handle_rebalance,
             }
             sessions = {
-                "client": lambda conn: serve_requests(conn, handlers, log),  # type: ignore[arg-type]
+                "client": lambda conn: serve_requests(conn, handlers, log, self.limits),  # type: ignore[arg-type]
                 "node": self._node_session,
             }
-            server = await asyncio.start_server(connection_handler(sessions, log), self.host, self.port)
+            server = await asyncio.start_server(
+                connection_handler(sessions, log, self.security, self.limits),
+                self.host,
+                self.port,
+                ssl=self.security.server_tls,
+            )
+            if self.security.secret is None:
+                log.warning(
+                    "cluster_open",
+                    hint="no shared secret: anyone who can reach this port can read, write and delete files and join "
+                    "as a storage node; set --secret-file or DFS_SECRET on every process",
+                )
             self.port = server.sockets[0].getsockname()[1]
             log.info("listening", host=self.host, port=self.port, db=str(self.db_path), cleared_reservations=cleared)
             if on_ready is not None:
@@ -210,8 +229,9 @@ class Manager:
     # --- client requests ----------------------------------------------------------------------------------------------
 
     async def handle_put(self, conn: Connection, request: Put, req: Request) -> None:
-        check_name(request.name)
+        check_name(request.name, self.limits.max_name_bytes)
         check_sha256(request.sha256)
+        self._check_size(request.size or 0)
         req.fields.update(name=request.name)
         node = choose_node(self.topology.nodes.values(), request.size)
         node.uploading += 1  # before any await, so that concurrent uploads see it
@@ -238,9 +258,13 @@ class Manager:
             await _to_client(conn.send(Ok()))
             req.receiving = True
             try:
+                received = 0
                 async for message in receive_stream(conn, uploaded=True):
                     if type(message) is End:
                         req.receiving = False
+                    else:
+                        received += len(message.data)
+                        self._check_size(received)
                     yield message
             except ConnectionLost as err:
                 raise _ClientGone from err
@@ -255,6 +279,11 @@ class Manager:
                 f"servers unavailable: storage node {node.id} failed during the upload ({err}); nothing was kept, "
                 "try again"
             ) from err
+
+    def _check_size(self, size: int) -> None:
+        limit = self.limits.max_file_size
+        if limit is not None and size > limit:
+            raise BadRequest(f"bad request: files may hold at most {limit} bytes on this cluster")
 
     async def handle_get(self, conn: Connection, request: Get, req: Request) -> None:
         req.fields.update(name=request.name)

@@ -56,7 +56,8 @@ from ..protocol.messages import (
     Transfer,
 )
 from ..service import Request, connection_handler, serve_requests
-from ..wire import Connection, ConnectionLost, receive_stream, send_stream, send_upload
+from ..settings import Limits, Security
+from ..wire import OPEN, Connection, ConnectionLost, receive_stream, send_stream, send_upload
 from .layout import Layout
 
 log = structlog.get_logger("dfsd.storage")
@@ -78,6 +79,8 @@ class StorageNode:
         advertise: tuple[str, int | None] | None = None,
         heartbeat_interval: float = 1.0,
         manager_timeout: float = 5.0,
+        security: Security = OPEN,
+        limits: Limits | None = None,
     ) -> None:
         self.node_id = node_id
         self.layout = Layout(data_dir)
@@ -87,6 +90,8 @@ class StorageNode:
         self.advertise = advertise
         self.heartbeat_interval = heartbeat_interval
         self.manager_timeout = manager_timeout
+        self.security = security
+        self.limits = limits or Limits()
         self.log = log.bind(node=node_id)
         self.registered = asyncio.Event()
 
@@ -101,10 +106,15 @@ class StorageNode:
         }
         from_peer = {Store: self.handle_store}
         sessions = {
-            "manager": lambda conn: serve_requests(conn, from_manager, self.log),  # type: ignore[arg-type]
-            "peer": lambda conn: serve_requests(conn, from_peer, self.log),  # type: ignore[arg-type]
+            "manager": lambda conn: serve_requests(conn, from_manager, self.log, self.limits),  # type: ignore[arg-type]
+            "peer": lambda conn: serve_requests(conn, from_peer, self.log, self.limits),  # type: ignore[arg-type]
         }
-        server = await asyncio.start_server(connection_handler(sessions, self.log), self.host, self.port)
+        server = await asyncio.start_server(
+            connection_handler(sessions, self.log, self.security, self.limits),
+            self.host,
+            self.port,
+            ssl=self.security.server_tls,
+        )
         self.port = server.sockets[0].getsockname()[1]
         self.log.info("listening", host=self.host, port=self.port)
         if on_ready is not None:
@@ -118,8 +128,10 @@ class StorageNode:
         delay = BACKOFF_FIRST
         while True:
             try:
-                conn = await Connection.open(*self.manager, role="node", timeout=self.manager_timeout)
-            except ConnectionLost as err:
+                conn = await Connection.open(
+                    *self.manager, role="node", security=self.security, timeout=self.manager_timeout
+                )
+            except (ConnectionLost, DfsError) as err:
                 self.log.warning("manager_unreachable", error=str(err), retry_in=round(delay, 2))
             else:
                 try:
@@ -250,8 +262,8 @@ class StorageNode:
             size = os.fstat(file.fileno()).st_size
             req.fields.update(size=size)
             try:
-                peer = await Connection.open(request.host, request.port, role="peer")
-            except ConnectionLost as err:
+                peer = await Connection.open(request.host, request.port, role="peer", security=self.security)
+            except (ConnectionLost, DfsError) as err:
                 raise FileUnavailable(f"file unavailable: the target node cannot be reached ({err})") from None
             try:
                 store = Store(request.file_id, size, request.sha256)
