@@ -20,7 +20,7 @@ from typing import Any
 
 from . import aio, logs
 from .client import Client, manager_address
-from .protocol import MAX_FRAME_SIZE, MAX_NAME_BYTES, DfsError
+from .protocol import MAX_FRAME_SIZE, MAX_NAME_BYTES, ChecksumMismatch, DfsError
 from .protocol.limits import CHUNK_SIZE
 from .settings import Limits, Security
 
@@ -74,9 +74,25 @@ def main(argv: list[str] | None = None) -> int:
     cluster.add_argument("--port", type=int, default=8000, help="the manager's port (default 8000)")
     cluster.add_argument("--data", type=Path, default=DEFAULT_DATA, help="where everything is kept (default dfs-data)")
 
-    status = commands.add_parser("status", help="show every storage node and the totals")
+    status = commands.add_parser(
+        "status",
+        help="show every storage node and the totals",
+        description="Show every storage node (up or down, files, bytes, lost and orphaned files, last heartbeat), "
+        "the totals, the rebalancer and any lost files.",
+        epilog="exit status:\n  0      success\n  1      the manager cannot be reached (start it, or fix --manager)\n"
+        "  2      wrong command line\n  3-11   another error from the cluster, as for dfs-push (see its --help)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    status.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object for scripts: nodes (a list), files, bytes, lost (names), rebalance (or null)",
+    )
     rebalance = commands.add_parser("rebalance", help="even out the file counts of the nodes now, showing progress")
-    for sub in (status, rebalance):
+    scrub = commands.add_parser(
+        "scrub", help="re-read every file on every node and report any whose bytes no longer match (exit 7 if so)"
+    )
+    for sub in (status, rebalance, scrub):
         sub.add_argument(
             "--manager", metavar="HOST:PORT", help="the manager (default $DFS_MANAGER, else 127.0.0.1:8000)"
         )
@@ -90,9 +106,11 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "status":
-        return _client_command(args.manager, _print_status)
+        return _client_command(args.manager, lambda client: _print_status(client, as_json=args.json))
     if args.command == "rebalance":
         return _client_command(args.manager, _rebalance)
+    if args.command == "scrub":
+        return _client_command(args.manager, _scrub)
     logs.configure(args.log_level, args.log_json)
     if args.command == "manager":
         return _serve(_run_manager(args))
@@ -218,43 +236,54 @@ async def _run_storage(args: argparse.Namespace) -> None:
         security=security,
         limits=limits,
     )
-    await node.run(on_ready=lambda host, port: _ready(f"dfsd storage {args.id} listening on {host}:{port}"))
+    await node.run(on_ready=lambda hoasync def _print_status(client: Client, as_json: bool = False) -> int:
+    """The cluster as an aligned table (columns as wide as their widest cell), or as one JSON object."""
+    import dataclasses
 
+    # The tools' helpers, so that `dfsd status` and `dfs-ls -l` show sizes, times and tables the same way.
+    from .tools.common import dump_json, format_table, human_size, human_time
 
-def _ready(line: str) -> None:
-    print(line, flush=True)
-
-
-def _advertise(text: str | None) -> tuple[str, int | None] | None:
-    if text is None:
-        return None
-    host, sep, port = text.rpartition(":")
-    return (host, int(port)) if sep and port.isdigit() else (text, None)
-
-
-def _client_command(address: str | None, work: Callable[[Client], Awaitable[int]]) -> int:
-    async def run() -> int:
-        async with Client(address) as client:
-            return await work(client)
-
-    try:
-        return aio.run(run())
-    except DfsError as err:
-        print(f"dfsd: {err.describe()}", file=sys.stderr)
-        return int(err.code)
-
-
-async def _print_status(client: Client) -> int:
     status = await client.status()
-    print(
-        f"{'NODE':>6}  {'ADDRESS':<22} {'STATE':<5} {'FILES':>8} {'USED':>10} {'FREE':>10} {'LOST':>5} {'ORPHANS':>7}"
-        "  LAST SEEN"
-    )
-    for node in status.nodes:
-        seen = time.strftime("%H:%M:%S", time.localtime(node.last_seen)) if node.last_seen else "never"
-        print(
-            f"{node.id:>6}  {node.host + ':' + str(node.port):<22} {'up' if node.up else 'DOWN':<5} "
-            f"{node.files:>8} {_bytes(node.used):>10} {_bytes(node.free):>10} {node.lost:>5} {node.orphans:>7}  {seen}"
+    if as_json:
+        data = dataclasses.asdict(status)
+        data["lost"] = data["lost"] or []
+        print(dump_json(data, indent=2))
+        return 0
+    if not status.nodes:
+        print("no storage node has registered yet; start one with `dfsd storage --id N --manager HOST:PORT`")
+    else:
+        headers = ("NODE", "ADDRESS", "STATE", "FILES", "USED", "FREE", "DISK", "LOST", "ORPHANS", "LAST SEEN")
+        right = (True, False, False, True, True, True, True, True, True, False)
+        rows = [
+            (
+                str(node.id),
+                f"{node.host}:{node.port}",
+                "up" if node.up else "DOWN",
+                str(node.files),
+                human_size(node.used),
+                human_size(node.free),
+                human_size(node.capacity),
+                str(node.lost),
+                str(node.orphans),
+                human_time(node.last_seen) if node.last_seen else "never",
+            )
+            for node in status.nodes
+        ]
+        for line in format_table(headers, rows, right):
+            print(line)
+    up = sum(node.up for node in status.nodes)
+    print(f"total: {up} of {len(status.nodes)} nodes up, {status.files} files, {human_size(status.bytes)}")
+    if status.rebalance is not None:
+        r = status.rebalance
+        state = f"running, {r.remaining} moves left in this round" if r.running else "idle"
+        auto = "automatic" if r.auto else "manual only (`dfsd rebalance`)"
+        print(f"rebalance: {state}; {r.moved} files moved, {r.failed} moves failed; {auto}")
+    if status.lost:
+        print(f"LOST FILES ({len(status.lost)} shown; their nodes no longer have the bytes):")
+        for name in status.lost:
+            print(f"  {name!r}")
+    return 0
+ode.lost:>5} {node.orphans:>7}  {seen}"
         )
     up = sum(node.up for node in status.nodes)
     print(f"total: {up} of {len(status.nodes)} nodes up, {status.files} files, {_bytes(status.bytes)}")
@@ -267,6 +296,21 @@ async def _print_status(client: Client) -> int:
         print(f"LOST FILES ({len(status.lost)} shown; their nodes no longer have the bytes):")
         for name in status.lost:
             print(f"  {name!r}")
+    return 0
+
+
+async def _scrub(client: Client) -> int:
+    report = await client.scrub()
+    print(
+        f"checked {report.checked} files ({_bytes(report.bytes)}): {len(report.corrupt)} corrupt, "
+        f"{len(report.missing)} missing, {report.skipped} not checked (node down)"
+    )
+    for label, names in (("CORRUPT", report.corrupt), ("MISSING", report.missing)):
+        for name in names:
+            print(f"  {label}  {name!r}")
+    if report.corrupt or report.missing:
+        print("dfsd scrub: error 7: some files no longer match their checksum; see above", file=sys.stderr)
+        return int(ChecksumMismatch.code)
     return 0
 
 

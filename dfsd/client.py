@@ -40,6 +40,8 @@ from .protocol.messages import (
     Ok,
     Put,
     Rebalance,
+    Scrub,
+    ScrubReport,
     Sending,
     Stat,
     Status,
@@ -175,6 +177,10 @@ class Client:
 
     async def status(self) -> ClusterStatus:
         return await self._call(Status(), ClusterStatus)
+
+    async def scrub(self) -> ScrubReport:
+        """Have every node re-read every file and check it against its recorded SHA-256; waits for the whole report."""
+        return await self._call(Scrub(), ScrubReport)
 
     async def rebalance(self) -> ClusterStatus:
         """Start a rebalance (if none is running); returns the status as it starts."""

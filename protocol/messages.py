@@ -100,7 +100,7 @@ class Welcome(Message):
 
 @dataclass(frozen=True, slots=True)
 class Auth(Message):
-    """Connecting side → server, after a ``welcome`` with a nonce: client_proof(secret, role, nonces); answered ``ok``."""
+    """Connecting side → server, after a ``welcome`` with a nonce: its client_proof; answered ``ok``."""
 
     TYPE = "auth"
     proof: bytes
@@ -242,6 +242,25 @@ class Rebalance(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Scrub(Message):
+    """Client → manager: have every up node re-read every file it holds and check it against the recorded SHA-256."""
+
+    TYPE = "scrub"
+
+
+@dataclass(frozen=True, slots=True)
+class ScrubReport(Message):
+    """The answer to ``scrub``, once every file has been checked."""
+
+    TYPE = "scrub_report"
+    checked: int  # files read back whole
+    bytes: int  # their bytes
+    corrupt: list[str]  # names whose bytes no longer hash to their record
+    missing: list[str]  # names whose node no longer has them (now marked lost)
+    skipped: int  # files not checked: their node was down or failed
+
+
+@dataclass(frozen=True, slots=True)
 class Register(Message):
     """Storage node → manager, first on its control session."""
 
@@ -302,6 +321,15 @@ class Transfer(Message):
     file_id: int
     host: str
     port: int
+    sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Verify(Message):
+    """Manager → storage node: read file ``file_id`` whole and answer ``ok`` if it hashes to ``sha256`` (else 7)."""
+
+    TYPE = "verify"
+    file_id: int
     sha256: bytes
 
 
@@ -425,8 +453,9 @@ def _to_wire(value: Any) -> Any:
 CATALOGUE: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
-        Hello, Welcome, Auth, Error, Ok, Data, End, Put, Stored, Get, Sending, Delete, Stat, Info, List, Listing, Status,
-        ClusterStatus, Rebalance, Register, Inventory, Heartbeat, Store, Fetch, Transfer, Remove,
+        Hello, Welcome, Auth, Error, Ok, Data, End, Put, Stored, Get, Sending, Delete, Stat, Info, List, Listing,
+        Status, ClusterStatus, Rebalance, Scrub, ScrubReport, Register, Inventory, Heartbeat, Store, Fetch, Transfer,
+        Verify, Remove,
     )
 }  # fmt: skip
 

@@ -11,7 +11,8 @@ from .topology import NodeState
 def choose_node(nodes: Iterable[NodeState], size: int | None) -> NodeState:
     """The up node with the fewest files (counting uploads under way); ties go to most free space, then lowest id.
 
-    Nodes without room for a file of known ``size`` are passed over. Raises ``ServersUnavailable`` when no node is up
+    Nodes without room for a file of known ``size``, or that refused a file for want of space and have not gained room
+    since, are passed over. Raises ``ServersUnavailable`` when no node is up
     and ``StorageFull`` when none of the up nodes has room.
     """
     up = [node for node in nodes if node.up]
@@ -19,7 +20,7 @@ def choose_node(nodes: Iterable[NodeState], size: int | None) -> NodeState:
         raise ServersUnavailable(
             "servers unavailable: no storage node is up; start one with `dfsd storage --id N --manager HOST:PORT`"
         )
-    roomy = [node for node in up if size is None or node.free >= size]
+    roomy = [node for node in up if node.has_room and (size is None or node.free >= size)]
     if not roomy:
         raise StorageFull(
             f"storage full: no storage node that is up has room for {size} bytes; free space or add a node"

@@ -24,10 +24,12 @@ import structlog
 from ..protocol import (
     MAX_LIST_PAGE,
     BadRequest,
+    ChecksumMismatch,
     DfsError,
     FileNotFound,
     FileUnavailable,
     ServersUnavailable,
+    StorageFull,
     check_name,
     check_range,
     check_sha256,
@@ -49,11 +51,14 @@ from ..protocol.messages import (
     Put,
     Rebalance,
     Register,
+    Scrub,
+    ScrubReport,
     Sending,
     Stat,
     Status,
     Store,
     Stored,
+    Verify,
 )
 from ..service import Request, connection_handler, serve_requests
 from ..settings import Limits, Security
@@ -71,6 +76,9 @@ log = structlog.get_logger("dfsd.manager")
 NODE_TIMEOUT = 3.0
 
 DEFAULT_LIMITS = Limits()
+
+# Records read at a time while scrubbing a node.
+SCRUB_PAGE = 1000
 
 # Lost files named in a status answer; the log names every one.
 MAX_LOST_SHOWN = 100
@@ -119,6 +127,7 @@ class Manager:
                 List: self.handle_list,
                 Status: self.handle_status,
                 Rebalance: self.handle_rebalance,
+                Scrub: self.handle_scrub,
             }
             sessions = {
                 "client": lambda conn: serve_requests(conn, handlers, log, self.limits),  # type: ignore[arg-type]
@@ -240,7 +249,11 @@ class Manager:
             req.fields.update(node=node.id, file_id=file_id)
             committed = False
             try:
-                stored = await self._relay_upload(conn, Store(file_id, request.size, request.sha256), node, req)
+                try:
+                    stored = await self._relay_upload(conn, Store(file_id, request.size, request.sha256), node, req)
+                except StorageFull:
+                    self.topology.filled(node)
+                    raise
                 await self.store.commit(file_id, node.id, stored.size, stored.sha256, time.time())
                 committed = True
                 self.topology.stored(node.id, stored.size)
@@ -351,6 +364,49 @@ class Manager:
     async def handle_rebalance(self, conn: Connection, request: Rebalance, req: Request) -> None:
         self.rebalancer.request()
         await conn.send(await self._status())
+
+    async def handle_scrub(self, conn: Connection, request: Scrub, req: Request) -> None:
+        nodes = [node for node in self.topology.nodes.values() if node.files]
+        reports = await asyncio.gather(*(self._scrub_node(node) for node in nodes))
+        report = ScrubReport(
+            checked=sum(r.checked for r in reports),
+            bytes=sum(r.bytes for r in reports),
+            corrupt=sorted(name for r in reports for name in r.corrupt),
+            missing=sorted(name for r in reports for name in r.missing),
+            skipped=sum(r.skipped for r in reports),
+        )
+        req.fields.update(checked=report.checked, corrupt=len(report.corrupt), missing=len(report.missing))
+        await conn.send(report)
+
+    async def _scrub_node(self, node: NodeState) -> ScrubReport:
+        """Verify every file recorded on ``node``, one at a time (the node's disk is the bottleneck anyway)."""
+        corrupt: list[str] = []
+        missing: list[str] = []
+        checked = size = skipped = after = 0
+        while records := await self.store.files_on_node(node.id, after, SCRUB_PAGE):
+            for record in records:
+                after = record.id
+                if not node.up or record.lost is not None:
+                    skipped += 1
+                    continue
+                try:
+                    async with self.pool.connection(node.address) as node_conn:
+                        await node_conn.send(Verify(record.id, record.sha256))
+                        await node_conn.expect(Ok)
+                except ChecksumMismatch as err:
+                    log.error("file_corrupt", name=record.name, file_id=record.id, node=node.id, error=err.message)
+                    corrupt.append(record.name)
+                except FileNotFound:
+                    log.error("file_lost", name=record.name, file_id=record.id, node=node.id)
+                    await self.store.set_lost([record.id], time.time())
+                    missing.append(record.name)
+                except (DfsError, ConnectionLost) as err:
+                    log.warning("scrub_skipped", name=record.name, node=node.id, error=str(err))
+                    skipped += 1
+                    continue
+                checked += 1
+                size += record.size
+        return ScrubReport(checked, size, corrupt, missing, skipped)
 
     async def _status(self) -> ClusterStatus:
         nodes = sorted(self.topology.nodes.values(), key=lambda node: node.id)

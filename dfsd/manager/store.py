@@ -168,6 +168,14 @@ class MetadataStore:
         cursor = await self._db.execute("SELECT node, count(*) FROM files WHERE lost IS NOT NULL GROUP BY node")
         return {node: count for node, count in await cursor.fetchall()}
 
+    async def files_on_node(self, node: int, after_id: int, limit: int) -> list[FileRecord]:
+        """Stored files recorded on ``node`` with ids above ``after_id``, in id order: a page of a walk over a node."""
+        cursor = await self._db.execute(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE node = ? AND state = 'stored' AND id > ? ORDER BY id LIMIT ?",
+            (node, after_id, limit),
+        )
+        return [FileRecord(*row) for row in await cursor.fetchall()]
+
     async def movable(self, node: int, limit: int, exclude: set[int]) -> list[FileRecord]:
         """Up to ``limit`` stored, present files on ``node``, skipping the ids in ``exclude``."""
         cursor = await self._db.execute(

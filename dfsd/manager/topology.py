@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from ..protocol import BadRequest, NodeIdInUse
 from ..protocol.messages import NodeInfo, Register
 
+# Bytes a full node must gain before it is chosen again: one chunk, so it can take at least a small file.
+ROOM_AGAIN = 1024 * 1024
+
 
 @dataclass(slots=True)
 class NodeState:
@@ -29,6 +32,12 @@ class NodeState:
     files: int = 0  # stored files the manager has placed here
     used: int = 0  # their bytes
     uploading: int = 0  # uploads streaming to it now: counted by placement so concurrent uploads spread out
+    full_at: int | None = None  # its free bytes when it last refused a file for want of space
+
+    @property
+    def has_room(self) -> bool:
+        """False from a "storage full" until the node has gained ROOM_AGAIN bytes (deletes, a cleaned disk)."""
+        return self.full_at is None or self.free >= self.full_at + ROOM_AGAIN
 
     @property
     def address(self) -> tuple[str, int]:
@@ -81,6 +90,12 @@ class Topology:
 
     def heartbeat(self, node: NodeState, free: int, capacity: int, now: float) -> None:
         node.free, node.capacity, node.last_seen = free, capacity, now
+        if node.has_room:
+            node.full_at = None
+
+    def filled(self, node: NodeState) -> None:
+        """The node refused a file for want of space: choose it again only once it has room."""
+        node.full_at = node.free
 
     def leave(self, node: NodeState) -> None:
         node.up = node.claimed = False

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import io
 import os
 import random
 import shutil
@@ -54,6 +55,7 @@ from ..protocol.messages import (
     Store,
     Stored,
     Transfer,
+    Verify,
 )
 from ..service import Request, connection_handler, serve_requests
 from ..settings import Limits, Security
@@ -103,6 +105,7 @@ class StorageNode:
             Fetch: self.handle_fetch,
             Remove: self.handle_remove,
             Transfer: self.handle_transfer,
+            Verify: self.handle_verify,
         }
         from_peer = {Store: self.handle_store}
         sessions = {
@@ -242,10 +245,7 @@ class StorageNode:
 
     async def handle_fetch(self, conn: Connection, request: Fetch, req: Request) -> None:
         req.fields.update(file_id=request.file_id)
-        path = self.layout.path(request.file_id)
-        if path is None:
-            raise FileNotFound(f"file does not exist: this node holds no file id {request.file_id}")
-        with open(path, "rb", buffering=0) as file:
+        with self._open(request.file_id) as file:
             size = os.fstat(file.fileno()).st_size
             length = check_range(size, request.offset, request.length)
             req.fields.update(size=length)
@@ -255,10 +255,7 @@ class StorageNode:
     async def handle_transfer(self, conn: Connection, request: Transfer, req: Request) -> None:
         """Copy a file straight to another node; answer with that node's ``stored``."""
         req.fields.update(file_id=request.file_id, target=f"{request.host}:{request.port}")
-        path = self.layout.path(request.file_id)
-        if path is None:
-            raise FileNotFound(f"file does not exist: this node holds no file id {request.file_id}")
-        with open(path, "rb", buffering=0) as file:
+        with self._open(request.file_id) as file:
             size = os.fstat(file.fileno()).st_size
             req.fields.update(size=size)
             try:
@@ -273,6 +270,31 @@ class StorageNode:
             finally:
                 peer.abort()
         await conn.send(stored)
+
+    async def handle_verify(self, conn: Connection, request: Verify, req: Request) -> None:
+        """Scrubbing: hash the file as it is on disk now (in a thread: it may be large) and compare."""
+        req.fields.update(file_id=request.file_id)
+        with self._open(request.file_id) as file:
+            digest = await asyncio.to_thread(_sha256_of, file)
+        if digest != request.sha256:
+            raise ChecksumMismatch(
+                f"checksum mismatch: file id {request.file_id} on node {self.node_id} hashes to {digest.hex()}, "
+                f"its record says {request.sha256.hex()}"
+            )
+        await conn.send(Ok())
+
+    def _open(self, file_id: int) -> io.FileIO:
+        """The complete file ``file_id``, open for reading; ``FileNotFound`` if this node does not hold it (also when
+        its bytes vanished from the disk behind the node's back: then the index forgets it, and the manager marks it
+        lost)."""
+        path = self.layout.path(file_id)
+        try:
+            if path is not None:
+                return open(path, "rb", buffering=0)
+        except FileNotFoundError:
+            self.log.error("file_vanished", file_id=file_id, path=str(path))
+            self.layout.remove(file_id)
+        raise FileNotFound(f"file does not exist: this node holds no file id {file_id}")
 
     async def handle_remove(self, conn: Connection, request: Remove, req: Request) -> None:
         req.fields.update(file_id=request.file_id, removed=self.layout.remove(request.file_id))
@@ -289,6 +311,10 @@ async def _read_frames(file: BinaryIO, file_id: int, offset: int, length: int) -
         yield Data(chunk)
         position += len(chunk)
     yield End()
+
+
+def _sha256_of(file: io.FileIO) -> bytes:
+    return hashlib.file_digest(file, "sha256").digest()
 
 
 def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -308,7 +334,10 @@ def _fsync_directory(path: Path) -> None:
 
 def _storage_error(err: OSError) -> DfsError:
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageFull("storage full: the storage node's disk is full; nothing was kept")
+        return StorageFull(
+            "storage full: the storage node's disk filled up; nothing was kept. Try again: new files now go to nodes "
+            "with room (or free space / add a node)"
+        )
     return InternalError(f"internal error: the storage node could not write: {err.strerror}")
 
 
