@@ -11,6 +11,7 @@ Which message may follow which is the business of the peers, documented per exch
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -355,8 +356,8 @@ def _read_uint(value: Any) -> int:
 def _read_float(value: Any) -> float:
     if type(value) is int and abs(value) <= MAX_UINT:
         return float(value)
-    if type(value) is not float:
-        raise ProtocolError(f"protocol error: expected a number, got {_kind(value)}")
+    if type(value) is not float or not math.isfinite(value):
+        raise ProtocolError(f"protocol error: expected a finite number, got {value!r}"[:120])
     return value
 
 

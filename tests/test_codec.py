@@ -43,6 +43,7 @@ from dfsd.protocol import (
 )
 from dfsd.protocol.limits import MAX_UINT
 from dfsd.protocol.messages import (
+    Auth,
     ClusterStatus,
     Data,
     Delete,
@@ -64,12 +65,15 @@ from dfsd.protocol.messages import (
     RebalanceInfo,
     Register,
     Remove,
+    Scrub,
+    ScrubReport,
     Sending,
     Stat,
     Status,
     Store,
     Stored,
     Transfer,
+    Verify,
     Welcome,
 )
 
@@ -120,6 +124,13 @@ EXAMPLES: list[Message] = [
     ClusterStatus([NODE], 1, 2, ["lost one", "lost/two"], REBALANCE),
     ClusterStatus([], 0, 0, [], RebalanceInfo(False, 0, 0, 0, True)),
     Rebalance(),
+    Scrub(),
+    ScrubReport(0, 0, [], [], 0),
+    ScrubReport(10, 2**40, ["rotten"], ["gone", "also gone"], 3),
+    Hello(PROTOCOL_VERSION, "peer", "dfsd/0.1", bytes(32)),
+    Welcome(PROTOCOL_VERSION, "dfsd/0.1", bytes(32), SHA),
+    Auth(SHA),
+    Verify(7, SHA),
     Register(100, "127.0.0.1", 9001, 2**40, 2**39),
     Inventory([], False),
     Inventory([0, 1, 2**32, MAX_UINT], True),

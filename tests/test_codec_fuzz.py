@@ -171,7 +171,7 @@ def expect_value(hint: Any, value: Any) -> Any:
             return value
         raise Mismatch
     if arg is float:
-        if type(value) is float:
+        if type(value) is float and math.isfinite(value):
             return value
         if type(value) is int and abs(value) <= MAX_UINT:
             return float(value)
@@ -326,7 +326,7 @@ def strategy_for(hint: Any) -> st.SearchStrategy[Any]:
         return st.builds(arg, **{name: strategy_for(h) for name, h, _ in fields_of(arg)})
     scalars: dict[type, st.SearchStrategy[Any]] = {
         int: st.integers(0, MAX_UINT),
-        float: st.floats(),
+        float: st.floats(allow_nan=False, allow_infinity=False),
         str: st.text(max_size=20),
         bool: st.booleans(),
         bytes: st.binary(max_size=40),
