@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     status = commands.add_parser(
         "status",
         help="show every storage node and the totals",
-        description="Show every storage node (up or down, files, bytes, lost and orphaned files, last heartbeat), "
-        "the totals, the rebalancer and any lost files.",
+        description="Show every storage node (up or down, files, bytes, lost and orphaned files, last heartbeat),\n"
+        "the totals, the rebalancer and any lost files: an aligned table, or one JSON object with --json.",
         epilog="exit status:\n  0      success\n  1      the manager cannot be reached (start it, or fix --manager)\n"
         "  2      wrong command line\n  3-11   another error from the cluster, as for dfs-push (see its --help)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -236,7 +236,33 @@ async def _run_storage(args: argparse.Namespace) -> None:
         security=security,
         limits=limits,
     )
-    await node.run(on_ready=lambda hoasync def _print_status(client: Client, as_json: bool = False) -> int:
+    await node.run(on_ready=lambda host, port: _ready(f"dfsd storage {args.id} listening on {host}:{port}"))
+
+
+def _ready(line: str) -> None:
+    print(line, flush=True)
+
+
+def _advertise(text: str | None) -> tuple[str, int | None] | None:
+    if text is None:
+        return None
+    host, sep, port = text.rpartition(":")
+    return (host, int(port)) if sep and port.isdigit() else (text, None)
+
+
+def _client_command(address: str | None, work: Callable[[Client], Awaitable[int]]) -> int:
+    async def run() -> int:
+        async with Client(address) as client:
+            return await work(client)
+
+    try:
+        return aio.run(run())
+    except DfsError as err:
+        print(f"dfsd: {err.describe()}", file=sys.stderr)
+        return int(err.code)
+
+
+async def _print_status(client: Client, as_json: bool = False) -> int:
     """The cluster as an aligned table (columns as wide as their widest cell), or as one JSON object."""
     import dataclasses
 
@@ -273,20 +299,6 @@ async def _run_storage(args: argparse.Namespace) -> None:
             print(line)
     up = sum(node.up for node in status.nodes)
     print(f"total: {up} of {len(status.nodes)} nodes up, {status.files} files, {human_size(status.bytes)}")
-    if status.rebalance is not None:
-        r = status.rebalance
-        state = f"running, {r.remaining} moves left in this round" if r.running else "idle"
-        auto = "automatic" if r.auto else "manual only (`dfsd rebalance`)"
-        print(f"rebalance: {state}; {r.moved} files moved, {r.failed} moves failed; {auto}")
-    if status.lost:
-        print(f"LOST FILES ({len(status.lost)} shown; their nodes no longer have the bytes):")
-        for name in status.lost:
-            print(f"  {name!r}")
-    return 0
-ode.lost:>5} {node.orphans:>7}  {seen}"
-        )
-    up = sum(node.up for node in status.nodes)
-    print(f"total: {up} of {len(status.nodes)} nodes up, {status.files} files, {_bytes(status.bytes)}")
     if status.rebalance is not None:
         r = status.rebalance
         state = f"running, {r.remaining} moves left in this round" if r.running else "idle"
