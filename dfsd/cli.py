@@ -23,6 +23,7 @@ from .client import Client, manager_address
 from .protocol import MAX_FRAME_SIZE, MAX_NAME_BYTES, ChecksumMismatch, DfsError
 from .protocol.limits import CHUNK_SIZE
 from .settings import Limits, Security
+from .usage import UsageParser
 
 # A data frame holds a whole CHUNK_SIZE chunk plus a small header: no smaller frame limit can carry an upload.
 MIN_FRAME_SIZE = CHUNK_SIZE + 1024
@@ -31,7 +32,7 @@ DEFAULT_DATA = Path("dfs-data")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dfsd", description="dfsd: a small distributed file server.")
+    parser = UsageParser(prog="dfsd", description="dfsd: a small distributed file server.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     manager = commands.add_parser("manager", help="run the manager (clients and storage nodes connect to it)")
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Show every storage node (up or down, files, bytes, lost and orphaned files, last heartbeat),\n"
         "the totals, the rebalancer and any lost files: an aligned table, or one JSON object with --json.",
         epilog="exit status:\n  0      success\n  1      the manager cannot be reached (start it, or fix --manager)\n"
-        "  2      wrong command line\n  3-11   another error from the cluster, as for dfs-push (see its --help)",
+        "  2-11   another error from the cluster, as for dfs-push (see its --help)\n  64     wrong command line",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     status.add_argument(

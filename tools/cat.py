@@ -4,6 +4,9 @@ With -o the bytes go to a temporary file beside the target, renamed into place o
 verified, so a failed download never leaves a file that looks complete. On standard output bytes are written as they
 arrive (a pipe cannot take them back): a checksum failure then exits 7 after the bytes, and the reader must discard
 them.
+
+A progress bar (bytes, rate, time left) is drawn on standard error when it is a terminal, unless -q is given or the
+bytes themselves go to that terminal (the bar would be drawn in the middle of them).
 """
 
 from __future__ import annotations
@@ -11,43 +14,86 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from typing import BinaryIO
 
 from dfsd.client import Client
 
-from .common import EXIT_IO_ERROR, ArgumentParser, run
+from . import progress
+from .common import EXIT_IO_ERROR, ArgumentParser, run, say
+
+PROG = "dfs-cat"
+
+
+class CannotWrite(Exception):
+    """The local output failed; ``__cause__`` is the OSError."""
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(prog="dfs-cat", description="Write the file NAME from the cluster to standard output.")
+    parser = ArgumentParser(prog=PROG, description="Write the file NAME from the cluster to standard output.")
     parser.add_argument("name", metavar="NAME")
     parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
     parser.add_argument("--offset", type=int, default=0, help="start at byte N (default 0)")
     parser.add_argument("--length", type=int, default=None, help="read at most M bytes (default: to the end)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.offset < 0 or (args.length is not None and args.length < 0):
         parser.error("--offset and --length must not be negative")
+    show = progress.wanted(args.quiet) and not (args.output is None and sys.stdout.isatty())
+
+    async def fetch(client: Client, target: BinaryIO) -> None:
+        download = await client.get(args.name, offset=args.offset, length=args.length)
+        with progress.bar(download.info.length, args.name, show) as bar:
+            async for chunk in download:
+                try:
+                    target.write(chunk)
+                except OSError as err:
+                    raise CannotWrite() from err
+                bar.update(len(chunk))
+        try:
+            target.flush()
+        except OSError as err:
+            raise CannotWrite() from err
 
     async def cat(client: Client) -> int:
         if args.output is None:
-            await client.get_file(args.name, sys.stdout.buffer, offset=args.offset, length=args.length)
-            sys.stdout.buffer.flush()
+            try:
+                await fetch(client, sys.stdout.buffer)
+            except CannotWrite as err:
+                return _cannot_write("standard output", err, "check where standard output goes (a full disk?)")
             return 0
         directory = os.path.dirname(os.path.abspath(args.output))
         try:
             fd, partial = tempfile.mkstemp(prefix=".dfs-cat-", dir=directory)
         except OSError as err:
-            print(f"dfs-cat: cannot write in {directory}: {err.strerror}", file=sys.stderr)
+            say(f"{PROG}: cannot write in {directory}: {err.strerror}")
+            say(f"{PROG}: hint: give -o a path in a directory that exists and that you may write to")
             return EXIT_IO_ERROR
         try:
             with os.fdopen(fd, "wb") as file:
-                await client.get_file(args.name, file, offset=args.offset, length=args.length)
+                await fetch(client, file)
             os.replace(partial, args.output)
+        except CannotWrite as err:
+            return _cannot_write(args.output, err, "free space there, or give -o a path on another disk")
+        except OSError as err:  # the rename: -o names a directory, say
+            say(f"{PROG}: cannot write {args.output}: {err.strerror}")
+            say(f"{PROG}: hint: give -o the path of a file (not a directory) that you may replace")
+            return EXIT_IO_ERROR
         finally:
             if os.path.exists(partial):
                 os.unlink(partial)
         return 0
 
-    return run("dfs-cat", args.manager, cat)
+    return run(PROG, args.manager, cat)
+
+
+def _cannot_write(target: str, err: CannotWrite, hint: str) -> int:
+    cause = err.__cause__
+    if isinstance(cause, BrokenPipeError):
+        return EXIT_IO_ERROR  # the reader went away (`dfs-cat big | head`): nothing to say
+    reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause)
+    say(f"{PROG}: cannot write {target}: {reason}")
+    say(f"{PROG}: hint: {hint}")
+    return EXIT_IO_ERROR
 
 
 if __name__ == "__main__":

@@ -1,0 +1,50 @@
+"""Progress bars for dfs-push and dfs-cat: bytes done, rate and time left, drawn by tqdm on standard error.
+
+A bar is drawn only for a person watching: when standard error is a terminal and -q was not given. Anywhere else (a
+pipe, a file, a script's capture) the bar is tqdm's disabled no-op, so the same code runs and nothing extra is
+written. Bars are updated from the event loop only, as each chunk is handed on, never from reader threads.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from tqdm import tqdm
+
+from .common import printable
+
+# Room left for the bar itself on an 80-column terminal once the counters are drawn.
+DESCRIPTION_WIDTH = 24
+
+# tqdm's watchdog thread only tunes redraws of bars that stall; ours are updated from the loop at every chunk.
+tqdm.monitor_interval = 0
+
+
+def wanted(quiet: bool, stream: TextIO | None = None) -> bool:
+    """Whether to draw progress: not with -q, and only on a terminal."""
+    stream = sys.stderr if stream is None else stream
+    return not quiet and stream.isatty()
+
+
+def bar(total: int | None, description: str, enabled: bool) -> tqdm:
+    """A byte-counting bar on standard error (total None: size unknown, so no percentage or ETA); a no-op unless
+    ``enabled``. Use it as a context manager so it is closed (and its line finished) whatever happens."""
+    return tqdm(
+        total=total,
+        desc=label(description),
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        disable=not enabled,
+        dynamic_ncols=True,
+        leave=True,
+        mininterval=0.1,
+    )
+
+
+def label(name: str) -> str:
+    """A file name shortened to fit in front of a bar, keeping its end (where names differ most)."""
+    text = printable(name)
+    return text if len(text) <= DESCRIPTION_WIDTH else "..." + text[-(DESCRIPTION_WIDTH - 3) :]
