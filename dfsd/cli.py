@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Protocol
+
+import structlog
 
 from . import aio, logs
 from .client import Client, manager_address
@@ -101,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     for sub in (manager, storage):
         _add_security_flags(sub)
         _add_limit_flags(sub)
+        sub.add_argument(
+            "--grace",
+            type=float,
+            default=10.0,
+            help="on SIGTERM or Ctrl-C, seconds requests in flight may take to finish before they are cut off (10)",
+        )
     for sub in (manager, storage, cluster):
         sub.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
         sub.add_argument("--log-json", action="store_true", default=None, help="log JSON lines even on a terminal")
@@ -114,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         return _client_command(args.manager, _scrub)
     logs.configure(args.log_level, args.log_json)
     if args.command == "manager":
-        return _serve(_run_manager(args))
+        return _serve(_manager(args), "dfsd manager")
     if args.command == "storage":
-        return _serve(_run_storage(args))
+        return _serve(_storage(args), f"dfsd storage {args.id}")
     return _cluster(args)
 
 
@@ -188,27 +196,43 @@ def _settings(args: argparse.Namespace) -> tuple[Security, Limits]:
     return security, limits
 
 
-def _serve(daemon: Coroutine[Any, Any, None]) -> int:
-    """Run a daemon until it ends or SIGTERM/SIGINT arrives; then let it clean up."""
+class Daemon(Protocol):
+    async def run(self, on_ready: Callable[[str, int], None] | None = None) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def _serve(daemon: Daemon, label: str) -> int:
+    """Run a daemon until SIGTERM or Ctrl-C, then let it shut down cleanly; a second signal exits at once."""
+    log = structlog.get_logger("dfsd")
 
     async def guarded() -> None:
-        task = asyncio.ensure_future(daemon)
+        signals = 0
+
+        def on_signal() -> None:
+            nonlocal signals
+            signals += 1
+            if signals > 1:
+                log.warning("exiting_now", reason="second signal")
+                os._exit(130)
+            log.info("stopping", hint="requests in flight may finish; press Ctrl-C again to exit at once")
+            daemon.stop()
+
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+            loop.add_signal_handler(signum, on_signal)
+        await daemon.run(on_ready=lambda host, port: _ready(f"{label} listening on {host}:{port}"))
 
     aio.run(guarded())
     return 0
 
 
-async def _run_manager(args: argparse.Namespace) -> None:
+def _manager(args: argparse.Namespace) -> Daemon:
     from .manager.server import Manager
 
     args.db.parent.mkdir(parents=True, exist_ok=True)
     security, limits = _settings(args)
-    manager = Manager(
+    return Manager(
         args.db,
         args.host,
         args.port,
@@ -216,16 +240,15 @@ async def _run_manager(args: argparse.Namespace) -> None:
         auto_rebalance=args.auto_rebalance,
         security=security,
         limits=limits,
+        grace=args.grace,
     )
-    await manager.run(on_ready=lambda host, port: _ready(f"dfsd manager listening on {host}:{port}"))
 
 
-async def _run_storage(args: argparse.Namespace) -> None:
+def _storage(args: argparse.Namespace) -> Daemon:
     from .storage.node import StorageNode
 
     security, limits = _settings(args)
-
-    node = StorageNode(
+    return StorageNode(
         args.id,
         args.data or DEFAULT_DATA / f"node-{args.id}",
         manager_address(args.manager),
@@ -236,8 +259,8 @@ async def _run_storage(args: argparse.Namespace) -> None:
         manager_timeout=args.manager_timeout,
         security=security,
         limits=limits,
+        grace=args.grace,
     )
-    await node.run(on_ready=lambda host, port: _ready(f"dfsd storage {args.id} listening on {host}:{port}"))
 
 
 def _ready(line: str) -> None:
@@ -357,7 +380,11 @@ def _cluster(args: argparse.Namespace) -> int:
 
     def start(*command: str) -> str:
         child = subprocess.Popen(
-            [sys.executable, "-m", "dfsd", *command, *log_flags], stdout=subprocess.PIPE, text=True, cwd=data
+            [sys.executable, "-m", "dfsd", *command, *log_flags],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=data,
+            start_new_session=True,  # Ctrl-C reaches only this process, which then stops each child once
         )
         children.append(child)
         assert child.stdout is not None
@@ -405,15 +432,17 @@ def _wait_for_nodes(address: str, count: int, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-def _stop(children: list[subprocess.Popen[str]], grace: float = 10.0) -> None:
-    """SIGTERM every child, then SIGKILL whatever is still running after ``grace`` seconds."""
+def _stop(children: list[subprocess.Popen[str]], grace: float = 15.0) -> None:
+    """SIGTERM every child (nodes first, so they leave the manager cleanly), then SIGKILL whatever still runs after
+    ``grace`` seconds — or at once on a second Ctrl-C."""
     for child in reversed(children):
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace
-    for child in children:
-        try:
+    try:
+        for child in children:
             child.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        for child in children:
             child.kill()
             child.wait()

@@ -17,9 +17,10 @@ cannot be trusted any more. Either way the process and every other connection go
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,48 +36,99 @@ Session = Callable[[Connection], Awaitable[None]]
 Log = structlog.typing.FilteringBoundLogger
 
 
-def connection_handler(
-    sessions: Mapping[str, Session], log: Log, security: Security, limits: Limits
-) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]:
-    """The callback for ``asyncio.start_server``: the handshake, then the session for the peer's role."""
-    open_connections = 0
+class Listener:
+    """A listening socket and the connections it serves.
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal open_connections
-        conn = Connection(reader, writer, limits.max_frame_size)
-        conn.timeout = limits.request_timeout
-        open_connections += 1
+    ``shutdown`` stops accepting, closes connections waiting for a request at once, gives requests in flight up to
+    ``grace`` seconds to finish, then cancels what is left, long-lived sessions included (a cancelled upload removes
+    its partial file on the way out). Node sessions outlive the requests, since those may need their nodes.
+    """
+
+    def __init__(self, sessions: Mapping[str, Session], log: Log, security: Security, limits: Limits) -> None:
+        self.sessions = sessions
+        self.log = log
+        self.security = security
+        self.limits = limits
+        self.closing = False
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._busy: set[asyncio.Task[None]] = set()
+        self._waiting: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on ``host``:``port`` (0: any free port) and return the port."""
+        self._server = await asyncio.start_server(self._accept, host, port, ssl=self.security.server_tls)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def shutdown(self, grace: float) -> None:
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        for task in self._waiting:
+            task.cancel()
+        busy = set(self._busy)
+        if busy:
+            self.log.info("draining", requests=len(busy), grace_s=grace)
+            await asyncio.wait(busy, timeout=grace)
+        remaining = set(self._connections)
+        for task in remaining:
+            task.cancel()
+        await asyncio.gather(*remaining, return_exceptions=True)
+
+    def busy(self) -> contextlib.AbstractContextManager[None]:
+        """Marks a request in flight on the current connection, so shutdown lets it finish."""
+        return _member_of(self._busy)
+
+    def waiting(self) -> contextlib.AbstractContextManager[None]:
+        """Marks the current connection as waiting for its next request, so shutdown closes it at once."""
+        return _member_of(self._waiting)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)  # type: ignore[arg-type]
         try:
-            if open_connections > limits.max_connections:
+            await self._serve(Connection(reader, writer, self.limits.max_frame_size))
+        finally:
+            self._connections.discard(task)  # type: ignore[arg-type]
+
+    async def _serve(self, conn: Connection) -> None:
+        conn.timeout = self.limits.request_timeout
+        try:
+            if len(self._connections) > self.limits.max_connections:
                 raise ServersUnavailable(
-                    f"servers unavailable: this server has {limits.max_connections} connections open, its limit; "
-                    "try again later"
+                    f"servers unavailable: this server has {self.limits.max_connections} connections open, its "
+                    "limit; try again later"
                 )
             hello = await conn.expect(Hello)
-            session = sessions.get(hello.role)
+            session = self.sessions.get(hello.role)
             if hello.version != PROTOCOL_VERSION:
                 raise ProtocolError(
                     f"protocol error: this server speaks protocol version {PROTOCOL_VERSION}, the peer {hello.version}"
                 )
             if session is None:
                 raise ProtocolError(f"protocol error: this server takes no {hello.role[:32]!r} connections")
-            await _welcome(conn, hello, security.secret)
+            await _welcome(conn, hello, self.security.secret)
         except DfsError as err:
-            log.info("handshake_refused", peer=conn.peer, error=err.message)
+            self.log.info("handshake_refused", peer=conn.peer, error=err.message)
             await conn.refuse(err)
-            open_connections -= 1
             return
         except ConnectionLost as err:
-            log.info("handshake_failed", peer=conn.peer, error=str(err))
+            self.log.info("handshake_failed", peer=conn.peer, error=str(err))
             conn.abort()
-            open_connections -= 1
             return
-        try:
-            await session(conn)
-        finally:
-            open_connections -= 1
+        await session(conn)
 
-    return handle
+
+@contextlib.contextmanager
+def _member_of(tasks: set[asyncio.Task[None]]) -> Iterator[None]:
+    task = asyncio.current_task()
+    assert task is not None
+    tasks.add(task)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        tasks.discard(task)  # type: ignore[arg-type]
 
 
 async def _welcome(conn: Connection, hello: Hello, secret: bytes | None) -> None:
@@ -103,17 +155,21 @@ class Request:
 Handler = Callable[[Connection, Any, Request], Awaitable[None]]
 
 
-async def serve_requests(conn: Connection, handlers: Mapping[type[Message], Handler], log: Log, limits: Limits) -> None:
-    """Answer requests on ``conn`` until the peer leaves or breaks the protocol; always closes ``conn``."""
+async def serve_requests(conn: Connection, handlers: Mapping[type[Message], Handler], listener: Listener) -> None:
+    """Answer requests on ``conn`` until the peer leaves, breaks the protocol or the listener shuts down; always
+    closes ``conn``."""
+    log, limits = listener.log, listener.limits
     try:
-        while True:
+        while not listener.closing:
             conn.timeout = limits.idle_timeout
-            request = await conn.recv()
+            with listener.waiting():
+                request = await conn.recv()
             conn.timeout = limits.request_timeout
             handler = handlers.get(type(request))
             if handler is None:
                 raise ProtocolError(f"protocol error: {request.TYPE} is not a request this server takes")
-            await _handle(conn, handler, request, log)
+            with listener.busy():
+                await _handle(conn, handler, request, log)
     except ConnectionLost:
         pass
     except ProtocolError as err:

@@ -60,7 +60,7 @@ from ..protocol.messages import (
     Stored,
     Verify,
 )
-from ..service import Request, connection_handler, serve_requests
+from ..service import Listener, Request, serve_requests
 from ..settings import Limits, Security
 from ..wire import HANDSHAKE_TIMEOUT, OPEN, Connection, ConnectionLost, receive_stream, send_upload
 from .placement import choose_node
@@ -76,6 +76,9 @@ log = structlog.get_logger("dfsd.manager")
 NODE_TIMEOUT = 3.0
 
 DEFAULT_LIMITS = Limits()
+
+# On SIGTERM, requests in flight get this long to finish before they are cut off.
+GRACE = 10.0
 
 # Records read at a time while scrubbing a node.
 SCRUB_PAGE = 1000
@@ -100,6 +103,7 @@ class Manager:
         auto_rebalance: bool = True,
         security: Security = OPEN,
         limits: Limits = DEFAULT_LIMITS,
+        grace: float = GRACE,
     ) -> None:
         self.db_path = db_path
         self.host = host
@@ -112,6 +116,12 @@ class Manager:
         self.pool = NodeConnections(security)
         self.store: MetadataStore
         self.rebalancer: Rebalancer
+        self.grace = grace
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Begin a clean shutdown (SIGTERM, Ctrl-C): ``run`` returns once it is done."""
+        self._stopping.set()
 
     async def run(self, on_ready: Callable[[str, int], None] | None = None) -> None:
         self.store = await MetadataStore.open(self.db_path)
@@ -129,29 +139,31 @@ class Manager:
                 Rebalance: self.handle_rebalance,
                 Scrub: self.handle_scrub,
             }
+            listener: Listener
             sessions = {
-                "client": lambda conn: serve_requests(conn, handlers, log, self.limits),  # type: ignore[arg-type]
+                "client": lambda conn: serve_requests(conn, handlers, listener),  # type: ignore[arg-type]
                 "node": self._node_session,
             }
-            server = await asyncio.start_server(
-                connection_handler(sessions, log, self.security, self.limits),
-                self.host,
-                self.port,
-                ssl=self.security.server_tls,
-            )
+            listener = Listener(sessions, log, self.security, self.limits)
+            self.port = await listener.start(self.host, self.port)
             if self.security.secret is None:
                 log.warning(
                     "cluster_open",
                     hint="no shared secret: anyone who can reach this port can read, write and delete files and join "
                     "as a storage node; set --secret-file or DFS_SECRET on every process",
                 )
-            self.port = server.sockets[0].getsockname()[1]
             log.info("listening", host=self.host, port=self.port, db=str(self.db_path), cleared_reservations=cleared)
             if on_ready is not None:
                 on_ready(self.host, self.port)
-            async with server, asyncio.TaskGroup() as tasks:
-                tasks.create_task(self.rebalancer.run())
-                await server.serve_forever()
+            rebalancing = asyncio.create_task(self.rebalancer.run())
+            try:
+                await self._stopping.wait()
+                log.info("shutting_down", grace_s=self.grace)
+                await listener.shutdown(self.grace)
+            finally:
+                rebalancing.cancel()
+                await asyncio.gather(rebalancing, return_exceptions=True)
+            log.info("stopped")
         finally:
             self.pool.close()
             await self.store.close()

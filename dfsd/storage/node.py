@@ -57,7 +57,7 @@ from ..protocol.messages import (
     Transfer,
     Verify,
 )
-from ..service import Request, connection_handler, serve_requests
+from ..service import Listener, Request, serve_requests
 from ..settings import Limits, Security
 from ..wire import OPEN, Connection, ConnectionLost, receive_stream, send_stream, send_upload
 from .layout import Layout
@@ -83,6 +83,7 @@ class StorageNode:
         manager_timeout: float = 5.0,
         security: Security = OPEN,
         limits: Limits | None = None,
+        grace: float = 10.0,
     ) -> None:
         self.node_id = node_id
         self.layout = Layout(data_dir)
@@ -94,6 +95,8 @@ class StorageNode:
         self.manager_timeout = manager_timeout
         self.security = security
         self.limits = limits or Limits()
+        self.grace = grace
+        self._stopping = asyncio.Event()
         self.log = log.bind(node=node_id)
         self.registered = asyncio.Event()
 
@@ -108,22 +111,31 @@ class StorageNode:
             Verify: self.handle_verify,
         }
         from_peer = {Store: self.handle_store}
+        listener: Listener
         sessions = {
-            "manager": lambda conn: serve_requests(conn, from_manager, self.log, self.limits),  # type: ignore[arg-type]
-            "peer": lambda conn: serve_requests(conn, from_peer, self.log, self.limits),  # type: ignore[arg-type]
+            "manager": lambda conn: serve_requests(conn, from_manager, listener),  # type: ignore[arg-type]
+            "peer": lambda conn: serve_requests(conn, from_peer, listener),  # type: ignore[arg-type]
         }
-        server = await asyncio.start_server(
-            connection_handler(sessions, self.log, self.security, self.limits),
-            self.host,
-            self.port,
-            ssl=self.security.server_tls,
-        )
-        self.port = server.sockets[0].getsockname()[1]
+        listener = Listener(sessions, self.log, self.security, self.limits)
+        self.port = await listener.start(self.host, self.port)
         self.log.info("listening", host=self.host, port=self.port)
         if on_ready is not None:
             on_ready(self.host, self.port)
-        async with server:
-            await self._stay_registered()
+        registration = asyncio.create_task(self._stay_registered())
+        try:
+            await self._stopping.wait()
+        finally:
+            # Leave the manager first (closing the control session marks the node down at once, so no new work
+            # arrives), then let transfers in flight finish.
+            registration.cancel()
+            await asyncio.gather(registration, return_exceptions=True)
+            self.log.info("deregistered", grace_s=self.grace)
+            await listener.shutdown(self.grace)
+        self.log.info("stopped")
+
+    def stop(self) -> None:
+        """Begin a clean shutdown (SIGTERM, Ctrl-C): ``run`` returns once it is done."""
+        self._stopping.set()
 
     # --- control session with the manager -----------------------------------------------------------------------------
 
