@@ -104,6 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         _add_security_flags(sub)
         _add_limit_flags(sub)
         sub.add_argument(
+            "--metrics-port",
+            type=int,
+            help="serve Prometheus metrics at http://HOST:PORT/metrics (HOST: --host; default: no metrics)",
+        )
+        sub.add_argument(
             "--grace",
             type=float,
             default=10.0,
@@ -241,6 +246,7 @@ def _manager(args: argparse.Namespace) -> Daemon:
         security=security,
         limits=limits,
         grace=args.grace,
+        metrics_port=args.metrics_port,
     )
 
 
@@ -260,6 +266,7 @@ def _storage(args: argparse.Namespace) -> Daemon:
         security=security,
         limits=limits,
         grace=args.grace,
+        metrics_port=args.metrics_port,
     )
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from . import metrics
 from .protocol import PROTOCOL_VERSION, DfsError, InternalError, NotAuthorised, ProtocolError, ServersUnavailable
 from .protocol.handshake import NONCE_BYTES, client_proof, proofs_match, server_proof
 from .protocol.messages import Auth, Hello, Message, Ok, Welcome
@@ -203,5 +204,14 @@ async def _handle(conn: Connection, handler: Handler, request: Message, log: Any
         await conn.send_error(InternalError(f"internal error: {type(err).__name__}; see the server's log"))
         raise ConnectionLost("internal error") from err
     finally:
-        duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        log.info("request", op=request.TYPE, peer=conn.peer, duration_ms=duration_ms, outcome=outcome, **state.fields)
+        duration = time.perf_counter() - started
+        metrics.REQUESTS.labels(request.TYPE, outcome).inc()
+        metrics.LATENCY.labels(request.TYPE).observe(duration)
+        log.info(
+            "request",
+            op=request.TYPE,
+            peer=conn.peer,
+            duration_ms=round(duration * 1000, 3),
+            outcome=outcome,
+            **state.fields,
+        )

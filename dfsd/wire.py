@@ -15,6 +15,7 @@ import ssl
 from collections.abc import AsyncGenerator, AsyncIterable
 from typing import TypeVar
 
+from . import metrics
 from .protocol import (
     MAX_FRAME_SIZE,
     PROTOCOL_VERSION,
@@ -129,6 +130,7 @@ class Connection:
                 raise ConnectionLost(f"{self.peer} sent nothing for {self.timeout:g} s") from None
             except OSError as err:
                 raise ConnectionLost(f"connection to {self.peer} failed: {err.strerror or err}") from None
+            metrics.BYTES_IN.inc(len(data))
             if not data:
                 if self._decoder.buffered:
                     raise ConnectionLost(f"{self.peer} closed the connection in the middle of a frame")
@@ -147,7 +149,9 @@ class Connection:
     async def send(self, message: Message) -> None:
         if self._writer.is_closing():
             raise ConnectionLost(f"connection to {self.peer} is closed")
-        self._writer.writelines(encode_parts(message))
+        parts = encode_parts(message)
+        metrics.BYTES_OUT.inc(sum(len(part) for part in parts))
+        self._writer.writelines(parts)
         try:
             await self._writer.drain()
         except OSError as err:

@@ -21,6 +21,7 @@ import asyncio
 
 import structlog
 
+from .. import metrics
 from ..protocol import ChecksumMismatch, DfsError
 from ..protocol.messages import RebalanceInfo, Stored, Transfer
 from ..wire import ConnectionLost
@@ -126,9 +127,11 @@ class Rebalancer:
                 return
             self.topology.moved(source.id, target.id, record.size)
             self.moved += 1
+            metrics.MOVES.labels("moved").inc()
             await self._remove_copy(source, record.id)
         except (DfsError, ConnectionLost) as err:
             self.failed += 1
+            metrics.MOVES.labels("failed").inc()
             log.warning("move_failed", file_id=record.id, source=source.id, target=target.id, error=str(err))
             if not relocated:
                 await self._remove_copy(target, record.id)

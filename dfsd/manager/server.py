@@ -21,6 +21,7 @@ from pathlib import Path
 
 import structlog
 
+from .. import metrics
 from ..protocol import (
     MAX_LIST_PAGE,
     BadRequest,
@@ -104,6 +105,7 @@ class Manager:
         security: Security = OPEN,
         limits: Limits = DEFAULT_LIMITS,
         grace: float = GRACE,
+        metrics_port: int | None = None,
     ) -> None:
         self.db_path = db_path
         self.host = host
@@ -117,6 +119,8 @@ class Manager:
         self.store: MetadataStore
         self.rebalancer: Rebalancer
         self.grace = grace
+        self.metrics_port = metrics_port
+        self.lost_count = 0  # refreshed whenever files are marked lost or found, for the metrics thread
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -153,6 +157,10 @@ class Manager:
                     "as a storage node; set --secret-file or DFS_SECRET on every process",
                 )
             log.info("listening", host=self.host, port=self.port, db=str(self.db_path), cleared_reservations=cleared)
+            if self.metrics_port is not None:
+                metrics.watch_cluster(lambda: list(self.topology.nodes.values()), lambda: self.lost_count)
+                await self._refresh_lost()
+                log.info("metrics", url=f"http://{self.host}:{metrics.serve(self.host, self.metrics_port)}/metrics")
             if on_ready is not None:
                 on_ready(self.host, self.port)
             rebalancing = asyncio.create_task(self.rebalancer.run())
@@ -231,6 +239,8 @@ class Manager:
         if result.found:
             await self.store.set_lost(result.found, None)
             node_log.warning("files_found", count=len(result.found))
+        if result.lost or result.found:
+            await self._refresh_lost()
         node.orphans = len(result.orphans)
         node_log.info(
             "reconciled", held=len(held), recorded=len(recorded), lost=len(result.lost), orphans=len(result.orphans)
@@ -242,6 +252,7 @@ class Manager:
             await remove_copy(self.pool, node, file_id)
         if orphans:
             log.info("orphans_removed", node=node.id, count=len(orphans))
+            metrics.ORPHANS.inc(len(orphans))
         self.rebalancer.request(automatic=True)
 
     async def _save_node(self, node: NodeState) -> None:
@@ -330,6 +341,7 @@ class Manager:
                     continue
                 log.error("file_lost", name=record.name, file_id=record.id, node=node.id)
                 await self.store.set_lost([record.id], time.time())
+                await self._refresh_lost()
                 raise FileUnavailable(
                     f"file unavailable: storage node {node.id} no longer has the bytes of {record.name!r} (lost)"
                 ) from err
@@ -411,6 +423,7 @@ class Manager:
                 except FileNotFound:
                     log.error("file_lost", name=record.name, file_id=record.id, node=node.id)
                     await self.store.set_lost([record.id], time.time())
+                    await self._refresh_lost()
                     missing.append(record.name)
                 except (DfsError, ConnectionLost) as err:
                     log.warning("scrub_skipped", name=record.name, node=node.id, error=str(err))
@@ -420,10 +433,15 @@ class Manager:
                 size += record.size
         return ScrubReport(checked, size, corrupt, missing, skipped)
 
+    async def _refresh_lost(self) -> list[str]:
+        """Count the lost files (for metrics) and return the first names (for status)."""
+        self.lost_count, names = await self.store.lost_files(MAX_LOST_SHOWN)
+        return names
+
     async def _status(self) -> ClusterStatus:
         nodes = sorted(self.topology.nodes.values(), key=lambda node: node.id)
         lost_by_node = await self.store.lost_by_node()
-        _, lost_names = await self.store.lost_files(MAX_LOST_SHOWN)
+        lost_names = await self._refresh_lost()
         return ClusterStatus(
             [node.info(lost_by_node.get(node.id, 0)) for node in nodes],
             files=sum(node.files for node in nodes),

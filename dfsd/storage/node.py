@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 import structlog
 
+from .. import metrics
 from ..protocol import (
     CHUNK_SIZE,
     INVENTORY_PAGE,
@@ -84,6 +85,7 @@ class StorageNode:
         security: Security = OPEN,
         limits: Limits | None = None,
         grace: float = 10.0,
+        metrics_port: int | None = None,
     ) -> None:
         self.node_id = node_id
         self.layout = Layout(data_dir)
@@ -96,6 +98,7 @@ class StorageNode:
         self.security = security
         self.limits = limits or Limits()
         self.grace = grace
+        self.metrics_port = metrics_port
         self._stopping = asyncio.Event()
         self.log = log.bind(node=node_id)
         self.registered = asyncio.Event()
@@ -119,6 +122,8 @@ class StorageNode:
         listener = Listener(sessions, self.log, self.security, self.limits)
         self.port = await listener.start(self.host, self.port)
         self.log.info("listening", host=self.host, port=self.port)
+        if self.metrics_port is not None:
+            self.log.info("metrics", url=f"http://{self.host}:{metrics.serve(self.host, self.metrics_port)}/metrics")
         if on_ready is not None:
             on_ready(self.host, self.port)
         registration = asyncio.create_task(self._stay_registered())

@@ -1,0 +1,62 @@
+"""Prometheus metrics, served over HTTP on ``--metrics-port`` (prometheus_client, in a thread of its own).
+
+Counters and histograms are updated where things happen (a request answered, bytes read or written, a move made);
+the cluster's shape (nodes up and down, files and bytes per node, lost files) is read from the manager's own state at
+scrape time by ``ClusterCollector``, so it can never drift from what ``dfsd status`` shows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import REGISTRY, Collector
+
+REQUESTS = Counter("dfsd_requests", "Requests answered, by operation and outcome", ["op", "outcome"])
+LATENCY = Histogram(
+    "dfsd_request_seconds",
+    "Time from a request's first frame to its answer",
+    ["op"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+BYTES = Counter("dfsd_bytes", "Bytes received from and sent to peers", ["direction"])
+BYTES_IN = BYTES.labels("in")
+BYTES_OUT = BYTES.labels("out")
+MOVES = Counter("dfsd_rebalance_moves", "Files moved between nodes by the rebalancer, by outcome", ["outcome"])
+ORPHANS = Counter("dfsd_orphans_removed", "Files removed from nodes because no record named them")
+
+
+def serve(host: str, port: int) -> int:
+    """Serve /metrics on ``host``:``port`` (0: a free port); return the port."""
+    server, _thread = start_http_server(port, addr=host)
+    return int(server.server_port)
+
+
+class ClusterCollector(Collector):
+    """Gauges read from the manager's topology when Prometheus scrapes (``nodes`` returns a snapshot)."""
+
+    def __init__(self, nodes: Callable[[], list[Any]], lost: Callable[[], int]) -> None:
+        self._nodes = nodes
+        self._lost = lost
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        nodes = self._nodes()
+        state = GaugeMetricFamily("dfsd_nodes", "Storage nodes the manager knows, by state", labels=["state"])
+        state.add_metric(["up"], sum(1 for node in nodes if node.up))
+        state.add_metric(["down"], sum(1 for node in nodes if not node.up))
+        files = GaugeMetricFamily("dfsd_node_files", "Files the manager has placed on each node", labels=["node"])
+        used = GaugeMetricFamily("dfsd_node_bytes", "Bytes of those files", labels=["node"])
+        free = GaugeMetricFamily("dfsd_node_free_bytes", "Free disk space each node last reported", labels=["node"])
+        for node in nodes:
+            files.add_metric([str(node.id)], node.files)
+            used.add_metric([str(node.id)], node.used)
+            free.add_metric([str(node.id)], node.free)
+        lost = GaugeMetricFamily("dfsd_lost_files", "Files whose node no longer has their bytes")
+        lost.add_metric([], self._lost())
+        yield from (state, files, used, free, lost)
+
+
+def watch_cluster(nodes: Callable[[], list[Any]], lost: Callable[[], int]) -> None:
+    REGISTRY.register(ClusterCollector(nodes, lost))
