@@ -22,6 +22,7 @@ import structlog
 
 from . import aio, logs
 from .client import Client, manager_address
+from .config import apply_defaults, config_path
 from .protocol import MAX_FRAME_SIZE, MAX_NAME_BYTES, ChecksumMismatch, DfsError
 from .protocol.limits import CHUNK_SIZE
 from .settings import Limits, Security
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     storage = commands.add_parser("storage", help="run a storage node")
-    storage.add_argument("--id", type=int, required=True, help="this node's id, unique in the cluster")
+    storage.add_argument("--id", type=int, help="this node's id, unique in the cluster (required)")
     storage.add_argument(
         "--manager", metavar="HOST:PORT", help="the manager (default $DFS_MANAGER, else 127.0.0.1:8000)"
     )
@@ -118,7 +119,16 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
         sub.add_argument("--log-json", action="store_true", default=None, help="log JSON lines even on a terminal")
 
+    for sub in commands.choices.values():
+        sub.add_argument(
+            "--config", type=Path, help="a TOML file of settings, below flags and $DFS_* in precedence ($DFS_CONFIG)"
+        )
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in commands.choices:
+        apply_defaults(commands.choices[argv[0]], argv[0], config_path(argv))
     args = parser.parse_args(argv)
+    if args.command == "storage" and args.id is None:
+        storage.error("--id is required (or $DFS_ID, or id in the [storage] table of the config file)")
     if args.command == "status":
         return _client_command(args.manager, lambda client: _print_status(client, as_json=args.json))
     if args.command == "rebalance":

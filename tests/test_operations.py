@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
-from harness import LocalCluster
+from harness import LocalCluster, start_daemon
 from prometheus_client.parser import text_string_to_metric_families
 
 from dfsd.client import Client
@@ -55,3 +58,43 @@ async def test_metrics_are_served_and_parse(tmp_path: Path) -> None:
         assert node_samples[("dfsd_bytes_total", (("direction", "in"),))] > 5000
     finally:
         cluster.stop()
+
+
+def test_configuration_precedence_flags_then_environment_then_file(tmp_path: Path) -> None:
+    file_port, env_port, flag_port = free_port(), free_port(), free_port()
+    config = tmp_path / "dfsd.toml"
+    config.write_text(
+        f'[manager]\nport = {file_port}\ndb = "{tmp_path / "from-file.db"}"\nnode-timeout = 2.5\n'
+        "[storage]\nid = 7\nheartbeat = 0.2\n"
+    )
+
+    def manager(*flags: str, env: dict[str, str] | None = None) -> str:
+        daemon = start_daemon(["manager", "--config", str(config), *flags], tmp_path, tmp_path / "m.log", env)
+        daemon.terminate()
+        return daemon.address
+
+    assert manager() == f"127.0.0.1:{file_port}"  # the file alone
+    assert (tmp_path / "from-file.db").exists()
+    assert manager(env={"DFS_PORT": str(env_port)}) == f"127.0.0.1:{env_port}"  # environment over file
+    assert manager("--port", str(flag_port), env={"DFS_PORT": str(env_port)}) == f"127.0.0.1:{flag_port}"  # flag
+    assert manager(env={"DFS_CONFIG": str(config), "DFS_PORT": "0"}) != f"127.0.0.1:{file_port}"
+
+    bad = subprocess.run(
+        [str(Path(sys.executable).parent / "dfsd"), "manager", "--config", str(config)],
+        env={**os.environ, "DFS_PORT": "eighty"},
+        capture_output=True,
+        check=False,
+    )
+    assert bad.returncode == 64 and b"DFS_PORT" in bad.stderr  # a bad value says where it came from
+
+    node = start_daemon(
+        ["storage", "--config", str(config), "--data", str(tmp_path / "node")],
+        tmp_path,
+        tmp_path / "n.log",
+        {"DFS_MANAGER": "127.0.0.1:1"},  # nobody there: the node keeps retrying, which is fine here
+    )
+    try:
+        assert node.address.startswith("127.0.0.1:")
+        assert '"node": 7' in (tmp_path / "n.log").read_text()  # its id came from the [storage] table
+    finally:
+        node.kill()
