@@ -62,12 +62,14 @@ class Daemon:
         raise AssertionError("no VmHWM")
 
 
-def start_daemon(args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> Daemon:
-    """Start ``dfsd ARGS`` (with ``env`` added to the environment) and wait for its ready line; fail with its log if it
-    dies first."""
+def start_daemon(
+    args: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
+) -> Daemon:
+    """Start ``dfsd ARGS`` (with ``env`` added to the environment, behind a ``prefix`` command such as
+    ``ip netns exec NS``) and wait for its ready line; fail with its log if it dies first."""
     with open(log, "ab") as log_file:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dfsd", *args, "--log-level", "info"],
+            [*prefix, sys.executable, "-m", "dfsd", *args, "--log-level", "info"],
             cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=log_file,
@@ -216,11 +218,18 @@ async def _status(address: str, security: Security | None):  # type: ignore[no-u
         return await client.status()
 
 
-def run_tool(tool: str, *args: str, manager: str, stdin: bytes | None = None, cwd: Path | None = None):  # type: ignore[no-untyped-def]
+def run_tool(  # type: ignore[no-untyped-def]
+    tool: str,
+    *args: str,
+    manager: str,
+    stdin: bytes | None = None,
+    cwd: Path | None = None,
+    prefix: tuple[str, ...] = (),
+):
     """Run an installed tool (dfs-push, dfs-cat, dfsd, ...) as its own process, with $DFS_MANAGER pointing at
-    ``manager``; returns the CompletedProcess."""
+    ``manager`` (behind a ``prefix`` command such as ``ip netns exec NS``); returns the CompletedProcess."""
     command = Path(sys.executable).parent / tool
     env = {**os.environ, "DFS_MANAGER": manager}
     return subprocess.run(
-        [str(command), *args], input=stdin, capture_output=True, env=env, cwd=cwd, timeout=300, check=False
+        [*prefix, str(command), *args], input=stdin, capture_output=True, env=env, cwd=cwd, timeout=300, check=False
     )

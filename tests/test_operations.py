@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import LocalCluster, start_daemon
+from harness import LocalCluster, run_tool, start_daemon
 from prometheus_client.parser import text_string_to_metric_families
 
 from dfsd.client import Client
@@ -98,3 +101,78 @@ def test_configuration_precedence_flags_then_environment_then_file(tmp_path: Pat
         assert '"node": 7' in (tmp_path / "n.log").read_text()  # its id came from the [storage] table
     finally:
         node.kill()
+
+
+@pytest.fixture
+def two_hosts() -> Iterator[tuple[str, str]]:
+    """Two network namespaces of our own joined by a veth pair: 10.213.0.1 ("manager host") and 10.213.0.2 ("node
+    host"). Every byte of the test stays inside them. Needs root and iproute2; skipped with the reason otherwise."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2's ip command")
+    suffix = str(os.getpid() % 100_000)
+    manager_ns, node_ns = f"dfsd-m{suffix}", f"dfsd-n{suffix}"
+
+    def ip(*args: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["ip", *args], capture_output=True, check=False)
+
+    if ip("netns", "add", manager_ns).returncode != 0:
+        pytest.skip("cannot create network namespaces here")
+    try:
+        steps = [
+            ("netns", "add", node_ns),
+            ("link", "add", f"vm{suffix}", "netns", manager_ns, "type", "veth", "peer", "name", f"vn{suffix}",
+             "netns", node_ns),
+            ("-n", manager_ns, "addr", "add", "10.213.0.1/30", "dev", f"vm{suffix}"),
+            ("-n", node_ns, "addr", "add", "10.213.0.2/30", "dev", f"vn{suffix}"),
+            ("-n", manager_ns, "link", "set", f"vm{suffix}", "up"),
+            ("-n", node_ns, "link", "set", f"vn{suffix}", "up"),
+            ("-n", manager_ns, "link", "set", "lo", "up"),
+            ("-n", node_ns, "link", "set", "lo", "up"),
+        ]  # fmt: skip
+        for step in steps:
+            result = ip(*step)
+            if result.returncode != 0:
+                pytest.skip(f"ip {' '.join(step)}: {result.stderr.decode().strip()}")
+        yield manager_ns, node_ns
+    finally:
+        ip("netns", "del", node_ns)
+        ip("netns", "del", manager_ns)
+
+
+def test_a_node_on_another_host_across_a_veth_pair(tmp_path: Path, two_hosts: tuple[str, str]) -> None:
+    manager_ns, node_ns = two_hosts
+    on_manager_host = ("ip", "netns", "exec", manager_ns)
+    on_node_host = ("ip", "netns", "exec", node_ns)
+    manager = start_daemon(
+        ["manager", "--host", "10.213.0.1", "--port", "0", "--db", str(tmp_path / "m.db")],
+        tmp_path,
+        tmp_path / "manager.log",
+        prefix=on_manager_host,
+    )
+    node = None
+    try:
+        node = start_daemon(
+            ["storage", "--id", "100", "--host", "10.213.0.2", "--manager", manager.address, "--data",
+             str(tmp_path / "node")],
+            tmp_path,
+            tmp_path / "node.log",
+            prefix=on_node_host,
+        )  # fmt: skip
+        payload = os.urandom(3_000_000)
+        for _ in range(100):
+            status = run_tool("dfsd", "status", "--json", manager=manager.address, prefix=on_manager_host)
+            if b'"up": true' in status.stdout:
+                break
+            time.sleep(0.1)
+        assert b'"host": "10.213.0.2"' in status.stdout, status.stdout
+        pushed = run_tool("dfs-push", "-", "--name", "far", manager=manager.address, stdin=payload,
+                          prefix=on_manager_host)  # fmt: skip
+        assert pushed.returncode == 0, pushed.stderr
+        fetched = run_tool("dfs-cat", "far", manager=manager.address, prefix=on_manager_host)
+        assert fetched.stdout == payload
+        on_disk = [path.read_bytes() for path in (tmp_path / "node").rglob("*") if path.is_file()]
+        assert on_disk == [payload]  # the bytes crossed the veth pair and landed on the node's disk
+    finally:
+        for daemon in (node, manager):
+            if daemon is not None:
+                daemon.kill()
