@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -23,7 +25,7 @@ import structlog
 from . import aio, logs
 from .client import Client, manager_address
 from .config import apply_defaults, config_path
-from .protocol import MAX_FRAME_SIZE, MAX_NAME_BYTES, ChecksumMismatch, DfsError
+from .protocol import MAX_FRAME_SIZE, MAX_NAME_BYTES, ChecksumMismatch, DfsError, FileUnavailable
 from .protocol.limits import CHUNK_SIZE
 from .settings import Limits, Security
 from .usage import UsageParser
@@ -119,6 +121,18 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
         sub.add_argument("--log-json", action="store_true", default=None, help="log JSON lines even on a terminal")
 
+    drain = commands.add_parser(
+        "drain", help="retire a storage node: move its files to the others, showing progress, then say when to stop it"
+    )
+    drain.add_argument("node_id", type=int, metavar="NODE_ID")
+    drain.add_argument("--undo", action="store_true", help="take the node back: it gets new files again")
+    drain.add_argument("--manager", metavar="HOST:PORT", help="the manager (default $DFS_MANAGER, else 127.0.0.1:8000)")
+    backup = commands.add_parser(
+        "backup", help="copy the manager's database to DEST safely, even while the manager runs (SQLite online backup)"
+    )
+    backup.add_argument("dest", type=Path, metavar="DEST", help="the file to write (replaced if it exists)")
+    backup.add_argument("--db", type=Path, default=DEFAULT_DATA / "manager.db", help="the manager's database")
+
     for sub in commands.choices.values():
         sub.add_argument(
             "--config", type=Path, help="a TOML file of settings, below flags and $DFS_* in precedence ($DFS_CONFIG)"
@@ -135,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         return _client_command(args.manager, _rebalance)
     if args.command == "scrub":
         return _client_command(args.manager, _scrub)
+    if args.command == "drain":
+        return _client_command(args.manager, lambda client: _drain(client, args.node_id, args.undo))
+    if args.command == "backup":
+        return _backup(args.db, args.dest)
     logs.configure(args.log_level, args.log_json)
     if args.command == "manager":
         return _serve(_manager(args), "dfsd manager")
@@ -148,7 +166,8 @@ def _add_security_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--secret-file",
         type=Path,
-        help="file whose first line is the cluster's shared secret (default: $DFS_SECRET_FILE, else the value of "
+        help="file holding the cluster's shared secret, white space around it ignored "
+        "(default: $DFS_SECRET_FILE, else the value of "
         "$DFS_SECRET; none: the cluster runs open)",
     )
     group.add_argument("--tls-cert", type=Path, help="serve TLS with this certificate chain (PEM)")
@@ -184,13 +203,13 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
         "--idle-timeout",
         type=float,
         default=defaults.idle_timeout,
-        help=f"seconds a connection may sit between requests (default {defaults.idle_timeout:g})",
+        help=f"seconds a connection may sit idle between requests (default {defaults.idle_timeout:g})",
     )
     group.add_argument(
         "--request-timeout",
         type=float,
         default=defaults.request_timeout,
-        help=f"seconds a handshake or request may go without a frame arriving (default {defaults.request_timeout:g})",
+        help=f"seconds a handshake or request may go without a byte arriving (default {defaults.request_timeout:g})",
     )
 
 
@@ -377,6 +396,38 @@ async def _rebalance(client: Client) -> int:
         print(f"moved {status.rebalance.moved}, failed {status.rebalance.failed}; files per node: {counts}", flush=True)
         if not status.rebalance.running:
             return 0
+
+
+async def _drain(client: Client, node_id: int, undo: bool) -> int:
+    status = await client.drain(node_id, undo)
+    if undo:
+        print(f"node {node_id} takes new files again")
+        return 0
+    while True:
+        (node,) = [node for node in status.nodes if node.id == node_id]
+        print(f"node {node_id}: {node.files} files left ({_bytes(node.used)})", flush=True)
+        if node.files == 0:
+            print(f"node {node_id} is empty: stop its process now; the manager then forgets it")
+            return 0
+        if not node.up:
+            print(f"dfsd drain: node {node_id} is down; start it again so its files can move", file=sys.stderr)
+            return int(FileUnavailable.code)
+        await asyncio.sleep(0.5)
+        status = await client.status()
+
+
+def _backup(db: Path, dest: Path) -> int:
+    """SQLite's online backup copies a consistent snapshot page by page while writers carry on."""
+    if not db.exists():
+        print(f"dfsd backup: no database at {db}; give --db PATH", file=sys.stderr)
+        return 66
+    partial = dest.with_name(dest.name + ".partial")
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as source:
+        with contextlib.closing(sqlite3.connect(partial)) as target:
+            source.backup(target)
+    os.replace(partial, dest)
+    print(f"backed up {db} to {dest} ({_bytes(dest.stat().st_size)})")
+    return 0
 
 
 def _bytes(size: int) -> str:

@@ -30,6 +30,7 @@ from .protocol.messages import (
     ClusterStatus,
     Data,
     Delete,
+    Drain,
     End,
     FileInfo,
     Get,
@@ -181,6 +182,11 @@ class Client:
     async def scrub(self) -> ScrubReport:
         """Have every node re-read every file and check it against its recorded SHA-256; waits for the whole report."""
         return await self._call(Scrub(), ScrubReport)
+
+    async def drain(self, node_id: int, undo: bool = False) -> ClusterStatus:
+        """Retire a storage node: its files move to the other nodes and it gets no new ones (``undo`` takes it back).
+        Once it holds nothing, stop it: the manager then forgets it."""
+        return await self._call(Drain(node_id, undo), ClusterStatus)
 
     async def rebalance(self) -> ClusterStatus:
         """Start a rebalance (if none is running); returns the status as it starts."""

@@ -90,6 +90,8 @@ class Listener:
         self._connections.add(task)  # type: ignore[arg-type]
         try:
             await self._serve(Connection(reader, writer, self.limits.max_frame_size))
+        except asyncio.CancelledError:
+            pass  # shutdown cancels connections; ending quietly keeps asyncio from logging the cancellation
         finally:
             self._connections.discard(task)  # type: ignore[arg-type]
 
@@ -101,7 +103,7 @@ class Listener:
                     f"servers unavailable: this server has {self.limits.max_connections} connections open, its "
                     "limit; try again later"
                 )
-            hello = await conn.expect(Hello)
+            hello = await conn.expect(Hello, answer=False)
             session = self.sessions.get(hello.role)
             if hello.version != PROTOCOL_VERSION:
                 raise ProtocolError(
@@ -141,7 +143,7 @@ async def _welcome(conn: Connection, hello: Hello, secret: bytes | None) -> None
         raise NotAuthorised(f"not authorised: this cluster needs the shared secret; set {SECRET_ENV} or --secret-file")
     nonce = os.urandom(NONCE_BYTES)
     await conn.send(Welcome(PROTOCOL_VERSION, AGENT, nonce, server_proof(secret, hello.nonce, nonce)))
-    auth = await conn.expect(Auth)
+    auth = await conn.expect(Auth, answer=False)
     if not proofs_match(client_proof(secret, hello.role, hello.nonce, nonce), auth.proof):
         raise NotAuthorised("not authorised: wrong shared secret")
     await conn.send(Ok())

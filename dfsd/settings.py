@@ -45,7 +45,7 @@ def load_secret(secret_file: Path | None = None) -> bytes | None:
     """The shared secret: the file's first line, else $DFS_SECRET; None means the cluster runs open."""
     path = secret_file or _env_path(SECRET_FILE_ENV)
     if path is not None:
-        secret = path.read_text().strip().encode()
+        secret = path.read_text(encoding="utf-8").strip().encode()
     else:
         secret = os.environ.get(SECRET_ENV, "").strip().encode()
     if path is not None and not secret:
@@ -80,4 +80,4 @@ class Limits:
     max_file_size: int | None = None  # bytes in one file; None: as much as the disks hold
     max_connections: int = 10_000  # connections open at once; more are refused with error 1
     idle_timeout: float = 300.0  # seconds a connection may wait between requests
-    request_timeout: float = 60.0  # seconds a request (or the handshake) may go without a frame arriving
+    request_timeout: float = 60.0  # seconds a request (or the handshake) may go without a byte arriving

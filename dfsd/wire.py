@@ -102,6 +102,14 @@ class Connection:
         client_nonce = os.urandom(NONCE_BYTES) if secret else None
         await self.send(Hello(PROTOCOL_VERSION, role, AGENT, client_nonce))
         welcome = await self.expect(Welcome)
+        if welcome.version != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"protocol error: {server} speaks protocol version {welcome.version}, not {PROTOCOL_VERSION}"
+            )
+        if welcome.nonce is not None and len(welcome.nonce) != NONCE_BYTES:
+            raise ProtocolError(
+                f"protocol error: {server} sent a nonce of {len(welcome.nonce)} bytes, not {NONCE_BYTES}"
+            )
         if secret is None:
             if welcome.nonce is not None:
                 raise NotAuthorised(
@@ -137,12 +145,13 @@ class Connection:
                 raise ConnectionLost(f"{self.peer} closed the connection")
             self._decoder.receive_data(data)
 
-    async def expect(self, kind: type[M]) -> M:
-        """The next message, which must be ``kind``; an ``error`` frame is raised as its exception."""
+    async def expect(self, kind: type[M], answer: bool = True) -> M:
+        """The next message, which must be ``kind``. If it is an ``answer``, an ``error`` frame in its place is raised
+        as its exception; where a request is due (``answer=False``), an ``error`` frame is a protocol error."""
         message = await self.recv()
         if isinstance(message, kind):
             return message
-        if isinstance(message, Error):
+        if isinstance(message, Error) and answer:
             raise error_from_wire(message.code, message.message)
         raise ProtocolError(f"protocol error: expected {kind.TYPE}, got {message.TYPE}")
 

@@ -54,6 +54,7 @@ class NodeInfo:
     last_seen: float  # unix time of its last heartbeat
     lost: int = 0  # files recorded on it whose bytes it no longer has
     orphans: int = 0  # files it held that no record names, removed when it last registered
+    draining: bool = False  # being retired: its files are moving to other nodes, and it gets no new ones
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +244,16 @@ class Rebalance(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Drain(Message):
+    """Client → manager: retire node ``node_id`` (move every file off it; no new ones), or with ``undo`` take it back;
+    answered by ``cluster_status``."""
+
+    TYPE = "drain"
+    node_id: int
+    undo: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Scrub(Message):
     """Client → manager: have every up node re-read every file it holds and check it against the recorded SHA-256."""
 
@@ -254,7 +265,7 @@ class ScrubReport(Message):
     """The answer to ``scrub``, once every file has been checked."""
 
     TYPE = "scrub_report"
-    checked: int  # files read back whole
+    checked: int  # files read back whole (corrupt ones included)
     bytes: int  # their bytes
     corrupt: list[str]  # names whose bytes no longer hash to their record
     missing: list[str]  # names whose node no longer has them (now marked lost)
@@ -455,8 +466,8 @@ CATALOGUE: dict[str, type[Message]] = {
     cls.TYPE: cls
     for cls in (
         Hello, Welcome, Auth, Error, Ok, Data, End, Put, Stored, Get, Sending, Delete, Stat, Info, List, Listing,
-        Status, ClusterStatus, Rebalance, Scrub, ScrubReport, Register, Inventory, Heartbeat, Store, Fetch, Transfer,
-        Verify, Remove,
+        Status, ClusterStatus, Rebalance, Drain, Scrub, ScrubReport, Register, Inventory, Heartbeat, Store, Fetch,
+        Transfer, Verify, Remove,
     )
 }  # fmt: skip
 

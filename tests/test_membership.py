@@ -289,3 +289,23 @@ async def test_links_cut_mid_stream_fail_cleanly(cluster: LocalCluster) -> None:
             assert await client.read("cut-down") == payload
             assert [info.name async for info in client.list("cut-")] == ["cut-down"]
         await asyncio.to_thread(cluster.wait_no_orphans)
+
+
+async def test_draining_a_node_retires_it_without_losing_a_file(cluster: LocalCluster) -> None:
+    files = {f"drain/{index}": os.urandom(2000) for index in range(60)}
+    await upload_all(cluster, files)
+    from harness import run_tool
+
+    result = await asyncio.to_thread(run_tool, "dfsd", "drain", "101", manager=cluster.address)
+    assert result.returncode == 0, result.stderr
+    assert "node 101 is empty" in result.stdout.decode()
+    async with Client(cluster.address) as client:
+        await client.put("after-drain", b"new files avoid a draining node")
+        assert (await client.stat("after-drain")).node != 101
+    await check_all(cluster, files)
+    assert cluster.stored_files(101) == []
+    cluster.nodes[101].terminate()
+    await asyncio.to_thread(cluster.wait_for, lambda s: [n.id for n in s.nodes] == [100, 102], "101 forgotten")
+    del cluster.nodes[101]
+    await check_all(cluster, files)
+    await asyncio.to_thread(cluster.wait_no_orphans)

@@ -176,3 +176,23 @@ def test_a_node_on_another_host_across_a_veth_pair(tmp_path: Path, two_hosts: tu
         for daemon in (node, manager):
             if daemon is not None:
                 daemon.kill()
+
+
+async def test_backup_of_a_running_manager_restores(cluster: LocalCluster, tmp_path: Path) -> None:
+    async with Client(cluster.address) as client:
+        for index in range(50):
+            await client.put(f"backed/{index}", str(index).encode())
+    copy = tmp_path / "backup.db"
+    result = run_tool("dfsd", "backup", "--db", str(cluster.root / "manager.db"), str(copy), manager=cluster.address)
+    assert result.returncode == 0, result.stderr
+    assert cluster.manager is not None
+    cluster.manager.kill()
+    (cluster.root / "manager.db").unlink()
+    for leftover in cluster.root.glob("manager.db-*"):
+        leftover.unlink()
+    copy.rename(cluster.root / "manager.db")  # restore, restart, and every file is there
+    cluster.start_manager()
+    cluster.wait_for(lambda s: all(n.up for n in s.nodes), "nodes back")
+    async with Client(cluster.address) as client:
+        assert len([info async for info in client.list("backed/")]) == 50
+        assert await client.read("backed/49") == b"49"

@@ -137,3 +137,14 @@ def test_reconcile_sorts_every_case() -> None:
     assert result.lost == [2]  # recorded, not held, not already marked
     assert result.found == [3]  # marked lost, held again
     assert result.orphans == [7]  # held, not recorded here, not in flight
+
+
+def test_plan_moves_empties_draining_nodes_first() -> None:
+    moves = plan_moves({1: 10, 2: 10, 3: 10}, limit=100, draining=frozenset({3}))
+    assert Counter(source for source, _ in moves) == {3: 10}
+    assert Counter(target for _, target in moves) == {1: 5, 2: 5}
+    assert plan_moves({1: 0, 2: 4}, limit=100, draining=frozenset({1})) == []  # nothing to drain, nowhere to go
+    assert choose_node([node(1, files=0), node(2, files=9)], None).id == 1
+    draining = node(1, files=0)
+    draining.draining = True
+    assert choose_node([draining, node(2, files=9)], None).id == 2

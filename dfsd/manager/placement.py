@@ -20,26 +20,35 @@ def choose_node(nodes: Iterable[NodeState], size: int | None) -> NodeState:
         raise ServersUnavailable(
             "servers unavailable: no storage node is up; start one with `dfsd storage --id N --manager HOST:PORT`"
         )
-    roomy = [node for node in up if node.has_room and (size is None or node.free >= size)]
+    roomy = [node for node in up if not node.draining and node.has_room and (size is None or node.free >= size)]
     if not roomy:
-        raise StorageFull(
-            f"storage full: no storage node that is up has room for {size} bytes; free space or add a node"
-        )
+        wanted = "this file" if size is None else f"{size} bytes"
+        raise StorageFull(f"storage full: no storage node that is up has room for {wanted}; free space or add a node")
     return min(roomy, key=lambda node: (node.files + node.uploading, -node.free, node.id))
 
 
-def plan_moves(files_per_node: dict[int, int], limit: int) -> list[tuple[int, int]]:
-    """Up to ``limit`` moves (source id, target id), each from the fullest node to the emptiest, that bring the file
-    counts to within one of each other. Ties: the fullest with the highest id gives, the emptiest with the lowest takes.
+def plan_moves(
+    files_per_node: dict[int, int], limit: int, draining: frozenset[int] = frozenset()
+) -> list[tuple[int, int]]:
+    """Up to ``limit`` moves (source id, target id) that first empty the ``draining`` nodes, then bring the other
+    nodes' file counts to within one of each other: each from the fullest to the emptiest. Ties: the fullest with the
+    highest id gives, the emptiest with the lowest takes.
     """
-    counts = dict(files_per_node)
+    counts = {node: files for node, files in files_per_node.items() if node not in draining}
+    leaving = {node: files for node, files in files_per_node.items() if node in draining and files}
     moves: list[tuple[int, int]] = []
     while counts and len(moves) < limit:
-        source = max(counts, key=lambda node: (counts[node], node))
         target = min(counts, key=lambda node: (counts[node], node))
-        if counts[source] - counts[target] <= 1:
-            break
-        counts[source] -= 1
+        if leaving:
+            source = max(leaving, key=lambda node: (leaving[node], node))
+            leaving[source] -= 1
+            if not leaving[source]:
+                del leaving[source]
+        else:
+            source = max(counts, key=lambda node: (counts[node], node))
+            if counts[source] - counts[target] <= 1:
+                break
+            counts[source] -= 1
         counts[target] += 1
         moves.append((source, target))
     return moves

@@ -76,10 +76,12 @@ class Rebalancer:
 
     async def _rebalance(self) -> None:
         while True:
-            counts = {node.id: node.files for node in self.topology.nodes.values() if node.up}
-            moves = plan_moves(counts, ROUND)
+            up = [node for node in self.topology.nodes.values() if node.up]
+            moves = plan_moves(
+                {node.id: node.files for node in up}, ROUND, frozenset(node.id for node in up if node.draining)
+            )
             if not moves:
-                log.info("balanced", files=counts, moved=self.moved, failed=self.failed)
+                log.info("balanced", files={node.id: node.files for node in up}, moved=self.moved, failed=self.failed)
                 return
             self.remaining = len(moves)
             failed_before = self.failed

@@ -39,6 +39,7 @@ from ..protocol.messages import (
     ClusterStatus,
     Data,
     Delete,
+    Drain,
     End,
     Fetch,
     FileInfo,
@@ -141,6 +142,7 @@ class Manager:
                 List: self.handle_list,
                 Status: self.handle_status,
                 Rebalance: self.handle_rebalance,
+                Drain: self.handle_drain,
                 Scrub: self.handle_scrub,
             }
             listener: Listener
@@ -181,7 +183,7 @@ class Manager:
         for record in await self.store.nodes():
             files, used = usage.get(record.id, (0, 0))
             node = NodeState(record.id, record.host, record.port, record.capacity, record.free, record.last_seen)
-            node.files, node.used = files, used
+            node.files, node.used, node.draining = files, used, record.draining
             self.topology.remember(node)
 
     # --- storage nodes ------------------------------------------------------------------------------------------------
@@ -190,7 +192,7 @@ class Manager:
         """A node is up exactly while this runs (after its inventory is reconciled)."""
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-                register = await conn.expect(Register)
+                register = await conn.expect(Register, answer=False)
             node = self.topology.join(register, time.time())
         except (ConnectionLost, DfsError, TimeoutError) as err:
             log.warning("node_refused", peer=conn.peer, error=str(err))
@@ -210,7 +212,7 @@ class Manager:
             cleanup = asyncio.create_task(self._after_join(node, orphans))
             while True:
                 async with asyncio.timeout(self.node_timeout):
-                    beat = await conn.expect(Heartbeat)
+                    beat = await conn.expect(Heartbeat, answer=False)
                 self.topology.heartbeat(node, beat.free, beat.capacity, time.time())
                 await conn.send(Ok())
         except TimeoutError:
@@ -224,7 +226,12 @@ class Manager:
             if cleanup is not None:
                 cleanup.cancel()
                 await asyncio.gather(cleanup, return_exceptions=True)
-        await self._save_node(node)
+        if node.draining and node.files == 0:
+            self.topology.nodes.pop(node.id, None)
+            await self.store.forget_node(node.id)
+            node_log.info("node_retired", hint="it held no files any more and has left; the manager forgot it")
+        else:
+            await self._save_node(node)
 
     async def _reconcile(self, node: NodeState, held: set[int], node_log: Log) -> list[int]:
         """Compare the node's files with the records; mark lost and found; return the orphans to remove."""
@@ -256,7 +263,9 @@ class Manager:
         self.rebalancer.request(automatic=True)
 
     async def _save_node(self, node: NodeState) -> None:
-        await self.store.save_node(NodeRecord(node.id, node.host, node.port, node.capacity, node.free, node.last_seen))
+        await self.store.save_node(
+            NodeRecord(node.id, node.host, node.port, node.capacity, node.free, node.last_seen, node.draining)
+        )
 
     # --- client requests ----------------------------------------------------------------------------------------------
 
@@ -385,6 +394,16 @@ class Manager:
     async def handle_status(self, conn: Connection, request: Status, req: Request) -> None:
         await conn.send(await self._status())
 
+    async def handle_drain(self, conn: Connection, request: Drain, req: Request) -> None:
+        node = self.topology.nodes.get(request.node_id)
+        if node is None:
+            raise BadRequest(f"bad request: the manager knows no storage node {request.node_id}; see `dfsd status`")
+        node.draining = not request.undo
+        req.fields.update(node=node.id, draining=node.draining)
+        await self._save_node(node)
+        self.rebalancer.request()
+        await conn.send(await self._status())
+
     async def handle_rebalance(self, conn: Connection, request: Rebalance, req: Request) -> None:
         self.rebalancer.request()
         await conn.send(await self._status())
@@ -421,10 +440,14 @@ class Manager:
                     log.error("file_corrupt", name=record.name, file_id=record.id, node=node.id, error=err.message)
                     corrupt.append(record.name)
                 except FileNotFound:
+                    current = await self.store.find(record.name)
+                    if current is None or current.id != record.id or current.node != node.id:
+                        continue  # deleted or moved while the scrub ran: not missing
                     log.error("file_lost", name=record.name, file_id=record.id, node=node.id)
                     await self.store.set_lost([record.id], time.time())
                     await self._refresh_lost()
                     missing.append(record.name)
+                    continue
                 except (DfsError, ConnectionLost) as err:
                     log.warning("scrub_skipped", name=record.name, node=node.id, error=str(err))
                     skipped += 1
@@ -474,7 +497,7 @@ async def _receive_inventory(conn: Connection) -> set[int]:
     held: set[int] = set()
     while True:
         async with asyncio.timeout(HANDSHAKE_TIMEOUT):  # per page: a large inventory may take a while in all
-            page = await conn.expect(Inventory)
+            page = await conn.expect(Inventory, answer=False)
         held.update(page.file_ids)
         if not page.more:
             return held

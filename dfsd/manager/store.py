@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     port      INTEGER NOT NULL,
     capacity  INTEGER NOT NULL,
     free      INTEGER NOT NULL,
-    last_seen REAL NOT NULL
+    last_seen REAL NOT NULL,
+    draining  INTEGER NOT NULL DEFAULT 0  -- being retired: its files move to other nodes, it gets no new ones
 );
 """
 
@@ -62,6 +63,7 @@ class NodeRecord:
     capacity: int
     free: int
     last_seen: float
+    draining: bool
 
 
 _FILE_COLUMNS = "id, name, node, size, sha256, created, lost"
@@ -202,13 +204,22 @@ class MetadataStore:
 
     async def save_node(self, node: NodeRecord) -> None:
         await self._db.execute(
-            "INSERT OR REPLACE INTO nodes (id, host, port, capacity, free, last_seen) VALUES (?, ?, ?, ?, ?, ?)",
-            (node.id, node.host, node.port, node.capacity, node.free, node.last_seen),
+            "INSERT OR REPLACE INTO nodes (id, host, port, capacity, free, last_seen, draining) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (node.id, node.host, node.port, node.capacity, node.free, node.last_seen, node.draining),
         )
 
+    async def forget_node(self, node_id: int) -> None:
+        await self._db.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
+
     async def nodes(self) -> list[NodeRecord]:
-        cursor = await self._db.execute("SELECT id, host, port, capacity, free, last_seen FROM nodes ORDER BY id")
-        return [NodeRecord(*row) for row in await cursor.fetchall()]
+        cursor = await self._db.execute(
+            "SELECT id, host, port, capacity, free, last_seen, draining FROM nodes ORDER BY id"
+        )
+        return [
+            NodeRecord(node_id, host, port, capacity, free, last_seen, bool(draining))
+            for node_id, host, port, capacity, free, last_seen, draining in await cursor.fetchall()
+        ]
 
 
 # Ids per statement in bulk updates, below SQLite's default limit of 32,766 host parameters.

@@ -33,6 +33,7 @@ class NodeState:
     used: int = 0  # their bytes
     uploading: int = 0  # uploads streaming to it now: counted by placement so concurrent uploads spread out
     full_at: int | None = None  # its free bytes when it last refused a file for want of space
+    draining: bool = False  # being retired: gets no new files, and the rebalancer moves its files away
 
     @property
     def has_room(self) -> bool:
@@ -56,6 +57,7 @@ class NodeState:
             self.last_seen,
             lost,
             self.orphans,
+            self.draining,
         )
 
 

@@ -119,9 +119,13 @@ class Layout:
         if file_id in self._slots or file_id in self._writing:
             raise FileExistsError(f"file id {file_id} is already stored or being written")
         slot = heapq.heappop(self._free) if self._free else self._take_next()
-        self._writing[file_id] = slot
         final = self._file(slot, file_id)
-        made = _make_parents(final.parent, self.root)
+        try:
+            made = _make_parents(final.parent, self.root)
+        except OSError:
+            heapq.heappush(self._free, slot)
+            raise
+        self._writing[file_id] = slot
         return final.with_name(final.name + _PART), made
 
     def commit(self, file_id: int) -> Path:

@@ -207,6 +207,8 @@ class StorageNode:
             partial, made = self.layout.begin(request.file_id)
         except FileExistsError:
             raise BadRequest(f"bad request: this node already holds file id {request.file_id}") from None
+        except OSError as err:  # no room even for a directory
+            raise _storage_error(err) from err
         fd = -1
         try:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -222,11 +224,13 @@ class StorageNode:
             # The rename must be durable too: fsync the directory, and the parents of directories made for this file.
             for directory in [final.parent, *(path.parent for path in made)]:
                 await loop.run_in_executor(None, _fsync_directory, directory)
-        except BaseException:
+        except BaseException as err:
             if fd >= 0:
                 os.close(fd)
             if request.file_id not in self.layout:
                 self.layout.abandon(request.file_id)
+            if isinstance(err, OSError):  # creating, writing or syncing the file: a full disk says so
+                raise _storage_error(err) from err
             raise
         await conn.send(Stored(size, digest))
 

@@ -80,6 +80,7 @@ def seed_frames() -> dict[str, bytes]:
         m.Status(),
         m.ClusterStatus([node], 1, 6, ["lost.txt"], m.RebalanceInfo(True, 3, 1, 7, True)),
         m.Rebalance(),
+        m.Drain(101, True),
         m.Scrub(),
         m.ScrubReport(10, 1000, ["bad"], ["gone"], 2),
         m.Register(100, "127.0.0.1", 9100, 10**10, 10**9),
