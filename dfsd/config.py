@@ -2,9 +2,9 @@
 
 1. the command line (``--port 8001``);
 2. the environment: ``DFS_`` and the option's name in capitals (``DFS_PORT=8001``, ``DFS_MANAGER``, ``DFS_DATA``);
-3. a TOML file, named by ``--config PATH`` or ``$DFS_CONFIG``, with one table per command (``[manager]``,
-   ``[storage]``, ``[cluster]``, and ``[client]`` for ``status``, ``rebalance`` and ``scrub``), keys named like the
-   options (``port = 8001``, ``node-timeout = 5`` or ``node_timeout = 5``).
+3. a TOML file, named by ``--config PATH`` or ``$DFS_CONFIG``, with one table per command (``[manager]`` for
+   ``manager`` and ``backup``, ``[storage]``, ``[cluster]``, and ``[client]`` for ``status``, ``rebalance``, ``scrub``
+   and ``drain``), keys named like the options (``port = 8001``, ``node-timeout = 5`` or ``node_timeout = 5``).
 
 Each option's default is replaced by what the file and then the environment say before the command line is parsed,
 so argparse still checks and converts every value, whichever place it came from.
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_ENV = "DFS_CONFIG"
-TABLES = {"status": "client", "rebalance": "client", "scrub": "client"}
+TABLES = {"status": "client", "rebalance": "client", "scrub": "client", "drain": "client", "backup": "manager"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
