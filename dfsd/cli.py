@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -468,10 +469,14 @@ def _cluster(args: argparse.Namespace) -> int:
             node_id = 100 + index
             start("storage", "--id", str(node_id), "--manager", address, "--data", str(data / f"node-{node_id}"))
         _wait_for_nodes(address, args.nodes)
+        manager_flag = "" if address == "127.0.0.1:8000" else f" --manager {address}"
+        push, cat, ls = (_command(name) + manager_flag for name in ("dfs-push", "dfs-cat", "dfs-ls"))
         print(
             f"dfsd cluster: manager on {address}, {args.nodes} storage nodes up, data in {data}\n"
-            f"  try:  echo hello > hello.txt && dfs-push hello.txt && dfs-cat hello.txt && dfs-ls -l && dfsd status\n"
-            f"  (other hosts: --manager {address} or DFS_MANAGER={address}); Ctrl-C stops everything",
+            f"In another terminal, store and read back a first file:\n"
+            f"  echo hello > hello.txt\n  {push} hello.txt\n  {cat} hello.txt\n  {ls} -l\n"
+            f"  {_command('dfsd')} status{manager_flag}\n"
+            "Ctrl-C stops everything.",
             flush=True,
         )
         while all(child.poll() is None for child in children):
@@ -482,6 +487,13 @@ def _cluster(args: argparse.Namespace) -> int:
         return 0
     finally:
         _stop(children)
+
+
+def _command(name: str) -> str:
+    """How to type an installed command: its name if the shell finds this installation's, else its full path."""
+    installed = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    return name if found and Path(found).resolve() == installed.resolve() else str(installed)
 
 
 def _interrupt(signum: int, frame: object) -> None:
