@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     drain.add_argument("node_id", type=int, metavar="NODE_ID")
     drain.add_argument("--undo", action="store_true", help="take the node back: it gets new files again")
+    drain.add_argument("--forget", action="store_true", help="drop an empty, stopped node from the manager's records")
     drain.add_argument("--manager", metavar="HOST:PORT", help="the manager (default $DFS_MANAGER, else 127.0.0.1:8000)")
     backup = commands.add_parser(
         "backup", help="copy the manager's database to DEST safely, even while the manager runs (SQLite online backup)"
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "scrub":
         return _client_command(args.manager, _scrub)
     if args.command == "drain":
-        return _client_command(args.manager, lambda client: _drain(client, args.node_id, args.undo))
+        return _client_command(args.manager, lambda client: _drain(client, args.node_id, args.undo, args.forget))
     if args.command == "backup":
         return _backup(args.db, args.dest)
     logs.configure(args.log_level, args.log_json)
@@ -399,16 +400,20 @@ async def _rebalance(client: Client) -> int:
             return 0
 
 
-async def _drain(client: Client, node_id: int, undo: bool) -> int:
-    status = await client.drain(node_id, undo)
-    if undo:
-        print(f"node {node_id} takes new files again")
+async def _drain(client: Client, node_id: int, undo: bool, forget: bool) -> int:
+    status = await client.drain(node_id, undo, forget)
+    if undo or forget:
+        print(f"node {node_id} takes new files again" if undo else f"node {node_id} is forgotten")
         return 0
     while True:
         (node,) = [node for node in status.nodes if node.id == node_id]
         print(f"node {node_id}: {node.files} files left ({_bytes(node.used)})", flush=True)
-        if node.files == 0:
-            print(f"node {node_id} is empty: stop its process now; the manager then forgets it")
+        if node.files - node.lost == 0:
+            lost = f" ({node.lost} lost files stay recorded on it; see `dfsd status`)" if node.lost else ""
+            print(
+                f"node {node_id} is empty{lost}: stop its process now, then `dfsd drain {node_id} --forget` "
+                "drops it from the records"
+            )
             return 0
         if not node.up:
             print(f"dfsd drain: node {node_id} is down; start it again so its files can move", file=sys.stderr)

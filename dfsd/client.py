@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import stat
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import BinaryIO, TypeVar
 
@@ -125,7 +126,7 @@ class Client:
         check_name(name)
         if isinstance(source, str | os.PathLike):
             with open(source, "rb") as file:
-                return await self.put(name, file, size=size if size is not None else os.fstat(file.fileno()).st_size)
+                return await self.put(name, file, size=size if size is not None else file_size(file), sha256=sha256)
         if isinstance(source, bytes):
             size = len(source) if size is None else size
         conn = await self._connection()
@@ -146,13 +147,11 @@ class Client:
 
     async def get_file(self, name: str, target: str | os.PathLike[str] | BinaryIO, **range_: int | None) -> Sending:
         """Download ``name`` into a path or a binary file object; returns what was sent."""
-        if isinstance(target, str | os.PathLike):
-            with open(target, "wb") as file:
-                return await self.get_file(name, file, **range_)
         download = await self.get(name, **range_)  # type: ignore[arg-type]
-        async for chunk in download:
-            target.write(chunk)
-        return download.info
+        if isinstance(target, str | os.PathLike):  # opened only now: a failed request leaves an existing file alone
+            with open(target, "wb") as file:
+                return await _write_download(download, file)
+        return await _write_download(download, target)
 
     async def read(self, name: str, *, offset: int = 0, length: int | None = None) -> bytes:
         """The whole of ``name`` (or a range of it) in memory: for small files."""
@@ -183,10 +182,10 @@ class Client:
         """Have every node re-read every file and check it against its recorded SHA-256; waits for the whole report."""
         return await self._call(Scrub(), ScrubReport)
 
-    async def drain(self, node_id: int, undo: bool = False) -> ClusterStatus:
+    async def drain(self, node_id: int, undo: bool = False, forget: bool = False) -> ClusterStatus:
         """Retire a storage node: its files move to the other nodes and it gets no new ones (``undo`` takes it back).
-        Once it holds nothing, stop it: the manager then forgets it."""
-        return await self._call(Drain(node_id, undo), ClusterStatus)
+        Once it holds nothing and is stopped, ``forget`` drops it from the manager's records."""
+        return await self._call(Drain(node_id, undo, forget), ClusterStatus)
 
     async def rebalance(self) -> ClusterStatus:
         """Start a rebalance (if none is running); returns the status as it starts."""
@@ -199,6 +198,9 @@ class Client:
             return await conn.expect(answer)
 
     async def _connection(self) -> Connection:
+        if self._conn is not None and (self._conn.closed or self._conn.peer_closed):
+            self._conn.abort()  # the manager closed it (idle too long, or restarted): open a fresh one
+            self._conn = None
         if self._conn is None:
             try:
                 self._conn = await Connection.open(*self.address, role="client", security=self.security)
@@ -240,6 +242,18 @@ class _Using:
             self._client._conn = None
         if isinstance(err, ConnectionLost):
             raise ServersUnavailable(f"servers unavailable: lost the connection to the manager ({err})") from err
+
+
+def file_size(file: BinaryIO) -> int | None:
+    """The size of a regular file, None for a pipe, a terminal or a device (whose size says nothing of its bytes)."""
+    status = os.fstat(file.fileno())
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
+
+
+async def _write_download(download: Download, target: BinaryIO) -> Sending:
+    async for chunk in download:
+        target.write(chunk)
+    return download.info
 
 
 async def _frames(source: BinaryIO | bytes | AsyncIterable[bytes]) -> AsyncIterator[Data | End]:

@@ -65,7 +65,7 @@ class Connection:
         self._reader = reader
         self._writer = writer
         self._decoder = FrameDecoder(max_frame_size)
-        self.timeout: float | None = None  # longest wait for bytes from the peer in ``recv``; None: forever
+        self.timeout: float | None = None  # longest wait for the peer to send or take bytes; None: forever
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         tune_socket(writer)
@@ -162,7 +162,10 @@ class Connection:
         metrics.BYTES_OUT.inc(sum(len(part) for part in parts))
         self._writer.writelines(parts)
         try:
-            await self._writer.drain()
+            async with asyncio.timeout(self.timeout):
+                await self._writer.drain()
+        except TimeoutError:
+            raise ConnectionLost(f"{self.peer} took nothing from us for {self.timeout:g} s") from None
         except OSError as err:
             raise ConnectionLost(f"connection to {self.peer} failed: {err.strerror or err}") from None
 

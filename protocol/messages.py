@@ -245,12 +245,13 @@ class Rebalance(Message):
 
 @dataclass(frozen=True, slots=True)
 class Drain(Message):
-    """Client → manager: retire node ``node_id`` (move every file off it; no new ones), or with ``undo`` take it back;
-    answered by ``cluster_status``."""
+    """Client → manager: retire node ``node_id`` (move every file off it; no new ones), with ``undo`` take it back,
+    with ``forget`` drop an empty, stopped node from the records; answered by ``cluster_status``."""
 
     TYPE = "drain"
     node_id: int
     undo: bool = False
+    forget: bool = False  # instead: forget the node, which must be empty and stopped
 
 
 @dataclass(frozen=True, slots=True)

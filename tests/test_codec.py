@@ -128,6 +128,7 @@ EXAMPLES: list[Message] = [
     Scrub(),
     Drain(101),
     Drain(101, True),
+    Drain(101, False, True),
     ScrubReport(0, 0, [], [], 0),
     ScrubReport(10, 2**40, ["rotten"], ["gone", "also gone"], 3),
     Hello(PROTOCOL_VERSION, "peer", "dfsd/0.1", bytes(32)),

@@ -304,7 +304,14 @@ async def test_draining_a_node_retires_it_without_losing_a_file(cluster: LocalCl
         assert (await client.stat("after-drain")).node != 101
     await check_all(cluster, files)
     assert cluster.stored_files(101) == []
+    refused = await asyncio.to_thread(run_tool, "dfsd", "drain", "101", "--forget", manager=cluster.address)
+    assert refused.returncode == 5  # still running: it cannot be forgotten yet
     cluster.nodes[101].terminate()
+    await asyncio.to_thread(cluster.wait_node_down, 101)
+    status = await Client(cluster.address).status()
+    assert [(n.id, n.draining) for n in status.nodes if n.id == 101] == [(101, True)]  # stays retired while stopped
+    forgotten = await asyncio.to_thread(run_tool, "dfsd", "drain", "101", "--forget", manager=cluster.address)
+    assert forgotten.returncode == 0, forgotten.stderr
     await asyncio.to_thread(cluster.wait_for, lambda s: [n.id for n in s.nodes] == [100, 102], "101 forgotten")
     del cluster.nodes[101]
     await check_all(cluster, files)

@@ -26,7 +26,7 @@ from dfsd.protocol import CHUNK_SIZE, DfsError
 from dfsd.protocol.messages import Stored
 from tqdm import tqdm
 
-from dfsd.client import Client
+from dfsd.client import Client, file_size
 
 from . import progress
 from .common import EXIT_NO_INPUT, ArgumentParser, Failures, printable, run, say
@@ -137,8 +137,7 @@ async def _push_one(client: Client, upload: Upload, bar: tqdm) -> Stored:
     except OSError as err:
         raise CannotRead() from err
     with source:
-        size = os.fstat(source.fileno()).st_size
-        return await client.put(upload.name, _chunks(source, bar), size=size)
+        return await client.put(upload.name, _chunks(source, bar), size=file_size(source))
 
 
 async def _chunks(source: BinaryIO, bar: tqdm) -> AsyncIterator[bytes]:

@@ -32,8 +32,9 @@ Address = tuple[str, int]
 
 
 class NodeConnections:
-    def __init__(self, security: Security) -> None:
+    def __init__(self, security: Security, timeout: float | None = None) -> None:
         self._security = security
+        self._timeout = timeout  # a node that neither sends nor takes bytes for this long is given up on
         self._idle: dict[Address, list[tuple[Connection, float]]] = {}
         self._busy: dict[Address, set[Connection]] = {}
 
@@ -42,6 +43,7 @@ class NodeConnections:
         """A connection to the node at ``address``; raises ``ConnectionLost`` if it cannot be reached."""
         idle = self._idle.setdefault(address, [])
         conn = self._reusable(idle) or await Connection.open(*address, role="manager", security=self._security)
+        conn.timeout = self._timeout
         busy = self._busy.setdefault(address, set())
         busy.add(conn)
         try:

@@ -22,7 +22,7 @@ import asyncio
 import structlog
 
 from .. import metrics
-from ..protocol import ChecksumMismatch, DfsError
+from ..protocol import ChecksumMismatch, DfsError, FileUnavailable
 from ..protocol.messages import RebalanceInfo, Stored, Transfer
 from ..wire import ConnectionLost
 from .placement import plan_moves
@@ -123,6 +123,8 @@ class Rebalancer:
                 stored = await conn.expect(Stored)
             if (stored.size, stored.sha256) != (record.size, record.sha256):
                 raise ChecksumMismatch(f"checksum mismatch: the copy of file id {record.id} differs")
+            if not target.up:  # it left during the copy: keep the file where it is (its copy becomes an orphan)
+                raise FileUnavailable(f"file unavailable: node {target.id} went down during the move")
             relocated = await self.store.relocate(record.id, source.id, target.id)
             if not relocated:  # deleted or moved meanwhile: the new copy is an orphan
                 await self._remove_copy(target, record.id)

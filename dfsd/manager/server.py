@@ -29,6 +29,7 @@ from ..protocol import (
     DfsError,
     FileNotFound,
     FileUnavailable,
+    ProtocolError,
     ServersUnavailable,
     StorageFull,
     check_name,
@@ -91,8 +92,13 @@ MAX_LOST_SHOWN = 100
 Log = structlog.typing.FilteringBoundLogger
 
 
-class _ClientGone(Exception):
-    """The client's connection failed while a node's was in use; kept apart from the node's own ``ConnectionLost``."""
+class _ClientFault(Exception):
+    """Something went wrong on the client's side of a relay (it left, or broke the protocol, or sent too much) while a
+    node's connection was in use: carried apart from the node's own errors, then re-raised as it was."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Manager:
@@ -116,7 +122,7 @@ class Manager:
         self.security = security
         self.limits = limits
         self.topology = Topology()
-        self.pool = NodeConnections(security)
+        self.pool = NodeConnections(security, limits.idle_timeout)
         self.store: MetadataStore
         self.rebalancer: Rebalancer
         self.grace = grace
@@ -160,7 +166,7 @@ class Manager:
                 )
             log.info("listening", host=self.host, port=self.port, db=str(self.db_path), cleared_reservations=cleared)
             if self.metrics_port is not None:
-                metrics.watch_cluster(lambda: list(self.topology.nodes.values()), lambda: self.lost_count)
+                metrics.watch_cluster(self.topology.snapshot, lambda: self.lost_count)
                 await self._refresh_lost()
                 log.info("metrics", url=f"http://{self.host}:{metrics.serve(self.host, self.metrics_port)}/metrics")
             if on_ready is not None:
@@ -226,18 +232,12 @@ class Manager:
             if cleanup is not None:
                 cleanup.cancel()
                 await asyncio.gather(cleanup, return_exceptions=True)
-        if node.draining and node.files == 0:
-            self.topology.nodes.pop(node.id, None)
-            await self.store.forget_node(node.id)
-            node_log.info("node_retired", hint="it held no files any more and has left; the manager forgot it")
-        else:
-            await self._save_node(node)
+        await self._save_node(node)
 
     async def _reconcile(self, node: NodeState, held: set[int], node_log: Log) -> list[int]:
         """Compare the node's files with the records; mark lost and found; return the orphans to remove."""
-        recorded, recorded_lost = await self.store.ids_on_node(node.id)
-        in_flight = await self.store.pending_ids() | self.rebalancer.moving
-        result = reconcile(recorded, recorded_lost, held, in_flight)
+        recorded, recorded_lost, pending = await self.store.ids_on_node(node.id)
+        result = reconcile(recorded, recorded_lost, held, pending | self.rebalancer.moving)
         if result.lost:
             await self.store.set_lost(result.lost, time.time())
             node_log.error(
@@ -255,6 +255,9 @@ class Manager:
         return result.orphans
 
     async def _after_join(self, node: NodeState, orphans: list[int]) -> None:
+        # Look again just before removing: an upload or a move may have committed one of them since the snapshot.
+        still_orphans = await self.store.unrecorded_on(node.id, orphans)
+        orphans = [file_id for file_id in orphans if file_id in still_orphans and file_id not in self.rebalancer.moving]
         for file_id in orphans:
             await remove_copy(self.pool, node, file_id)
         if orphans:
@@ -311,15 +314,15 @@ class Manager:
                         received += len(message.data)
                         self._check_size(received)
                     yield message
-            except ConnectionLost as err:
-                raise _ClientGone from err
+            except (ConnectionLost, DfsError) as err:
+                raise _ClientFault(err) from err
 
         try:
             async with self.pool.connection(node.address) as node_conn:
                 return await send_upload(node_conn, store, from_client())
-        except _ClientGone as err:
-            raise ConnectionLost(str(err.__cause__)) from err
-        except ConnectionLost as err:
+        except _ClientFault as fault:
+            raise fault.error from None
+        except (ConnectionLost, ProtocolError) as err:
             raise ServersUnavailable(
                 f"servers unavailable: storage node {node.id} failed during the upload ({err}); nothing was kept, "
                 "try again"
@@ -340,12 +343,14 @@ class Manager:
             try:
                 await self._relay_download(conn, record, request.offset, length, node)
                 return
-            except _ClientGone as err:
-                raise ConnectionLost(str(err.__cause__)) from err
+            except _ClientFault as fault:
+                raise fault.error from None
             except FileNotFound as err:
                 # Before any byte went out. A move may have just taken the file to another node: follow it.
                 moved = await self.store.find(record.name)
-                if moved is not None and moved.id == record.id and moved.node != record.node:
+                if moved is None or moved.id != record.id:
+                    raise FileNotFound(f"file does not exist: {record.name!r} (deleted meanwhile)") from err
+                if moved.node != record.node:
                     record = moved
                     continue
                 log.error("file_lost", name=record.name, file_id=record.id, node=node.id)
@@ -354,7 +359,7 @@ class Manager:
                 raise FileUnavailable(
                     f"file unavailable: storage node {node.id} no longer has the bytes of {record.name!r} (lost)"
                 ) from err
-            except ConnectionLost as err:
+            except (ConnectionLost, ProtocolError) as err:
                 raise FileUnavailable(
                     f"file unavailable: storage node {node.id} failed while sending {record.name!r} ({err}); try again"
                 ) from err
@@ -398,10 +403,20 @@ class Manager:
         node = self.topology.nodes.get(request.node_id)
         if node is None:
             raise BadRequest(f"bad request: the manager knows no storage node {request.node_id}; see `dfsd status`")
-        node.draining = not request.undo
-        req.fields.update(node=node.id, draining=node.draining)
-        await self._save_node(node)
-        self.rebalancer.request()
+        req.fields.update(node=node.id, undo=request.undo, forget=request.forget)
+        if request.forget:
+            if node.claimed or node.files:
+                raise BadRequest(
+                    f"bad request: node {node.id} can be forgotten only once it is empty and stopped "
+                    f"(it is {'running' if node.claimed else 'stopped'} with {node.files} files)"
+                )
+            del self.topology.nodes[node.id]
+            await self.store.forget_node(node.id)
+            log.info("node_forgotten", node=node.id)
+        else:
+            node.draining = not request.undo
+            await self._save_node(node)
+            self.rebalancer.request()
         await conn.send(await self._status())
 
     async def handle_rebalance(self, conn: Connection, request: Rebalance, req: Request) -> None:
@@ -508,4 +523,4 @@ async def _to_client(sending: object) -> None:
     try:
         await sending  # type: ignore[misc]
     except ConnectionLost as err:
-        raise _ClientGone from err
+        raise _ClientFault(err) from err

@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS files (
     lost    REAL  -- when its node was found without its bytes; NULL while they are there
 );
 CREATE INDEX IF NOT EXISTS files_by_node ON files (node);
+-- Small partial indexes keep status, reconciliation and start-up cheap with millions of rows.
+CREATE INDEX IF NOT EXISTS files_lost ON files (node) WHERE lost IS NOT NULL;
+CREATE INDEX IF NOT EXISTS files_pending ON files (id) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS nodes (
     id        INTEGER PRIMARY KEY,
     host      TEXT NOT NULL,
@@ -141,15 +144,29 @@ class MetadataStore:
         cursor = await self._db.execute(query, params)
         return [FileRecord(*row) for row in await cursor.fetchall()]
 
-    async def ids_on_node(self, node: int) -> tuple[set[int], set[int]]:
-        """Ids of the stored files recorded on ``node``, and those of them marked lost."""
-        cursor = await self._db.execute("SELECT id, lost FROM files WHERE node = ? AND state = 'stored'", (node,))
+    async def ids_on_node(self, node: int) -> tuple[set[int], set[int], set[int]]:
+        """In one snapshot: ids of the stored files recorded on ``node``, those of them marked lost, and the ids of
+        every upload still under way (on any node)."""
+        cursor = await self._db.execute(
+            "SELECT id, lost, state FROM files WHERE (node = ? AND state = 'stored') OR state = 'pending'", (node,)
+        )
         rows = await cursor.fetchall()
-        return {row[0] for row in rows}, {row[0] for row in rows if row[1] is not None}
+        recorded = {row[0] for row in rows if row[2] == "stored"}
+        lost = {row[0] for row in rows if row[2] == "stored" and row[1] is not None}
+        pending = {row[0] for row in rows if row[2] == "pending"}
+        return recorded, lost, pending
 
-    async def pending_ids(self) -> set[int]:
-        cursor = await self._db.execute("SELECT id FROM files WHERE state = 'pending'")
-        return {row[0] for row in await cursor.fetchall()}
+    async def unrecorded_on(self, node: int, ids: list[int]) -> set[int]:
+        """Those of ``ids`` that no record places on ``node`` and no upload is writing now."""
+        known: set[int] = set()
+        for start in range(0, len(ids), _BATCH):
+            batch = ids[start : start + _BATCH]
+            cursor = await self._db.execute(
+                f"SELECT id FROM files WHERE id IN ({','.join('?' * len(batch))}) AND (node = ? OR state = 'pending')",
+                (*batch, node),
+            )
+            known.update(row[0] for row in await cursor.fetchall())
+        return set(ids) - known
 
     async def set_lost(self, ids: list[int], when: float | None) -> None:
         """Mark files lost at ``when`` (or found again, with None)."""

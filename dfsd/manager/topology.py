@@ -65,6 +65,14 @@ class Topology:
     def __init__(self) -> None:
         self.nodes: dict[int, NodeState] = {}
 
+    def snapshot(self) -> list[NodeState]:
+        """The nodes, safe to call from another thread (the metrics server's) while the event loop changes them."""
+        while True:
+            try:
+                return list(self.nodes.values())
+            except RuntimeError:  # the dict changed size during the copy: try again
+                continue
+
     def remember(self, node: NodeState) -> None:
         """Add a node known from an earlier run; it is down until it registers."""
         self.nodes[node.id] = node

@@ -69,6 +69,7 @@ class Layout:
         self.root = root
         self._slots: dict[int, int] = {}  # file id -> slot, complete files only
         self._writing: dict[int, int] = {}  # file id -> slot, files being written
+        self.doomed: set[int] = set()  # files removed while being written: abandoned instead of committed
         self._free: list[int] = []  # heap of free slots below _next
         self._next = 0  # every slot from here on is free
 
@@ -139,13 +140,18 @@ class Layout:
 
     def abandon(self, file_id: int) -> None:
         """A write failed: remove the partial file and free its slot."""
+        self.doomed.discard(file_id)
         slot = self._writing.pop(file_id)
         final = self._file(slot, file_id)
         final.with_name(final.name + _PART).unlink(missing_ok=True)
         heapq.heappush(self._free, slot)
 
     def remove(self, file_id: int) -> bool:
-        """Delete a complete file and free its slot; False if the node did not hold it."""
+        """Delete a complete file and free its slot (a file still being written is doomed: it will not be committed);
+        False if the node did not hold it."""
+        if file_id in self._writing:
+            self.doomed.add(file_id)
+            return True
         slot = self._slots.pop(file_id, None)
         if slot is None:
             return False

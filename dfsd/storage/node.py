@@ -167,6 +167,7 @@ class StorageNode:
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _session(self, conn: Connection) -> None:
+        conn.timeout = self.manager_timeout  # registering, too, must not wait forever on a silent manager
         capacity, free = self._disk()
         host, port = self.advertise or (None, None)
         host = host or _advertised_host(self.host, conn)
@@ -220,6 +221,9 @@ class StorageNode:
             await loop.run_in_executor(None, os.fsync, fd)
             os.close(fd)
             fd = -1
+            if request.file_id in self.layout.doomed or conn.closed or conn.peer_closed:
+                # Removed while it was written, or nobody is left to hear "stored": committing would leave an orphan.
+                raise InternalError(f"internal error: file id {request.file_id} was abandoned before it was committed")
             final = self.layout.commit(request.file_id)
             # The rename must be durable too: fsync the directory, and the parents of directories made for this file.
             for directory in [final.parent, *(path.parent for path in made)]:
@@ -232,7 +236,11 @@ class StorageNode:
             if isinstance(err, OSError):  # creating, writing or syncing the file: a full disk says so
                 raise _storage_error(err) from err
             raise
-        await conn.send(Stored(size, digest))
+        try:
+            await conn.send(Stored(size, digest))
+        except ConnectionLost:
+            self.layout.remove(request.file_id)  # the sender never heard: it keeps no record of this file
+            raise
 
     async def _receive_into(self, conn: Connection, fd: int, request: Store, req: Request) -> tuple[int, bytes]:
         """Write the stream into ``fd``; return its size and SHA-256."""
@@ -281,6 +289,7 @@ class StorageNode:
             req.fields.update(size=size)
             try:
                 peer = await Connection.open(request.host, request.port, role="peer", security=self.security)
+                peer.timeout = self.limits.request_timeout  # a target that stalls fails the move, not the node
             except (ConnectionLost, DfsError) as err:
                 raise FileUnavailable(f"file unavailable: the target node cannot be reached ({err})") from None
             try:

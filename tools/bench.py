@@ -1,0 +1,755 @@
+"""dfs-bench: how fast dfsd moves large files and answers small ones on this machine, each figure next to a baseline
+measured in the same run, so that what matters is the ratio and a busy or noisy machine changes little of it.
+
+Theory of operation. By default the benchmark starts a private cluster in a temporary directory — a manager and one
+storage node, as ``python -m dfsd ...`` processes with their default settings (each request logged at info level to a
+file), open (no secret, no TLS) — and, beside it, the baseline servers of ``bench_baselines``: a relay and a sink for
+streaming, an echo server for round trips. All of them are stopped and the directory removed at the end, whatever
+happens. With ``--manager HOST:PORT`` it uses that cluster instead (its processes' memory cannot be measured then), and
+deletes whatever it stored there; the baselines still run on this machine.
+
+* Large file: one file of ``--large-size`` bytes (1 GiB) is uploaded through the manager and read back. Its bytes are
+  made on the fly (a random 1 MiB block, each copy stamped with its index), never held whole, and every byte read back
+  is compared with what was sent. Peak resident memory (VmHWM) of the manager and the node is reset before and read
+  after each direction. The baseline moves the same bytes client → relay → sink → a file on the same disk, fsynced at
+  the end, and back; its memory figures are the relay's (beside the manager's) and the sink's (beside the node's).
+* Small files, the shape of SeaweedFS's ``weed benchmark``: ``-n`` files (20,000) of 1 KiB, then of 64 KiB, written by
+  16 concurrent clients (each a ``Client`` with its own connection, each doing its share), read back in random order
+  and checked, then deleted in random order: requests per second and the p50/p99 latency of each phase. The baseline
+  sends the same number of bare CBOR request/answer frames, with the same payloads and as many connections.
+
+Each dfsd phase runs right after its baseline, so both see the same machine. Ratios are dfsd / baseline: below 1 a rate
+is slower than the baseline's; above 1 a latency is longer and memory larger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import random
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dfsd.protocol import ChecksumMismatch, DfsError, ProtocolError, ServersUnavailable
+
+from dfsd import aio
+from dfsd.client import Client, manager_address
+from dfsd.settings import SECRET_ENV, SECRET_FILE_ENV, TLS_CA_ENV, Security
+from dfsd.usage import EXIT_USAGE, UsageParser
+
+from . import bench_baselines as baselines
+from .common import EXIT_INTERRUPTED, Failures, format_table, human_size, say
+
+PROG = "dfs-bench"
+
+DEFAULT_LARGE_SIZE = 1024**3
+DEFAULT_FILES = 20_000
+QUICK_LARGE_SIZE = 64 * 1024**2
+QUICK_FILES = 500
+CLIENTS = 16
+SMALL_SIZES = (1024, 64 * 1024)
+
+# The large file's bytes come in blocks of this size (the client's chunk size), each stamped with its index.
+BLOCK = 1024 * 1024
+
+# How long a started process may take to print its ready line, and one phase to finish: far beyond any healthy run,
+# so that a hung cluster ends the benchmark with an error instead of never.
+READY_TIMEOUT = 20.0
+PHASE_TIMEOUT = 900.0
+
+# A dfsd process started for the benchmark gets none of these: its private cluster runs open, over plain TCP.
+SECURITY_ENV = (SECRET_ENV, SECRET_FILE_ENV, TLS_CA_ENV)
+
+MB = 1_000_000
+MiB = 1024 * 1024
+
+W = TypeVar("W")
+T = TypeVar("T")
+
+EPILOG = """\
+exit status:
+  0      success
+  1-11   an error from the cluster, as for dfs-push (see its --help); 7 when bytes read back differ from those written
+  1      also when a process of the benchmark (a dfsd daemon or a baseline server) does not start or dies
+  64     wrong command line
+  130    interrupted (Ctrl-C)
+"""
+
+
+class BenchFailed(Exception):
+    """The benchmark itself could not go on: a process did not start or died, or a phase took far too long."""
+
+    hint = "run again with --keep to keep every process's log (in the temporary directory it names)"
+
+
+# --- processes --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    """A process started for the benchmark, ready once it printed its one line ``... listening on HOST:PORT``."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    address: str
+    log: Path
+
+    @classmethod
+    def start(cls, name: str, args: list[str], cwd: Path, env: dict[str, str]) -> Child:
+        log = cwd / f"{name}.log"
+        with open(log, "wb") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, *args],
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                env=env,
+            )
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], READY_TIMEOUT)
+        line = process.stdout.readline().decode(errors="replace").strip() if ready else ""
+        if " listening on " not in line:
+            process.kill()
+            process.wait()
+            process.stdout.close()
+            tail = log.read_text(errors="replace")[-2000:].strip()
+            raise BenchFailed(f"{name} did not start ({' '.join(args)}):\n{tail or '(its log is empty)'}")
+        return cls(name, process, line.rpartition(" ")[2], log)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.address.rpartition(":")
+        return host, int(port)
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-2000:].strip()
+            raise BenchFailed(f"{self.name} exited with status {self.process.returncode}:\n{tail}")
+
+    def reset_peak_memory(self) -> bool:
+        """Restart the kernel's peak-memory count (VmHWM) from the current resident size; False if not allowed."""
+        try:
+            Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+            return True
+        except OSError:
+            return False
+
+    def peak_memory(self) -> int | None:
+        """The peak resident memory, in bytes, since the last reset (or the start); None where /proc cannot say."""
+        try:
+            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return None
+
+
+def stop_all(children: Sequence[Child], grace: float = 10.0) -> None:
+    """SIGTERM every child at once, then SIGKILL whatever still runs after ``grace`` seconds."""
+    for child in children:
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children:
+        try:
+            child.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+        if child.process.stdout is not None:
+            child.process.stdout.close()
+
+
+@dataclass
+class Setup:
+    """What one run talks to."""
+
+    address: str  # the manager, HOST:PORT
+    security: Security
+    relay: Child  # the baseline's first hop; its sink writes ``sink_file``
+    sink: Child
+    sink_file: Path
+    echo: Child
+    manager: Child | None = None  # None: an existing cluster, whose processes are not ours to measure
+    node: Child | None = None
+    prefix: str = field(default_factory=lambda: f"dfs-bench-{secrets.token_hex(4)}/")  # every name stored starts so
+
+    @property
+    def children(self) -> list[Child]:
+        return [c for c in (self.manager, self.node, self.relay, self.sink, self.echo) if c is not None]
+
+
+def start_processes(root: Path, manager: str | None, children: list[Child]) -> Setup:
+    """Start the baseline servers, and a private cluster unless ``manager`` names one; every process started is added
+    to ``children`` at once, so the caller can stop it whatever happens next."""
+    env = {key: value for key, value in os.environ.items() if key not in SECURITY_ENV}
+
+    def start(name: str, *args: str) -> Child:
+        child = Child.start(name, list(args), root, env)
+        children.append(child)
+        return child
+
+    sink_file = root / "baseline-sink.bin"
+    sink = start("baseline sink", "-m", "dfsd.tools.bench_baselines", "sink", "--file", str(sink_file))
+    relay = start("baseline relay", "-m", "dfsd.tools.bench_baselines", "relay", "--to", sink.address)
+    echo = start("baseline echo server", "-m", "dfsd.tools.bench_baselines", "echo")
+    if manager is not None:
+        host, port = manager_address(manager)
+        return Setup(f"{host}:{port}", Security.load(), relay, sink, sink_file, echo)
+    manager_child = start("dfsd manager", "-m", "dfsd", "manager", "--port", "0", "--db", str(root / "manager.db"))
+    node = start(
+        "dfsd storage node",
+        *("-m", "dfsd", "storage", "--id", "100", "--manager", manager_child.address, "--data", str(root / "node-100")),
+    )
+    return Setup(manager_child.address, Security(), relay, sink, sink_file, echo, manager_child, node)
+
+
+# --- measuring --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Timings:
+    """One phase: how long it took in all, and each request's latency (seconds)."""
+
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.seconds
+
+    def percentile(self, q: float) -> float:
+        """The nearest-rank percentile ``q`` (0 < q <= 1) of the latencies, in seconds."""
+        ordered = sorted(self.latencies)
+        return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+async def run_workers(
+    workers: Sequence[W], shares: Sequence[Sequence[T]], request: Callable[[W, T], Awaitable[None]]
+) -> Timings:
+    """Each worker makes its share of requests one after another, all workers at once; every request is timed."""
+    latencies: list[float] = []
+
+    async def work(worker: W, share: Sequence[T]) -> None:
+        for item in share:
+            start = time.perf_counter()
+            await request(worker, item)
+            latencies.append(time.perf_counter() - start)
+
+    start = time.perf_counter()
+    try:
+        async with asyncio.TaskGroup() as group:
+            for worker, share in zip(workers, shares, strict=True):
+                group.create_task(work(worker, share))
+    except ExceptionGroup as failures:
+        raise failures.exceptions[0] from None  # the first failure cancelled the others: it is the one to report
+    return Timings(time.perf_counter() - start, latencies)
+
+
+@contextlib.asynccontextmanager
+async def phase(what: str, setup: Setup) -> AsyncIterator[None]:
+    """A phase must finish within PHASE_TIMEOUT, and a process of ours dying during it is named as the cause."""
+    try:
+        async with asyncio.timeout(PHASE_TIMEOUT):
+            yield
+    except TimeoutError:
+        raise BenchFailed(f"{what} took more than {PHASE_TIMEOUT:g} s; the processes may be stuck") from None
+    except (OSError, EOFError, DfsError):
+        for child in setup.children:
+            child.check_alive()  # a dead process explains the error better than the error does
+        raise
+
+
+class Pattern:
+    """A large file's bytes, made as they are needed and checkable at any offset: block k is k as 8 big-endian bytes
+    followed by the rest of one random block, so a block lost, repeated or out of place fails the check."""
+
+    def __init__(self) -> None:
+        self._random = os.urandom(BLOCK)
+
+    def block(self, index: int) -> bytes:
+        return index.to_bytes(8, "big") + self._random[8:]
+
+    async def chunks(self, size: int) -> AsyncIterator[bytes]:
+        for index in range(math.ceil(size / BLOCK)):
+            block = self.block(index)
+            yield block if (index + 1) * BLOCK <= size else block[: size - index * BLOCK]
+
+    def checker(self, size: int, what: str) -> PatternCheck:
+        return PatternCheck(self, size, what)
+
+
+class PatternCheck:
+    """Compares the bytes of a download, in whatever pieces they come, with the pattern that was uploaded."""
+
+    def __init__(self, pattern: Pattern, size: int, what: str) -> None:
+        self._pattern, self.size, self._what = pattern, size, what
+        self.position = 0
+        self._index, self._block = -1, b""
+
+    def feed(self, chunk: bytes | memoryview) -> None:
+        view = memoryview(chunk)
+        while view:
+            index, offset = divmod(self.position, BLOCK)
+            if index != self._index:
+                self._index, self._block = index, self._pattern.block(index)
+            take = min(len(view), BLOCK - offset)
+            if self.position + take > self.size:
+                raise ProtocolError(f"protocol error: {self._what} sent more than the {self.size} bytes uploaded")
+            if bytes(view[:take]) != self._block[offset : offset + take]:
+                raise ChecksumMismatch(
+                    f"checksum mismatch: {self._what} differs from what was uploaded within bytes "
+                    f"{self.position}-{self.position + take - 1}"
+                )
+            self.position += take
+            view = view[take:]
+
+    def finish(self) -> None:
+        if self.position != self.size:
+            raise ProtocolError(f"protocol error: {self._what} sent {self.position} of the {self.size} bytes uploaded")
+
+
+@dataclass
+class Figure:
+    key: str  # stable, for scripts: "large.upload", "small.1KiB.read.p99", ...
+    label: str
+    unit: str
+    dfsd: float | None  # None: not measurable here (the memory of a cluster that is not ours)
+    baseline: float | None
+    higher_is_better: bool
+
+    @property
+    def ratio(self) -> float | None:
+        if self.dfsd is None or not self.baseline:
+            return None
+        return self.dfsd / self.baseline
+
+    def as_json(self) -> dict[str, Any]:
+        ratio = self.ratio
+        return {
+            "label": self.label,
+            "unit": self.unit,
+            "dfsd": None if self.dfsd is None else round(self.dfsd, 4),
+            "baseline": None if self.baseline is None else round(self.baseline, 4),
+            "ratio": None if ratio is None else round(ratio, 4),
+            "better": "higher" if self.higher_is_better else "lower",
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    large_size: int
+    files: int
+    clients: int
+    sizes: tuple[int, ...] = SMALL_SIZES
+
+
+async def measure(plan: Plan, setup: Setup, note: Callable[[str], None]) -> tuple[list[Figure], int, bool]:
+    """Every figure; also the number of storage nodes up, and whether peak memory was reset for each direction."""
+    async with Client(setup.address, setup.security) as client:
+        nodes = await wait_for_nodes(client, setup)
+        note(f"{nodes} storage node(s) up; large file of {human_size(plan.large_size)} first")
+        try:
+            figures, reset = await large_file(plan, setup, client, note)
+            for size in plan.sizes:
+                figures += await small_files(plan, setup, size, note)
+        finally:
+            if setup.manager is None:  # someone else's cluster: take away what this run stored
+                await remove_leftovers(client, setup.prefix)
+    return figures, nodes, reset
+
+
+async def wait_for_nodes(client: Client, setup: Setup) -> int:
+    """Until the private cluster's node is up (or, on an existing cluster, until any node is)."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        status = await client.status()
+        up = sum(node.up for node in status.nodes)
+        if up and (setup.node is None or any(node.id == 100 and node.up for node in status.nodes)):
+            return up
+        if time.monotonic() > deadline:
+            raise ServersUnavailable(f"servers unavailable: no storage node came up within {READY_TIMEOUT:g} s")
+        for child in setup.children:
+            child.check_alive()
+        await asyncio.sleep(0.05)
+
+
+async def remove_leftovers(client: Client, prefix: str) -> None:
+    with contextlib.suppress(DfsError):
+        names = [info.name async for info in client.list(prefix)]
+        for name in names:
+            with contextlib.suppress(DfsError):
+                await client.delete(name)
+
+
+async def large_file(
+    plan: Plan, setup: Setup, client: Client, note: Callable[[str], None]
+) -> tuple[list[Figure], bool]:
+    size = plan.large_size
+    name = f"{setup.prefix}large"
+    pattern = Pattern()
+    relay = setup.relay.host_port
+    reset = True
+
+    def start_memory(*children: Child | None) -> None:
+        nonlocal reset
+        for child in children:
+            if child is not None:
+                reset = child.reset_peak_memory() and reset
+
+    def memory(child: Child | None) -> float | None:
+        peak = child.peak_memory() if child is not None else None
+        return None if peak is None else peak / MiB
+
+    async with phase("the baseline upload", setup):
+        start_memory(setup.relay, setup.sink)
+        started = time.perf_counter()
+        await baselines.upload(relay, size, pattern.chunks(size))
+        base_up = time.perf_counter() - started
+        base_up_memory = memory(setup.relay), memory(setup.sink)
+
+    async with phase("the dfsd upload", setup):
+        start_memory(setup.manager, setup.node)
+        started = time.perf_counter()
+        stored = await client.put(name, pattern.chunks(size), size=size)
+        dfsd_up = time.perf_counter() - started
+        dfsd_up_memory = memory(setup.manager), memory(setup.node)
+        if stored.size != size:
+            raise ProtocolError(f"protocol error: dfsd stored {stored.size} bytes of the {size} sent")
+    note(f"upload: baseline {size / base_up / MB:.1f} MB/s, dfsd {size / dfsd_up / MB:.1f} MB/s")
+
+    async with phase("the baseline download", setup):
+        start_memory(setup.relay, setup.sink)
+        check = pattern.checker(size, "the baseline")
+        started = time.perf_counter()
+        async for piece in baselines.download(relay, size):
+            check.feed(piece)
+        check.finish()
+        base_down = time.perf_counter() - started
+        base_down_memory = memory(setup.relay), memory(setup.sink)
+
+    async with phase("the dfsd download", setup):
+        start_memory(setup.manager, setup.node)
+        check = pattern.checker(size, "dfsd")
+        started = time.perf_counter()
+        download = await client.get(name)
+        async for chunk in download:  # the client checks the SHA-256 too, after the last chunk
+            check.feed(chunk)
+        check.finish()
+        dfsd_down = time.perf_counter() - started
+        dfsd_down_memory = memory(setup.manager), memory(setup.node)
+    note(f"download: baseline {size / base_down / MB:.1f} MB/s, dfsd {size / dfsd_down / MB:.1f} MB/s")
+
+    await client.delete(name)
+    setup.sink_file.unlink(missing_ok=True)
+
+    label = human_size(size)
+    figures = [
+        Figure("large.upload", f"upload {label}", "MB/s", size / dfsd_up / MB, size / base_up / MB, True),
+        Figure("large.download", f"download {label}", "MB/s", size / dfsd_down / MB, size / base_down / MB, True),
+    ]
+    for direction, dfsd_memory, base_memory in (
+        ("upload", dfsd_up_memory, base_up_memory),
+        ("download", dfsd_down_memory, base_down_memory),
+    ):
+        for index, role in enumerate(("manager", "node")):
+            figures.append(
+                Figure(
+                    f"large.{direction}.{role}_peak_memory",
+                    f"{role} peak memory, {direction}",
+                    "MiB",
+                    dfsd_memory[index],
+                    base_memory[index],
+                    False,
+                )
+            )
+    return figures, reset
+
+
+def payload(index: int, size: int, base: bytes) -> bytes:
+    """Small file ``index``'s bytes: its index, then the shared random bytes."""
+    return index.to_bytes(8, "big") + base[8:size]
+
+
+async def small_files(plan: Plan, setup: Setup, size: int, note: Callable[[str], None]) -> list[Figure]:
+    """Write, read back (random order) and delete ``plan.files`` files of ``size`` bytes, each phase right after the
+    same phase against the bare echo server."""
+    tag = f"{size // 1024}KiB" if size % 1024 == 0 else f"{size}B"
+    base = os.urandom(size)
+    names = [f"{setup.prefix}{tag}/{index:06d}" for index in range(plan.files)]
+    shuffler = random.Random(secrets.randbits(64))
+    in_order = list(range(plan.files))
+    orders = {
+        "write": in_order,
+        "read": shuffler.sample(in_order, plan.files),
+        "delete": shuffler.sample(in_order, plan.files),
+    }
+
+    def shares(order: list[int]) -> list[list[int]]:
+        return [order[k :: plan.clients] for k in range(plan.clients)]
+
+    async def dfsd_write(client: Client, index: int) -> None:
+        stored = await client.put(names[index], payload(index, size, base))
+        if stored.size != size:
+            raise ProtocolError(f"protocol error: dfsd stored {stored.size} bytes of the {size} sent")
+
+    async def dfsd_read(client: Client, index: int) -> None:
+        if await client.read(names[index]) != payload(index, size, base):
+            raise ChecksumMismatch(f"checksum mismatch: {names[index]} read back differs from what was written")
+
+    async def dfsd_delete(client: Client, index: int) -> None:
+        await client.delete(names[index])
+
+    async def bare_write(bare: baselines.BareClient, index: int) -> None:
+        answer = await bare.call({"type": "put", "name": names[index], "data": payload(index, size, base)})
+        if answer.get("size") != size:
+            raise BenchFailed(f"the echo server answered a write with {answer!r}")
+
+    async def bare_read(bare: baselines.BareClient, index: int) -> None:
+        answer = await bare.call({"type": "get", "name": names[index], "length": size})
+        if len(answer.get("data", b"")) != size:
+            raise BenchFailed("the echo server answered a read with the wrong number of bytes")
+
+    async def bare_delete(bare: baselines.BareClient, index: int) -> None:
+        await bare.call({"type": "delete", "name": names[index]})
+
+    requests: dict[str, tuple[Callable[[Client, int], Awaitable[None]], Callable[[Any, int], Awaitable[None]]]] = {
+        "write": (dfsd_write, bare_write),
+        "read": (dfsd_read, bare_read),
+        "delete": (dfsd_delete, bare_delete),
+    }
+    figures: list[Figure] = []
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(Client(setup.address, setup.security)) for _ in range(plan.clients)]
+        bares = [await baselines.BareClient.open(setup.echo.host_port) for _ in range(plan.clients)]
+        for bare in bares:
+            stack.push_async_callback(bare.close)
+        for what, (dfsd_request, bare_request) in requests.items():
+            order = shares(orders[what])
+            async with phase(f"the baseline {tag} {what}s", setup):
+                base_timings = await run_workers(bares, order, bare_request)
+            async with phase(f"the dfsd {tag} {what}s", setup):
+                dfsd_timings = await run_workers(clients, order, dfsd_request)
+            note(
+                f"{human_size(size)} {what}: baseline {base_timings.rate:,.0f}/s, dfsd {dfsd_timings.rate:,.0f}/s "
+                f"(p99 {dfsd_timings.percentile(0.99) * 1000:.2f} ms)"
+            )
+            label = f"{human_size(size)} {what}"
+            key = f"small.{tag}.{what}"
+            figures += [
+                Figure(f"{key}.rate", label, "req/s", dfsd_timings.rate, base_timings.rate, True),
+                Figure(
+                    f"{key}.p50",
+                    f"{label}, p50 latency",
+                    "ms",
+                    dfsd_timings.percentile(0.5) * 1000,
+                    base_timings.percentile(0.5) * 1000,
+                    False,
+                ),
+                Figure(
+                    f"{key}.p99",
+                    f"{label}, p99 latency",
+                    "ms",
+                    dfsd_timings.percentile(0.99) * 1000,
+                    base_timings.percentile(0.99) * 1000,
+                    False,
+                ),
+            ]
+    return figures
+
+
+# --- the report -------------------------------------------------------------------------------------------------------
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (what ``nproc`` prints)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def run(
+    plan: Plan, manager: str | None, parent: Path | None, keep: bool, note: Callable[[str], None]
+) -> dict[str, Any]:
+    """Start what is needed, measure, stop everything and remove the temporary directory (unless ``keep``); the
+    report as a dict."""
+    date = datetime.now(UTC)
+    started = time.monotonic()
+    children: list[Child] = []
+    root = Path(tempfile.mkdtemp(prefix="dfs-bench-", dir=parent))
+    try:
+        setup = start_processes(root, manager, children)
+        note(f"started {', '.join(child.name for child in children)} in {root}")
+        figures, nodes, reset = aio.run(measure(plan, setup, note))
+    finally:
+        stop_all(children)
+        if keep:
+            note(f"kept {root} (the processes' logs, the manager's database, the node's data)")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    if manager is None:
+        cluster = "private: a manager and 1 storage node in a temporary directory, started for this run"
+    else:
+        cluster = f"existing: the manager at {setup.address}, {nodes} storage node(s) up"
+    return {
+        "machine": {
+            "cpus": cpu_count(),
+            "python": f"{platform.python_implementation()} {platform.python_version()}",
+            "platform": platform.platform(terse=True),
+            "date": date.isoformat(timespec="seconds"),
+        },
+        "dfsd": importlib.metadata.version("dfsd"),
+        "cluster": cluster,
+        "settings": {"large_size": plan.large_size, "files": plan.files, "clients": plan.clients, "sizes": plan.sizes},
+        "peak_memory": "per direction" if reset else "since each process started (the kernel refused a reset)",
+        "seconds": round(time.monotonic() - started, 1),
+        "figures": {figure.key: figure.as_json() for figure in figures},
+    }
+
+
+NUMBER_FORMATS = {"MB/s": "{:,.1f}", "req/s": "{:,.0f}", "ms": "{:,.2f}", "MiB": "{:,.1f}"}
+
+
+def table(report: dict[str, Any]) -> list[str]:
+    """The report as lines of text: what ran where, then one row per figure."""
+    machine, settings = report["machine"], report["settings"]
+
+    def number(value: float | None, unit: str) -> str:
+        return "n/a" if value is None else NUMBER_FORMATS.get(unit, "{:,.2f}").format(value)
+
+    rows = [
+        (
+            figure["label"],
+            figure["unit"],
+            number(figure["dfsd"], figure["unit"]),
+            number(figure["baseline"], figure["unit"]),
+            "n/a" if figure["ratio"] is None else f"{figure['ratio']:.2f}",
+        )
+        for figure in report["figures"].values()
+    ]
+    when = datetime.fromisoformat(machine["date"]).strftime("%Y-%m-%d %H:%M:%S %Z")
+    notes = (
+        "Baselines: for the large file, the same bytes client -> relay -> sink (three processes, plain uvloop sockets) "
+        "into a file on the same disk, fsynced at the end; its memory figures are the relay's (beside the manager) and "
+        f"the sink's (beside the node). For small files, bare CBOR request/answer frames over loopback, "
+        f"{settings['clients']} connections, one hop, the same payloads, nothing stored. "
+        "Ratio = dfsd / baseline: for rates, below 1 is slower; for latencies and memory, above 1 is more. "
+        f"Peak memory: {report['peak_memory']}."
+    )
+    return [
+        f"dfs-bench {when}: {machine['cpus']} CPUs, {machine['python']}, {machine['platform']}, dfsd {report['dfsd']}",
+        f"cluster: {report['cluster']}",
+        f"large file: {human_size(settings['large_size'])} up and down; small files: {settings['files']:,} of each "
+        f"size, {settings['clients']} clients, read back and deleted in random order",
+        f"run time: {report['seconds']:g} s",
+        "",
+        *format_table(("FIGURE", "UNIT", "DFSD", "BASELINE", "DFSD/BASELINE"), rows, (False, False, True, True, True)),
+        "",
+        *textwrap.wrap(notes, 120),
+    ]
+
+
+def parse_size(text: str) -> int:
+    """A byte count: ``1073741824``, ``1G``, ``64M``, ``512K`` (binary multiples; an optional ``iB``/``B`` suffix)."""
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    scale = 1
+    if value and value[-1] in "KMG":
+        scale = 1024 ** ("KMG".index(value[-1]) + 1)
+        value = value[:-1]
+    try:
+        size = int(float(value) * scale)
+    except (ValueError, OverflowError):  # not a number; infinity
+        raise ValueError(f"{text!r} is not a size (e.g. 1G, 64M, 4096)") from None
+    if size < 1:
+        raise ValueError(f"{text!r}: a size must be at least 1 byte")
+    return size
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = UsageParser(
+        prog=PROG,
+        description="Measure dfsd on this machine next to baselines run alongside: one large file up and down "
+        "(MB/s, peak memory), then many small files written, read and deleted by concurrent clients (requests/s, "
+        "p50/p99 latency). Starts a private cluster (a manager and one storage node) in a temporary directory unless "
+        "--manager names one.",
+        epilog=EPILOG,
+    )
+    parser.add_argument(
+        "--manager", metavar="HOST:PORT", help="benchmark this existing cluster instead of starting a private one"
+    )
+    parser.add_argument("-n", "--files", type=int, help=f"small files of each size (default {DEFAULT_FILES:,})")
+    parser.add_argument("--clients", type=int, default=CLIENTS, help=f"concurrent clients for small files ({CLIENTS})")
+    parser.add_argument(
+        "--large-size", metavar="SIZE", help="the large file's size, e.g. 1G, 256M (default 1G; --quick: 64M)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"a small run of seconds: {QUICK_FILES} files, a 64 MiB large file"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument(
+        "--dir", type=Path, help="where to make the temporary directory (default: the system's); its disk is measured"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (logs, database, data) instead of removing it"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on standard error")
+    args = parser.parse_args(argv)
+
+    try:
+        large_size = parse_size(args.large_size) if args.large_size else None
+    except ValueError as err:
+        parser.error(f"--large-size: {err}")
+    if args.manager is not None:
+        try:
+            manager_address(args.manager)
+        except ValueError as err:
+            parser.error(f"--manager: {err}")
+    files = args.files if args.files is not None else QUICK_FILES if args.quick else DEFAULT_FILES
+    if files < 1 or args.clients < 1:
+        parser.error("-n and --clients must be at least 1")
+    plan = Plan(large_size or (QUICK_LARGE_SIZE if args.quick else DEFAULT_LARGE_SIZE), files, args.clients)
+
+    def note(line: str) -> None:
+        if not args.quiet:
+            say(f"{PROG}: {line}")
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    failures = Failures(PROG)
+    try:
+        report = run(plan, args.manager, args.dir, args.keep, note)
+    except DfsError as err:
+        return failures.error(err)
+    except BenchFailed as err:
+        return failures.add(1, str(err), err.hint)
+    except ValueError as err:  # a malformed $DFS_* setting
+        return failures.add(EXIT_USAGE, str(err), "fix the setting it names")
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    print(json.dumps(report, indent=2) if args.json else "\n".join(table(report)), flush=True)
+    return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
