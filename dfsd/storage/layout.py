@@ -129,13 +129,20 @@ class Layout:
         self._writing[file_id] = slot
         return final.with_name(final.name + _PART), made
 
+    def final_path(self, file_id: int) -> Path:
+        """Where the file being written goes once complete (the caller renames it there, then calls ``committed``)."""
+        return self._file(self._writing[file_id], file_id)
+
+    def committed(self, file_id: int) -> None:
+        """The partial file has been renamed to its final path: it is held now."""
+        self._slots[file_id] = self._writing.pop(file_id)
+        self.doomed.discard(file_id)
+
     def commit(self, file_id: int) -> Path:
         """The partial file is complete: rename it in place and return its final path."""
-        slot = self._writing[file_id]
-        final = self._file(slot, file_id)
+        final = self.final_path(file_id)
         os.rename(final.with_name(final.name + _PART), final)
-        del self._writing[file_id]
-        self._slots[file_id] = slot
+        self.committed(file_id)
         return final
 
     def abandon(self, file_id: int) -> None:

@@ -24,7 +24,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import structlog
 
@@ -64,6 +64,8 @@ from ..wire import OPEN, Connection, ConnectionLost, receive_stream, send_stream
 from .layout import Layout
 
 log = structlog.get_logger("dfsd.storage")
+
+T = TypeVar("T")
 
 # Reconnection to the manager: first retry after ~0.1 s, doubling up to 5 s, each delay jittered by ±50 % so that many
 # nodes restarted together do not knock on the manager in step.
@@ -212,22 +214,27 @@ class StorageNode:
             raise _storage_error(err) from err
         fd = -1
         try:
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            # Creating (like renaming) needs the directory's lock, which a concurrent fsync of that directory holds:
+            # that wait belongs in a thread, not on the event loop.
+            fd = await _in_thread(os.open, partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             await conn.send(Ok())
             req.receiving = True
             size, digest = await self._receive_into(conn, fd, request, req)
             req.fields.update(size=size)
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, os.fsync, fd)
+            await _in_thread(os.fsync, fd)
             os.close(fd)
             fd = -1
             if request.file_id in self.layout.doomed or conn.closed or conn.peer_closed:
                 # Removed while it was written, or nobody is left to hear "stored": committing would leave an orphan.
                 raise InternalError(f"internal error: file id {request.file_id} was abandoned before it was committed")
-            final = self.layout.commit(request.file_id)
+            final = self.layout.final_path(request.file_id)
             # The rename must be durable too: fsync the directory, and the parents of directories made for this file.
-            for directory in [final.parent, *(path.parent for path in made)]:
-                await loop.run_in_executor(None, _fsync_directory, directory)
+            directories = [final.parent, *(path.parent for path in made)]
+            try:
+                await _in_thread(_publish, partial, final, directories)
+            finally:
+                if final.exists():  # renamed, even if a directory fsync then failed: the file is held
+                    self.layout.committed(request.file_id)
         except BaseException as err:
             if fd >= 0:
                 os.close(fd)
@@ -352,6 +359,24 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+async def _in_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run blocking disk work in the default executor; if cancelled, still wait for it to end, so that no thread is
+    left writing to a descriptor or a path the caller is about to close or reuse."""
+    future = asyncio.get_running_loop().run_in_executor(None, function, *args)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await future
+        raise
+
+
+def _publish(partial: Path, final: Path, directories: list[Path]) -> None:
+    os.rename(partial, final)
+    for directory in directories:
+        _fsync_directory(directory)
 
 
 def _fsync_directory(path: Path) -> None:
