@@ -27,7 +27,7 @@ from .protocol import (
     error_from_wire,
 )
 from .protocol.handshake import NONCE_BYTES, client_proof, proofs_match, server_proof
-from .protocol.messages import Auth, Data, End, Error, Hello, Message, Ok, Stored, Welcome
+from .protocol.messages import Auth, Buffer, Data, End, Error, Hello, Message, Ok, Stored, Welcome
 from .settings import SECRET_ENV, Security
 
 OPEN = Security()
@@ -44,6 +44,10 @@ SOCKET_BUFFER = 4 * 1024 * 1024
 
 # Pause a writer once 4 MiB wait in its transport: a few chunks in flight, never a file.
 WRITE_HIGH_WATER = 4 * 1024 * 1024
+
+# Frames queued within one turn of the event loop are written in one system call, up to this many bytes (a data chunk
+# goes out at once).
+COALESCE_BYTES = 64 * 1024
 
 # A peer has this long to say hello, or to answer ours, before the connection is dropped.
 HANDSHAKE_TIMEOUT = 10.0
@@ -66,6 +70,9 @@ class Connection:
         self._writer = writer
         self._decoder = FrameDecoder(max_frame_size)
         self.timeout: float | None = None  # longest wait for the peer to send or take bytes; None: forever
+        self._unsent: list[Buffer] = []  # frames queued by send() this turn of the loop, written together
+        self._unsent_bytes = 0
+        self._flush_scheduled = False
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         tune_socket(writer)
@@ -156,11 +163,25 @@ class Connection:
         raise ProtocolError(f"protocol error: expected {kind.TYPE}, got {message.TYPE}")
 
     async def send(self, message: Message) -> None:
+        """Queue ``message`` and wait only if the peer is not keeping up.
+
+        Small messages sent one after another within one turn of the event loop (``sending``, ``data``, ``end``) go
+        out in one system call; a message that makes the queue reach COALESCE_BYTES is written at once.
+        """
         if self._writer.is_closing():
             raise ConnectionLost(f"connection to {self.peer} is closed")
         parts = encode_parts(message)
-        metrics.BYTES_OUT.inc(sum(len(part) for part in parts))
-        self._writer.writelines(parts)
+        size = sum(len(part) for part in parts)
+        metrics.BYTES_OUT.inc(size)
+        self._unsent.extend(parts)
+        self._unsent_bytes += size
+        if self._unsent_bytes >= COALESCE_BYTES:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        if self._writer.transport.get_write_buffer_size() <= WRITE_HIGH_WATER:
+            return
         try:
             async with asyncio.timeout(self.timeout):
                 await self._writer.drain()
@@ -168,6 +189,13 @@ class Connection:
             raise ConnectionLost(f"{self.peer} took nothing from us for {self.timeout:g} s") from None
         except OSError as err:
             raise ConnectionLost(f"connection to {self.peer} failed: {err.strerror or err}") from None
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._unsent and not self._writer.is_closing():
+            self._writer.writelines(self._unsent)
+        self._unsent = []
+        self._unsent_bytes = 0
 
     async def refuse(self, err: DfsError) -> None:
         """Answer ``err`` and close.
@@ -177,6 +205,7 @@ class Connection:
         """
         try:
             await self.send(Error.of(err))
+            self._flush()
             self._writer.write_eof()
             async with asyncio.timeout(LINGER):
                 while await self._reader.read(READ_SIZE):
@@ -206,10 +235,13 @@ class Connection:
         return sockname[0] if isinstance(sockname, tuple) else None
 
     def abort(self) -> None:
-        """Drop the connection at once (its state is unknown, e.g. mid-stream)."""
+        """Drop the connection at once (its state is unknown, e.g. mid-stream); whole frames already queued are
+        handed to the socket first, so an error answer just sent still has its chance to arrive."""
+        self._flush()
         self._writer.transport.abort()
 
     async def close(self) -> None:
+        self._flush()
         self._writer.close()
         try:
             await self._writer.wait_closed()
