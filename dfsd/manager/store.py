@@ -84,15 +84,14 @@ _FILE_COLUMNS = "id, name, node, size, sha256, created, lost"
 class _Write:
     sql: str
     params: Sequence[object]
-    fetch: bool  # the statement has a RETURNING clause
+    insert: bool  # an INSERT whose new rowid is wanted
     done: asyncio.Future[_Written]
 
 
 @dataclass(frozen=True, slots=True)
 class _Written:
-    lastrowid: int | None
-    rowcount: int
-    row: tuple[Any, ...] | None
+    lastrowid: int | None  # for an insert
+    rows: list[tuple[Any, ...]]  # what a RETURNING clause returned
 
 
 class MetadataStore:
@@ -118,10 +117,10 @@ class MetadataStore:
         self._reader.close()
         await self._db.close()
 
-    async def _write(self, sql: str, params: Sequence[object] = (), fetch: bool = False) -> _Written:
+    async def _write(self, sql: str, params: Sequence[object] = (), insert: bool = False) -> _Written:
         """Run one write statement in the next group commit; returns once that transaction is on disk."""
         done: asyncio.Future[_Written] = asyncio.get_running_loop().create_future()
-        self._queued.append(_Write(sql, params, fetch, done))
+        self._queued.append(_Write(sql, params, insert, done))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_queued())
         return await asyncio.shield(done)  # a caller that gives up does not take its write out of the batch
@@ -133,11 +132,13 @@ class MetadataStore:
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
                 for write in batch:
-                    try:
-                        cursor = await self._db.execute(write.sql, write.params)
-                        row = await cursor.fetchone() if write.fetch else None
-                        results.append(_Written(cursor.lastrowid, cursor.rowcount, None if row is None else tuple(row)))
-                        await cursor.close()
+                    try:  # one hop to aiosqlite's thread per statement: the batch costs little more than its fsync
+                        if write.insert:
+                            inserted = await self._db.execute_insert(write.sql, write.params)
+                            results.append(_Written(None if inserted is None else inserted[0], []))
+                        else:
+                            rows = await self._db.execute_fetchall(write.sql, write.params)
+                            results.append(_Written(None, [tuple(row) for row in rows]))
                     except sqlite3.IntegrityError as err:  # this statement only; the others go on
                         results.append(err)
                 await self._db.execute("COMMIT")
@@ -165,12 +166,12 @@ class MetadataStore:
 
     async def clear_pending(self) -> int:
         """Forget reservations of uploads that a crash interrupted; return how many."""
-        return (await self._write("DELETE FROM files WHERE state = 'pending'")).rowcount
+        return len((await self._write("DELETE FROM files WHERE state = 'pending' RETURNING id")).rows)
 
     async def reserve(self, name: str) -> int:
         """Claim ``name`` for an upload and return the new file's id; ``NameExists`` if it is taken."""
         try:
-            written = await self._write("INSERT INTO files (name, state) VALUES (?, 'pending')", (name,))
+            written = await self._write("INSERT INTO files (name, state) VALUES (?, 'pending')", (name,), insert=True)
         except sqlite3.IntegrityError:
             raise NameExists(f"file name already exists: {name!r}; delete it first or choose another name") from None
         assert written.lastrowid is not None
@@ -196,9 +197,9 @@ class MetadataStore:
     async def remove(self, name: str) -> FileRecord | None:
         """Delete the stored file ``name`` and return what it was, or None if there was none."""
         written = await self._write(
-            f"DELETE FROM files WHERE name = ? AND state = 'stored' RETURNING {_FILE_COLUMNS}", (name,), fetch=True
+            f"DELETE FROM files WHERE name = ? AND state = 'stored' RETURNING {_FILE_COLUMNS}", (name,)
         )
-        return None if written.row is None else FileRecord(*written.row)
+        return FileRecord(*written.rows[0]) if written.rows else None
 
     async def list_files(self, prefix: str, after: str | None, limit: int) -> list[FileRecord]:
         """Stored files whose names start with ``prefix``, in byte order, after ``after``, at most ``limit``."""
@@ -278,9 +279,10 @@ class MetadataStore:
     async def relocate(self, file_id: int, source: int, target: int) -> bool:
         """Point file ``file_id`` at ``target`` if it is still stored on ``source``; False if it changed meanwhile."""
         written = await self._write(
-            "UPDATE files SET node = ? WHERE id = ? AND node = ? AND state = 'stored'", (target, file_id, source)
+            "UPDATE files SET node = ? WHERE id = ? AND node = ? AND state = 'stored' RETURNING id",
+            (target, file_id, source),
         )
-        return written.rowcount == 1
+        return len(written.rows) == 1
 
     async def usage_by_node(self) -> dict[int, tuple[int, int]]:
         """node id -> (file count, bytes) of stored files."""
