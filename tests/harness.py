@@ -7,6 +7,7 @@ whatever is still running, so no test leaves a process behind.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import os
@@ -16,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,6 +207,17 @@ class LocalCluster:
                 raise AssertionError(f"disks and records differ: disk {on_disk}, records {records}, partial {partial}")
             time.sleep(0.1)
 
+    def partial_files(self, node_id: int | None = None) -> list[Path]:
+        """Files being written (``.part``), on every node or on ``node_id``."""
+        nodes = self.nodes if node_id is None else [node_id]
+        return [path for node in nodes for path in self.data_dir(node).rglob("*.part")]
+
+    async def until_partial(self, node_id: int | None = None, timeout: float = 10.0) -> None:
+        """Wait until an upload is under way on a node's disk (a ``.part`` file exists)."""
+        async with asyncio.timeout(timeout):
+            while not self.partial_files(node_id):
+                await asyncio.sleep(0.01)
+
     def stored_files(self, node_id: int) -> list[Path]:
         """The complete files on a node's disk."""
         return [p for p in self.data_dir(node_id).rglob("*") if p.is_file() and not p.name.endswith(".part")]
@@ -233,3 +246,10 @@ def run_tool(  # type: ignore[no-untyped-def]
     return subprocess.run(
         [*prefix, str(command), *args], input=stdin, capture_output=True, env=env, cwd=cwd, timeout=300, check=False
     )
+
+
+async def stalled(first: bytes, release: asyncio.Event) -> AsyncIterator[bytes]:
+    """An upload source that sends ``first``, then nothing more until ``release`` is set (a client stuck mid-upload)."""
+    yield first
+    await release.wait()
+    yield b" and the rest"

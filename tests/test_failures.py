@@ -15,7 +15,7 @@ import time
 import pytest
 from dfsd.protocol import ChecksumMismatch, FileUnavailable, NameExists, ServersUnavailable, decode_body
 from dfsd.protocol.messages import Data, End, Error, Put
-from harness import LocalCluster, start_daemon
+from harness import LocalCluster, stalled, start_daemon
 
 from dfsd.client import Client
 from dfsd.wire import Connection, send_upload
@@ -25,10 +25,6 @@ async def read_all(cluster: LocalCluster, files: dict[str, bytes]) -> None:
     async with Client(cluster.address) as client:
         for name, payload in files.items():
             assert await client.read(name) == payload, name
-
-
-def partial_files(cluster: LocalCluster) -> list[str]:
-    return [str(path) for path in cluster.all_entries() if path.name.endswith(".part")]
 
 
 async def test_manager_restart_keeps_every_file(cluster: LocalCluster) -> None:
@@ -61,21 +57,12 @@ async def test_storage_node_restart_rebuilds_from_its_disk(cluster: LocalCluster
     await read_all(cluster, files)
 
 
-async def slow_stream(first: bytes, stop: asyncio.Event):  # type: ignore[no-untyped-def]
-    """An upload source that sends ``first`` and then waits until ``stop`` is set, forever sending nothing else."""
-    yield first
-    await stop.wait()
-    yield b"never delivered"
-
-
 async def test_node_killed_during_upload_leaves_nothing(cluster: LocalCluster) -> None:
     stop = asyncio.Event()
     async with Client(cluster.address) as client:
-        upload = asyncio.ensure_future(client.put("interrupted", slow_stream(os.urandom(3_000_000), stop)))
-        async with asyncio.timeout(10):
-            while not partial_files(cluster):
-                await asyncio.sleep(0.02)
-        target = next(node_id for node_id in cluster.nodes if partial_files_of(cluster, node_id))
+        upload = asyncio.ensure_future(client.put("interrupted", stalled(os.urandom(3_000_000), stop)))
+        await cluster.until_partial()
+        target = next(node_id for node_id in cluster.nodes if cluster.partial_files(node_id))
         cluster.nodes[target].kill()
         with pytest.raises(ServersUnavailable):
             await asyncio.wait_for(upload, 10)
@@ -84,12 +71,8 @@ async def test_node_killed_during_upload_leaves_nothing(cluster: LocalCluster) -
         await client.put("interrupted", b"second try")
         assert await client.read("interrupted") == b"second try"
     cluster.start_node(target)  # a restarted node clears what a crash left half-written
-    assert partial_files(cluster) == []
+    assert cluster.partial_files() == []
     assert cluster.stored_files(target) == []
-
-
-def partial_files_of(cluster: LocalCluster, node_id: int) -> list[str]:
-    return [str(path) for path in cluster.data_dir(node_id).rglob("*.part")]
 
 
 async def test_client_killed_during_upload_leaves_nothing(cluster: LocalCluster) -> None:
@@ -113,7 +96,7 @@ async def test_client_killed_during_upload_leaves_nothing(cluster: LocalCluster)
     push.wait()
     async with Client(cluster.address) as client:
         async with asyncio.timeout(10):
-            while partial_files(cluster):
+            while cluster.partial_files():
                 await asyncio.sleep(0.05)
         assert [info async for info in client.list()] == []
         await client.put("half", b"whole")
@@ -151,7 +134,7 @@ async def test_wrong_checksum_is_refused_and_leaves_nothing(cluster: LocalCluste
     async with Client(cluster.address) as client:
         assert [info async for info in client.list()] == []
         await client.put("checked", b"the real bytes", sha256=hashlib.sha256(b"the real bytes").digest())
-    assert partial_files(cluster) == []
+    assert cluster.partial_files() == []
     assert sum(len(cluster.stored_files(node_id)) for node_id in cluster.nodes) == 1
 
 

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 from dfsd.protocol import BadRequest, FileNotFound, NameExists
-from harness import LocalCluster
+from harness import LocalCluster, stalled
 
 from dfsd.client import Client
 from dfsd.sync_client import SyncClient
@@ -146,20 +146,15 @@ async def test_racing_uploads_of_one_name_one_wins(cluster: LocalCluster) -> Non
 async def test_a_slow_upload_does_not_stall_other_clients(cluster: LocalCluster) -> None:
     release = asyncio.Event()
 
-    async def trickle():  # type: ignore[no-untyped-def]
-        yield b"first"
-        await release.wait()
-        yield b"last"
-
     async with Client(cluster.address) as slow, Client(cluster.address) as fast:
-        slow_upload = asyncio.ensure_future(slow.put("slow", trickle()))
+        slow_upload = asyncio.ensure_future(slow.put("slow", stalled(b"first", release)))
         async with asyncio.timeout(20):
             for index in range(50):
                 await fast.put(f"fast-{index}", b"quick")
                 assert await fast.read(f"fast-{index}") == b"quick"
         release.set()
         await slow_upload
-        assert await fast.read("slow") == b"firstlast"
+        assert await fast.read("slow") == b"first and the rest"
 
 
 def test_sync_client(cluster: LocalCluster, tmp_path) -> None:  # type: ignore[no-untyped-def]

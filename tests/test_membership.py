@@ -10,7 +10,7 @@ import time
 import pytest
 from dfsd.protocol import FileUnavailable, ServersUnavailable
 from faultproxy import FaultProxy
-from harness import LocalCluster
+from harness import LocalCluster, stalled
 
 from dfsd.client import Client
 
@@ -231,18 +231,10 @@ async def test_kill_9_during_a_move_loses_nothing(cluster: LocalCluster, victim:
 
 async def test_manager_killed_during_an_upload_leaves_nothing(cluster: LocalCluster) -> None:
     stop = asyncio.Event()
-
-    async def trickle():  # type: ignore[no-untyped-def]
-        yield os.urandom(2_000_000)
-        await stop.wait()
-        yield b"never"
-
     async with Client(cluster.address) as client:
         await client.put("before", b"acknowledged")
-        upload = asyncio.ensure_future(client.put("during", trickle()))
-        async with asyncio.timeout(10):
-            while not any(p.name.endswith(".part") for p in cluster.all_entries()):
-                await asyncio.sleep(0.02)
+        upload = asyncio.ensure_future(client.put("during", stalled(os.urandom(2_000_000), stop)))
+        await cluster.until_partial()
         assert cluster.manager is not None
         cluster.manager.kill()
         with pytest.raises(ServersUnavailable):
@@ -268,9 +260,7 @@ async def test_links_cut_mid_stream_fail_cleanly(cluster: LocalCluster) -> None:
         payload = os.urandom(16 * 1024 * 1024)
         async with Client(cluster.address) as client:
             upload = asyncio.ensure_future(client.put("cut-up", payload))
-            async with asyncio.timeout(10):
-                while not any(cluster.data_dir(104).rglob("*.part")):
-                    await asyncio.sleep(0.01)
+            await cluster.until_partial(104)
             link.cut()
             with pytest.raises(ServersUnavailable):
                 await upload

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from dfsd.protocol import ServersUnavailable
-from harness import LocalCluster
+from harness import LocalCluster, stalled
 
 from dfsd.client import Client
 
@@ -32,18 +32,10 @@ def graceful_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 async def test_sigterm_cuts_off_an_upload_that_outlasts_the_grace_period(graceful_cluster: LocalCluster) -> None:
     cluster = graceful_cluster
     stop = asyncio.Event()
-
-    async def endless():  # type: ignore[no-untyped-def]
-        yield os.urandom(1_000_000)
-        await stop.wait()
-        yield b"never"
-
     async with Client(cluster.address) as client:
         await client.put("kept", b"acknowledged before the signal")
-        upload = asyncio.ensure_future(client.put("cut-off", endless()))
-        async with asyncio.timeout(10):
-            while not any(p.name.endswith(".part") for p in cluster.all_entries()):
-                await asyncio.sleep(0.02)
+        upload = asyncio.ensure_future(client.put("cut-off", stalled(os.urandom(1_000_000), stop)))
+        await cluster.until_partial()
         assert cluster.manager is not None
         started = time.monotonic()
         os.kill(cluster.manager.pid, signal.SIGTERM)
@@ -75,9 +67,7 @@ async def test_sigterm_lets_an_upload_in_flight_finish(graceful_cluster: LocalCl
 
     async with Client(cluster.address) as client:
         upload = asyncio.ensure_future(client.put("finished", slow()))
-        async with asyncio.timeout(10):
-            while not any(p.name.endswith(".part") for p in cluster.all_entries()):
-                await asyncio.sleep(0.02)
+        await cluster.until_partial()
         assert cluster.manager is not None
         os.kill(cluster.manager.pid, signal.SIGTERM)
         signalled.set()
