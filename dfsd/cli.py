@@ -467,7 +467,9 @@ def _cluster(args: argparse.Namespace) -> int:
             raise RuntimeError(f"`dfsd {' '.join(command)}` exited with status {child.wait()} before it was ready")
         return line
 
+    # Both stop the cluster, even where SIGINT arrives ignored (a shell's background job inherits it so).
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         address = start("manager", "--port", str(args.port), "--db", str(data / "manager.db")).rpartition(" ")[2]
         for index in range(args.nodes):

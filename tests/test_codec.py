@@ -11,6 +11,7 @@ from typing import Any
 
 import cbor2
 import pytest
+from comparable import normalise
 from dfsd.protocol import (
     CATALOGUE,
     CHUNK_SIZE,
@@ -150,19 +151,6 @@ EXAMPLES: list[Message] = [
 
 def example_id(message: Message) -> str:
     return f"{message.TYPE}-{EXAMPLES.index(message)}"
-
-
-def normalise(value: Any) -> Any:
-    """A comparable form that keeps types apart (``True == 1`` and ``1 == 1.0`` in Python; not on the wire)."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return (type(value).__name__, tuple(normalise(getattr(value, f.name)) for f in dataclasses.fields(value)))
-    if isinstance(value, bytes | bytearray | memoryview):
-        return ("bytes", bytes(value))
-    if isinstance(value, list):
-        return ("list", tuple(normalise(item) for item in value))
-    if isinstance(value, float):
-        return ("float", value.hex())
-    return (type(value).__name__, value)
 
 
 def frame(body: bytes) -> bytes:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
+from comparable import normalise
 from dfsd.protocol import CATALOGUE, MAX_FRAME_SIZE, FrameDecoder, Message, ProtocolError, encode
 from dfsd.protocol.limits import MAX_UINT
 from dfsd.protocol.messages import Buffer, Ok, Stored
@@ -238,19 +239,6 @@ def check_valid_message(message: Message) -> None:
     assert type(message) in CATALOGUE.values(), f"not a catalogue message: {message!r}"
     for name, hint, _ in fields_of(type(message)):
         assert is_valid(hint, getattr(message, name)), f"{type(message).__name__}.{name} = {getattr(message, name)!r}"
-
-
-def normalise(value: Any) -> Any:
-    """A comparable form that keeps types apart (``True == 1`` in Python) and makes NaN equal to itself."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return (type(value).__name__, tuple(normalise(getattr(value, f.name)) for f in dataclasses.fields(value)))
-    if isinstance(value, bytes | bytearray | memoryview):
-        return ("bytes", bytes(value))
-    if isinstance(value, list):
-        return ("list", tuple(normalise(item) for item in value))
-    if isinstance(value, float):
-        return ("float", value.hex())
-    return (type(value).__name__, value)
 
 
 # --- feeding a decoder while checking the invariant -------------------------------------------------------------------

@@ -557,21 +557,16 @@ async def small_files(plan: Plan, setup: Setup, size: int, note: Callable[[str],
             key = f"small.{tag}.{what}"
             figures += [
                 Figure(f"{key}.rate", label, "req/s", dfsd_timings.rate, base_timings.rate, True),
-                Figure(
-                    f"{key}.p50",
-                    f"{label}, p50 latency",
-                    "ms",
-                    dfsd_timings.percentile(0.5) * 1000,
-                    base_timings.percentile(0.5) * 1000,
-                    False,
-                ),
-                Figure(
-                    f"{key}.p99",
-                    f"{label}, p99 latency",
-                    "ms",
-                    dfsd_timings.percentile(0.99) * 1000,
-                    base_timings.percentile(0.99) * 1000,
-                    False,
+                *(
+                    Figure(
+                        f"{key}.{name}",
+                        f"{label}, {name} latency",
+                        "ms",
+                        dfsd_timings.percentile(fraction) * 1000,
+                        base_timings.percentile(fraction) * 1000,
+                        False,
+                    )
+                    for name, fraction in (("p50", 0.5), ("p99", 0.99))
                 ),
             ]
     return figures
