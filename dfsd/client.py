@@ -21,6 +21,7 @@ from typing import BinaryIO, TypeVar
 
 from .protocol import (
     CHUNK_SIZE,
+    INLINE_MAX,
     ChecksumMismatch,
     DfsError,
     ProtocolError,
@@ -28,6 +29,7 @@ from .protocol import (
     check_name,
 )
 from .protocol.messages import (
+    Buffer,
     ClusterStatus,
     Data,
     Delete,
@@ -68,9 +70,12 @@ def manager_address(address: str | None = None) -> tuple[str, int]:
 
 
 class Download:
-    """The bytes of one download, as an async iterator of chunks; ``info`` says what is coming."""
+    """The bytes of one download, as an async iterator of chunks; ``info`` says what is coming.
 
-    def __init__(self, client: Client, conn: Connection, info: Sending) -> None:
+    A small file's bytes came inside ``info``; a larger one's follow as a stream on ``conn``, which the download owns
+    until its last chunk has been read."""
+
+    def __init__(self, client: Client, conn: Connection | None, info: Sending) -> None:
         self.info = info
         self._client = client
         self._conn = conn
@@ -79,19 +84,11 @@ class Download:
         whole = self.info.offset == 0 and self.info.length == self.info.size and self.info.sha256 is not None
         hasher = hashlib.sha256()
         received = 0
-        try:
-            async with self._client._using(self._conn):
-                async for message in receive_stream(self._conn):
-                    if type(message) is End:
-                        break
-                    assert type(message) is Data
-                    chunk = memoryview(message.data)
-                    received += len(chunk)
-                    if whole:
-                        hasher.update(chunk)
-                    yield chunk
-        finally:
-            self._client._give_back(self._conn)
+        async for chunk in self._chunks():
+            received += len(chunk)
+            if whole:
+                hasher.update(chunk)
+            yield chunk
         if received != self.info.length:
             raise ProtocolError(f"protocol error: {received} bytes arrived, {self.info.length} were announced")
         if whole and hasher.digest() != self.info.sha256:
@@ -99,6 +96,20 @@ class Download:
                 f"checksum mismatch: the bytes received hash to {hasher.hexdigest()}, "
                 f"the manager recorded {self.info.sha256.hex()}; do not trust the copy"  # type: ignore[union-attr]
             )
+
+    async def _chunks(self) -> AsyncIterator[memoryview]:
+        if self._conn is None:
+            yield memoryview(self.info.data or b"")
+            return
+        try:
+            async with self._client._using(self._conn):
+                async for message in receive_stream(self._conn):
+                    if type(message) is End:
+                        return
+                    assert type(message) is Data
+                    yield memoryview(message.data)
+        finally:
+            self._client._give_back(self._conn)
 
 
 class Client:
@@ -129,9 +140,17 @@ class Client:
                 return await self.put(name, file, size=size if size is not None else file_size(file), sha256=sha256)
         if isinstance(source, bytes):
             size = len(source) if size is None else size
+        chunks = _chunks(source)
+        head: list[Buffer] = []
+        if size is not None and size <= INLINE_MAX:  # a small file travels inside the request
+            head, ended = await _read_ahead(chunks, INLINE_MAX)
+            if ended:
+                data = b"".join(head)
+                return await self._call(Put(name, size, sha256 or hashlib.sha256(data).digest(), data), Stored)
+        # Of unknown size, it streams even if it turns out small: a slow source (a pipe) starts uploading at once.
         conn = await self._connection()
         async with self._using(conn):
-            return await send_upload(conn, Put(name, size, sha256), _frames(source))
+            return await send_upload(conn, Put(name, size, sha256), _frames(_chain(head, chunks)))
 
     async def get(self, name: str, *, offset: int = 0, length: int | None = None) -> Download:
         """Start a download; iterate the result for its chunks.
@@ -142,6 +161,8 @@ class Client:
         async with self._using(conn):
             await conn.send(Get(name, offset, length))
             info = await conn.expect(Sending)
+        if info.data is not None:
+            return Download(self, None, info)
         self._conn = None
         return Download(self, conn, info)
 
@@ -256,13 +277,32 @@ async def _write_download(download: Download, target: BinaryIO) -> Sending:
     return download.info
 
 
-async def _frames(source: BinaryIO | bytes | AsyncIterable[bytes]) -> AsyncIterator[Data | End]:
-    """The upload stream of ``source``: its bytes as data frames, then an end frame with their SHA-256."""
+async def _frames(chunks: AsyncIterable[Buffer]) -> AsyncIterator[Data | End]:
+    """The upload stream of ``chunks``: data frames, then an end frame with their SHA-256."""
     hasher = hashlib.sha256()
-    async for chunk in _chunks(source):
+    async for chunk in chunks:
         hasher.update(chunk)
         yield Data(chunk)
     yield End(hasher.digest())
+
+
+async def _read_ahead(chunks: AsyncIterator[Buffer], limit: int) -> tuple[list[Buffer], bool]:
+    """The first chunks, until they hold more than ``limit`` bytes or the source ends; and whether it ended."""
+    head: list[Buffer] = []
+    total = 0
+    async for chunk in chunks:
+        head.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            return head, False
+    return head, True
+
+
+async def _chain(head: list[Buffer], rest: AsyncIterator[Buffer]) -> AsyncIterator[Buffer]:
+    for chunk in head:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
 
 
 async def _chunks(source: BinaryIO | bytes | AsyncIterable[bytes]) -> AsyncIterator[bytes | memoryview]:

@@ -19,11 +19,13 @@ from .errors import (
 from .framing import FrameDecoder, decode_body, encode, encode_parts
 from .limits import (
     CHUNK_SIZE,
+    INLINE_MAX,
     INVENTORY_PAGE,
     MAX_FRAME_SIZE,
     MAX_LIST_PAGE,
     MAX_NAME_BYTES,
     PROTOCOL_VERSION,
+    check_inline,
     check_name,
     check_range,
     check_sha256,
@@ -33,6 +35,7 @@ from .messages import CATALOGUE, Message
 __all__ = [
     "CATALOGUE",
     "CHUNK_SIZE",
+    "INLINE_MAX",
     "INVENTORY_PAGE",
     "MAX_FRAME_SIZE",
     "MAX_LIST_PAGE",
@@ -53,6 +56,7 @@ __all__ = [
     "ProtocolError",
     "ServersUnavailable",
     "StorageFull",
+    "check_inline",
     "check_name",
     "check_range",
     "check_sha256",

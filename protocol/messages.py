@@ -146,12 +146,14 @@ class End(Message):
 
 @dataclass(frozen=True, slots=True)
 class Put(Message):
-    """Client → manager: upload a file under ``name``."""
+    """Client → manager: upload a file under ``name``: its bytes in ``data`` (at most INLINE_MAX), answered by
+    ``stored``; or, without ``data``, as a stream after the answer ``ok``."""
 
     TYPE = "put"
     name: str
     size: int | None = None  # if given, the upload fails unless exactly this many bytes arrive
     sha256: bytes | None = None  # if given, the upload fails unless the bytes hash to it
+    data: bytes | None = None  # the whole file, if it is small
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,13 +177,15 @@ class Get(Message):
 
 @dataclass(frozen=True, slots=True)
 class Sending(Message):
-    """The answer to ``get``/``fetch``: ``length`` bytes from ``offset`` follow as ``data`` frames and an ``end``."""
+    """The answer to ``get``/``fetch``: the ``length`` bytes from ``offset``, in ``data`` if there are at most
+    INLINE_MAX of them, else following as ``data`` frames and an ``end``."""
 
     TYPE = "sending"
     size: int  # size of the whole file
     offset: int
     length: int
     sha256: bytes | None = None  # SHA-256 of the whole file, when the sender knows it
+    data: bytes | None = None  # the bytes themselves, exactly when length <= INLINE_MAX
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,12 +309,14 @@ class Heartbeat(Message):
 
 @dataclass(frozen=True, slots=True)
 class Store(Message):
-    """Manager → storage node: keep the file with id ``file_id``; ``ok``, then data, then ``stored``."""
+    """Manager → storage node: keep the file with id ``file_id``; like ``put``, its bytes are in ``data``, or follow
+    as a stream after ``ok``; the answer is ``stored``."""
 
     TYPE = "store"
     file_id: int
     size: int | None = None
     sha256: bytes | None = None
+    data: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

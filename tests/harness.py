@@ -185,7 +185,7 @@ class LocalCluster:
     def records(self) -> dict[int, set[int]]:
         """node id -> ids of the files the manager's database places there (read straight from SQLite)."""
         with contextlib.closing(sqlite3.connect(f"file:{self.root / 'manager.db'}?mode=ro", uri=True)) as db:
-            rows = db.execute("SELECT node, id FROM files WHERE state = 'stored'").fetchall()
+            rows = db.execute("SELECT node, id FROM files").fetchall()
         placed: dict[int, set[int]] = {node_id: set() for node_id in self.nodes}
         for node_id, file_id in rows:
             placed.setdefault(node_id, set()).add(file_id)

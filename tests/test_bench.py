@@ -26,6 +26,7 @@ EXPECTED_KEYS = {
         for phase in PHASES
         for what in ("rate", "p50", "p99")
     ),
+    *(f"small.{tag}.write.disk" for tag in ("1KiB", "64KiB")),
 }
 
 

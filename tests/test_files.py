@@ -8,14 +8,16 @@ import os
 from collections import Counter
 
 import pytest
-from dfsd.protocol import BadRequest, FileNotFound, NameExists
+from dfsd.protocol import INLINE_MAX, BadRequest, ChecksumMismatch, FileNotFound, NameExists, error_from_wire
+from dfsd.protocol.messages import End, Error, Get, Put, Sending, Stat, Stored
 from harness import LocalCluster, stalled
 
 from dfsd.client import Client
 from dfsd.sync_client import SyncClient
+from dfsd.wire import Connection
 
 
-@pytest.mark.parametrize("size", [0, 1, 1000, 1024 * 1024, 3 * 1024 * 1024 + 17])
+@pytest.mark.parametrize("size", [0, 1, 1000, INLINE_MAX, INLINE_MAX + 1, 1024 * 1024, 3 * 1024 * 1024 + 17])
 async def test_round_trip_is_byte_exact(cluster: LocalCluster, size: int) -> None:
     payload = os.urandom(size)
     async with Client(cluster.address) as client:
@@ -40,6 +42,46 @@ async def test_ranged_reads(cluster: LocalCluster) -> None:
             await client.read("ranged", offset=len(payload) - 1, length=2)
         # the connection is still usable after an error answer
         assert await client.read("ranged", length=3) == payload[:3]
+
+
+async def test_small_files_travel_inside_one_frame_each_way(cluster: LocalCluster) -> None:
+    """``put`` with ``data`` is answered by ``stored`` alone, a small ``get`` by a ``sending`` holding the bytes; a
+    wrong size, a wrong checksum or too many inline bytes are refused and leave nothing behind; the connection stays in
+    step after each answer."""
+    host, port = cluster.address.rsplit(":", 1)
+    conn = await Connection.open(host, int(port), role="client")
+
+    async def ask(request: Put | Get | Stat) -> object:
+        await conn.send(request)
+        answer = await conn.recv()
+        return error_from_wire(answer.code, answer.message) if isinstance(answer, Error) else answer
+
+    try:
+        refused = await ask(Put("small", size=4, data=b"abc"))
+        assert isinstance(refused, BadRequest) and "3 bytes inline, 4 were announced" in refused.message
+        assert isinstance(await ask(Put("small", data=b"x" * (INLINE_MAX + 1))), BadRequest)
+        assert isinstance(await ask(Put("small", sha256=b"\0" * 32, data=b"abc")), ChecksumMismatch)
+        assert isinstance(await ask(Stat("small")), FileNotFound)
+        stored = await ask(Put("small", data=b"abc"))
+        assert stored == Stored(3, hashlib.sha256(b"abc").digest())
+        sending = await ask(Get("small", 1))
+        assert isinstance(sending, Sending) and (sending.length, sending.data) == (2, b"bc")
+        assert isinstance(await ask(Put("small", data=b"again")), NameExists)
+        big = os.urandom(INLINE_MAX + 1)
+        async with Client(cluster.address) as client:
+            await client.put("big", big)
+        sending = await ask(Get("big", 1, INLINE_MAX))  # a small range of a big file comes inline too
+        assert isinstance(sending, Sending) and sending.data == big[1:]
+        sending = await ask(Get("big"))
+        assert isinstance(sending, Sending) and sending.data is None  # one byte more: a stream follows
+        streamed = b""
+        while not isinstance(message := await conn.recv(), End):
+            streamed += bytes(message.data)  # type: ignore[attr-defined]
+        assert streamed == big
+    finally:
+        await conn.close()
+    held = sorted(path.read_bytes() for node in cluster.nodes for path in cluster.stored_files(node))
+    assert held == sorted([b"abc", big])
 
 
 async def test_three_hundred_files_spread_evenly(cluster: LocalCluster) -> None:

@@ -555,6 +555,22 @@ async def small_files(plan: Plan, setup: Setup, size: int, note: Callable[[str],
             )
             label = f"{human_size(size)} {what}"
             key = f"small.{tag}.{what}"
+            if what == "write":
+                async with phase(f"the baseline's {tag} durable creates", setup):
+                    disk = Timings(
+                        *await asyncio.to_thread(
+                            baselines.durable_creates,
+                            setup.sink_file.parent / f"baseline-creates-{tag}",
+                            [payload(index, size, base) for index in range(plan.files)],
+                            plan.clients,
+                        )
+                    )
+                note(f"{human_size(size)} durable creates on this disk: {disk.rate:,.0f}/s")
+                figures.append(
+                    Figure(
+                        f"{key}.disk", f"{label} vs disk's durable creates", "req/s", dfsd_timings.rate, disk.rate, True
+                    )
+                )
             figures += [
                 Figure(f"{key}.rate", label, "req/s", dfsd_timings.rate, base_timings.rate, True),
                 *(

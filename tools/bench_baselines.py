@@ -13,6 +13,11 @@ with one answer frame, one hop over loopback, storing nothing. The clients are t
 connections and the same payloads as the dfsd phase they are compared with: a write carries the file's bytes in the
 request, a read in the answer, a delete in neither.
 
+(c) Durable creates. dfsd acknowledges a write only once the node has fsynced the file and the directory entry its
+rename made. The baseline does just that on the same disk, with as many threads as there are clients and nothing
+else: create a partial file, write the bytes, fsync, rename into place, fsync the directory. No write of any file
+server on this disk that keeps that promise can go faster, so it shows how much of a small write is the disk's.
+
 The servers run as processes of their own, ``python -m dfsd.tools.bench_baselines relay|sink|echo``; like the dfsd
 daemons each prints one line ``dfs-bench ROLE listening on HOST:PORT`` once it accepts connections, and runs until it
 is terminated.
@@ -23,10 +28,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import struct
 import sys
-from collections.abc import AsyncIterable, AsyncIterator
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
@@ -157,6 +165,37 @@ async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path
 
 
 # --- (b) round trips --------------------------------------------------------------------------------------------------
+
+
+def durable_creates(directory: Path, payloads: Sequence[bytes], threads: int) -> tuple[float, list[float]]:
+    """Create one file per payload in ``directory``, durably, from ``threads`` threads at once; return the seconds it
+    took in all and each create's latency. The files are removed afterwards."""
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def create(index: int) -> float:
+        start = time.perf_counter()
+        partial, final = directory / f"{index}.part", directory / str(index)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, payloads[index])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(partial, final)
+        directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(directory_fd)
+        finally:
+            os.close(directory_fd)
+        return time.perf_counter() - start
+
+    start = time.perf_counter()
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            latencies = list(pool.map(create, range(len(payloads))))
+        return time.perf_counter() - start, latencies
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class BareClient:

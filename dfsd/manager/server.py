@@ -23,6 +23,7 @@ import structlog
 
 from .. import metrics
 from ..protocol import (
+    INLINE_MAX,
     MAX_LIST_PAGE,
     BadRequest,
     ChecksumMismatch,
@@ -32,6 +33,7 @@ from ..protocol import (
     ProtocolError,
     ServersUnavailable,
     StorageFull,
+    check_inline,
     check_name,
     check_range,
     check_sha256,
@@ -137,7 +139,6 @@ class Manager:
     async def run(self, on_ready: Callable[[str, int], None] | None = None) -> None:
         self.store = await MetadataStore.open(self.db_path)
         try:
-            cleared = await self.store.clear_pending()
             await self._load_topology()
             self.rebalancer = Rebalancer(self.store, self.topology, self.pool, self.auto_rebalance)
             handlers = {
@@ -164,7 +165,7 @@ class Manager:
                     hint="no shared secret: anyone who can reach this port can read, write and delete files and join "
                     "as a storage node; set --secret-file or DFS_SECRET on every process",
                 )
-            log.info("listening", host=self.host, port=self.port, db=str(self.db_path), cleared_reservations=cleared)
+            log.info("listening", host=self.host, port=self.port, db=str(self.db_path))
             if self.metrics_port is not None:
                 metrics.watch_cluster(self.topology.snapshot, lambda: self.lost_count)
                 await self._refresh_lost()
@@ -275,26 +276,25 @@ class Manager:
     async def handle_put(self, conn: Connection, request: Put, req: Request) -> None:
         check_name(request.name, self.limits.max_name_bytes)
         check_sha256(request.sha256)
-        self._check_size(request.size or 0)
+        check_inline(request.data, request.size)
+        self._check_size(len(request.data) if request.data is not None else request.size or 0)
         req.fields.update(name=request.name)
         node = choose_node(self.topology.nodes.values(), request.size)
         node.uploading += 1  # before any await, so that concurrent uploads see it
         try:
             file_id = await self.store.reserve(request.name)
             req.fields.update(node=node.id, file_id=file_id)
-            committed = False
             try:
                 try:
-                    stored = await self._relay_upload(conn, Store(file_id, request.size, request.sha256), node, req)
+                    store = Store(file_id, request.size, request.sha256, request.data)
+                    stored = await self._relay_upload(conn, store, node, req)
                 except StorageFull:
                     self.topology.filled(node)
                     raise
-                await self.store.commit(file_id, node.id, stored.size, stored.sha256, time.time())
-                committed = True
+                await self.store.commit(file_id, request.name, node.id, stored.size, stored.sha256, time.time())
                 self.topology.stored(node.id, stored.size)
             finally:
-                if not committed:
-                    await asyncio.shield(self.store.release(file_id))
+                self.store.release(request.name)
         finally:
             node.uploading -= 1
         req.fields.update(size=stored.size)
@@ -319,6 +319,9 @@ class Manager:
 
         try:
             async with self.pool.connection(node.address) as node_conn:
+                if store.data is not None:
+                    await node_conn.send(store)
+                    return await node_conn.expect(Stored)
                 return await send_upload(node_conn, store, from_client())
         except _ClientFault as fault:
             raise fault.error from None
@@ -367,10 +370,13 @@ class Manager:
     async def _relay_download(self, conn: Connection, record: FileRecord, offset: int, length: int, node: NodeState):
         async with self.pool.connection(node.address) as node_conn:
             await node_conn.send(Fetch(record.id, offset, length))
-            await node_conn.expect(Sending)
-            await _to_client(conn.send(Sending(record.size, offset, length, record.sha256)))
-            async for message in receive_stream(node_conn):
-                await _to_client(conn.send(message))
+            sending = await node_conn.expect(Sending)
+            if (sending.data is not None) != (length <= INLINE_MAX) or sending.length != length:
+                raise ProtocolError(f"protocol error: storage node {node.id} answered fetch with the wrong sending")
+            await _to_client(conn.send(Sending(record.size, offset, length, record.sha256, sending.data)))
+            if sending.data is None:
+                async for message in receive_stream(node_conn):
+                    await _to_client(conn.send(message))
 
     async def handle_delete(self, conn: Connection, request: Delete, req: Request) -> None:
         req.fields.update(name=request.name)

@@ -1,10 +1,15 @@
 """The manager's metadata: the one module that touches SQLite.
 
-Theory of operation: a file's row is created *pending* when its upload starts (the UNIQUE name makes the reservation
-atomic, so of two racing uploads of one name exactly one gets the row), and becomes *stored* only after its storage
-node has fsynced the bytes. A pending row is invisible to reads and is deleted when the upload fails; rows still
-pending at start-up belong to uploads a crash interrupted, and are cleared. File ids come from AUTOINCREMENT, so an
-id is never reused: a node still holding the bytes of a deleted file can never confuse them with a new one.
+Theory of operation: a file's row is written once, when its storage node has fsynced the bytes. Until then the upload
+is only a *reservation* in memory (its name and its new file id): of two racing uploads of one name exactly one gets
+it, and reads do not see it. A reservation costs no commit, so an upload waits for one transaction, not two; a crash
+forgets reservations with the rest of memory, and the bytes such an upload may have left on a node are an orphan that
+the node's next registration removes.
+
+File ids are never reused, so a node still holding the bytes of a deleted or abandoned file can never confuse them with
+a new one. They are handed out from memory, in blocks recorded ahead (``ids.next``: no id at or above it has been
+given out): one commit per ID_BLOCK uploads, and a restart begins after the recorded block, skipping what the crash
+left unused.
 
 The database runs in WAL mode with synchronous=FULL: a commit is on disk before the client hears ``stored``. Writes
 are *group-committed*: every write queued while a transaction is being written joins the next one, so concurrent
@@ -30,19 +35,20 @@ from ..protocol import NameExists
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    id      INTEGER PRIMARY KEY,
     name    TEXT NOT NULL UNIQUE,
-    state   TEXT NOT NULL CHECK (state IN ('pending', 'stored')),
-    node    INTEGER,
-    size    INTEGER,
-    sha256  BLOB,
-    created REAL,
+    node    INTEGER NOT NULL,
+    size    INTEGER NOT NULL,
+    sha256  BLOB NOT NULL,
+    created REAL NOT NULL,
     lost    REAL  -- when its node was found without its bytes; NULL while they are there
 );
 CREATE INDEX IF NOT EXISTS files_by_node ON files (node);
--- Small partial indexes keep status, reconciliation and start-up cheap with millions of rows.
+-- A small partial index keeps status and reconciliation cheap with millions of rows.
 CREATE INDEX IF NOT EXISTS files_lost ON files (node) WHERE lost IS NOT NULL;
-CREATE INDEX IF NOT EXISTS files_pending ON files (id) WHERE state = 'pending';
+CREATE TABLE IF NOT EXISTS ids (
+    next INTEGER NOT NULL  -- one row: no file id at or above this has been handed out
+);
 CREATE TABLE IF NOT EXISTS nodes (
     id        INTEGER PRIMARY KEY,
     host      TEXT NOT NULL,
@@ -80,26 +86,28 @@ class NodeRecord:
 _FILE_COLUMNS = "id, name, node, size, sha256, created, lost"
 
 
+# File ids recorded as handed out at a time: one commit per this many uploads.
+ID_BLOCK = 1024
+
+Rows = list[tuple[Any, ...]]  # what a RETURNING clause returned
+
+
 @dataclass(slots=True)
 class _Write:
     sql: str
     params: Sequence[object]
-    insert: bool  # an INSERT whose new rowid is wanted
-    done: asyncio.Future[_Written]
-
-
-@dataclass(frozen=True, slots=True)
-class _Written:
-    lastrowid: int | None  # for an insert
-    rows: list[tuple[Any, ...]]  # what a RETURNING clause returned
+    done: asyncio.Future[Rows]
 
 
 class MetadataStore:
-    def __init__(self, db: aiosqlite.Connection, reader: sqlite3.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, reader: sqlite3.Connection, next_id: int) -> None:
         self._db = db
         self._reader = reader
         self._queued: list[_Write] = []
         self._committer: asyncio.Task[None] | None = None
+        self._reserved: dict[str, int] = {}  # name -> file id of every upload under way
+        self._next_id = self._id_limit = next_id
+        self._extending: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Path) -> MetadataStore:
@@ -109,7 +117,12 @@ class MetadataStore:
         await db.executescript(_SCHEMA)
         reader = sqlite3.connect(path, isolation_level=None)
         reader.execute("PRAGMA query_only = ON")
-        return cls(db, reader)
+        store = cls(db, reader, 0)
+        recorded = reader.execute("SELECT max(next) FROM ids").fetchone()[0]
+        highest = reader.execute("SELECT max(id) FROM files").fetchone()[0]
+        store._next_id = store._id_limit = max(recorded or 1, (highest or 0) + 1)
+        await store._write("INSERT OR REPLACE INTO ids (rowid, next) VALUES (1, ?)", (store._id_limit,))
+        return store
 
     async def close(self) -> None:
         if self._committer is not None:
@@ -117,10 +130,10 @@ class MetadataStore:
         self._reader.close()
         await self._db.close()
 
-    async def _write(self, sql: str, params: Sequence[object] = (), insert: bool = False) -> _Written:
+    async def _write(self, sql: str, params: Sequence[object] = ()) -> Rows:
         """Run one write statement in the next group commit; returns once that transaction is on disk."""
-        done: asyncio.Future[_Written] = asyncio.get_running_loop().create_future()
-        self._queued.append(_Write(sql, params, insert, done))
+        done: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
+        self._queued.append(_Write(sql, params, done))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_queued())
         return await asyncio.shield(done)  # a caller that gives up does not take its write out of the batch
@@ -128,17 +141,12 @@ class MetadataStore:
     async def _commit_queued(self) -> None:
         while self._queued:
             batch, self._queued = self._queued, []
-            results: list[_Written | BaseException] = []
+            results: list[Rows | BaseException] = []
             try:
                 await self._db.execute("BEGIN IMMEDIATE")
                 for write in batch:
                     try:  # one hop to aiosqlite's thread per statement: the batch costs little more than its fsync
-                        if write.insert:
-                            inserted = await self._db.execute_insert(write.sql, write.params)
-                            results.append(_Written(None if inserted is None else inserted[0], []))
-                        else:
-                            rows = await self._db.execute_fetchall(write.sql, write.params)
-                            results.append(_Written(None, [tuple(row) for row in rows]))
+                        results.append([tuple(row) for row in await self._db.execute_fetchall(write.sql, write.params)])
                     except sqlite3.IntegrityError as err:  # this statement only; the others go on
                         results.append(err)
                 await self._db.execute("COMMIT")
@@ -164,46 +172,57 @@ class MetadataStore:
         except sqlite3.Error:
             pass  # no transaction was open
 
-    async def clear_pending(self) -> int:
-        """Forget reservations of uploads that a crash interrupted; return how many."""
-        return len((await self._write("DELETE FROM files WHERE state = 'pending' RETURNING id")).rows)
-
     async def reserve(self, name: str) -> int:
-        """Claim ``name`` for an upload and return the new file's id; ``NameExists`` if it is taken."""
+        """Claim ``name`` for an upload and return the new file's id; ``NameExists`` if it is taken. The claim lasts
+        until ``release``."""
+        if name in self._reserved or self._lookup(name) is not None:
+            raise NameExists(f"file name already exists: {name!r}; delete it first or choose another name")
+        self._reserved[name] = 0  # before any await: a racing upload of the same name sees it
         try:
-            written = await self._write("INSERT INTO files (name, state) VALUES (?, 'pending')", (name,), insert=True)
-        except sqlite3.IntegrityError:
+            while self._next_id >= self._id_limit:
+                if self._extending is None or self._extending.done():
+                    self._extending = asyncio.create_task(self._record_ids(self._id_limit + ID_BLOCK))
+                await asyncio.shield(self._extending)
+        except BaseException:
+            del self._reserved[name]
+            raise
+        self._reserved[name] = file_id = self._next_id
+        self._next_id += 1
+        return file_id
+
+    async def _record_ids(self, limit: int) -> None:
+        await self._write("UPDATE ids SET next = ?", (limit,))
+        self._id_limit = limit
+
+    def release(self, name: str) -> None:
+        """The upload of ``name`` is over (committed or failed): free its reservation."""
+        self._reserved.pop(name, None)
+
+    async def commit(self, file_id: int, name: str, node: int, size: int, sha256: bytes, created: float) -> None:
+        """The upload's bytes are durable on ``node``: record the file, which makes it visible."""
+        try:
+            await self._write(
+                "INSERT INTO files (id, name, node, size, sha256, created) VALUES (?, ?, ?, ?, ?, ?)",
+                (file_id, name, node, size, sha256, created),
+            )
+        except sqlite3.IntegrityError:  # only if the reservation was released early (the upload was cancelled)
             raise NameExists(f"file name already exists: {name!r}; delete it first or choose another name") from None
-        assert written.lastrowid is not None
-        return written.lastrowid
-
-    async def commit(self, file_id: int, node: int, size: int, sha256: bytes, created: float) -> None:
-        """The upload's bytes are durable on ``node``: make the file visible."""
-        await self._write(
-            "UPDATE files SET state = 'stored', node = ?, size = ?, sha256 = ?, created = ? WHERE id = ?",
-            (node, size, sha256, created, file_id),
-        )
-
-    async def release(self, file_id: int) -> None:
-        """The upload failed: free its name."""
-        await self._write("DELETE FROM files WHERE id = ? AND state = 'pending'", (file_id,))
 
     async def find(self, name: str) -> FileRecord | None:
-        row = self._reader.execute(
-            f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ? AND state = 'stored'", (name,)
-        ).fetchone()
+        return self._lookup(name)
+
+    def _lookup(self, name: str) -> FileRecord | None:
+        row = self._reader.execute(f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ?", (name,)).fetchone()
         return None if row is None else FileRecord(*row)
 
     async def remove(self, name: str) -> FileRecord | None:
         """Delete the stored file ``name`` and return what it was, or None if there was none."""
-        written = await self._write(
-            f"DELETE FROM files WHERE name = ? AND state = 'stored' RETURNING {_FILE_COLUMNS}", (name,)
-        )
-        return FileRecord(*written.rows[0]) if written.rows else None
+        rows = await self._write(f"DELETE FROM files WHERE name = ? RETURNING {_FILE_COLUMNS}", (name,))
+        return FileRecord(*rows[0]) if rows else None
 
     async def list_files(self, prefix: str, after: str | None, limit: int) -> list[FileRecord]:
         """Stored files whose names start with ``prefix``, in byte order, after ``after``, at most ``limit``."""
-        query = f"SELECT {_FILE_COLUMNS} FROM files WHERE state = 'stored' AND name >= ?"
+        query = f"SELECT {_FILE_COLUMNS} FROM files WHERE name >= ?"
         params: list[object] = [prefix]
         end = _prefix_end(prefix)
         if end is not None:
@@ -218,25 +237,24 @@ class MetadataStore:
         return [FileRecord(*row) for row in await cursor.fetchall()]
 
     async def ids_on_node(self, node: int) -> tuple[set[int], set[int], set[int]]:
-        """In one snapshot: ids of the stored files recorded on ``node``, those of them marked lost, and the ids of
-        every upload still under way (on any node)."""
-        cursor = await self._db.execute(
-            "SELECT id, lost, state FROM files WHERE (node = ? AND state = 'stored') OR state = 'pending'", (node,)
-        )
+        """In one snapshot: ids of the files recorded on ``node``, those of them marked lost, and the ids of every
+        upload still under way (on any node)."""
+        uploading = self.uploading()  # before the await: an upload committed meanwhile is in the rows instead
+        cursor = await self._db.execute("SELECT id, lost FROM files WHERE node = ?", (node,))
         rows = await cursor.fetchall()
-        recorded = {row[0] for row in rows if row[2] == "stored"}
-        lost = {row[0] for row in rows if row[2] == "stored" and row[1] is not None}
-        pending = {row[0] for row in rows if row[2] == "pending"}
-        return recorded, lost, pending
+        return {row[0] for row in rows}, {row[0] for row in rows if row[1] is not None}, uploading
+
+    def uploading(self) -> set[int]:
+        """The file ids of the uploads under way."""
+        return {file_id for file_id in self._reserved.values() if file_id}
 
     async def unrecorded_on(self, node: int, ids: list[int]) -> set[int]:
         """Those of ``ids`` that no record places on ``node`` and no upload is writing now."""
-        known: set[int] = set()
+        known = self.uploading()
         for start in range(0, len(ids), _BATCH):
             batch = ids[start : start + _BATCH]
             cursor = await self._db.execute(
-                f"SELECT id FROM files WHERE id IN ({','.join('?' * len(batch))}) AND (node = ? OR state = 'pending')",
-                (*batch, node),
+                f"SELECT id FROM files WHERE id IN ({','.join('?' * len(batch))}) AND node = ?", (*batch, node)
             )
             known.update(row[0] for row in await cursor.fetchall())
         return set(ids) - known
@@ -261,7 +279,7 @@ class MetadataStore:
     async def files_on_node(self, node: int, after_id: int, limit: int) -> list[FileRecord]:
         """Stored files recorded on ``node`` with ids above ``after_id``, in id order: a page of a walk over a node."""
         cursor = await self._db.execute(
-            f"SELECT {_FILE_COLUMNS} FROM files WHERE node = ? AND state = 'stored' AND id > ? ORDER BY id LIMIT ?",
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE node = ? AND id > ? ORDER BY id LIMIT ?",
             (node, after_id, limit),
         )
         return [FileRecord(*row) for row in await cursor.fetchall()]
@@ -269,8 +287,7 @@ class MetadataStore:
     async def movable(self, node: int, limit: int, exclude: set[int]) -> list[FileRecord]:
         """Up to ``limit`` stored, present files on ``node``, skipping the ids in ``exclude``."""
         cursor = await self._db.execute(
-            f"SELECT {_FILE_COLUMNS} FROM files WHERE node = ? AND state = 'stored' AND lost IS NULL "
-            "ORDER BY id LIMIT ?",
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE node = ? AND lost IS NULL ORDER BY id LIMIT ?",
             (node, limit + len(exclude)),
         )
         records = [FileRecord(*row) for row in await cursor.fetchall() if row[0] not in exclude]
@@ -278,17 +295,14 @@ class MetadataStore:
 
     async def relocate(self, file_id: int, source: int, target: int) -> bool:
         """Point file ``file_id`` at ``target`` if it is still stored on ``source``; False if it changed meanwhile."""
-        written = await self._write(
-            "UPDATE files SET node = ? WHERE id = ? AND node = ? AND state = 'stored' RETURNING id",
-            (target, file_id, source),
+        rows = await self._write(
+            "UPDATE files SET node = ? WHERE id = ? AND node = ? RETURNING id", (target, file_id, source)
         )
-        return len(written.rows) == 1
+        return len(rows) == 1
 
     async def usage_by_node(self) -> dict[int, tuple[int, int]]:
         """node id -> (file count, bytes) of stored files."""
-        cursor = await self._db.execute(
-            "SELECT node, count(*), coalesce(sum(size), 0) FROM files WHERE state = 'stored' GROUP BY node"
-        )
+        cursor = await self._db.execute("SELECT node, count(*), coalesce(sum(size), 0) FROM files GROUP BY node")
         return {node: (files, size) for node, files, size in await cursor.fetchall()}
 
     async def save_node(self, node: NodeRecord) -> None:

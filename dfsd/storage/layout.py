@@ -133,10 +133,14 @@ class Layout:
         """Where the file being written goes once complete (the caller renames it there, then calls ``committed``)."""
         return self._file(self._writing[file_id], file_id)
 
-    def committed(self, file_id: int) -> None:
-        """The partial file has been renamed to its final path: it is held now."""
+    def committed(self, file_id: int) -> bool:
+        """The partial file has been renamed to its final path: it is held now. False if it was removed while being
+        written: then the caller removes it."""
         self._slots[file_id] = self._writing.pop(file_id)
-        self.doomed.discard(file_id)
+        if file_id in self.doomed:
+            self.doomed.discard(file_id)
+            return False
+        return True
 
     def commit(self, file_id: int) -> Path:
         """The partial file is complete: rename it in place and return its final path."""
@@ -146,9 +150,11 @@ class Layout:
         return final
 
     def abandon(self, file_id: int) -> None:
-        """A write failed: remove the partial file and free its slot."""
+        """A write failed: remove the partial file and free its slot (if it is still being written)."""
         self.doomed.discard(file_id)
-        slot = self._writing.pop(file_id)
+        slot = self._writing.pop(file_id, None)
+        if slot is None:
+            return
         final = self._file(slot, file_id)
         final.with_name(final.name + _PART).unlink(missing_ok=True)
         heapq.heappush(self._free, slot)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import hashlib
 import io
 import os
@@ -24,13 +25,14 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import BinaryIO
 
 import structlog
 
 from .. import metrics
 from ..protocol import (
     CHUNK_SIZE,
+    INLINE_MAX,
     INVENTORY_PAGE,
     BadRequest,
     ChecksumMismatch,
@@ -40,6 +42,7 @@ from ..protocol import (
     InternalError,
     ProtocolError,
     StorageFull,
+    check_inline,
     check_range,
     check_sha256,
 )
@@ -61,11 +64,10 @@ from ..protocol.messages import (
 from ..service import Listener, Request, serve_requests
 from ..settings import Limits, Security
 from ..wire import OPEN, Connection, ConnectionLost, receive_stream, send_stream, send_upload
+from .disk import Disk
 from .layout import Layout
 
 log = structlog.get_logger("dfsd.storage")
-
-T = TypeVar("T")
 
 # Reconnection to the manager: first retry after ~0.1 s, doubling up to 5 s, each delay jittered by ±50 % so that many
 # nodes restarted together do not knock on the manager in step.
@@ -91,6 +93,7 @@ class StorageNode:
     ) -> None:
         self.node_id = node_id
         self.layout = Layout(data_dir)
+        self.disk = Disk()
         self.manager = manager
         self.host = host
         self.port = port
@@ -138,6 +141,7 @@ class StorageNode:
             await asyncio.gather(registration, return_exceptions=True)
             self.log.info("deregistered", grace_s=self.grace)
             await listener.shutdown(self.grace)
+            self.disk.close()
         self.log.info("stopped")
 
     def stop(self) -> None:
@@ -206,40 +210,46 @@ class StorageNode:
     async def handle_store(self, conn: Connection, request: Store, req: Request) -> None:
         req.fields.update(file_id=request.file_id)
         check_sha256(request.sha256)
+        check_inline(request.data, request.size)
         try:
             partial, made = self.layout.begin(request.file_id)
         except FileExistsError:
             raise BadRequest(f"bad request: this node already holds file id {request.file_id}") from None
         except OSError as err:  # no room even for a directory
             raise _storage_error(err) from err
+        final = self.layout.final_path(request.file_id)
+        # The rename must be durable too: sync the directory, and the parents of directories made for this file.
+        directories = [final.parent, *(path.parent for path in made)]
         fd = -1
         try:
-            # Creating (like renaming) needs the directory's lock, which a concurrent fsync of that directory holds:
-            # that wait belongs in a thread, not on the event loop.
-            fd = await _in_thread(os.open, partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            await conn.send(Ok())
-            req.receiving = True
-            size, digest = await self._receive_into(conn, fd, request, req)
+            if request.data is None:
+                # Creating (like renaming) needs the directory's lock, which a concurrent fsync of that directory
+                # holds: that wait belongs in a thread, not on the event loop.
+                fd = await self.disk.run(os.open, partial, _NEW_FILE, 0o644)
+                await conn.send(Ok())
+                req.receiving = True
+                size, digest = await self._receive_into(conn, fd, request, req)
+                fd, written = -1, fd  # publish closes it, whatever happens
+                publish = functools.partial(Disk.publish, written, partial, final, directories)
+            else:
+                size, digest = len(request.data), hashlib.sha256(request.data).digest()
+                _check_digest(digest, request.sha256)
+                publish = functools.partial(_create, partial, request.data, final, directories)
             req.fields.update(size=size)
-            await _in_thread(os.fsync, fd)
-            os.close(fd)
-            fd = -1
-            if request.file_id in self.layout.doomed or conn.closed or conn.peer_closed:
-                # Removed while it was written, or nobody is left to hear "stored": committing would leave an orphan.
-                raise InternalError(f"internal error: file id {request.file_id} was abandoned before it was committed")
-            final = self.layout.final_path(request.file_id)
-            # The rename must be durable too: fsync the directory, and the parents of directories made for this file.
-            directories = [final.parent, *(path.parent for path in made)]
+            wanted = False
             try:
-                await _in_thread(_publish, partial, final, directories)
+                await self.disk.run(publish)
             finally:
                 if final.exists():  # renamed, even if a directory fsync then failed: the file is held
-                    self.layout.committed(request.file_id)
+                    wanted = self.layout.committed(request.file_id)
+            if not wanted or conn.closed or conn.peer_closed:
+                # Removed while it was written, or nobody is left to hear "stored": keeping it would leave an orphan.
+                self.layout.remove(request.file_id)
+                raise InternalError(f"internal error: file id {request.file_id} was abandoned before it was committed")
         except BaseException as err:
             if fd >= 0:
                 os.close(fd)
-            if request.file_id not in self.layout:
-                self.layout.abandon(request.file_id)
+            self.layout.abandon(request.file_id)
             if isinstance(err, OSError):  # creating, writing or syncing the file: a full disk says so
                 raise _storage_error(err) from err
             raise
@@ -272,11 +282,7 @@ class StorageNode:
         digest = hasher.digest()
         if request.size is not None and size != request.size:
             raise BadRequest(f"bad request: {size} bytes arrived, {request.size} were announced")
-        for expected in (request.sha256, message.sha256):
-            if expected is not None and expected != digest:
-                raise ChecksumMismatch(
-                    f"checksum mismatch: the bytes received hash to {digest.hex()}, the sender said {expected.hex()}"
-                )
+        _check_digest(digest, request.sha256, message.sha256)
         return size, digest
 
     async def handle_fetch(self, conn: Connection, request: Fetch, req: Request) -> None:
@@ -285,6 +291,10 @@ class StorageNode:
             size = os.fstat(file.fileno()).st_size
             length = check_range(size, request.offset, request.length)
             req.fields.update(size=length)
+            if length <= INLINE_MAX:
+                data = _read_exactly(file, request.file_id, request.offset, length)
+                await conn.send(Sending(size, request.offset, length, data=data))
+                return
             await conn.send(Sending(size, request.offset, length))
             await send_stream(conn, _read_frames(file, request.file_id, request.offset, length))
 
@@ -300,8 +310,14 @@ class StorageNode:
             except (ConnectionLost, DfsError) as err:
                 raise FileUnavailable(f"file unavailable: the target node cannot be reached ({err})") from None
             try:
-                store = Store(request.file_id, size, request.sha256)
-                stored = await send_upload(peer, store, _read_frames(file, request.file_id, 0, size))
+                if size <= INLINE_MAX:
+                    await peer.send(
+                        Store(request.file_id, size, request.sha256, _read_exactly(file, request.file_id, 0, size))
+                    )
+                    stored = await peer.expect(Stored)
+                else:
+                    store = Store(request.file_id, size, request.sha256)
+                    stored = await send_upload(peer, store, _read_frames(file, request.file_id, 0, size))
             except ConnectionLost as err:
                 raise FileUnavailable(f"file unavailable: the target node failed during the copy ({err})") from None
             finally:
@@ -312,7 +328,7 @@ class StorageNode:
         """Scrubbing: hash the file as it is on disk now (in a thread: it may be large) and compare."""
         req.fields.update(file_id=request.file_id)
         with self._open(request.file_id) as file:
-            digest = await asyncio.to_thread(_sha256_of, file)
+            digest = await self.disk.run(_sha256_of, file)
         if digest != request.sha256:
             raise ChecksumMismatch(
                 f"checksum mismatch: file id {request.file_id} on node {self.node_id} hashes to {digest.hex()}, "
@@ -338,16 +354,45 @@ class StorageNode:
         await conn.send(Ok())
 
 
+# Flags for a new partial file: it must not exist yet.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def _create(partial: Path, data: bytes, final: Path, directories: list[Path]) -> None:
+    """(In a disk thread.) Write a small file whole and publish it, in one trip to the thread."""
+    fd = os.open(partial, _NEW_FILE, 0o644)
+    try:
+        _write_all(fd, data)
+    except BaseException:
+        os.close(fd)
+        raise
+    Disk.publish(fd, partial, final, directories)
+
+
+def _check_digest(digest: bytes, *expected: bytes | None) -> None:
+    for sha256 in expected:
+        if sha256 is not None and sha256 != digest:
+            raise ChecksumMismatch(
+                f"checksum mismatch: the bytes received hash to {digest.hex()}, the sender said {sha256.hex()}"
+            )
+
+
 async def _read_frames(file: BinaryIO, file_id: int, offset: int, length: int) -> AsyncIterator[Data | End]:
     """``length`` bytes of ``file`` from ``offset`` as a stream of data frames."""
     position, end = offset, offset + length
     while position < end:
-        chunk = os.pread(file.fileno(), min(CHUNK_SIZE, end - position), position)
-        if not chunk:
-            raise InternalError(f"internal error: file id {file_id} shrank while being read")
+        chunk = _read_exactly(file, file_id, position, min(CHUNK_SIZE, end - position))
         yield Data(chunk)
         position += len(chunk)
     yield End()
+
+
+def _read_exactly(file: BinaryIO, file_id: int, offset: int, length: int) -> bytes:
+    """``length`` bytes of ``file`` from ``offset`` (at most a chunk: one read)."""
+    chunk = os.pread(file.fileno(), length, offset)
+    if len(chunk) != length:
+        raise InternalError(f"internal error: file id {file_id} shrank while being read")
+    return chunk
 
 
 def _sha256_of(file: io.FileIO) -> bytes:
@@ -359,32 +404,6 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-async def _in_thread(function: Callable[..., T], *args: Any) -> T:
-    """Run blocking disk work in the default executor; if cancelled, still wait for it to end, so that no thread is
-    left writing to a descriptor or a path the caller is about to close or reuse."""
-    future = asyncio.get_running_loop().run_in_executor(None, function, *args)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await future
-        raise
-
-
-def _publish(partial: Path, final: Path, directories: list[Path]) -> None:
-    os.rename(partial, final)
-    for directory in directories:
-        _fsync_directory(directory)
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _storage_error(err: OSError) -> DfsError:
