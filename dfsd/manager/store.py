@@ -117,11 +117,11 @@ class MetadataStore:
         await db.executescript(_SCHEMA)
         reader = sqlite3.connect(path, isolation_level=None)
         reader.execute("PRAGMA query_only = ON")
-        store = cls(db, reader, 0)
         recorded = reader.execute("SELECT max(next) FROM ids").fetchone()[0]
         highest = reader.execute("SELECT max(id) FROM files").fetchone()[0]
-        store._next_id = store._id_limit = max(recorded or 1, (highest or 0) + 1)
-        await store._write("INSERT OR REPLACE INTO ids (rowid, next) VALUES (1, ?)", (store._id_limit,))
+        next_id = max(recorded or 1, (highest or 0) + 1)  # skips what a crash left unused
+        store = cls(db, reader, next_id)
+        await store._write("INSERT OR REPLACE INTO ids (rowid, next) VALUES (1, ?)", (next_id,))
         return store
 
     async def close(self) -> None:
