@@ -64,16 +64,11 @@ class Admin:
             raise BadRequest(f"bad request: the manager knows no storage node {request.node_id}; see `dfsd status`")
         req.fields.update(node=node.id, undo=request.undo, forget=request.forget)
         if request.forget:
-            if node.claimed or node.files:
-                raise BadRequest(
-                    f"bad request: node {node.id} can be forgotten only once it is empty and stopped "
-                    f"(it is {'running' if node.claimed else 'stopped'} with {node.files} files)"
-                )
-            del self.topology.nodes[node.id]
+            self.topology.forget(node)
             await self.store.forget_node(node.id)
             log.info("node_forgotten", node=node.id)
         else:
-            node.draining = not request.undo
+            self.topology.drain(node, not request.undo)
             await save_node(self.store, node)
             self.rebalancer.request()
         await conn.send(await self._status())

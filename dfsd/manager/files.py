@@ -87,7 +87,7 @@ class FileOperations:
         self._check_size(len(request.data) if request.data is not None else request.size or 0)
         req.fields.update(name=request.name)
         node = choose_node(self.topology.nodes.values(), request.size)
-        node.uploading += 1  # before any await, so that concurrent uploads see it
+        self.topology.upload_started(node)  # before any await, so that concurrent uploads see it
         try:
             file_id = await self.store.reserve(request.name)
             req.fields.update(node=node.id, file_id=file_id)
@@ -103,7 +103,7 @@ class FileOperations:
             finally:
                 self.store.release(request.name)
         finally:
-            node.uploading -= 1
+            self.topology.upload_ended(node)
         req.fields.update(size=stored.size)
         await conn.send(stored)
 

@@ -105,7 +105,7 @@ class NodeSessions:
             node_log.warning("files_found", count=len(result.found))
         if result.lost or result.found:
             await self.lost.refresh()
-        node.orphans = len(result.orphans)
+        self.topology.found_orphans(node, len(result.orphans))
         node_log.info(
             "reconciled", held=len(held), recorded=len(recorded), lost=len(result.lost), orphans=len(result.orphans)
         )

@@ -134,6 +134,16 @@ class Manager:
         usage = await self.store.usage_by_node()
         for record in await self.store.nodes():
             files, used = usage.get(record.id, (0, 0))
-            node = NodeState(record.id, record.host, record.port, record.capacity, record.free, record.last_seen)
-            node.files, node.used, node.draining = files, used, record.draining
-            self.topology.remember(node)
+            self.topology.remember(
+                NodeState(
+                    record.id,
+                    record.host,
+                    record.port,
+                    record.capacity,
+                    record.free,
+                    record.last_seen,
+                    files=files,
+                    used=used,
+                    draining=record.draining,
+                )
+            )
