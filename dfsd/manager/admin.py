@@ -10,7 +10,6 @@ marked lost, unless a delete or a move changed its row while the scrub ran.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import structlog
 
@@ -27,6 +26,7 @@ from ..protocol.messages import (
 )
 from ..service import Request
 from ..wire import Connection, ConnectionLost
+from .inflight import InFlight
 from .lost import LostFiles
 from .nodes import save_node
 from .pool import NodeConnections
@@ -47,12 +47,14 @@ class Admin:
         topology: Topology,
         pool: NodeConnections,
         rebalancer: Rebalancer,
+        in_flight: InFlight,
         lost: LostFiles,
     ) -> None:
         self.store = store
         self.topology = topology
         self.pool = pool
         self.rebalancer = rebalancer
+        self.in_flight = in_flight
         self.lost = lost
 
     async def handle_status(self, conn: Connection, request: Status, req: Request) -> None:
@@ -109,13 +111,9 @@ class Admin:
                     log.error("file_corrupt", name=record.name, file_id=record.id, node=node.id, error=err.message)
                     corrupt.append(record.name)
                 except FileNotFound:
-                    current = await self.store.find(record.name)
-                    if current is None or current.id != record.id or current.node != node.id:
-                        continue  # deleted or moved while the scrub ran: not missing
-                    log.error("file_lost", name=record.name, file_id=record.id, node=node.id)
-                    await self.store.set_lost([record.id], time.time())
-                    await self.lost.refresh()
-                    missing.append(record.name)
+                    current = await self.in_flight.missing(record, node.id)
+                    if current is not None and current.node == node.id:  # lost, and marked so; not deleted or moved
+                        missing.append(record.name)
                     continue
                 except (DfsError, ConnectionLost) as err:
                     log.warning("scrub_skipped", name=record.name, node=node.id, error=str(err))

@@ -6,16 +6,16 @@ memory stays flat whatever the file size. A failure on the client's side of a re
 (``_ClientFault``): the client's own error goes back as it was, a node's becomes "servers unavailable" (put) or "file
 unavailable" (get).
 
-An upload's name is reserved in the metadata store before any byte moves and committed only after the node has
-answered ``stored`` (the bytes are fsynced there); every failure on the way releases the name.
+An upload's name is reserved (``inflight.py``) before any byte moves and committed only after the node has answered
+``stored`` (the bytes are fsynced there); every failure on the way releases the name. A download that finds its node
+without the file's bytes asks the same owner whether a move took them elsewhere (follow it), a delete removed the file
+(error 2), or the file is lost (marked so; error 4).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-
-import structlog
 
 from ..protocol import (
     INLINE_MAX,
@@ -52,13 +52,11 @@ from ..protocol.messages import (
 from ..service import Request
 from ..settings import Limits
 from ..wire import Connection, ConnectionLost, receive_stream, send_upload
-from .lost import LostFiles
+from .inflight import InFlight
 from .placement import choose_node
 from .pool import NodeConnections, remove_copy
 from .store import FileRecord, MetadataStore
 from .topology import NodeState, Topology
-
-log = structlog.get_logger("dfsd.manager")
 
 
 class _ClientFault(Exception):
@@ -72,12 +70,12 @@ class _ClientFault(Exception):
 
 class FileOperations:
     def __init__(
-        self, store: MetadataStore, topology: Topology, pool: NodeConnections, lost: LostFiles, limits: Limits
+        self, store: MetadataStore, topology: Topology, pool: NodeConnections, in_flight: InFlight, limits: Limits
     ) -> None:
         self.store = store
         self.topology = topology
         self.pool = pool
-        self.lost = lost
+        self.in_flight = in_flight
         self.limits = limits
 
     async def handle_put(self, conn: Connection, request: Put, req: Request) -> None:
@@ -87,23 +85,16 @@ class FileOperations:
         self._check_size(len(request.data) if request.data is not None else request.size or 0)
         req.fields.update(name=request.name)
         node = choose_node(self.topology.nodes.values(), request.size)
-        self.topology.upload_started(node)  # before any await, so that concurrent uploads see it
-        try:
-            file_id = await self.store.reserve(request.name)
+        async with self.in_flight.upload(request.name, node) as file_id:
             req.fields.update(node=node.id, file_id=file_id)
             try:
-                try:
-                    store = Store(file_id, request.size, request.sha256, request.data)
-                    stored = await self._relay_upload(conn, store, node, req)
-                except StorageFull:
-                    self.topology.filled(node)
-                    raise
-                await self.store.commit(file_id, request.name, node.id, stored.size, stored.sha256, time.time())
-                self.topology.stored(node.id, stored.size)
-            finally:
-                self.store.release(request.name)
-        finally:
-            self.topology.upload_ended(node)
+                store = Store(file_id, request.size, request.sha256, request.data)
+                stored = await self._relay_upload(conn, store, node, req)
+            except StorageFull:
+                self.topology.filled(node)
+                raise
+            await self.store.commit(file_id, request.name, node.id, stored.size, stored.sha256, time.time())
+            self.topology.stored(node.id, stored.size)
         req.fields.update(size=stored.size)
         await conn.send(stored)
 
@@ -157,15 +148,12 @@ class FileOperations:
                 raise fault.error from None
             except FileNotFound as err:
                 # Before any byte went out. A move may have just taken the file to another node: follow it.
-                moved = await self.store.find(record.name)
-                if moved is None or moved.id != record.id:
+                current = await self.in_flight.missing(record, node.id)
+                if current is None:
                     raise FileNotFound(f"file does not exist: {record.name!r} (deleted meanwhile)") from err
-                if moved.node != record.node:
-                    record = moved
+                if current.node != node.id:
+                    record = current
                     continue
-                log.error("file_lost", name=record.name, file_id=record.id, node=node.id)
-                await self.store.set_lost([record.id], time.time())
-                await self.lost.refresh()
                 raise FileUnavailable(
                     f"file unavailable: storage node {node.id} no longer has the bytes of {record.name!r} (lost)"
                 ) from err

@@ -7,8 +7,9 @@ record names are orphans. Only then is the node answered ``ok`` and up; it stays
 arriving within the deadline, and goes down when the session ends for any reason (``finally``), every pooled data
 connection to it aborted with it.
 
-After the join, a task owned by the session removes the orphans (looking again just before, since an upload or a move
-may have committed one of them meanwhile) and then asks for a rebalance.
+Uploads and moves in flight are not orphans: both the reconciliation and the orphan removal after the join, a task
+owned by the session, ask ``inflight.py`` which ids are (the removal looks again just before, since an upload or a
+move may have committed one of them meanwhile). Then the session asks for a rebalance.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .. import metrics
 from ..protocol import DfsError
 from ..protocol.messages import Heartbeat, Inventory, Ok, Register
 from ..wire import HANDSHAKE_TIMEOUT, Connection, ConnectionLost
+from .inflight import InFlight
 from .lost import LostFiles
 from .pool import NodeConnections, remove_copy
 from .rebalance import Rebalancer
@@ -41,6 +43,7 @@ class NodeSessions:
         topology: Topology,
         pool: NodeConnections,
         rebalancer: Rebalancer,
+        in_flight: InFlight,
         lost: LostFiles,
         node_timeout: float,
     ) -> None:
@@ -48,6 +51,7 @@ class NodeSessions:
         self.topology = topology
         self.pool = pool
         self.rebalancer = rebalancer
+        self.in_flight = in_flight
         self.lost = lost
         self.node_timeout = node_timeout
 
@@ -93,18 +97,9 @@ class NodeSessions:
 
     async def _reconcile(self, node: NodeState, held: set[int], node_log: Log) -> list[int]:
         """Compare the node's files with the records; mark lost and found; return the orphans to remove."""
-        recorded, recorded_lost, pending = await self.store.ids_on_node(node.id)
-        result = reconcile(recorded, recorded_lost, held, pending | self.rebalancer.moving)
-        if result.lost:
-            await self.store.set_lost(result.lost, time.time())
-            node_log.error(
-                "files_lost", count=len(result.lost), file_ids=result.lost[:20], hint="see `dfsd status` for names"
-            )
-        if result.found:
-            await self.store.set_lost(result.found, None)
-            node_log.warning("files_found", count=len(result.found))
-        if result.lost or result.found:
-            await self.lost.refresh()
+        recorded, recorded_lost, in_flight = await self.in_flight.on_node(node.id)
+        result = reconcile(recorded, recorded_lost, held, in_flight)
+        await self.lost.mark(node.id, lost=result.lost, found=result.found)
         self.topology.found_orphans(node, len(result.orphans))
         node_log.info(
             "reconciled", held=len(held), recorded=len(recorded), lost=len(result.lost), orphans=len(result.orphans)
@@ -112,9 +107,7 @@ class NodeSessions:
         return result.orphans
 
     async def _after_join(self, node: NodeState, orphans: list[int]) -> None:
-        # Look again just before removing: an upload or a move may have committed one of them since the snapshot.
-        still_orphans = await self.store.unrecorded_on(node.id, orphans)
-        orphans = [file_id for file_id in orphans if file_id in still_orphans and file_id not in self.rebalancer.moving]
+        orphans = await self.in_flight.still_orphans(node.id, orphans)
         for file_id in orphans:
             await remove_copy(self.pool, node, file_id)
         if orphans:

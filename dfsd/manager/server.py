@@ -27,6 +27,7 @@ from ..settings import Limits, Security
 from ..wire import OPEN
 from .admin import Admin
 from .files import FileOperations
+from .inflight import InFlight
 from .lost import LostFiles
 from .nodes import NodeSessions
 from .pool import NodeConnections
@@ -81,11 +82,14 @@ class Manager:
         self.store = await MetadataStore.open(self.db_path)
         try:
             await self._load_topology()
-            self.rebalancer = Rebalancer(self.store, self.topology, self.pool, self.auto_rebalance)
             lost = LostFiles(self.store)
-            files = FileOperations(self.store, self.topology, self.pool, lost, self.limits)
-            admin = Admin(self.store, self.topology, self.pool, self.rebalancer, lost)
-            nodes = NodeSessions(self.store, self.topology, self.pool, self.rebalancer, lost, self.node_timeout)
+            in_flight = InFlight(self.store, self.topology, lost)
+            self.rebalancer = Rebalancer(self.store, self.topology, self.pool, in_flight, self.auto_rebalance)
+            files = FileOperations(self.store, self.topology, self.pool, in_flight, self.limits)
+            admin = Admin(self.store, self.topology, self.pool, self.rebalancer, in_flight, lost)
+            nodes = NodeSessions(
+                self.store, self.topology, self.pool, self.rebalancer, in_flight, lost, self.node_timeout
+            )
             handlers = {
                 Put: files.handle_put,
                 Get: files.handle_get,
