@@ -11,7 +11,8 @@ the rest of the manager's capacity to clients. One move:
    source: a delete or another move meanwhile wins);
 3. only then does the manager ask the source to delete its copy.
 
-At every instant the row names a node that holds the whole file, so every file stays readable. A crash at any step
+At every instant the row names a node that holds the whole file, so every file stays readable. While a move is under
+way its file is in flight (``inflight.py``), so the copy on the target is not taken for an orphan. A crash at any step
 leaves at worst a second copy that no row names: an orphan, removed when that node next registers.
 """
 

@@ -8,6 +8,10 @@ connection) and storage nodes (a control session of register, then heartbeats). 
 - ``admin.py``: status, scrub, drain and rebalance requests;
 - ``rebalance.py``: the rebalancer, one task owned here, which moves files between nodes.
 
+They share the state that outlives a request: who is where (``topology.py``, which alone changes it), the uploads and
+moves in flight (``inflight.py``), the lost files (``lost.py``), the data connections (``pool.py``) and the metadata
+store.
+
 Start-up loads the known nodes from the metadata store (down until they register), then listens; shutdown stops
 accepting, gives requests in flight ``grace`` seconds, stops the rebalancer and closes the store last.
 """
