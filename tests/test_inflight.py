@@ -18,7 +18,7 @@ from dfsd.manager.topology import NodeState, Topology
 
 
 @dataclass
-class Manager:
+class ManagerParts:
     """The parts of a manager the in-flight owner works with, and two nodes that are up."""
 
     store: MetadataStore
@@ -39,7 +39,7 @@ class Manager:
 
 
 @pytest.fixture
-async def manager(tmp_path: Path) -> AsyncIterator[Manager]:
+async def manager(tmp_path: Path) -> AsyncIterator[ManagerParts]:
     store = await MetadataStore.open(tmp_path / "meta.db")
     topology = Topology()
     nodes = [topology.join(Register(node_id, "127.0.0.1", 9000 + node_id, 10**9, 10**9), 1.0) for node_id in (1, 2)]
@@ -47,12 +47,12 @@ async def manager(tmp_path: Path) -> AsyncIterator[Manager]:
         topology.activate(node)
     lost = LostFiles(store)
     try:
-        yield Manager(store, topology, lost, InFlight(store, topology, lost), *nodes)
+        yield ManagerParts(store, topology, lost, InFlight(store, topology, lost), *nodes)
     finally:
         await store.close()
 
 
-async def test_an_upload_is_in_flight_until_its_block_ends(manager: Manager) -> None:
+async def test_an_upload_is_in_flight_until_its_block_ends(manager: ManagerParts) -> None:
     async with manager.in_flight.upload("a", manager.first) as file_id:
         assert manager.first.uploading == 1  # placement sees it
         _recorded, _lost, in_flight = await manager.in_flight.on_node(manager.second.id)
@@ -67,7 +67,7 @@ async def test_an_upload_is_in_flight_until_its_block_ends(manager: Manager) -> 
     assert await manager.in_flight.still_orphans(manager.first.id, [file_id]) == [file_id]  # never committed
 
 
-async def test_a_failed_upload_frees_its_name(manager: Manager) -> None:
+async def test_a_failed_upload_frees_its_name(manager: ManagerParts) -> None:
     with pytest.raises(RuntimeError):
         async with manager.in_flight.upload("a", manager.first):
             raise RuntimeError("the node failed")
@@ -76,7 +76,7 @@ async def test_a_failed_upload_frees_its_name(manager: Manager) -> None:
     assert record.node == manager.second.id
 
 
-async def test_a_committed_upload_is_recorded_not_in_flight(manager: Manager) -> None:
+async def test_a_committed_upload_is_recorded_not_in_flight(manager: ManagerParts) -> None:
     record = await manager.put("a", manager.first)
     recorded, recorded_lost, in_flight = await manager.in_flight.on_node(manager.first.id)
     assert (recorded, recorded_lost, in_flight) == ({record.id}, set(), set())
@@ -84,7 +84,7 @@ async def test_a_committed_upload_is_recorded_not_in_flight(manager: Manager) ->
     assert await manager.in_flight.still_orphans(manager.second.id, [record.id]) == [record.id]  # recorded elsewhere
 
 
-async def test_a_move_is_in_flight_until_its_block_ends(manager: Manager) -> None:
+async def test_a_move_is_in_flight_until_its_block_ends(manager: ManagerParts) -> None:
     record = await manager.put("a", manager.first)
     with manager.in_flight.move(record.id):
         assert manager.in_flight.moving() == {record.id}
@@ -94,7 +94,7 @@ async def test_a_move_is_in_flight_until_its_block_ends(manager: Manager) -> Non
     assert await manager.in_flight.still_orphans(manager.second.id, [record.id]) == [record.id]  # a failed move's copy
 
 
-async def test_missing_bytes_are_a_loss_only_where_the_row_still_places_the_file(manager: Manager) -> None:
+async def test_missing_bytes_are_a_loss_only_where_the_row_still_places_the_file(manager: ManagerParts) -> None:
     kept, moved, deleted, replaced = [await manager.put(name, manager.first) for name in ("kept", "moved", "del", "re")]
     assert await manager.store.relocate(moved.id, manager.first.id, manager.second.id)
     await manager.store.remove("del")
@@ -115,7 +115,7 @@ async def test_missing_bytes_are_a_loss_only_where_the_row_still_places_the_file
     assert await manager.lost.refresh() == ["kept"]
 
 
-async def test_files_marked_lost_are_counted_until_found(manager: Manager) -> None:
+async def test_files_marked_lost_are_counted_until_found(manager: ManagerParts) -> None:
     records = [await manager.put(name, manager.first) for name in ("a", "b")]
     await manager.lost.mark(manager.first.id, lost=[record.id for record in records])
     assert manager.lost.count == 2
