@@ -11,7 +11,8 @@ the rest of the manager's capacity to clients. One move:
    source: a delete or another move meanwhile wins);
 3. only then does the manager ask the source to delete its copy.
 
-At every instant the row names a node that holds the whole file, so every file stays readable. A crash at any step
+At every instant the row names a node that holds the whole file, so every file stays readable. While a move is under
+way its file is in flight (``inflight.py``), so the copy on the target is not taken for an orphan. A crash at any step
 leaves at worst a second copy that no row names: an orphan, removed when that node next registers.
 """
 
@@ -25,6 +26,7 @@ from .. import metrics
 from ..protocol import ChecksumMismatch, DfsError, FileUnavailable
 from ..protocol.messages import RebalanceInfo, Stored, Transfer
 from ..wire import ConnectionLost
+from .inflight import InFlight
 from .placement import plan_moves
 from .pool import NodeConnections, remove_copy
 from .store import FileRecord, MetadataStore
@@ -40,12 +42,14 @@ PARALLEL = 2
 
 
 class Rebalancer:
-    def __init__(self, store: MetadataStore, topology: Topology, pool: NodeConnections, auto: bool) -> None:
+    def __init__(
+        self, store: MetadataStore, topology: Topology, pool: NodeConnections, in_flight: InFlight, auto: bool
+    ) -> None:
         self.store = store
         self.topology = topology
         self.pool = pool
+        self.in_flight = in_flight  # holds the moves under way: their copies are not orphans on their targets
         self.auto = auto
-        self.moving: set[int] = set()  # file ids being copied now: not orphans on their target
         self.moved = 0
         self.failed = 0
         self.remaining = 0
@@ -106,7 +110,7 @@ class Rebalancer:
             targets.setdefault(source, []).append(target)
         chosen: list[tuple[FileRecord, int]] = []
         for source, source_targets in targets.items():
-            records = await self.store.movable(source, len(source_targets), self.moving)
+            records = await self.store.movable(source, len(source_targets), self.in_flight.moving())
             chosen.extend(zip(records, source_targets, strict=False))
         return chosen
 
@@ -115,32 +119,30 @@ class Rebalancer:
         if not (source.up and target.up) or target.free < record.size:
             self.failed += 1
             return
-        self.moving.add(record.id)
         relocated = False
-        try:
-            async with self.pool.connection(source.address) as conn:
-                await conn.send(Transfer(record.id, target.host, target.port, record.sha256))
-                stored = await conn.expect(Stored)
-            if (stored.size, stored.sha256) != (record.size, record.sha256):
-                raise ChecksumMismatch(f"checksum mismatch: the copy of file id {record.id} differs")
-            if not target.up:  # it left during the copy: keep the file where it is (its copy becomes an orphan)
-                raise FileUnavailable(f"file unavailable: node {target.id} went down during the move")
-            relocated = await self.store.relocate(record.id, source.id, target.id)
-            if not relocated:  # deleted or moved meanwhile: the new copy is an orphan
-                await self._remove_copy(target, record.id)
-                return
-            self.topology.moved(source.id, target.id, record.size)
-            self.moved += 1
-            metrics.MOVES.labels("moved").inc()
-            await self._remove_copy(source, record.id)
-        except (DfsError, ConnectionLost) as err:
-            self.failed += 1
-            metrics.MOVES.labels("failed").inc()
-            log.warning("move_failed", file_id=record.id, source=source.id, target=target.id, error=str(err))
-            if not relocated:
-                await self._remove_copy(target, record.id)
-        finally:
-            self.moving.discard(record.id)
+        with self.in_flight.move(record.id):
+            try:
+                async with self.pool.connection(source.address) as conn:
+                    await conn.send(Transfer(record.id, target.host, target.port, record.sha256))
+                    stored = await conn.expect(Stored)
+                if (stored.size, stored.sha256) != (record.size, record.sha256):
+                    raise ChecksumMismatch(f"checksum mismatch: the copy of file id {record.id} differs")
+                if not target.up:  # it left during the copy: keep the file where it is (its copy becomes an orphan)
+                    raise FileUnavailable(f"file unavailable: node {target.id} went down during the move")
+                relocated = await self.store.relocate(record.id, source.id, target.id)
+                if not relocated:  # deleted or moved meanwhile: the new copy is an orphan
+                    await self._remove_copy(target, record.id)
+                    return
+                self.topology.moved(source.id, target.id, record.size)
+                self.moved += 1
+                metrics.MOVES.labels("moved").inc()
+                await self._remove_copy(source, record.id)
+            except (DfsError, ConnectionLost) as err:
+                self.failed += 1
+                metrics.MOVES.labels("failed").inc()
+                log.warning("move_failed", file_id=record.id, source=source.id, target=target.id, error=str(err))
+                if not relocated:
+                    await self._remove_copy(target, record.id)
 
     async def _remove_copy(self, node: NodeState, file_id: int) -> None:
         await remove_copy(self.pool, node, file_id)

@@ -5,6 +5,10 @@ once its inventory is reconciled, ``heartbeat`` as it beats and ``leave`` when t
 node is up exactly while its session lives. Known nodes are
 remembered (the manager persists them) so that ``status`` can show a node that is down, and its files answer "file
 unavailable" rather than "does not exist".
+
+Every change to a node's state is a method here, named after the event that causes it (``stored``, ``filled``,
+``upload_started``...); the rest of the manager reads ``NodeState`` but never assigns to it, so each rule (a node is
+forgotten only once empty and stopped; a full node is passed over until it has room again) has one home.
 """
 
 from __future__ import annotations
@@ -109,6 +113,31 @@ class Topology:
 
     def leave(self, node: NodeState) -> None:
         node.up = node.claimed = False
+
+    def found_orphans(self, node: NodeState, count: int) -> None:
+        """Reconciling the node's inventory found ``count`` orphans on it (shown in ``status``)."""
+        node.orphans = count
+
+    def upload_started(self, node: NodeState) -> None:
+        """An upload to ``node`` began: placement counts it, so that concurrent uploads spread out."""
+        node.uploading += 1
+
+    def upload_ended(self, node: NodeState) -> None:
+        """An upload to ``node`` ended, committed or not (a committed one is counted by ``stored``)."""
+        node.uploading -= 1
+
+    def drain(self, node: NodeState, draining: bool) -> None:
+        """Retire the node (it gets no new files, and the rebalancer moves its files away), or stop retiring it."""
+        node.draining = draining
+
+    def forget(self, node: NodeState) -> None:
+        """Remove a retired node for good; ``BadRequest`` unless it is empty and stopped."""
+        if node.claimed or node.files:
+            raise BadRequest(
+                f"bad request: node {node.id} can be forgotten only once it is empty and stopped "
+                f"(it is {'running' if node.claimed else 'stopped'} with {node.files} files)"
+            )
+        del self.nodes[node.id]
 
     def is_up(self, node_id: int) -> bool:
         node = self.nodes.get(node_id)

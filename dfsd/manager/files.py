@@ -1,0 +1,225 @@
+"""File operations: put, get, delete, stat and list, and the relays that carry the bytes of puts and gets.
+
+File bytes never rest in the manager: an upload is relayed frame by frame from the client's connection to a pooled
+data connection to the chosen node, and a download the other way, each hop awaiting the next one's write buffer, so
+memory stays flat whatever the file size. A failure on the client's side of a relay is told apart from the node's
+(``_ClientFault``): the client's own error goes back as it was, a node's becomes "servers unavailable" (put) or "file
+unavailable" (get).
+
+An upload's name is reserved (``inflight.py``) before any byte moves and committed only after the node has answered
+``stored`` (the bytes are fsynced there); every failure on the way releases the name. A download that finds its node
+without the file's bytes asks the same owner whether a move took them elsewhere (follow it), a delete removed the file
+(error 2), or the file is lost (marked so; error 4).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from ..protocol import (
+    INLINE_MAX,
+    MAX_LIST_PAGE,
+    BadRequest,
+    DfsError,
+    FileNotFound,
+    FileUnavailable,
+    ProtocolError,
+    ServersUnavailable,
+    StorageFull,
+    check_inline,
+    check_name,
+    check_range,
+    check_sha256,
+)
+from ..protocol.messages import (
+    Data,
+    Delete,
+    End,
+    Fetch,
+    FileInfo,
+    Get,
+    Info,
+    List,
+    Listing,
+    Ok,
+    Put,
+    Sending,
+    Stat,
+    Store,
+    Stored,
+)
+from ..service import Request
+from ..settings import Limits
+from ..wire import Connection, ConnectionLost, receive_stream, send_upload
+from .inflight import InFlight
+from .placement import choose_node
+from .pool import NodeConnections, remove_copy
+from .store import FileRecord, MetadataStore
+from .topology import NodeState, Topology
+
+
+class _ClientFault(Exception):
+    """Something went wrong on the client's side of a relay (it left, or broke the protocol, or sent too much) while a
+    node's connection was in use: carried apart from the node's own errors, then re-raised as it was."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class FileOperations:
+    def __init__(
+        self, store: MetadataStore, topology: Topology, pool: NodeConnections, in_flight: InFlight, limits: Limits
+    ) -> None:
+        self.store = store
+        self.topology = topology
+        self.pool = pool
+        self.in_flight = in_flight
+        self.limits = limits
+
+    async def handle_put(self, conn: Connection, request: Put, req: Request) -> None:
+        check_name(request.name, self.limits.max_name_bytes)
+        check_sha256(request.sha256)
+        check_inline(request.data, request.size)
+        self._check_size(len(request.data) if request.data is not None else request.size or 0)
+        req.fields.update(name=request.name)
+        node = choose_node(self.topology.nodes.values(), request.size)
+        async with self.in_flight.upload(request.name, node) as file_id:
+            req.fields.update(node=node.id, file_id=file_id)
+            try:
+                store = Store(file_id, request.size, request.sha256, request.data)
+                stored = await self._relay_upload(conn, store, node, req)
+            except StorageFull:
+                self.topology.filled(node)
+                raise
+            await self.store.commit(file_id, request.name, node.id, stored.size, stored.sha256, time.time())
+            self.topology.stored(node.id, stored.size)
+        req.fields.update(size=stored.size)
+        await conn.send(stored)
+
+    async def _relay_upload(self, conn: Connection, store: Store, node: NodeState, req: Request) -> Stored:
+        async def from_client() -> AsyncIterator[Data | End]:
+            # The client may start sending once the node has said ok to ``store``.
+            await _to_client(conn.send(Ok()))
+            req.receiving = True
+            try:
+                received = 0
+                async for message in receive_stream(conn, uploaded=True):
+                    if type(message) is End:
+                        req.receiving = False
+                    else:
+                        received += len(message.data)
+                        self._check_size(received)
+                    yield message
+            except (ConnectionLost, DfsError) as err:
+                raise _ClientFault(err) from err
+
+        try:
+            async with self.pool.connection(node.address) as node_conn:
+                if store.data is not None:
+                    await node_conn.send(store)
+                    return await node_conn.expect(Stored)
+                return await send_upload(node_conn, store, from_client())
+        except _ClientFault as fault:
+            raise fault.error from None
+        except (ConnectionLost, ProtocolError) as err:
+            raise ServersUnavailable(
+                f"servers unavailable: storage node {node.id} failed during the upload ({err}); nothing was kept, "
+                "try again"
+            ) from err
+
+    def _check_size(self, size: int) -> None:
+        limit = self.limits.max_file_size
+        if limit is not None and size > limit:
+            raise BadRequest(f"bad request: files may hold at most {limit} bytes on this cluster")
+
+    async def handle_get(self, conn: Connection, request: Get, req: Request) -> None:
+        req.fields.update(name=request.name)
+        record = await self._find(request.name)
+        length = check_range(record.size, request.offset, request.length)
+        req.fields.update(node=record.node, size=length)
+        while True:
+            node = self._node_of(record)
+            try:
+                await self._relay_download(conn, record, request.offset, length, node)
+                return
+            except _ClientFault as fault:
+                raise fault.error from None
+            except FileNotFound as err:
+                # Before any byte went out. A move may have just taken the file to another node: follow it.
+                current = await self.in_flight.missing(record, node.id)
+                if current is None:
+                    raise FileNotFound(f"file does not exist: {record.name!r} (deleted meanwhile)") from err
+                if current.node != node.id:
+                    record = current
+                    continue
+                raise FileUnavailable(
+                    f"file unavailable: storage node {node.id} no longer has the bytes of {record.name!r} (lost)"
+                ) from err
+            except (ConnectionLost, ProtocolError) as err:
+                raise FileUnavailable(
+                    f"file unavailable: storage node {node.id} failed while sending {record.name!r} ({err}); try again"
+                ) from err
+
+    async def _relay_download(self, conn: Connection, record: FileRecord, offset: int, length: int, node: NodeState):
+        async with self.pool.connection(node.address) as node_conn:
+            await node_conn.send(Fetch(record.id, offset, length))
+            sending = await node_conn.expect(Sending)
+            if (sending.data is not None) != (length <= INLINE_MAX) or sending.length != length:
+                raise ProtocolError(f"protocol error: storage node {node.id} answered fetch with the wrong sending")
+            await _to_client(conn.send(Sending(record.size, offset, length, record.sha256, sending.data)))
+            if sending.data is None:
+                async for message in receive_stream(node_conn):
+                    await _to_client(conn.send(message))
+
+    async def handle_delete(self, conn: Connection, request: Delete, req: Request) -> None:
+        req.fields.update(name=request.name)
+        record = await self.store.remove(request.name)
+        if record is None:
+            raise FileNotFound(f"file does not exist: {request.name!r}")
+        req.fields.update(node=record.node, size=record.size)
+        self.topology.removed(record.node, record.size)
+        node = self.topology.nodes.get(record.node)
+        if node is not None:
+            await remove_copy(self.pool, node, record.id)
+        await conn.send(Ok())
+
+    async def handle_stat(self, conn: Connection, request: Stat, req: Request) -> None:
+        req.fields.update(name=request.name)
+        record = await self._find(request.name)
+        await conn.send(Info(self._file_info(record)))
+
+    async def handle_list(self, conn: Connection, request: List, req: Request) -> None:
+        limit = min(request.limit or MAX_LIST_PAGE, MAX_LIST_PAGE)
+        records = await self.store.list_files(request.prefix, request.after, limit + 1)
+        req.fields.update(prefix=request.prefix, count=min(len(records), limit))
+        files = [self._file_info(record) for record in records[:limit]]
+        await conn.send(Listing(files, more=len(records) > limit))
+
+    async def _find(self, name: str) -> FileRecord:
+        record = await self.store.find(name)
+        if record is None:
+            raise FileNotFound(f"file does not exist: {name!r}")
+        return record
+
+    def _node_of(self, record: FileRecord) -> NodeState:
+        node = self.topology.nodes.get(record.node)
+        if node is None or not node.up:
+            raise FileUnavailable(
+                f"file unavailable: {record.name!r} is on storage node {record.node}, which is down; "
+                "try again when it is back"
+            )
+        return node
+
+    def _file_info(self, record: FileRecord) -> FileInfo:
+        available = self.topology.is_up(record.node) and record.lost is None
+        return FileInfo(record.name, record.size, record.sha256, record.node, record.created, available)
+
+
+async def _to_client(sending: object) -> None:
+    """Await a send to the client, telling its failure apart from a node's."""
+    try:
+        await sending  # type: ignore[misc]
+    except ConnectionLost as err:
+        raise _ClientFault(err) from err

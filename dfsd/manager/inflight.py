@@ -1,0 +1,87 @@
+"""What is in flight: uploads under way and files being moved, and the questions whose answers depend on them.
+
+Theory of operation: a file is *in flight* while a node may hold bytes of it that no row names yet: from the moment an
+upload reserves its name until the upload is committed or fails, and from the moment the rebalancer starts copying it
+to a target until the row is switched there or the copy is given up. Every question that compares what the rows say
+with what a node holds asks this owner, so none of them can forget a kind of flight:
+
+- reconciling a registering node: bytes that no row places there are orphans, except the ids in flight (``on_node``);
+- removing those orphans, later: only the ones that are orphans still, just before (``still_orphans``);
+- a node answering that it lacks a file's bytes, to a read or a scrub: the file is lost only if its row still places
+  that very file on that node (``missing``). A delete or a finished move explains the absence instead; a move in
+  flight never does, because the source deletes its copy only after the row names the target.
+
+Uploads are reserved in the metadata store, which keeps names unique between racing uploads and hands out the ids,
+and counted on their node in the topology, where placement sees them; moves are held here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+from .lost import LostFiles
+from .store import FileRecord, MetadataStore
+from .topology import NodeState, Topology
+
+
+class InFlight:
+    def __init__(self, store: MetadataStore, topology: Topology, lost: LostFiles) -> None:
+        self._store = store
+        self._topology = topology
+        self._lost = lost
+        self._moving: set[int] = set()  # file ids being copied now: not orphans on their target
+
+    @contextlib.asynccontextmanager
+    async def upload(self, name: str, node: NodeState) -> AsyncIterator[int]:
+        """Reserve ``name`` for an upload to ``node`` and give its new file id; ``NameExists`` if the name is taken.
+
+        The reservation, and the node's count of uploads under way, last until the block ends: commit inside it.
+        """
+        self._topology.upload_started(node)  # before any await, so that concurrent uploads see it
+        try:
+            file_id = await self._store.reserve(name)
+            try:
+                yield file_id
+            finally:
+                self._store.release(name)
+        finally:
+            self._topology.upload_ended(node)
+
+    @contextlib.contextmanager
+    def move(self, file_id: int) -> Iterator[None]:
+        """The rebalancer copies ``file_id`` to another node: that copy is no orphan until the block ends."""
+        self._moving.add(file_id)
+        try:
+            yield
+        finally:
+            self._moving.discard(file_id)
+
+    def moving(self) -> set[int]:
+        """The ids of the files being moved now."""
+        return set(self._moving)
+
+    async def on_node(self, node_id: int) -> tuple[set[int], set[int], set[int]]:
+        """What reconciling ``node_id`` needs, in one snapshot: the ids recorded on it, those of them marked lost, and
+        every id in flight (uploads and moves, on any node)."""
+        recorded, recorded_lost, uploading = await self._store.ids_on_node(node_id)
+        return recorded, recorded_lost, uploading | self._moving
+
+    async def still_orphans(self, node_id: int, orphans: list[int]) -> list[int]:
+        """Those of ``orphans`` (found on ``node_id`` earlier) that no row places there now and that are not in flight:
+        an upload or a move may have committed one since."""
+        unrecorded = await self._store.unrecorded_on(node_id, orphans)
+        return [file_id for file_id in orphans if file_id in unrecorded and file_id not in self._moving]
+
+    async def missing(self, record: FileRecord, node_id: int) -> FileRecord | None:
+        """Node ``node_id`` answered that it lacks the bytes of ``record``: the file's record as it is now.
+
+        None if the file was deleted meanwhile (its name may name another file by now); on another node if a move
+        took it there; on ``node_id`` still if it is lost, in which case it has been marked lost.
+        """
+        current = await self._store.find(record.name)
+        if current is None or current.id != record.id:
+            return None
+        if current.node == node_id:
+            await self._lost.mark(node_id, lost=[record.id], name=record.name)
+        return current

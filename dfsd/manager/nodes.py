@@ -1,0 +1,133 @@
+"""Node sessions: a storage node's control session, from ``register`` to its last heartbeat.
+
+Theory of operation: a node dials the manager and registers; its id is claimed at once, so a second node with the same
+id is refused. It then sends its inventory, page by page, which is reconciled with the records (``reconcile.py``)
+before the node is up: files it lacks are marked lost, files it holds again are found, and what it holds that no
+record names are orphans. Only then is the node answered ``ok`` and up; it stays up exactly while heartbeats keep
+arriving within the deadline, and goes down when the session ends for any reason (``finally``), every pooled data
+connection to it aborted with it.
+
+Uploads and moves in flight are not orphans: both the reconciliation and the orphan removal after the join, a task
+owned by the session, ask ``inflight.py`` which ids are (the removal looks again just before, since an upload or a
+move may have committed one of them meanwhile). Then the session asks for a rebalance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+
+from .. import metrics
+from ..protocol import DfsError
+from ..protocol.messages import Heartbeat, Inventory, Ok, Register
+from ..wire import HANDSHAKE_TIMEOUT, Connection, ConnectionLost
+from .inflight import InFlight
+from .lost import LostFiles
+from .pool import NodeConnections, remove_copy
+from .rebalance import Rebalancer
+from .reconcile import reconcile
+from .store import MetadataStore, NodeRecord
+from .topology import NodeState, Topology
+
+log = structlog.get_logger("dfsd.manager")
+
+Log = structlog.typing.FilteringBoundLogger
+
+
+class NodeSessions:
+    def __init__(
+        self,
+        store: MetadataStore,
+        topology: Topology,
+        pool: NodeConnections,
+        rebalancer: Rebalancer,
+        in_flight: InFlight,
+        lost: LostFiles,
+        node_timeout: float,
+    ) -> None:
+        self.store = store
+        self.topology = topology
+        self.pool = pool
+        self.rebalancer = rebalancer
+        self.in_flight = in_flight
+        self.lost = lost
+        self.node_timeout = node_timeout
+
+    async def node_session(self, conn: Connection) -> None:
+        """A node is up exactly while this runs (after its inventory is reconciled)."""
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                register = await conn.expect(Register, answer=False)
+            node = self.topology.join(register, time.time())
+        except (ConnectionLost, DfsError, TimeoutError) as err:
+            log.warning("node_refused", peer=conn.peer, error=str(err))
+            if isinstance(err, DfsError):
+                await conn.refuse(err)
+            conn.abort()
+            return
+        node_log = log.bind(node=node.id)
+        cleanup: asyncio.Task[None] | None = None
+        try:
+            held = await _receive_inventory(conn)
+            orphans = await self._reconcile(node, held, node_log)
+            await save_node(self.store, node)
+            self.topology.activate(node)
+            await conn.send(Ok())
+            node_log.info("node_up", address=f"{node.host}:{node.port}", free=node.free, files=node.files)
+            cleanup = asyncio.create_task(self._after_join(node, orphans))
+            while True:
+                async with asyncio.timeout(self.node_timeout):
+                    beat = await conn.expect(Heartbeat, answer=False)
+                self.topology.heartbeat(node, beat.free, beat.capacity, time.time())
+                await conn.send(Ok())
+        except TimeoutError:
+            node_log.warning("node_down", reason=f"no heartbeat for {self.node_timeout:g} s")
+        except (ConnectionLost, DfsError) as err:
+            node_log.warning("node_down", reason=str(err))
+        finally:
+            self.topology.leave(node)
+            self.pool.forget(node.address)
+            conn.abort()
+            if cleanup is not None:
+                cleanup.cancel()
+                await asyncio.gather(cleanup, return_exceptions=True)
+        await save_node(self.store, node)
+
+    async def _reconcile(self, node: NodeState, held: set[int], node_log: Log) -> list[int]:
+        """Compare the node's files with the records; mark lost and found; return the orphans to remove."""
+        recorded, recorded_lost, in_flight = await self.in_flight.on_node(node.id)
+        result = reconcile(recorded, recorded_lost, held, in_flight)
+        await self.lost.mark(node.id, lost=result.lost, found=result.found)
+        self.topology.found_orphans(node, len(result.orphans))
+        node_log.info(
+            "reconciled", held=len(held), recorded=len(recorded), lost=len(result.lost), orphans=len(result.orphans)
+        )
+        return result.orphans
+
+    async def _after_join(self, node: NodeState, orphans: list[int]) -> None:
+        orphans = await self.in_flight.still_orphans(node.id, orphans)
+        for file_id in orphans:
+            await remove_copy(self.pool, node, file_id)
+        if orphans:
+            log.info("orphans_removed", node=node.id, count=len(orphans))
+            metrics.ORPHANS.inc(len(orphans))
+        self.rebalancer.request(automatic=True)
+
+
+async def save_node(store: MetadataStore, node: NodeState) -> None:
+    """Persist what the manager must remember of a node across its own restarts."""
+    await store.save_node(
+        NodeRecord(node.id, node.host, node.port, node.capacity, node.free, node.last_seen, node.draining)
+    )
+
+
+async def _receive_inventory(conn: Connection) -> set[int]:
+    held: set[int] = set()
+    while True:
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT):  # per page: a large inventory may take a while in all
+            page = await conn.expect(Inventory, answer=False)
+        held.update(page.file_ids)
+        if not page.more:
+            return held
