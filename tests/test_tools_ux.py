@@ -299,6 +299,21 @@ def test_help_documents_the_exit_statuses(tool: str) -> None:
         assert "-q, --quiet" in text
 
 
+@pytest.mark.parametrize("command", [["status"], ["rebalance"], ["scrub"], ["drain", "101"]])
+def test_dfsd_status_with_a_bogus_manager_printed_a_traceback_repro(command: list[str]) -> None:
+    """The operator's commands failed on a malformed --manager with a Python traceback, where dfs-ls gave an error and
+    a hint; they now share the tools' error handling."""
+    result = run_tool("dfsd", *command, "--manager", "bogus", manager="127.0.0.1:1")
+    message = result.stderr.decode()
+    assert result.returncode == 64, message
+    assert "Traceback" not in message
+    prog = f"dfsd {command[0]}"
+    assert message.splitlines() == [
+        f"{prog}: manager address 'bogus' is not HOST:PORT",
+        f"{prog}: hint: fix the setting it names; --manager and $DFS_MANAGER take HOST:PORT",
+    ]
+
+
 def test_status_help_documents_its_exit_statuses() -> None:
     text = run_tool("dfsd", "status", "--help", manager="127.0.0.1:1").stdout.decode()
     assert "exit status:" in text and "--json" in text
