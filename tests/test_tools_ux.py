@@ -34,10 +34,14 @@ class TerminalRun:
     terminal: str  # what the pseudo-terminal on standard error received
 
 
-def run_on_terminal(tool: str, *args: str, manager: str, stdout_on_terminal: bool = False) -> TerminalRun:
-    """Run an installed tool with standard error (and optionally standard output) on a 100x24 pseudo-terminal."""
+def run_on_terminal(
+    tool: str, *args: str, manager: str, stdout_on_terminal: bool = False, size: tuple[int, int] = (100, 24)
+) -> TerminalRun:
+    """Run an installed tool with standard error (and optionally standard output) on a pseudo-terminal of ``size``
+    (columns, rows)."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    columns, rows = size
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / tool), *args],
         stdin=subprocess.DEVNULL,
@@ -118,6 +122,17 @@ def test_cat_draws_progress_on_a_terminal_and_nothing_on_a_pipe(cluster: LocalCl
 
     quiet = run_on_terminal("dfs-cat", "-q", "big", manager=cluster.address)
     assert (quiet.returncode, quiet.stdout, quiet.terminal) == (0, payload, "")
+
+
+def test_progress_bar_vanished_on_a_terminal_reporting_0_columns_repro(cluster: LocalCluster, tmp_path: Path) -> None:
+    """A pseudo-terminal under `script`, or some CI runners, report a size of 0x0; tqdm drew nothing there."""
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(BAR_SIZE))
+    shown = run_on_terminal("dfs-push", str(source), manager=cluster.address, size=(0, 0))
+    assert shown.returncode == 0, shown.terminal
+    assert_progress_bar(shown.terminal, "3.00M")
+    bars = [line for line in shown.terminal.replace("\n", "\r").split("\r") if "%|" in line]
+    assert bars and all(len(line) == 80 for line in bars), bars  # as wide as a classic terminal
 
 
 def test_cat_draws_no_bar_over_bytes_going_to_the_terminal(cluster: LocalCluster) -> None:
