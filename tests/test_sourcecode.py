@@ -7,16 +7,21 @@
   (starting daemons and waiting until they listen), so the library can change behind them and they show what any
   program can do with it.
 - The manager and the storage node never import each other: they meet only on the wire.
+
+And one rule about what is imported at all: this checkout, wherever Python starts (the suite, and the daemons it
+starts from temporary directories), so an edit is tested without reinstalling.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL_DIR = ROOT / "protocol"
 PACKAGE = "dfsd.protocol"
 
@@ -253,3 +258,21 @@ def test_cross_import_checker_catches(package: str, source: str) -> None:
 def test_cross_import_checker_allows() -> None:
     assert cross_imports("from ..wire import Connection\nfrom .topology import Topology", "dfsd.manager") == []
     assert cross_imports("from .. import service\nfrom .layout import Layout", "dfsd.storage") == []
+
+
+# --- the checkout is what runs ----------------------------------------------------------------------------------------
+
+WHERE = "import dfsd, dfsd.protocol, dfsd.tools; print(dfsd.__file__, dfsd.protocol.__file__, dfsd.tools.__file__)"
+
+
+@pytest.mark.parametrize("where", ["here", "elsewhere"])
+def test_the_checkout_is_what_is_imported(where: str, tmp_path: Path) -> None:
+    """A copy installed without -e would be tested instead of the edits (and ``python -m pytest`` would find ``dfsd/``
+    without its ``protocol`` and ``tools``); the fix is the README's ``pip install -e '.[test]'``."""
+    cwd = ROOT if where == "here" else tmp_path
+    found = subprocess.run([sys.executable, "-c", WHERE], cwd=cwd, capture_output=True, text=True, check=False)
+    assert found.returncode == 0, f"{found.stderr}install the checkout with pip install -e '.[test]'"
+    folders = [Path(path).resolve().parent for path in found.stdout.split()]
+    assert folders == [ROOT / "dfsd", ROOT / "protocol", ROOT / "tools"], (
+        "install the checkout with pip install -e '.[test]'"
+    )
