@@ -81,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     cluster.add_argument("--port", type=int, default=8000, help="the manager's port (default 8000)")
     cluster.add_argument("--data", type=Path, default=DEFAULT_DATA, help="where everything is kept (default dfs-data)")
 
-    for tool in (status, rebalance, scrub):
+    for tool in (status, rebalance, scrub, drain):
         tool.add_parser(commands)
+    backup.add_parser(commands, DEFAULT_DATA / "manager.db")
 
     for sub in (manager, storage):
         _add_security_flags(sub)
@@ -101,9 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     for sub in (manager, storage, cluster):
         sub.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
         sub.add_argument("--log-json", action="store_true", default=None, help="log JSON lines even on a terminal")
-
-    drain.add_parser(commands)
-    backup.add_parser(commands, DEFAULT_DATA / "manager.db")
 
     for sub in commands.choices.values():
         sub.add_argument(
