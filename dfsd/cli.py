@@ -1,4 +1,7 @@
-"""The ``dfsd`` command: run a manager, a storage node or a whole local cluster, and show a cluster's status.
+"""The ``dfsd`` command: run a manager, a storage node or a whole local cluster.
+
+The operator's commands (``dfsd status``, ``rebalance``, ``scrub``, ``drain``, ``backup``) are tools like dfs-ls and
+live beside them in ``dfsd.tools``; each adds its own subcommand here and runs when it is chosen.
 
 Daemons log to standard error and print exactly one line to standard output once they accept connections
 (``dfsd manager listening on HOST:PORT``), so scripts and tests wait for that line instead of sleeping.
@@ -9,27 +12,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 import structlog
 
-from . import aio, logs
+from . import aio, logs, processes
 from .client import Client, manager_address
 from .config import apply_defaults, config_path
-from .protocol import MAX_FRAME_SIZE, MAX_NAME_BYTES, ChecksumMismatch, DfsError, FileUnavailable
+from .protocol import MAX_FRAME_SIZE, MAX_NAME_BYTES
 from .protocol.limits import CHUNK_SIZE
 from .settings import Limits, Security
-from .usage import UsageParser
+from .tools import backup, drain, rebalance, scrub, status
+from .tools.common import UsageParser, add_manager_option
 
 # A data frame holds a whole CHUNK_SIZE chunk plus a small header: no smaller frame limit can carry an upload.
 MIN_FRAME_SIZE = CHUNK_SIZE + 1024
@@ -57,9 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     storage = commands.add_parser("storage", help="run a storage node")
     storage.add_argument("--id", type=int, help="this node's id, unique in the cluster (required)")
-    storage.add_argument(
-        "--manager", metavar="HOST:PORT", help="the manager (default $DFS_MANAGER, else 127.0.0.1:8000)"
-    )
+    add_manager_option(storage)
     storage.add_argument("--data", type=Path, help="data directory (default dfs-data/node-ID)")
     storage.add_argument("--host", default="127.0.0.1", help="address to serve data on (default 127.0.0.1)")
     storage.add_argument("--port", type=int, default=0, help="port to serve data on; 0 picks a free one (default)")
@@ -81,28 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     cluster.add_argument("--port", type=int, default=8000, help="the manager's port (default 8000)")
     cluster.add_argument("--data", type=Path, default=DEFAULT_DATA, help="where everything is kept (default dfs-data)")
 
-    status = commands.add_parser(
-        "status",
-        help="show every storage node and the totals",
-        description="Show every storage node (up or down, files, bytes, lost and orphaned files, last heartbeat),\n"
-        "the totals, the rebalancer and any lost files: an aligned table, or one JSON object with --json.",
-        epilog="exit status:\n  0      success\n  1      the manager cannot be reached (start it, or fix --manager)\n"
-        "  2-11   another error from the cluster, as for dfs-push (see its --help)\n  64     wrong command line",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    status.add_argument(
-        "--json",
-        action="store_true",
-        help="one JSON object for scripts: nodes (a list), files, bytes, lost (names), rebalance (or null)",
-    )
-    rebalance = commands.add_parser("rebalance", help="even out the file counts of the nodes now, showing progress")
-    scrub = commands.add_parser(
-        "scrub", help="re-read every file on every node and report any whose bytes no longer match (exit 7 if so)"
-    )
-    for sub in (status, rebalance, scrub):
-        sub.add_argument(
-            "--manager", metavar="HOST:PORT", help="the manager (default $DFS_MANAGER, else 127.0.0.1:8000)"
-        )
+    for tool in (status, rebalance, scrub, drain):
+        tool.add_parser(commands)
+    backup.add_parser(commands, DEFAULT_DATA / "manager.db")
 
     for sub in (manager, storage):
         _add_security_flags(sub)
@@ -122,19 +103,6 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
         sub.add_argument("--log-json", action="store_true", default=None, help="log JSON lines even on a terminal")
 
-    drain = commands.add_parser(
-        "drain", help="retire a storage node: move its files to the others, showing progress, then say when to stop it"
-    )
-    drain.add_argument("node_id", type=int, metavar="NODE_ID")
-    drain.add_argument("--undo", action="store_true", help="take the node back: it gets new files again")
-    drain.add_argument("--forget", action="store_true", help="drop an empty, stopped node from the manager's records")
-    drain.add_argument("--manager", metavar="HOST:PORT", help="the manager (default $DFS_MANAGER, else 127.0.0.1:8000)")
-    backup = commands.add_parser(
-        "backup", help="copy the manager's database to DEST safely, even while the manager runs (SQLite online backup)"
-    )
-    backup.add_argument("dest", type=Path, metavar="DEST", help="the file to write (replaced if it exists)")
-    backup.add_argument("--db", type=Path, default=DEFAULT_DATA / "manager.db", help="the manager's database")
-
     for sub in commands.choices.values():
         sub.add_argument(
             "--config", type=Path, help="a TOML file of settings, below flags and $DFS_* in precedence ($DFS_CONFIG)"
@@ -145,16 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "storage" and args.id is None:
         storage.error("--id is required (or $DFS_ID, or id in the [storage] table of the config file)")
-    if args.command == "status":
-        return _client_command(args.manager, lambda client: _print_status(client, as_json=args.json))
-    if args.command == "rebalance":
-        return _client_command(args.manager, _rebalance)
-    if args.command == "scrub":
-        return _client_command(args.manager, _scrub)
-    if args.command == "drain":
-        return _client_command(args.manager, lambda client: _drain(client, args.node_id, args.undo, args.forget))
-    if args.command == "backup":
-        return _backup(args.db, args.dest)
+    if "execute" in args:  # an operator's command, from dfsd.tools
+        return int(args.execute(args))
     logs.configure(args.log_level, args.log_json)
     if args.command == "manager":
         return _serve(_manager(args), "dfsd manager")
@@ -312,166 +272,25 @@ def _advertise(text: str | None) -> tuple[str, int | None] | None:
     return (host, int(port)) if sep and port.isdigit() else (text, None)
 
 
-def _client_command(address: str | None, work: Callable[[Client], Awaitable[int]]) -> int:
-    async def run() -> int:
-        async with Client(address) as client:
-            return await work(client)
-
-    try:
-        return aio.run(run())
-    except DfsError as err:
-        print(f"dfsd: {err.describe()}", file=sys.stderr)
-        return int(err.code)
-
-
-async def _print_status(client: Client, as_json: bool = False) -> int:
-    """The cluster as an aligned table (columns as wide as their widest cell), or as one JSON object."""
-    import dataclasses
-
-    # The tools' helpers, so that `dfsd status` and `dfs-ls -l` show sizes, times and tables the same way.
-    from .tools.common import dump_json, format_table, human_size, human_time
-
-    status = await client.status()
-    if as_json:
-        data = dataclasses.asdict(status)
-        data["lost"] = data["lost"] or []
-        print(dump_json(data, indent=2))
-        return 0
-    if not status.nodes:
-        print("no storage node has registered yet; start one with `dfsd storage --id N --manager HOST:PORT`")
-    else:
-        headers = ("NODE", "ADDRESS", "STATE", "FILES", "USED", "FREE", "DISK", "LOST", "ORPHANS", "LAST SEEN")
-        right = (True, False, False, True, True, True, True, True, True, False)
-        rows = [
-            (
-                str(node.id),
-                f"{node.host}:{node.port}",
-                "up" if node.up else "DOWN",
-                str(node.files),
-                human_size(node.used),
-                human_size(node.free),
-                human_size(node.capacity),
-                str(node.lost),
-                str(node.orphans),
-                human_time(node.last_seen) if node.last_seen else "never",
-            )
-            for node in status.nodes
-        ]
-        for line in format_table(headers, rows, right):
-            print(line)
-    up = sum(node.up for node in status.nodes)
-    print(f"total: {up} of {len(status.nodes)} nodes up, {status.files} files, {human_size(status.bytes)}")
-    if status.rebalance is not None:
-        r = status.rebalance
-        state = f"running, {r.remaining} moves left in this round" if r.running else "idle"
-        auto = "automatic" if r.auto else "manual only (`dfsd rebalance`)"
-        print(f"rebalance: {state}; {r.moved} files moved, {r.failed} moves failed; {auto}")
-    if status.lost:
-        print(f"LOST FILES ({len(status.lost)} shown; their nodes no longer have the bytes):")
-        for name in status.lost:
-            print(f"  {name!r}")
-    return 0
-
-
-async def _scrub(client: Client) -> int:
-    report = await client.scrub()
-    print(
-        f"checked {report.checked} files ({_bytes(report.bytes)}): {len(report.corrupt)} corrupt, "
-        f"{len(report.missing)} missing, {report.skipped} not checked (node down)"
-    )
-    for label, names in (("CORRUPT", report.corrupt), ("MISSING", report.missing)):
-        for name in names:
-            print(f"  {label}  {name!r}")
-    if report.corrupt or report.missing:
-        print("dfsd scrub: error 7: some files no longer match their checksum; see above", file=sys.stderr)
-        return int(ChecksumMismatch.code)
-    return 0
-
-
-async def _rebalance(client: Client) -> int:
-    await client.rebalance()
-    while True:
-        await asyncio.sleep(0.5)
-        status = await client.status()
-        assert status.rebalance is not None
-        counts = ", ".join(f"{node.id}: {node.files}" for node in status.nodes if node.up)
-        print(f"moved {status.rebalance.moved}, failed {status.rebalance.failed}; files per node: {counts}", flush=True)
-        if not status.rebalance.running:
-            return 0
-
-
-async def _drain(client: Client, node_id: int, undo: bool, forget: bool) -> int:
-    status = await client.drain(node_id, undo, forget)
-    if undo or forget:
-        print(f"node {node_id} takes new files again" if undo else f"node {node_id} is forgotten")
-        return 0
-    while True:
-        (node,) = [node for node in status.nodes if node.id == node_id]
-        print(f"node {node_id}: {node.files} files left ({_bytes(node.used)})", flush=True)
-        if node.files - node.lost == 0:
-            lost = f" ({node.lost} lost files stay recorded on it; see `dfsd status`)" if node.lost else ""
-            print(
-                f"node {node_id} is empty{lost}: stop its process now, then `dfsd drain {node_id} --forget` "
-                "drops it from the records"
-            )
-            return 0
-        if not node.up:
-            print(f"dfsd drain: node {node_id} is down; start it again so its files can move", file=sys.stderr)
-            return int(FileUnavailable.code)
-        await asyncio.sleep(0.5)
-        status = await client.status()
-
-
-def _backup(db: Path, dest: Path) -> int:
-    """SQLite's online backup copies a consistent snapshot page by page while writers carry on."""
-    if not db.exists():
-        print(f"dfsd backup: no database at {db}; give --db PATH", file=sys.stderr)
-        return 66
-    partial = dest.with_name(dest.name + ".partial")
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as source:
-        with contextlib.closing(sqlite3.connect(partial)) as target:
-            source.backup(target)
-    os.replace(partial, dest)
-    print(f"backed up {db} to {dest} ({_bytes(dest.stat().st_size)})")
-    return 0
-
-
-def _bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError
-
-
 def _cluster(args: argparse.Namespace) -> int:
     """A manager and ``--nodes`` storage nodes as child processes, each with its own data directory."""
     data: Path = args.data.resolve()
     data.mkdir(parents=True, exist_ok=True)
     log_flags = ["--log-level", args.log_level] + (["--log-json"] if args.log_json else [])
-    children: list[subprocess.Popen[str]] = []
+    children: list[subprocess.Popen[bytes]] = []
 
     def start(*command: str) -> str:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "dfsd", *command, *log_flags],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=data,
-            start_new_session=True,  # Ctrl-C reaches only this process, which then stops each child once
-        )
+        # In a session of its own, so a Ctrl-C reaches only this process, which then stops each child once; its log
+        # goes to this terminal.
+        child, address = processes.start(processes.dfsd_command(*command, *log_flags), cwd=data, new_session=True)
         children.append(child)
-        assert child.stdout is not None
-        line = child.stdout.readline().strip()
-        if not line:
-            raise RuntimeError(f"`dfsd {' '.join(command)}` exited with status {child.wait()} before it was ready")
-        return line
+        return address
 
     # Both stop the cluster, even where SIGINT arrives ignored (a shell's background job inherits it so).
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
-        address = start("manager", "--port", str(args.port), "--db", str(data / "manager.db")).rpartition(" ")[2]
+        address = start("manager", "--port", str(args.port), "--db", str(data / "manager.db"))
         for index in range(args.nodes):
             node_id = 100 + index
             start("storage", "--id", str(node_id), "--manager", address, "--data", str(data / f"node-{node_id}"))
@@ -490,10 +309,14 @@ def _cluster(args: argparse.Namespace) -> int:
             time.sleep(0.5)
         print("dfsd cluster: a process exited on its own; stopping the others", file=sys.stderr)
         return 1
+    except (processes.NotReady, TimeoutError) as err:
+        print(f"dfsd cluster: {err}; stopping the others", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        _stop(children)
+        # Nodes first, so they leave the manager cleanly.
+        processes.stop(children[::-1], grace=15.0)
 
 
 def _command(name: str) -> str:
@@ -515,21 +338,5 @@ def _wait_for_nodes(address: str, count: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while aio.run(up_nodes()) < count:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only some of the {count} storage nodes registered within {timeout:g} s")
+            raise TimeoutError(f"only some of the {count} storage nodes registered within {timeout:g} s")
         time.sleep(0.1)
-
-
-def _stop(children: list[subprocess.Popen[str]], grace: float = 15.0) -> None:
-    """SIGTERM every child (nodes first, so they leave the manager cleanly), then SIGKILL whatever still runs after
-    ``grace`` seconds — or at once on a second Ctrl-C."""
-    for child in reversed(children):
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    try:
-        for child in children:
-            child.wait(max(0.0, deadline - time.monotonic()))
-    except (subprocess.TimeoutExpired, KeyboardInterrupt):
-        for child in children:
-            child.kill()
-            child.wait()

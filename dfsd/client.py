@@ -8,6 +8,10 @@ arrived (for whole-file reads; a range cannot be checked against the whole file'
 
 Every failure is a ``DfsError`` subclass with its wire code; an unreachable manager is ``ServersUnavailable`` (error 1).
 ``dfsd.sync_client.SyncClient`` is the same API for scripts without an event loop.
+
+This module is the client library's public surface: ``__all__`` names everything a program needs — the client, the
+error classes (one per wire code), the records the calls return, and ``run`` for the event loop dfsd uses — so
+programs, the bundled tools included, import nothing else of dfsd.
 """
 
 from __future__ import annotations
@@ -19,13 +23,23 @@ import stat
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import BinaryIO, TypeVar
 
+from .aio import run
 from .protocol import (
     CHUNK_SIZE,
     INLINE_MAX,
+    BadRequest,
     ChecksumMismatch,
     DfsError,
+    ErrorCode,
+    FileNotFound,
+    FileUnavailable,
+    InternalError,
+    NameExists,
+    NodeIdInUse,
+    NotAuthorised,
     ProtocolError,
     ServersUnavailable,
+    StorageFull,
     check_name,
 )
 from .protocol.messages import (
@@ -41,9 +55,11 @@ from .protocol.messages import (
     List,
     Listing,
     Message,
+    NodeInfo,
     Ok,
     Put,
     Rebalance,
+    RebalanceInfo,
     Scrub,
     ScrubReport,
     Sending,
@@ -51,8 +67,17 @@ from .protocol.messages import (
     Status,
     Stored,
 )
-from .settings import Security
+from .settings import SECRET_ENV, SECRET_FILE_ENV, TLS_CA_ENV, Security
 from .wire import Connection, ConnectionLost, receive_stream, send_upload
+
+# The client, its settings, the error classes (one per wire code) and the records the calls return.
+__all__ = [
+    "CHUNK_SIZE", "DEFAULT_MANAGER", "SECRET_ENV", "SECRET_FILE_ENV", "TLS_CA_ENV", "BadRequest", "ChecksumMismatch",
+    "Client", "ClusterStatus", "DfsError", "Download", "ErrorCode", "FileInfo", "FileNotFound", "FileUnavailable",
+    "InternalError", "NameExists", "NodeIdInUse", "NodeInfo", "NotAuthorised", "ProtocolError", "RebalanceInfo",
+    "ScrubReport", "Security", "Sending", "ServersUnavailable", "Source", "StorageFull", "Stored", "file_size",
+    "manager_address", "run",
+]  # fmt: skip
 
 DEFAULT_MANAGER = "127.0.0.1:8000"
 

@@ -11,7 +11,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
-import select
 import signal
 import sqlite3
 import subprocess
@@ -21,7 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dfsd import aio
+from dfsd import aio, processes
 from dfsd.client import Client
 from dfsd.settings import Security
 
@@ -29,7 +28,6 @@ from dfsd.settings import Security
 HEARTBEAT = "0.2"
 NODE_TIMEOUT = "1.0"
 MANAGER_TIMEOUT = "1.0"
-READY_TIMEOUT = 20.0
 
 
 @dataclass
@@ -69,23 +67,13 @@ def start_daemon(
 ) -> Daemon:
     """Start ``dfsd ARGS`` (with ``env`` added to the environment, behind a ``prefix`` command such as
     ``ip netns exec NS``) and wait for its ready line; fail with its log if it dies first."""
-    with open(log, "ab") as log_file:
-        process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", "dfsd", *args, "--log-level", "info"],
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=log_file,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-        )
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], READY_TIMEOUT)
-    line = process.stdout.readline().decode().strip() if ready else ""
-    if not line:
-        process.kill()
-        process.wait()
-        raise AssertionError(f"dfsd {' '.join(args)} did not start:\n{log.read_text()[-3000:]}")
-    return Daemon(process, line.rpartition(" ")[2], log)
+    process, address = processes.start(
+        [*prefix, *processes.dfsd_command(*args, "--log-level", "info")],
+        cwd=cwd,
+        log=log,
+        env={**os.environ, **(env or {})},
+    )
+    return Daemon(process, address, log)
 
 
 @dataclass

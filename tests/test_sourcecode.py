@@ -1,17 +1,28 @@
-"""The protocol package stays sans-I/O: no event loop, sockets, clock, files or database, and nothing else of dfsd.
+"""Import rules, checked on the source (it is read, not imported, so an import hidden in a function counts too).
 
-Bytes in, messages out, and time passed in by the caller; that is what lets the codec be tested without an event loop
-and fuzzed byte by byte. This reads the source (it does not import it), so an import hidden in a function counts too.
+- The protocol package stays sans-I/O: no event loop, sockets, clock, files or database, and nothing else of dfsd.
+  Bytes in, messages out, and time passed in by the caller; that is what lets the codec be tested without an event loop
+  and fuzzed byte by byte.
+- The tools use only the client library's public surface (what ``dfsd.client.__all__`` names) and ``dfsd.processes``
+  (starting daemons and waiting until they listen), so the library can change behind them and they show what any
+  program can do with it.
+- The manager and the storage node never import each other: they meet only on the wire.
+
+And one rule about what is imported at all: this checkout, wherever Python starts (the suite, and the daemons it
+starts from temporary directories), so an edit is tested without reinstalling.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-PROTOCOL_DIR = Path(__file__).parent.parent / "protocol"
+ROOT = Path(__file__).resolve().parent.parent
+PROTOCOL_DIR = ROOT / "protocol"
 PACKAGE = "dfsd.protocol"
 
 # I/O, the clock and the database. (subprocess, threading and uvloop are no better than asyncio here.)
@@ -36,16 +47,29 @@ def imported_modules(source: str, package: str = PACKAGE) -> list[tuple[int, str
         if isinstance(node, ast.Import):
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level == 0:
-                base = node.module or ""
-            else:
-                parts = package.split(".")
-                # ``from . import x`` is inside the package; each extra dot climbs one package up.
-                base = ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            base = _absolute(node, package)
             found.append((node.lineno, base))
             # ``from dfsd import storage`` imports dfsd.storage, not just dfsd.
             found += [(node.lineno, f"{base}.{alias.name}") for alias in node.names if base in ("dfsd", "")]
     return found
+
+
+def imported_names(source: str, package: str, module: str) -> list[tuple[int, str]]:
+    """(line, name) of every name taken from ``module`` by ``from ... import`` in ``source`` (inside ``package``)."""
+    return [
+        (node.lineno, alias.name)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ImportFrom) and _absolute(node, package) == module
+        for alias in node.names
+    ]
+
+
+def _absolute(node: ast.ImportFrom, package: str) -> str:
+    if node.level == 0:
+        return node.module or ""
+    parts = package.split(".")
+    # ``from . import x`` is inside the package; each extra dot climbs one package up.
+    return ".".join(parts[: len(parts) - node.level + 1] + ([node.module] if node.module else []))
 
 
 def violations(source: str) -> list[str]:
@@ -111,3 +135,144 @@ def test_checker_catches(source: str) -> None:
 )
 def test_checker_allows(source: str) -> None:
     assert violations(source) == []
+
+
+# --- the tools: the client library's public surface only --------------------------------------------------------------
+
+TOOLS_DIR = ROOT / "tools"
+TOOLS = "dfsd.tools"
+CLIENT = "dfsd.client"
+# Besides the client library, the one helper the tools may use: starting daemons and waiting until they listen.
+SHARED_HELPERS = {"dfsd.processes"}
+
+
+def public_surface() -> set[str]:
+    """The names ``dfsd.client.__all__`` lists, read from its source."""
+    tree = ast.parse((ROOT / "dfsd" / "client.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            return set(ast.literal_eval(node.value))
+    raise AssertionError("dfsd/client.py has no __all__")
+
+
+def tool_violations(source: str) -> list[str]:
+    bad = []
+    for line, module in imported_modules(source, TOOLS):
+        inside_tools = module == TOOLS or module.startswith(TOOLS + ".")
+        if module.split(".")[0] != "dfsd" or module in ("dfsd", CLIENT) or module in SHARED_HELPERS or inside_tools:
+            continue
+        bad.append(f"line {line}: imports {module} (tools use the client library's public surface, dfsd.client)")
+    public = public_surface()
+    for line, name in imported_names(source, TOOLS, CLIENT):
+        if name not in public:
+            bad.append(f"line {line}: imports {name} from dfsd.client, which its __all__ does not name")
+    return bad
+
+
+TOOL_SOURCES = sorted(TOOLS_DIR.glob("**/*.py"))
+
+
+def test_tool_sources_are_found() -> None:
+    assert {"common.py", "push.py", "bench.py", "status.py"} <= {path.name for path in TOOL_SOURCES}
+
+
+@pytest.mark.parametrize("path", TOOL_SOURCES, ids=lambda path: str(path.relative_to(TOOLS_DIR)))
+def test_tool_uses_only_the_client_librarys_public_surface(path: Path) -> None:
+    assert tool_violations(path.read_text(encoding="utf-8")) == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from dfsd.wire import READ_SIZE",
+        "from dfsd import aio",
+        "import dfsd.settings",
+        "from dfsd.protocol import DfsError",
+        "from dfsd.protocol.messages import FileInfo",
+        "from dfsd.client import Connection",  # imported inside dfsd.client, but not its public surface
+        "from ..client import receive_stream",
+        "from ..wire import Connection",
+        "from ..manager import server",
+    ],
+)
+def test_tool_checker_catches(source: str) -> None:
+    assert tool_violations(source) != []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from dfsd.client import Client, DfsError, FileInfo, run",
+        "from dfsd.client import run as run_async",
+        "from dfsd import processes",
+        "from .common import run",
+        "from . import progress",
+        "from ..client import Client",
+        "import cbor2, sqlite3",
+    ],
+)
+def test_tool_checker_allows(source: str) -> None:
+    assert tool_violations(source) == []
+
+
+# --- the manager and the storage node never import each other ---------------------------------------------------------
+
+SEPARATE = {"dfsd.manager": "dfsd.storage", "dfsd.storage": "dfsd.manager"}
+
+
+def cross_imports(source: str, package: str) -> list[str]:
+    other = SEPARATE[package]
+    return [
+        f"line {line}: imports {module} ({package} and {other} meet only on the wire)"
+        for line, module in imported_modules(source, package)
+        if module == other or module.startswith(other + ".")
+    ]
+
+
+DAEMON_SOURCES = [
+    (package, path) for package in SEPARATE for path in sorted(ROOT.joinpath(*package.split(".")).glob("*.py"))
+]
+
+
+@pytest.mark.parametrize(
+    ("package", "path"), DAEMON_SOURCES, ids=[str(path.relative_to(ROOT)) for _, path in DAEMON_SOURCES]
+)
+def test_manager_and_storage_never_import_each_other(package: str, path: Path) -> None:
+    assert cross_imports(path.read_text(encoding="utf-8"), package) == []
+
+
+@pytest.mark.parametrize(
+    ("package", "source"),
+    [
+        ("dfsd.manager", "from ..storage import layout"),
+        ("dfsd.manager", "from .. import storage"),
+        ("dfsd.manager", "import dfsd.storage.node"),
+        ("dfsd.storage", "from dfsd.manager.store import MetadataStore"),
+        ("dfsd.storage", "from ..manager.placement import choose_node"),
+    ],
+)
+def test_cross_import_checker_catches(package: str, source: str) -> None:
+    assert cross_imports(source, package) != []
+
+
+def test_cross_import_checker_allows() -> None:
+    assert cross_imports("from ..wire import Connection\nfrom .topology import Topology", "dfsd.manager") == []
+    assert cross_imports("from .. import service\nfrom .layout import Layout", "dfsd.storage") == []
+
+
+# --- the checkout is what runs ----------------------------------------------------------------------------------------
+
+WHERE = "import dfsd, dfsd.protocol, dfsd.tools; print(dfsd.__file__, dfsd.protocol.__file__, dfsd.tools.__file__)"
+
+
+@pytest.mark.parametrize("where", ["here", "elsewhere"])
+def test_the_checkout_is_what_is_imported(where: str, tmp_path: Path) -> None:
+    """A copy installed without -e would be tested instead of the edits (and ``python -m pytest`` would find ``dfsd/``
+    without its ``protocol`` and ``tools``); the fix is the README's ``pip install -e '.[test]'``."""
+    cwd = ROOT if where == "here" else tmp_path
+    found = subprocess.run([sys.executable, "-c", WHERE], cwd=cwd, capture_output=True, text=True, check=False)
+    assert found.returncode == 0, f"{found.stderr}install the checkout with pip install -e '.[test]'"
+    folders = [Path(path).resolve().parent for path in found.stdout.split()]
+    assert folders == [ROOT / "dfsd", ROOT / "protocol", ROOT / "tools"], (
+        "install the checkout with pip install -e '.[test]'"
+    )

@@ -34,10 +34,14 @@ class TerminalRun:
     terminal: str  # what the pseudo-terminal on standard error received
 
 
-def run_on_terminal(tool: str, *args: str, manager: str, stdout_on_terminal: bool = False) -> TerminalRun:
-    """Run an installed tool with standard error (and optionally standard output) on a 100x24 pseudo-terminal."""
+def run_on_terminal(
+    tool: str, *args: str, manager: str, stdout_on_terminal: bool = False, size: tuple[int, int] = (100, 24)
+) -> TerminalRun:
+    """Run an installed tool with standard error (and optionally standard output) on a pseudo-terminal of ``size``
+    (columns, rows)."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    columns, rows = size
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / tool), *args],
         stdin=subprocess.DEVNULL,
@@ -118,6 +122,17 @@ def test_cat_draws_progress_on_a_terminal_and_nothing_on_a_pipe(cluster: LocalCl
 
     quiet = run_on_terminal("dfs-cat", "-q", "big", manager=cluster.address)
     assert (quiet.returncode, quiet.stdout, quiet.terminal) == (0, payload, "")
+
+
+def test_progress_bar_vanished_on_a_terminal_reporting_0_columns_repro(cluster: LocalCluster, tmp_path: Path) -> None:
+    """A pseudo-terminal under `script`, or some CI runners, report a size of 0x0; tqdm drew nothing there."""
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(BAR_SIZE))
+    shown = run_on_terminal("dfs-push", str(source), manager=cluster.address, size=(0, 0))
+    assert shown.returncode == 0, shown.terminal
+    assert_progress_bar(shown.terminal, "3.00M")
+    bars = [line for line in shown.terminal.replace("\n", "\r").split("\r") if "%|" in line]
+    assert bars and all(len(line) == 80 for line in bars), bars  # as wide as a classic terminal
 
 
 def test_cat_draws_no_bar_over_bytes_going_to_the_terminal(cluster: LocalCluster) -> None:
@@ -297,6 +312,21 @@ def test_help_documents_the_exit_statuses(tool: str) -> None:
         assert f"\n  {status} " in text, (status, text)
     if tool in ("dfs-push", "dfs-cat"):
         assert "-q, --quiet" in text
+
+
+@pytest.mark.parametrize("command", [["status"], ["rebalance"], ["scrub"], ["drain", "101"]])
+def test_dfsd_status_with_a_bogus_manager_printed_a_traceback_repro(command: list[str]) -> None:
+    """The operator's commands failed on a malformed --manager with a Python traceback, where dfs-ls gave an error and
+    a hint; they now share the tools' error handling."""
+    result = run_tool("dfsd", *command, "--manager", "bogus", manager="127.0.0.1:1")
+    message = result.stderr.decode()
+    assert result.returncode == 64, message
+    assert "Traceback" not in message
+    prog = f"dfsd {command[0]}"
+    assert message.splitlines() == [
+        f"{prog}: manager address 'bogus' is not HOST:PORT",
+        f"{prog}: hint: fix the setting it names; --manager and $DFS_MANAGER take HOST:PORT",
+    ]
 
 
 def test_status_help_documents_its_exit_statuses() -> None:

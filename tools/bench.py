@@ -33,7 +33,6 @@ import os
 import platform
 import random
 import secrets
-import select
 import shutil
 import signal
 import subprocess
@@ -47,15 +46,32 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dfsd.protocol import ChecksumMismatch, DfsError, ProtocolError, ServersUnavailable
-
-from dfsd import aio
-from dfsd.client import Client, manager_address
-from dfsd.settings import SECRET_ENV, SECRET_FILE_ENV, TLS_CA_ENV, Security
-from dfsd.usage import EXIT_USAGE, UsageParser
+from dfsd import processes
+from dfsd.client import (
+    SECRET_ENV,
+    SECRET_FILE_ENV,
+    TLS_CA_ENV,
+    ChecksumMismatch,
+    Client,
+    DfsError,
+    ProtocolError,
+    Security,
+    ServersUnavailable,
+    manager_address,
+)
+from dfsd.client import run as run_async
 
 from . import bench_baselines as baselines
-from .common import EXIT_INTERRUPTED, Failures, format_table, human_size, say
+from .common import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    Failures,
+    UsageParser,
+    add_manager_option,
+    format_table,
+    human_size,
+    say,
+)
 
 PROG = "dfs-bench"
 
@@ -69,10 +85,12 @@ SMALL_SIZES = (1024, 64 * 1024)
 # The large file's bytes come in blocks of this size (the client's chunk size), each stamped with its index.
 BLOCK = 1024 * 1024
 
-# How long a started process may take to print its ready line, and one phase to finish: far beyond any healthy run,
-# so that a hung cluster ends the benchmark with an error instead of never.
-READY_TIMEOUT = 20.0
+# How long one phase may take: far beyond any healthy run, so that a hung cluster ends the benchmark with an error
+# instead of never. (A started process gets processes.READY_TIMEOUT to say it listens.)
 PHASE_TIMEOUT = 900.0
+
+# The baseline servers, run by this Python.
+BASELINE = (sys.executable, "-m", "dfsd.tools.bench_baselines")
 
 # A dfsd process started for the benchmark gets none of these: its private cluster runs open, over plain TCP.
 SECURITY_ENV = (SECRET_ENV, SECRET_FILE_ENV, TLS_CA_ENV)
@@ -112,27 +130,13 @@ class Child:
     log: Path
 
     @classmethod
-    def start(cls, name: str, args: list[str], cwd: Path, env: dict[str, str]) -> Child:
+    def start(cls, name: str, command: list[str], cwd: Path, env: dict[str, str]) -> Child:
         log = cwd / f"{name}.log"
-        with open(log, "wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, *args],
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log_file,
-                env=env,
-            )
-        assert process.stdout is not None
-        ready, _, _ = select.select([process.stdout], [], [], READY_TIMEOUT)
-        line = process.stdout.readline().decode(errors="replace").strip() if ready else ""
-        if " listening on " not in line:
-            process.kill()
-            process.wait()
-            process.stdout.close()
-            tail = log.read_text(errors="replace")[-2000:].strip()
-            raise BenchFailed(f"{name} did not start ({' '.join(args)}):\n{tail or '(its log is empty)'}")
-        return cls(name, process, line.rpartition(" ")[2], log)
+        try:
+            process, address = processes.start(command, cwd=cwd, log=log, env=env)
+        except processes.NotReady as err:
+            raise BenchFailed(f"{name} did not start: {err}") from None
+        return cls(name, process, address, log)
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -165,18 +169,7 @@ class Child:
 
 def stop_all(children: Sequence[Child], grace: float = 10.0) -> None:
     """SIGTERM every child at once, then SIGKILL whatever still runs after ``grace`` seconds."""
-    for child in children:
-        if child.process.poll() is None:
-            child.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for child in children:
-        try:
-            child.process.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.process.kill()
-            child.process.wait()
-        if child.process.stdout is not None:
-            child.process.stdout.close()
+    processes.stop([child.process for child in children], grace)
 
 
 @dataclass
@@ -209,16 +202,20 @@ def start_processes(root: Path, manager: str | None, children: list[Child]) -> S
         return child
 
     sink_file = root / "baseline-sink.bin"
-    sink = start("baseline sink", "-m", "dfsd.tools.bench_baselines", "sink", "--file", str(sink_file))
-    relay = start("baseline relay", "-m", "dfsd.tools.bench_baselines", "relay", "--to", sink.address)
-    echo = start("baseline echo server", "-m", "dfsd.tools.bench_baselines", "echo")
+    sink = start("baseline sink", *BASELINE, "sink", "--file", str(sink_file))
+    relay = start("baseline relay", *BASELINE, "relay", "--to", sink.address)
+    echo = start("baseline echo server", *BASELINE, "echo")
     if manager is not None:
         host, port = manager_address(manager)
         return Setup(f"{host}:{port}", Security.load(), relay, sink, sink_file, echo)
-    manager_child = start("dfsd manager", "-m", "dfsd", "manager", "--port", "0", "--db", str(root / "manager.db"))
+    manager_child = start(
+        "dfsd manager", *processes.dfsd_command("manager", "--port", "0", "--db", str(root / "manager.db"))
+    )
     node = start(
         "dfsd storage node",
-        *("-m", "dfsd", "storage", "--id", "100", "--manager", manager_child.address, "--data", str(root / "node-100")),
+        *processes.dfsd_command(
+            "storage", "--id", "100", "--manager", manager_child.address, "--data", str(root / "node-100")
+        ),
     )
     return Setup(manager_child.address, Security(), relay, sink, sink_file, echo, manager_child, node)
 
@@ -380,14 +377,16 @@ async def measure(plan: Plan, setup: Setup, note: Callable[[str], None]) -> tupl
 
 async def wait_for_nodes(client: Client, setup: Setup) -> int:
     """Until the private cluster's node is up (or, on an existing cluster, until any node is)."""
-    deadline = time.monotonic() + READY_TIMEOUT
+    deadline = time.monotonic() + processes.READY_TIMEOUT
     while True:
         status = await client.status()
         up = sum(node.up for node in status.nodes)
         if up and (setup.node is None or any(node.id == 100 and node.up for node in status.nodes)):
             return up
         if time.monotonic() > deadline:
-            raise ServersUnavailable(f"servers unavailable: no storage node came up within {READY_TIMEOUT:g} s")
+            raise ServersUnavailable(
+                f"servers unavailable: no storage node came up within {processes.READY_TIMEOUT:g} s"
+            )
         for child in setup.children:
             child.check_alive()
         await asyncio.sleep(0.05)
@@ -611,7 +610,7 @@ def run(
     try:
         setup = start_processes(root, manager, children)
         note(f"started {', '.join(child.name for child in children)} in {root}")
-        figures, nodes, reset = aio.run(measure(plan, setup, note))
+        figures, nodes, reset = run_async(measure(plan, setup, note))
     finally:
         stop_all(children)
         if keep:
@@ -705,9 +704,7 @@ def main(argv: list[str] | None = None) -> int:
         "--manager names one.",
         epilog=EPILOG,
     )
-    parser.add_argument(
-        "--manager", metavar="HOST:PORT", help="benchmark this existing cluster instead of starting a private one"
-    )
+    add_manager_option(parser, help="benchmark this existing cluster instead of starting a private one")
     parser.add_argument("-n", "--files", type=int, help=f"small files of each size (default {DEFAULT_FILES:,})")
     parser.add_argument("--clients", type=int, default=CLIENTS, help=f"concurrent clients for small files ({CLIENTS})")
     parser.add_argument(

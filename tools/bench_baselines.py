@@ -5,8 +5,9 @@ file, measured in the same run, so that the ratios hold up on a busy or noisy ma
 same hops with no protocol at all: the benchmark's client → a relay process → a sink process, which writes them to a
 file on the same disk and fsyncs it at the end before it answers; and back (the sink reads the file, the relay forwards
 it, the client receives it). Every hop forwards bytes as they arrive and waits whenever the next hop's write buffer is
-full, with dfsd's socket buffer sizes, read size and write limit, so the figure is what this machine's loopback, page
-cache and disk give three Python processes.
+full. The sockets keep the system's buffer sizes and asyncio's write limits, with Nagle's delay off (as any
+request-and-answer server sets it): plain settings, nothing of dfsd's own tuning, so the figure is what this machine's
+loopback, page cache and disk give three Python processes.
 
 (b) Round trips. A bare server answers each request frame (a 4-byte big-endian length, then a CBOR map, as in dfsd)
 with one answer frame, one hop over loopback, storing nothing. The clients are the benchmark's, with as many
@@ -40,8 +41,10 @@ from typing import Any, cast
 
 import cbor2
 
-from dfsd import aio
-from dfsd.wire import READ_SIZE, SOCKET_BUFFER, WRITE_HIGH_WATER
+from dfsd.client import run
+
+# How much one read may take off a socket or the file: the benchmark's block, 1 MiB.
+READ_SIZE = 1024 * 1024
 
 # A stream request to the sink: b"P" (put: LENGTH bytes follow) or b"G" (get: send the first LENGTH bytes back).
 STREAM_HEADER = struct.Struct(">cQ")
@@ -52,14 +55,11 @@ STORED = b"K"
 FRAME_LENGTH = struct.Struct(">I")
 
 
-def tune(transport: asyncio.WriteTransport) -> None:
-    """The socket settings of every dfsd connection (``dfsd.wire.tune_socket``), on any transport."""
+def tune(transport: asyncio.BaseTransport) -> None:
+    """Nagle's delay off, so a small frame leaves at once; everything else as the system and asyncio set it."""
     sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-    transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
 
 
 async def _connect(address: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -291,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     sink.add_argument("--file", required=True, type=Path)
     roles.add_parser("echo", help="answer CBOR request frames")
     args = parser.parse_args(argv)
-    aio.run(_serve(args.role, args))
+    run(_serve(args.role, args))
     return 0
 
 

@@ -1,5 +1,6 @@
-"""What every client tool shares: the --manager option, running the client, turning errors into exit codes and
-messages that say what to do next, and the small helpers the listings share (sizes, times, tables, JSON).
+"""What every client tool shares (dfs-push, dfs-cat, dfs-rm, dfs-ls, dfs-bench, and the operator's commands of
+``dfsd``): command lines that exit 64 when wrong, the --manager option, running the client, turning errors into exit
+codes and messages that say what to do next, and the small helpers the listings share (sizes, times, tables, JSON).
 
 Exit status: 0 on success; the dfsd error code (1-11, see PROTOCOL.md) when the cluster refused; 64 for a wrong
 command line; 66 when a local input file cannot be read; 74 when local output cannot be written; 130 on Ctrl-C.
@@ -20,13 +21,13 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from dfsd.protocol import DfsError, ErrorCode
 from tqdm import tqdm
 
-from dfsd.aio import run as run_async
-from dfsd.client import Client
-from dfsd.usage import EXIT_USAGE, UsageParser
+from dfsd.client import Client, DfsError, ErrorCode
+from dfsd.client import run as run_async
 
+# 2 would mean "file does not exist" here (the cluster's error codes are the tools' exit statuses): EX_USAGE instead.
+EXIT_USAGE = 64
 EXIT_NO_INPUT = 66
 EXIT_IO_ERROR = 74
 EXIT_INTERRUPTED = 130
@@ -70,8 +71,18 @@ HINTS: dict[int, str] = {
 }
 
 
+class UsageParser(argparse.ArgumentParser):
+    """argparse, but a wrong command line exits 64 (EX_USAGE), with a hint pointing at --help."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        print(f"{self.prog}: hint: `{self.prog} --help` lists the options and exit statuses", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 class ArgumentParser(UsageParser):
-    """argparse, but exiting 64 (EX_USAGE) on a wrong command line: 2 means "file does not exist" here."""
+    """The command line of a client tool: exit statuses in its --help, and --manager."""
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(
@@ -79,9 +90,15 @@ class ArgumentParser(UsageParser):
             formatter_class=argparse.RawDescriptionHelpFormatter,
             **kwargs,  # type: ignore[arg-type]
         )
-        self.add_argument(
-            "--manager", metavar="HOST:PORT", help="the manager to talk to (default: $DFS_MANAGER, else 127.0.0.1:8000)"
-        )
+        add_manager_option(self)
+
+
+def add_manager_option(
+    parser: argparse.ArgumentParser, help: str = "the manager (default: $DFS_MANAGER, else 127.0.0.1:8000)"
+) -> None:
+    """``--manager HOST:PORT``, for every command that talks to a manager; unset, the client library falls back to
+    $DFS_MANAGER, then 127.0.0.1:8000."""
+    parser.add_argument("--manager", metavar="HOST:PORT", help=help)
 
 
 class Failures:

@@ -12,9 +12,7 @@ from __future__ import annotations
 import sys
 import time
 
-from dfsd.protocol.messages import FileInfo
-
-from dfsd.client import Client
+from dfsd.client import Client, FileInfo
 
 from .common import ArgumentParser, dump_json, format_row, human_size, printable, run
 

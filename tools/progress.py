@@ -3,10 +3,14 @@
 A bar is drawn only for a person watching: when standard error is a terminal and -q was not given. Anywhere else (a
 pipe, a file, a script's capture) the bar is tqdm's disabled no-op, so the same code runs and nothing extra is
 written. Bars are updated from the event loop only, as each chunk is handed on, never from reader threads.
+
+A bar follows the terminal's size as it changes, except on a terminal that reports 0 columns or rows (a pseudo-terminal
+under ``script``, some CI runners): tqdm would draw nothing there, so the bar is drawn as on an 80x24 terminal instead.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TextIO
 
@@ -16,6 +20,10 @@ from .common import printable
 
 # Room left for the bar itself on an 80-column terminal once the counters are drawn.
 DESCRIPTION_WIDTH = 24
+
+# The size assumed for a terminal that does not say its own: the classic terminal's.
+FALLBACK_COLUMNS = 80
+FALLBACK_ROWS = 24
 
 # tqdm's watchdog thread only tunes redraws of bars that stall; ours are updated from the loop at every chunk.
 tqdm.monitor_interval = 0
@@ -30,6 +38,8 @@ def wanted(quiet: bool, stream: TextIO | None = None) -> bool:
 def bar(total: int | None, description: str, enabled: bool) -> tqdm:
     """A byte-counting bar on standard error (total None: size unknown, so no percentage or ETA); a no-op unless
     ``enabled``. Use it as a context manager so it is closed (and its line finished) whatever happens."""
+    size = fixed_size(sys.stderr) if enabled else None
+    columns, rows = size if size is not None else (None, None)
     return tqdm(
         total=total,
         desc=label(description),
@@ -38,7 +48,9 @@ def bar(total: int | None, description: str, enabled: bool) -> tqdm:
         unit_divisor=1024,
         file=sys.stderr,
         disable=not enabled,
-        dynamic_ncols=True,
+        ncols=columns,
+        nrows=rows,
+        dynamic_ncols=size is None,
         leave=True,
         mininterval=0.1,
     )
@@ -48,3 +60,15 @@ def label(name: str) -> str:
     """A file name shortened to fit in front of a bar, keeping its end (where names differ most)."""
     text = printable(name)
     return text if len(text) <= DESCRIPTION_WIDTH else "..." + text[-(DESCRIPTION_WIDTH - 3) :]
+
+
+def fixed_size(stream: TextIO) -> tuple[int, int] | None:
+    """(columns, rows) to draw at on a terminal that reports 0 of either (tqdm would hide the bar there); None, to
+    follow the terminal's own size, on any other."""
+    try:
+        reported = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError):  # not a terminal after all, or no file descriptor
+        return None
+    if reported.columns and reported.lines:
+        return None
+    return reported.columns or FALLBACK_COLUMNS, reported.lines or FALLBACK_ROWS

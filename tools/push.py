@@ -22,11 +22,9 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from dfsd.protocol import CHUNK_SIZE, DfsError
-from dfsd.protocol.messages import Stored
 from tqdm import tqdm
 
-from dfsd.client import Client, file_size
+from dfsd.client import CHUNK_SIZE, Client, DfsError, Stored, file_size
 
 from . import progress
 from .common import EXIT_NO_INPUT, ArgumentParser, Failures, printable, run, say

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from dfsd.protocol import DfsError
-
-from dfsd.client import Client
+from dfsd.client import Client, DfsError
 
 from .common import ArgumentParser, Failures, printable, run
 

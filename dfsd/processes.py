@@ -1,0 +1,96 @@
+"""Starting the processes of a cluster and waiting until each accepts connections, then stopping them all.
+
+Every dfsd daemon (and every baseline server of dfs-bench) prints exactly one line on standard output once it listens,
+``... listening on HOST:PORT``, so whoever starts one — ``dfsd cluster``, dfs-bench, the test suite — waits for that
+line instead of sleeping for a guessed time, and learns the address (a port 0 picked a free one) from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+# How long a process may take to print its ready line: far beyond any healthy start, even on a busy machine.
+READY_TIMEOUT = 20.0
+
+READY_MARK = " listening on "
+
+
+class NotReady(Exception):
+    """A process exited, or stayed silent past the timeout, before saying it listens; the message holds its log's
+    tail (when it has a log)."""
+
+
+def dfsd_command(*args: str) -> list[str]:
+    """The command line of ``dfsd ARGS`` run by this Python, whether or not the ``dfsd`` script is on the PATH."""
+    return [sys.executable, "-m", "dfsd", *args]
+
+
+def start(
+    command: Sequence[str],
+    *,
+    cwd: Path,
+    log: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    new_session: bool = False,
+    timeout: float = READY_TIMEOUT,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``command`` and wait for its ready line; return the process and the address it listens on.
+
+    Its standard error is appended to ``log`` (None: this process's own standard error), ``env`` is its whole
+    environment (None: this one's), and ``new_session`` keeps a Ctrl-C at the terminal from reaching it (the starter
+    then stops it, once). Raises ``NotReady``, with the process killed and reaped, if no ready line comes."""
+    with open(log, "ab") if log is not None else contextlib.nullcontext() as stderr:
+        process = subprocess.Popen(
+            list(command),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            env=None if env is None else dict(env),
+            start_new_session=new_session,
+        )
+    assert process.stdout is not None
+    readable, _, _ = select.select([process.stdout], [], [], timeout)
+    line = process.stdout.readline().decode(errors="replace").strip() if readable else ""
+    if READY_MARK not in line:
+        if readable and not line:  # its standard output ended: it is exiting
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(5)
+        status = process.poll()
+        process.kill()
+        process.wait()
+        process.stdout.close()
+        if status is not None:
+            why = f"exited with status {status}"
+        else:
+            why = f"printed {line!r}" if line else f"said nothing for {timeout:g} s"
+        tail = (log.read_text(errors="replace")[-3000:].strip() or "(its log is empty)") if log is not None else ""
+        raise NotReady(f"`{' '.join(command)}` {why} instead of saying it listens\n{tail}".rstrip())
+    return process, line.rpartition(" ")[2]
+
+
+def stop(processes: Sequence[subprocess.Popen[bytes]], grace: float) -> None:
+    """SIGTERM every process still running, in the order given, then SIGKILL whatever still runs after ``grace``
+    seconds — or at once on Ctrl-C."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    try:
+        for process in processes:
+            process.wait(max(0.0, deadline - time.monotonic()))
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        for process in processes:
+            process.kill()
+            process.wait()
+    finally:
+        for process in processes:
+            if process.stdout is not None:
+                process.stdout.close()
