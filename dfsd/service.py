@@ -20,17 +20,17 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
 from . import metrics
-from .protocol import PROTOCOL_VERSION, DfsError, InternalError, NotAuthorised, ProtocolError, ServersUnavailable
-from .protocol.handshake import NONCE_BYTES, client_proof, proofs_match, server_proof
-from .protocol.messages import Auth, Hello, Message, Ok, Welcome
-from .settings import SECRET_ENV, Limits, Security
+from .protocol import DfsError, InternalError, ProtocolError, ServersUnavailable
+from .protocol.handshake import NONCE_BYTES, ListenerHandshake
+from .protocol.messages import Message
+from .settings import SECRET_HINT, Limits, Security
 from .wire import AGENT, Connection, ConnectionLost, discard_stream
 
 Session = Callable[[Connection], Awaitable[None]]
@@ -103,15 +103,7 @@ class Listener:
                     f"servers unavailable: this server has {self.limits.max_connections} connections open, its "
                     "limit; try again later"
                 )
-            hello = await conn.expect(Hello, answer=False)
-            session = self.sessions.get(hello.role)
-            if hello.version != PROTOCOL_VERSION:
-                raise ProtocolError(
-                    f"protocol error: this server speaks protocol version {PROTOCOL_VERSION}, the peer {hello.version}"
-                )
-            if session is None:
-                raise ProtocolError(f"protocol error: this server takes no {hello.role[:32]!r} connections")
-            await _welcome(conn, hello, self.security.secret)
+            role = await _welcome(conn, self.sessions.keys(), self.security.secret)
         except DfsError as err:
             self.log.info("handshake_refused", peer=conn.peer, error=err.message)
             await conn.refuse(err)
@@ -120,7 +112,7 @@ class Listener:
             self.log.info("handshake_failed", peer=conn.peer, error=str(err))
             conn.abort()
             return
-        await session(conn)
+        await self.sessions[role](conn)
 
 
 @contextlib.contextmanager
@@ -134,19 +126,13 @@ def _member_of(tasks: set[asyncio.Task[None]]) -> Iterator[None]:
         tasks.discard(task)  # type: ignore[arg-type]
 
 
-async def _welcome(conn: Connection, hello: Hello, secret: bytes | None) -> None:
-    """Welcome the peer; with a secret, prove ours and check its proof."""
-    if secret is None:
-        await conn.send(Welcome(PROTOCOL_VERSION, AGENT))
-        return
-    if hello.nonce is None or len(hello.nonce) != NONCE_BYTES:
-        raise NotAuthorised(f"not authorised: this cluster needs the shared secret; set {SECRET_ENV} or --secret-file")
-    nonce = os.urandom(NONCE_BYTES)
-    await conn.send(Welcome(PROTOCOL_VERSION, AGENT, nonce, server_proof(secret, hello.nonce, nonce)))
-    auth = await conn.expect(Auth, answer=False)
-    if not proofs_match(client_proof(secret, hello.role, hello.nonce, nonce), auth.proof):
-        raise NotAuthorised("not authorised: wrong shared secret")
-    await conn.send(Ok())
+async def _welcome(conn: Connection, roles: Collection[str], secret: bytes | None) -> str:
+    """Run the listener's handshake (with a secret: prove ours and check the peer's); return the peer's role."""
+    nonce = os.urandom(NONCE_BYTES) if secret else None
+    handshake = ListenerHandshake(roles, secret, nonce, agent=AGENT, secret_hint=SECRET_HINT)
+    while not handshake.done:
+        await conn.send(handshake.receive(await conn.recv()))
+    return handshake.role
 
 
 @dataclass(slots=True)

@@ -18,6 +18,9 @@ SECRET_ENV = "DFS_SECRET"
 SECRET_FILE_ENV = "DFS_SECRET_FILE"
 TLS_CA_ENV = "DFS_TLS_CA"
 
+# How a user gives a process the secret, for the handshake's "not authorised" errors.
+SECRET_HINT = f"set {SECRET_ENV} or --secret-file"
+
 
 @dataclass(frozen=True)
 class Security:

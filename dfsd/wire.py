@@ -18,7 +18,6 @@ from typing import TypeVar
 from . import metrics
 from .protocol import (
     MAX_FRAME_SIZE,
-    PROTOCOL_VERSION,
     DfsError,
     FrameDecoder,
     NotAuthorised,
@@ -26,9 +25,9 @@ from .protocol import (
     encode_parts,
     error_from_wire,
 )
-from .protocol.handshake import NONCE_BYTES, client_proof, proofs_match, server_proof
-from .protocol.messages import Auth, Buffer, Data, End, Error, Hello, Message, Ok, Stored, Welcome
-from .settings import SECRET_ENV, Security
+from .protocol.handshake import NONCE_BYTES, DialerHandshake
+from .protocol.messages import Buffer, Data, End, Error, Message, Ok, Stored
+from .settings import SECRET_HINT, Security
 
 OPEN = Security()
 
@@ -106,31 +105,13 @@ class Connection:
             raise ConnectionLost(f"cannot connect to {host}:{port}: {err.strerror or err}") from None
 
     async def _introduce(self, role: str, secret: bytes | None, server: str) -> None:
-        client_nonce = os.urandom(NONCE_BYTES) if secret else None
-        await self.send(Hello(PROTOCOL_VERSION, role, AGENT, client_nonce))
-        welcome = await self.expect(Welcome)
-        if welcome.version != PROTOCOL_VERSION:
-            raise ProtocolError(
-                f"protocol error: {server} speaks protocol version {welcome.version}, not {PROTOCOL_VERSION}"
-            )
-        if welcome.nonce is not None and len(welcome.nonce) != NONCE_BYTES:
-            raise ProtocolError(
-                f"protocol error: {server} sent a nonce of {len(welcome.nonce)} bytes, not {NONCE_BYTES}"
-            )
-        if secret is None:
-            if welcome.nonce is not None:
-                raise NotAuthorised(
-                    f"not authorised: {server} needs the shared secret; set {SECRET_ENV} or --secret-file"
-                )
-            return
-        assert client_nonce is not None
-        if welcome.nonce is None or not proofs_match(server_proof(secret, client_nonce, welcome.nonce), welcome.proof):
-            raise NotAuthorised(
-                f"not authorised: {server} did not prove it knows the shared secret (it runs open, or with another "
-                "secret); refusing to talk to it"
-            )
-        await self.send(Auth(client_proof(secret, role, client_nonce, welcome.nonce)))
-        await self.expect(Ok)
+        nonce = os.urandom(NONCE_BYTES) if secret else None
+        handshake = DialerHandshake(role, secret, nonce, agent=AGENT, peer=server, secret_hint=SECRET_HINT)
+        await self.send(handshake.hello())
+        while not handshake.done:
+            auth = handshake.receive(await self.recv())
+            if auth is not None:
+                await self.send(auth)
 
     async def recv(self) -> Message:
         """The next message; raises ``ConnectionLost`` at end of stream, ``ProtocolError`` on garbage."""

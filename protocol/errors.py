@@ -78,6 +78,14 @@ class ProtocolError(DfsError):
     title = "protocol error"
 
 
+class LocalProtocolError(Exception):
+    """We broke the order of frames ourselves (sent a frame that is not ours to send now): a bug in our own code.
+
+    The counterpart of ``ProtocolError``, which blames the peer; like h11's LocalProtocolError it has no wire code and
+    is never sent, because the peer did nothing wrong.
+    """
+
+
 class ChecksumMismatch(DfsError):
     code = ErrorCode.CHECKSUM_MISMATCH
     title = "checksum mismatch: the bytes do not match their SHA-256; nothing was kept"

@@ -5,7 +5,8 @@ whose value is ``None`` is left out, and a missing optional field reads as ``Non
 ignored, so a later protocol version can add optional fields. Field types are checked exactly when a message is read
 (``uint`` is a CBOR unsigned integer below 2**63, never a bool); any mismatch is a ``ProtocolError``.
 
-Which message may follow which is the business of the peers, documented per exchange in PROTOCOL.md.
+Which message may follow which is not this module's business: the handshake's machines (``handshake.py``) and the
+exchanges' (``exchanges.py``) hold that order, documented per exchange in PROTOCOL.md.
 """
 
 from __future__ import annotations
