@@ -95,11 +95,11 @@ class DurableWrite:
     ) -> None:
         self._disk = disk
         self._layout = layout
-        self.file_id = file_id
+        self._file_id = file_id
         self._announced = size  # None: unknown until the stream ends
         self._sha256 = sha256
         self._hasher = hashlib.sha256()
-        self.size = 0
+        self._size = 0
         self._final = self._partial = Path()
         self._fd = -1
         self._renamed = False  # the file sits at its final path (set in a disk thread)
@@ -107,9 +107,9 @@ class DurableWrite:
 
     async def __aenter__(self) -> DurableWrite:
         try:
-            self._final = self._layout.begin(self.file_id)
+            self._final = self._layout.begin(self._file_id)
         except FileExistsError:
-            raise BadRequest(f"bad request: this node already holds file id {self.file_id}") from None
+            raise BadRequest(f"bad request: this node already holds file id {self._file_id}") from None
         self._partial = partial_path(self._final)
         return self
 
@@ -119,16 +119,15 @@ class DurableWrite:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        if self._held:
-            if error is not None:
-                self._layout.remove(self.file_id)
-        elif self._renamed:  # the rename happened but the layout never heard: cannot be kept as it is
-            self._layout.committed(self.file_id)
-            self._layout.remove(self.file_id)
-        else:
+        if self._renamed and not self._held:  # syncing its directory failed after the rename: hold it to remove it
+            self._layout.committed(self._file_id)
+            self._held = True
+        if not self._held:
             with contextlib.suppress(OSError):
                 self._partial.unlink(missing_ok=True)
-            self._layout.abandon(self.file_id)
+            self._layout.abandon(self._file_id)
+        elif error is not None:
+            self._layout.remove(self._file_id)
 
     async def create(self) -> None:
         """Create the partial entry (one trip to a disk thread), ready for ``write``."""
@@ -137,8 +136,8 @@ class DurableWrite:
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data``: more bytes than announced are refused before they reach the disk."""
-        self.size += len(data)
-        if self._announced is not None and self.size > self._announced:
+        self._size += len(data)
+        if self._announced is not None and self._size > self._announced:
             raise BadRequest(f"bad request: more bytes arrived than the {self._announced} announced")
         self._hasher.update(data)
         with _storage_errors():
@@ -151,7 +150,7 @@ class DurableWrite:
 
     async def write_whole(self, data: bytes) -> tuple[int, bytes]:
         """Write, check and publish a whole file in one trip to a disk thread; return its size and SHA-256."""
-        self.size = len(data)
+        self._size = len(data)
         self._hasher.update(data)
         return await self._publish(
             self._check(), self._create, functools.partial(self._write, data), self._sync_and_rename
@@ -159,8 +158,8 @@ class DurableWrite:
 
     def _check(self, sha256: bytes | None = None) -> bytes:
         digest = self._hasher.digest()
-        if self._announced is not None and self.size != self._announced:
-            raise BadRequest(f"bad request: {self.size} bytes arrived, {self._announced} were announced")
+        if self._announced is not None and self._size != self._announced:
+            raise BadRequest(f"bad request: {self._size} bytes arrived, {self._announced} were announced")
         for expected in (self._sha256, sha256):
             if expected is not None and expected != digest:
                 raise ChecksumMismatch(
@@ -172,9 +171,9 @@ class DurableWrite:
         with _storage_errors():
             await self._disk.run(_in_turn, steps)
         self._held = True
-        if not self._layout.committed(self.file_id):
-            raise InternalError(f"internal error: file id {self.file_id} was abandoned before it was committed")
-        return self.size, digest
+        if not self._layout.committed(self._file_id):
+            raise InternalError(f"internal error: file id {self._file_id} was abandoned before it was committed")
+        return self._size, digest
 
     def _create(self) -> None:
         """(In a disk thread.)"""

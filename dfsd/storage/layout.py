@@ -11,7 +11,8 @@ g+1 base-36 digits, all but the last naming nested directories and the last nami
 So no directory ever holds more than 36 entries (the root holds one per generation), depth grows with the logarithm of
 the file count, a slot's path never changes as the node grows, and the smallest free slot is reused after a delete.
 A file being written sits in its own slot as ``<digit>.<file id>.part`` and is renamed in place when complete, so even
-temporary files respect the 36-entry rule.
+temporary files respect the 36-entry rule. This module only says where files go; writing one (making its directories,
+the partial entry, the syncs, the rename) is ``disk.DurableWrite``'s job.
 
 The node finds a file's slot through an in-memory index (file id -> slot), rebuilt at start-up by walking the tree:
 file names carry the file id, so the disk alone says what the node holds. Partial files found at start-up belong to
@@ -69,7 +70,7 @@ class Layout:
         self.root = root
         self._slots: dict[int, int] = {}  # file id -> slot, complete files only
         self._writing: dict[int, int] = {}  # file id -> slot, files being written
-        self.doomed: set[int] = set()  # files removed while being written: abandoned instead of committed
+        self._doomed: set[int] = set()  # files removed while being written: abandoned instead of committed
         self._free: list[int] = []  # heap of free slots below _next
         self._next = 0  # every slot from here on is free
 
@@ -122,21 +123,21 @@ class Layout:
         """The partial file has been renamed to its final path: it is held now. False if it was removed while being
         written: then the caller removes it."""
         self._slots[file_id] = self._writing.pop(file_id)
-        if file_id in self.doomed:
-            self.doomed.discard(file_id)
+        if file_id in self._doomed:
+            self._doomed.discard(file_id)
             return False
         return True
 
     def abandon(self, file_id: int) -> None:
         """A write failed and its partial file is gone: free its slot."""
-        self.doomed.discard(file_id)
+        self._doomed.discard(file_id)
         heapq.heappush(self._free, self._writing.pop(file_id))
 
     def remove(self, file_id: int) -> bool:
         """Delete a complete file and free its slot (a file still being written is doomed: it will not be committed);
         False if the node did not hold it."""
         if file_id in self._writing:
-            self.doomed.add(file_id)
+            self._doomed.add(file_id)
             return True
         slot = self._slots.pop(file_id, None)
         if slot is None:
