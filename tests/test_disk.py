@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,6 +192,15 @@ async def test_directories_are_made_for_a_new_generation(disk: Disk, layout: Lay
         async with DurableWrite(disk, layout, file_id) as file:
             await file.write_whole(b"x")
     assert layout.path(37) == layout.root / "g1" / "0" / "0.37"
+
+
+async def test_a_data_directory_removed_behind_the_node_is_not_made_again(disk: Disk, layout: Layout) -> None:
+    shutil.rmtree(layout.root)
+    with pytest.raises(InternalError, match="could not write"):
+        async with DurableWrite(disk, layout, 7) as file:
+            await file.write_whole(PAYLOAD)
+    assert not layout.root.exists()
+    assert layout.file_ids() == []
 
 
 @pytest.fixture

@@ -68,11 +68,12 @@ class Disk:
                 await future
             raise
 
-    def make_directories(self, directory: Path) -> None:
-        """(In a disk thread.) ``mkdir -p directory``, fsyncing the parent of each directory made."""
+    def make_directories(self, directory: Path, root: Path) -> None:
+        """(In a disk thread.) Make ``directory`` and any parents it lacks below ``root`` (a data directory removed
+        behind the node's back is an error, not made again empty), fsyncing the parent of each one made."""
         with self._making_directories:
             missing = []
-            while not directory.is_dir():
+            while not directory.is_dir() and directory != root:
                 missing.append(directory)
                 directory = directory.parent
             for path in reversed(missing):
@@ -177,7 +178,7 @@ class DurableWrite:
 
     def _create(self) -> None:
         """(In a disk thread.)"""
-        self._disk.make_directories(self._final.parent)
+        self._disk.make_directories(self._final.parent, self._layout.root)
         self._fd = os.open(self._partial, _NEW_FILE, 0o644)
 
     def _write(self, data: bytes | bytearray | memoryview) -> None:
