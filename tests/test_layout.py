@@ -1,20 +1,38 @@
-"""The storage node's disk layout on its own: the 36-entry rule, logarithmic depth, slot reuse, rebuild from disk."""
+"""The storage node's disk layout: the 36-entry rule, logarithmic depth, slot reuse, rebuild from disk.
+
+Files are written the way the node writes them, through ``DurableWrite``.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dfsd.protocol import BadRequest
 
+from dfsd.storage.disk import Disk, DurableWrite
 from dfsd.storage.layout import FANOUT, Layout, path_slot, slot_path
+from dfsd.wire import ConnectionLost
 
 
-def store(layout: Layout, file_id: int, payload: bytes = b"x") -> Path:
-    partial, _made = layout.begin(file_id)
-    partial.write_bytes(payload)
-    return layout.commit(file_id)
+@pytest.fixture
+def disk() -> Iterator[Disk]:
+    disk = Disk()
+    yield disk
+    disk.close()
+
+
+async def store(disk: Disk, layout: Layout, file_id: int, payload: bytes = b"x") -> Path:
+    async with DurableWrite(disk, layout, file_id) as file:
+        await file.write_whole(payload)
+    path = layout.path(file_id)
+    assert path is not None
+    return path
 
 
 def entries_per_directory(root: Path) -> dict[Path, int]:
@@ -32,12 +50,13 @@ def test_paths_never_move_as_the_node_grows() -> None:
     assert slot_path(2000) == ("g2", "0", "i", "k")
 
 
-def test_twenty_thousand_files_keep_36_entries_per_directory(tmp_path: Path) -> None:
+async def test_twenty_thousand_files_keep_36_entries_per_directory(tmp_path: Path, disk: Disk) -> None:
     layout = Layout(tmp_path)
     layout.load()
     count = 20_000
-    for file_id in range(1, count + 1):
-        store(layout, file_id)
+    await asyncio.gather(
+        *(store(disk, layout, file_id) for file_id in range(1, count + 1))
+    )  # the disk's threads queue them
     counts = entries_per_directory(tmp_path)
     assert max(counts.values()) <= FANOUT
     depth = max(len(path.relative_to(tmp_path).parts) for path in tmp_path.rglob("*"))
@@ -45,43 +64,48 @@ def test_twenty_thousand_files_keep_36_entries_per_directory(tmp_path: Path) -> 
     assert sum(1 for path in tmp_path.rglob("*") if path.is_file()) == count
 
 
-def test_partial_files_count_against_the_limit_too(tmp_path: Path) -> None:
+async def test_partial_files_count_against_the_limit_too(tmp_path: Path, disk: Disk) -> None:
     layout = Layout(tmp_path)
     layout.load()
-    for file_id in range(1, 1000):
-        partial, _ = layout.begin(file_id)
-        partial.write_bytes(b"")
-    assert max(entries_per_directory(tmp_path).values()) <= FANOUT
+    async with contextlib.AsyncExitStack() as writing:
+        for file_id in range(1, 1000):
+            file = await writing.enter_async_context(DurableWrite(disk, layout, file_id))
+            await file.create()
+        assert len(list(tmp_path.rglob("*.part"))) == 999
+        assert max(entries_per_directory(tmp_path).values()) <= FANOUT
+    assert not list(tmp_path.rglob("*.part"))  # never published: all removed
 
 
-def test_deleted_slots_are_reused(tmp_path: Path) -> None:
+async def test_deleted_slots_are_reused(tmp_path: Path, disk: Disk) -> None:
     layout = Layout(tmp_path)
     layout.load()
-    paths = {file_id: store(layout, file_id) for file_id in range(1, 101)}
+    paths = {file_id: await store(disk, layout, file_id) for file_id in range(1, 101)}
     assert layout.remove(7) and layout.remove(50)
     assert not paths[7].exists()
-    assert store(layout, 1000).parent == paths[7].parent
-    assert store(layout, 1001).parent == paths[50].parent
+    assert (await store(disk, layout, 1000)).parent == paths[7].parent
+    assert (await store(disk, layout, 1001)).parent == paths[50].parent
     assert len(list(tmp_path.rglob("*.*"))) == 100
 
 
-def test_abandoned_writes_free_their_slot(tmp_path: Path) -> None:
+async def test_abandoned_writes_free_their_slot(tmp_path: Path, disk: Disk) -> None:
     layout = Layout(tmp_path)
     layout.load()
-    partial, _ = layout.begin(1)
-    partial.write_bytes(b"half")
-    layout.abandon(1)
-    assert not partial.exists()
-    assert store(layout, 2).name == "0.2"
+    with pytest.raises(ConnectionLost):
+        async with DurableWrite(disk, layout, 1) as file:
+            await file.create()
+            file.write(b"half")
+            raise ConnectionLost("the sender went away")
+    assert not list(tmp_path.rglob("*.part"))
+    assert (await store(disk, layout, 2)).name == "0.2"
 
 
-def test_rebuild_from_disk_drops_partial_files(tmp_path: Path) -> None:
+async def test_rebuild_from_disk_drops_partial_files(tmp_path: Path, disk: Disk) -> None:
     layout = Layout(tmp_path)
     layout.load()
     for file_id in range(1, 80):
-        store(layout, file_id, str(file_id).encode())
+        await store(disk, layout, file_id, str(file_id).encode())
     layout.remove(3)
-    crashed, _ = layout.begin(500)
+    crashed = tmp_path / "g0" / "2.500.part"  # a write to the slot file 3 freed, cut short by a crash
     crashed.write_bytes(b"half written")
 
     reborn = Layout(tmp_path)
@@ -91,13 +115,14 @@ def test_rebuild_from_disk_drops_partial_files(tmp_path: Path) -> None:
     path = reborn.path(42)
     assert path is not None and path.read_bytes() == b"42"
     assert reborn.path(3) is None
-    assert store(reborn, 600).name.endswith(".600")
-    assert 600 in reborn and len(reborn) == 79
+    assert (await store(disk, reborn, 600)).name == "2.600"
+    assert reborn.file_ids() == sorted([*(i for i in range(1, 80) if i != 3), 600])
 
 
-def test_a_file_id_cannot_be_written_twice(tmp_path: Path) -> None:
+async def test_a_file_id_cannot_be_written_twice(tmp_path: Path, disk: Disk) -> None:
     layout = Layout(tmp_path)
     layout.load()
-    store(layout, 1)
-    with pytest.raises(FileExistsError):
-        layout.begin(1)
+    await store(disk, layout, 1)
+    with pytest.raises(BadRequest, match="already holds file id 1"):
+        await store(disk, layout, 1)
+    assert (await store(disk, layout, 2)).name == "1.2"  # the refusal took no slot

@@ -1,10 +1,20 @@
-"""A node's blocking disk work, off the event loop.
+"""How a storage node writes a new file durably, and the threads that do its blocking disk work.
 
-A new file is durable once its bytes are fsynced and the directory entry its rename made is fsynced too. Those calls,
-and creating a file (which waits for the directory's lock while another thread syncs that directory), run in a pool of
-DISK_THREADS threads of the node's own, so that 16 uploads syncing at once each have a thread instead of queueing
-behind the event loop's small default executor; and the whole of publishing a file is one trip to a thread, not one per
-call.
+A new file is durable once its bytes are fsynced and the directory entry its rename made is fsynced too. So every file
+a node takes — an upload streamed through the manager, a small file inline in its ``store``, a copy from another node
+— goes the same way, through one ``DurableWrite``: take a slot in the layout, create the partial entry there, write
+and hash the bytes, check them against the size and digest the sender announced, fsync, close, rename into place,
+fsync the directory. Leaving it any other way (an error, a cancelled task, a sender gone) removes the partial entry and
+frees the slot, so a failed write leaves nothing behind.
+
+Directories are made on the way when a slot's directory does not exist yet; the parent of each is fsynced at once,
+under a lock, so any writer that finds a directory knows it is durable and has only its own directory to sync.
+
+Creating and renaming a file need the directory's lock, which a concurrent fsync of that directory holds, and the
+syncs themselves take milliseconds: they run in a pool of DISK_THREADS threads of the node's own, so that 16 uploads
+syncing at once each have a thread instead of queueing behind the event loop's small default executor. Each write
+makes as few trips there as it can: one to create the file and one to publish it; a small file given whole makes one.
+Writing the bytes of a stream (into the page cache) stays on the event loop.
 
 (Measured and not kept: sharing one directory fsync among the renames that came before it, as databases group their
 log commits, gave nothing on ext4, where syncing the file already commits the journal most of the way.)
@@ -14,16 +24,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
+import hashlib
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar
+
+from ..protocol import BadRequest, ChecksumMismatch, InternalError, StorageFull
+from .layout import Layout, partial_path
 
 T = TypeVar("T")
 
 # Enough threads for every upload a busy node has in flight to be syncing at once.
 DISK_THREADS = 32
+
+# Flags for a new partial file: it must not exist yet.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
 class Disk:
@@ -31,6 +52,7 @@ class Disk:
 
     def __init__(self) -> None:
         self._threads = ThreadPoolExecutor(DISK_THREADS, thread_name_prefix="disk")
+        self._making_directories = threading.Lock()
 
     def close(self) -> None:
         self._threads.shutdown(wait=True)
@@ -46,18 +68,153 @@ class Disk:
                 await future
             raise
 
-    @staticmethod
-    def publish(fd: int, partial: Path, final: Path, directories: list[Path]) -> None:
-        """(In a disk thread.) Sync the written file ``fd`` and close it, rename it from ``partial`` to ``final``, and
-        sync ``directories`` (the final one first, then the parents of any made for it) so the rename survives a
-        crash."""
+    def make_directories(self, directory: Path, root: Path) -> None:
+        """(In a disk thread.) Make ``directory`` and any parents it lacks below ``root`` (a data directory removed
+        behind the node's back is an error, not made again empty), fsyncing the parent of each one made."""
+        with self._making_directories:
+            missing = []
+            while not directory.is_dir() and directory != root:
+                missing.append(directory)
+                directory = directory.parent
+            for path in reversed(missing):
+                path.mkdir()
+                _fsync_directory(path.parent)
+
+
+class DurableWrite:
+    """One new file, from taking its slot to holding it durably; an async context manager.
+
+    Inside the ``async with`` block, either hand the whole file to ``write_whole``, or call ``create``, feed the bytes
+    to ``write`` as they arrive and finish with ``publish``. The file is kept only if the block ends normally: on any
+    exception, even one raised after publishing, the partial entry or the published file is removed and the slot
+    freed, so a sender that never heard "stored" leaves nothing behind. Errors are the protocol's: a full disk is
+    ``StorageFull``, bytes that differ from what was announced ``BadRequest`` or ``ChecksumMismatch``.
+    """
+
+    def __init__(
+        self, disk: Disk, layout: Layout, file_id: int, size: int | None = None, sha256: bytes | None = None
+    ) -> None:
+        self._disk = disk
+        self._layout = layout
+        self._file_id = file_id
+        self._announced = size  # None: unknown until the stream ends
+        self._sha256 = sha256
+        self._hasher = hashlib.sha256()
+        self._size = 0
+        self._final = self._partial = Path()
+        self._fd = -1
+        self._renamed = False  # the file sits at its final path (set in a disk thread)
+        self._held = False  # the layout counts it as held
+
+    async def __aenter__(self) -> DurableWrite:
+        try:
+            self._final = self._layout.begin(self._file_id)
+        except FileExistsError:
+            raise BadRequest(f"bad request: this node already holds file id {self._file_id}") from None
+        self._partial = partial_path(self._final)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._renamed and not self._held:  # syncing its directory failed after the rename: hold it to remove it
+            self._layout.committed(self._file_id)
+            self._held = True
+        if not self._held:
+            with contextlib.suppress(OSError):
+                self._partial.unlink(missing_ok=True)
+            self._layout.abandon(self._file_id)
+        elif error is not None:
+            self._layout.remove(self._file_id)
+
+    async def create(self) -> None:
+        """Create the partial entry (one trip to a disk thread), ready for ``write``."""
+        with _storage_errors():
+            await self._disk.run(self._create)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data``: more bytes than announced are refused before they reach the disk."""
+        self._size += len(data)
+        if self._announced is not None and self._size > self._announced:
+            raise BadRequest(f"bad request: more bytes arrived than the {self._announced} announced")
+        self._hasher.update(data)
+        with _storage_errors():
+            self._write(data)
+
+    async def publish(self, sha256: bytes | None = None) -> tuple[int, bytes]:
+        """Check what was written against what was announced (and against ``sha256``, a digest that came with the end
+        of the stream), then make it durable and hold it (one trip to a disk thread); return its size and SHA-256."""
+        return await self._publish(self._check(sha256), self._sync_and_rename)
+
+    async def write_whole(self, data: bytes) -> tuple[int, bytes]:
+        """Write, check and publish a whole file in one trip to a disk thread; return its size and SHA-256."""
+        self._size = len(data)
+        self._hasher.update(data)
+        return await self._publish(
+            self._check(), self._create, functools.partial(self._write, data), self._sync_and_rename
+        )
+
+    def _check(self, sha256: bytes | None = None) -> bytes:
+        digest = self._hasher.digest()
+        if self._announced is not None and self._size != self._announced:
+            raise BadRequest(f"bad request: {self._size} bytes arrived, {self._announced} were announced")
+        for expected in (self._sha256, sha256):
+            if expected is not None and expected != digest:
+                raise ChecksumMismatch(
+                    f"checksum mismatch: the bytes received hash to {digest.hex()}, the sender said {expected.hex()}"
+                )
+        return digest
+
+    async def _publish(self, digest: bytes, *steps: Callable[[], None]) -> tuple[int, bytes]:
+        with _storage_errors():
+            await self._disk.run(_in_turn, steps)
+        self._held = True
+        if not self._layout.committed(self._file_id):
+            raise InternalError(f"internal error: file id {self._file_id} was abandoned before it was committed")
+        return self._size, digest
+
+    def _create(self) -> None:
+        """(In a disk thread.)"""
+        self._disk.make_directories(self._final.parent, self._layout.root)
+        self._fd = os.open(self._partial, _NEW_FILE, 0o644)
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def _sync_and_rename(self) -> None:
+        """(In a disk thread.)"""
+        fd, self._fd = self._fd, -1
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(partial, final)
-        for directory in directories:
-            _fsync_directory(directory)
+        os.rename(self._partial, self._final)
+        self._renamed = True
+        _fsync_directory(self._final.parent)
+
+
+def _in_turn(steps: tuple[Callable[[], None], ...]) -> None:
+    for step in steps:
+        step()
+
+
+@contextlib.contextmanager
+def _storage_errors() -> Iterator[None]:
+    """The node could not create, write or sync a file: say whether its disk is full."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull(
+                "storage full: the storage node's disk filled up; nothing was kept. Try again: new files now go to "
+                "nodes with room (or free space / add a node)"
+            ) from err
+        raise InternalError(f"internal error: the storage node could not write: {err.strerror}") from err
 
 
 def _fsync_directory(path: Path) -> None:

@@ -11,7 +11,8 @@ g+1 base-36 digits, all but the last naming nested directories and the last nami
 So no directory ever holds more than 36 entries (the root holds one per generation), depth grows with the logarithm of
 the file count, a slot's path never changes as the node grows, and the smallest free slot is reused after a delete.
 A file being written sits in its own slot as ``<digit>.<file id>.part`` and is renamed in place when complete, so even
-temporary files respect the 36-entry rule.
+temporary files respect the 36-entry rule. This module only says where files go; writing one (making its directories,
+the partial entry, the syncs, the rename) is ``disk.DurableWrite``'s job.
 
 The node finds a file's slot through an in-memory index (file id -> slot), rebuilt at start-up by walking the tree:
 file names carry the file id, so the disk alone says what the node holds. Partial files found at start-up belong to
@@ -69,7 +70,7 @@ class Layout:
         self.root = root
         self._slots: dict[int, int] = {}  # file id -> slot, complete files only
         self._writing: dict[int, int] = {}  # file id -> slot, files being written
-        self.doomed: set[int] = set()  # files removed while being written: abandoned instead of committed
+        self._doomed: set[int] = set()  # files removed while being written: abandoned instead of committed
         self._free: list[int] = []  # heap of free slots below _next
         self._next = 0  # every slot from here on is free
 
@@ -100,12 +101,6 @@ class Layout:
         heapq.heapify(self._free)
         return held
 
-    def __contains__(self, file_id: int) -> bool:
-        return file_id in self._slots
-
-    def __len__(self) -> int:
-        return len(self._slots)
-
     def file_ids(self) -> list[int]:
         """The ids of every complete file, in order."""
         return sorted(self._slots)
@@ -115,55 +110,34 @@ class Layout:
         slot = self._slots.get(file_id)
         return None if slot is None else self._file(slot, file_id)
 
-    def begin(self, file_id: int) -> tuple[Path, list[Path]]:
-        """Take a slot for a new file; return the partial file's path and the directories made for it."""
+    def begin(self, file_id: int) -> Path:
+        """Take a slot for a new file; return the path it will have once complete (``partial_path`` gives the path it
+        is written at). The caller makes the directories, writes, and calls ``committed`` or ``abandon``."""
         if file_id in self._slots or file_id in self._writing:
             raise FileExistsError(f"file id {file_id} is already stored or being written")
         slot = heapq.heappop(self._free) if self._free else self._take_next()
-        final = self._file(slot, file_id)
-        try:
-            made = _make_parents(final.parent, self.root)
-        except OSError:
-            heapq.heappush(self._free, slot)
-            raise
         self._writing[file_id] = slot
-        return final.with_name(final.name + _PART), made
-
-    def final_path(self, file_id: int) -> Path:
-        """Where the file being written goes once complete (the caller renames it there, then calls ``committed``)."""
-        return self._file(self._writing[file_id], file_id)
+        return self._file(slot, file_id)
 
     def committed(self, file_id: int) -> bool:
         """The partial file has been renamed to its final path: it is held now. False if it was removed while being
         written: then the caller removes it."""
         self._slots[file_id] = self._writing.pop(file_id)
-        if file_id in self.doomed:
-            self.doomed.discard(file_id)
+        if file_id in self._doomed:
+            self._doomed.discard(file_id)
             return False
         return True
 
-    def commit(self, file_id: int) -> Path:
-        """The partial file is complete: rename it in place and return its final path."""
-        final = self.final_path(file_id)
-        os.rename(final.with_name(final.name + _PART), final)
-        self.committed(file_id)
-        return final
-
     def abandon(self, file_id: int) -> None:
-        """A write failed: remove the partial file and free its slot (if it is still being written)."""
-        self.doomed.discard(file_id)
-        slot = self._writing.pop(file_id, None)
-        if slot is None:
-            return
-        final = self._file(slot, file_id)
-        final.with_name(final.name + _PART).unlink(missing_ok=True)
-        heapq.heappush(self._free, slot)
+        """A write failed and its partial file is gone: free its slot."""
+        self._doomed.discard(file_id)
+        heapq.heappush(self._free, self._writing.pop(file_id))
 
     def remove(self, file_id: int) -> bool:
         """Delete a complete file and free its slot (a file still being written is doomed: it will not be committed);
         False if the node did not hold it."""
         if file_id in self._writing:
-            self.doomed.add(file_id)
+            self._doomed.add(file_id)
             return True
         slot = self._slots.pop(file_id, None)
         if slot is None:
@@ -182,12 +156,6 @@ class Layout:
         return self.root.joinpath(*directories, f"{digit}.{file_id}")
 
 
-def _make_parents(directory: Path, root: Path) -> list[Path]:
-    """``mkdir -p`` that returns the directories it made, outermost first, so their parents can be fsynced."""
-    missing = []
-    while not directory.is_dir() and directory != root:
-        missing.append(directory)
-        directory = directory.parent
-    for path in reversed(missing):
-        path.mkdir(exist_ok=True)
-    return list(reversed(missing))
+def partial_path(final: Path) -> Path:
+    """Where a file is written before it is renamed to ``final``: in its own slot, so it counts as one of the 36."""
+    return final.with_name(final.name + _PART)

@@ -7,7 +7,8 @@ it holds (the manager reconciles them with its records), and heartbeats; the man
 considers the node up exactly while that session lives; the node considers the session dead when the manager stops
 answering. Either way the node dials again, with exponential backoff and jitter, forever.
 
-A file is written to a partial entry in its slot, hashed as it arrives, fsynced, renamed into place and its directory
+Every file a node takes, inline or streamed, from the manager or from another node, goes through one ``DurableWrite``
+(disk.py): written to a partial entry in its slot, hashed as it arrives, fsynced, renamed into place and its directory
 fsynced; only then does the node answer ``stored``. Any failure on the way removes the partial entry.
 """
 
@@ -15,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import functools
 import hashlib
 import io
 import os
@@ -34,14 +33,12 @@ from ..protocol import (
     CHUNK_SIZE,
     INLINE_MAX,
     INVENTORY_PAGE,
-    BadRequest,
     ChecksumMismatch,
     DfsError,
     FileNotFound,
     FileUnavailable,
     InternalError,
     ProtocolError,
-    StorageFull,
     check_inline,
     check_range,
     check_sha256,
@@ -64,7 +61,7 @@ from ..protocol.messages import (
 from ..service import Listener, Request, serve_requests
 from ..settings import Limits, Security
 from ..wire import OPEN, Connection, ConnectionLost, receive_stream, send_stream, send_upload
-from .disk import Disk
+from .disk import Disk, DurableWrite
 from .layout import Layout
 
 log = structlog.get_logger("dfsd.storage")
@@ -211,79 +208,29 @@ class StorageNode:
         req.fields.update(file_id=request.file_id)
         check_sha256(request.sha256)
         check_inline(request.data, request.size)
-        try:
-            partial, made = self.layout.begin(request.file_id)
-        except FileExistsError:
-            raise BadRequest(f"bad request: this node already holds file id {request.file_id}") from None
-        except OSError as err:  # no room even for a directory
-            raise _storage_error(err) from err
-        final = self.layout.final_path(request.file_id)
-        # The rename must be durable too: sync the directory, and the parents of directories made for this file.
-        directories = [final.parent, *(path.parent for path in made)]
-        fd = -1
-        try:
-            if request.data is None:
-                # Creating (like renaming) needs the directory's lock, which a concurrent fsync of that directory
-                # holds: that wait belongs in a thread, not on the event loop.
-                fd = await self.disk.run(os.open, partial, _NEW_FILE, 0o644)
+        async with DurableWrite(self.disk, self.layout, request.file_id, request.size, request.sha256) as file:
+            if request.data is not None:
+                size, digest = await file.write_whole(request.data)
+            else:
+                await file.create()
                 await conn.send(Ok())
                 req.receiving = True
-                size, digest = await self._receive_into(conn, fd, request, req)
-                fd, written = -1, fd  # publish closes it, whatever happens
-                publish = functools.partial(Disk.publish, written, partial, final, directories)
-            else:
-                size, digest = len(request.data), hashlib.sha256(request.data).digest()
-                _check_digest(digest, request.sha256)
-                publish = functools.partial(_create, partial, request.data, final, directories)
+                size, digest = await file.publish(await self._receive_into(conn, file, req))
             req.fields.update(size=size)
-            wanted = False
-            try:
-                await self.disk.run(publish)
-            finally:
-                if final.exists():  # renamed, even if a directory fsync then failed: the file is held
-                    wanted = self.layout.committed(request.file_id)
-            if not wanted or conn.closed or conn.peer_closed:
-                # Removed while it was written, or nobody is left to hear "stored": keeping it would leave an orphan.
-                self.layout.remove(request.file_id)
+            if conn.closed or conn.peer_closed:  # nobody is left to hear "stored": keeping it would leave an orphan
                 raise InternalError(f"internal error: file id {request.file_id} was abandoned before it was committed")
-        except BaseException as err:
-            if fd >= 0:
-                os.close(fd)
-            self.layout.abandon(request.file_id)
-            if isinstance(err, OSError):  # creating, writing or syncing the file: a full disk says so
-                raise _storage_error(err) from err
-            raise
-        try:
-            await conn.send(Stored(size, digest))
-        except ConnectionLost:
-            self.layout.remove(request.file_id)  # the sender never heard: it keeps no record of this file
-            raise
+            await conn.send(Stored(size, digest))  # if the sender is gone already, it keeps no record: nor do we
 
-    async def _receive_into(self, conn: Connection, fd: int, request: Store, req: Request) -> tuple[int, bytes]:
-        """Write the stream into ``fd``; return its size and SHA-256."""
-        hasher = hashlib.sha256()
-        size = 0
+    async def _receive_into(self, conn: Connection, file: DurableWrite, req: Request) -> bytes | None:
+        """Write the stream into ``file``; return the digest its end carries, if any."""
         stream = receive_stream(conn, uploaded=True)
         async with contextlib.aclosing(stream):
             async for message in stream:
-                if type(message) is End:
-                    req.receiving = False
-                    break
-                assert type(message) is Data
-                size += len(message.data)
-                if request.size is not None and size > request.size:
-                    raise BadRequest(f"bad request: more bytes arrived than the {request.size} announced")
-                hasher.update(message.data)
-                try:
-                    _write_all(fd, message.data)
-                except OSError as err:
-                    raise _storage_error(err) from err
+                if type(message) is Data:
+                    file.write(message.data)
         assert type(message) is End
-        digest = hasher.digest()
-        if request.size is not None and size != request.size:
-            raise BadRequest(f"bad request: {size} bytes arrived, {request.size} were announced")
-        _check_digest(digest, request.sha256, message.sha256)
-        return size, digest
+        req.receiving = False
+        return message.sha256
 
     async def handle_fetch(self, conn: Connection, request: Fetch, req: Request) -> None:
         req.fields.update(file_id=request.file_id)
@@ -354,29 +301,6 @@ class StorageNode:
         await conn.send(Ok())
 
 
-# Flags for a new partial file: it must not exist yet.
-_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-
-
-def _create(partial: Path, data: bytes, final: Path, directories: list[Path]) -> None:
-    """(In a disk thread.) Write a small file whole and publish it, in one trip to the thread."""
-    fd = os.open(partial, _NEW_FILE, 0o644)
-    try:
-        _write_all(fd, data)
-    except BaseException:
-        os.close(fd)
-        raise
-    Disk.publish(fd, partial, final, directories)
-
-
-def _check_digest(digest: bytes, *expected: bytes | None) -> None:
-    for sha256 in expected:
-        if sha256 is not None and sha256 != digest:
-            raise ChecksumMismatch(
-                f"checksum mismatch: the bytes received hash to {digest.hex()}, the sender said {sha256.hex()}"
-            )
-
-
 async def _read_frames(file: BinaryIO, file_id: int, offset: int, length: int) -> AsyncIterator[Data | End]:
     """``length`` bytes of ``file`` from ``offset`` as a stream of data frames."""
     position, end = offset, offset + length
@@ -397,22 +321,6 @@ def _read_exactly(file: BinaryIO, file_id: int, offset: int, length: int) -> byt
 
 def _sha256_of(file: io.FileIO) -> bytes:
     return hashlib.file_digest(file, "sha256").digest()
-
-
-def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def _storage_error(err: OSError) -> DfsError:
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageFull(
-            "storage full: the storage node's disk filled up; nothing was kept. Try again: new files now go to nodes "
-            "with room (or free space / add a node)"
-        )
-    return InternalError(f"internal error: the storage node could not write: {err.strerror}")
 
 
 def _advertised_host(host: str, conn: Connection) -> str:
