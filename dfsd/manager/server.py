@@ -15,6 +15,7 @@ are removed from it and, unless switched off, a rebalance starts (``rebalance.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -91,6 +92,15 @@ SCRUB_PAGE = 1000
 # Lost files named in a status answer; the log names every one.
 MAX_LOST_SHOWN = 100
 
+# For this long after it starts, a manager that knows storage nodes from its records gives them time to reconnect
+# before it answers that none is up (error 1 to a put, error 4 to a get): a node that lost its session probes for the
+# manager every fraction of a second (``dfsd/storage/node.py``), so one that is coming back is up well within it.
+REJOIN_WAIT = 5.0
+
+# A put naming the size and SHA-256 of an upload of the same name still under way (typically its own first attempt,
+# whose answer was lost, still committing) waits this long for that upload to end before it is answered.
+SETTLE_WAIT = 10.0
+
 Log = structlog.typing.FilteringBoundLogger
 
 
@@ -131,6 +141,9 @@ class Manager:
         self.metrics_port = metrics_port
         self.lost_count = 0  # refreshed whenever files are marked lost or found, for the metrics thread
         self._stopping = asyncio.Event()
+        self._started = time.monotonic()
+        self._node_joined = asyncio.Condition()  # notified whenever a node comes up
+        self._uploading: dict[str, asyncio.Event] = {}  # name -> set when its upload under way ends
 
     def stop(self) -> None:
         """Begin a clean shutdown (SIGTERM, Ctrl-C): ``run`` returns once it is done."""
@@ -138,6 +151,7 @@ class Manager:
 
     async def run(self, on_ready: Callable[[str, int], None] | None = None) -> None:
         self.store = await MetadataStore.open(self.db_path)
+        self._started = time.monotonic()
         try:
             await self._load_topology()
             self.rebalancer = Rebalancer(self.store, self.topology, self.pool, self.auto_rebalance)
@@ -214,6 +228,8 @@ class Manager:
             orphans = await self._reconcile(node, held, node_log)
             await self._save_node(node)
             self.topology.activate(node)
+            async with self._node_joined:
+                self._node_joined.notify_all()
             await conn.send(Ok())
             node_log.info("node_up", address=f"{node.host}:{node.port}", free=node.free, files=node.files)
             cleanup = asyncio.create_task(self._after_join(node, orphans))
@@ -277,12 +293,21 @@ class Manager:
         check_name(request.name, self.limits.max_name_bytes)
         check_sha256(request.sha256)
         check_inline(request.data, request.size)
-        self._check_size(len(request.data) if request.data is not None else request.size or 0)
+        size = len(request.data) if request.data is not None else request.size
+        self._check_size(size or 0)
         req.fields.update(name=request.name)
+        if request.sha256 is not None and size is not None:
+            already = await self._already_stored(request.name, size, request.sha256)
+            if already is not None:
+                req.fields.update(size=size, already=True)
+                await conn.send(already)
+                return
+        await self._rejoin_wait()
         node = choose_node(self.topology.nodes.values(), request.size)
         node.uploading += 1  # before any await, so that concurrent uploads see it
         try:
             file_id = await self.store.reserve(request.name)
+            self._uploading[request.name] = settled = asyncio.Event()
             req.fields.update(node=node.id, file_id=file_id)
             try:
                 try:
@@ -295,10 +320,43 @@ class Manager:
                 self.topology.stored(node.id, stored.size)
             finally:
                 self.store.release(request.name)
+                del self._uploading[request.name]
+                settled.set()
         finally:
             node.uploading -= 1
         req.fields.update(size=stored.size)
         await conn.send(stored)
+
+    async def _already_stored(self, name: str, size: int, sha256: bytes) -> Stored | None:
+        """``stored`` (marked ``already``) if ``name`` holds exactly these bytes: the answer to a retry whose first
+        attempt was stored though its answer was lost. An upload of the name under way is given SETTLE_WAIT to end
+        first, since it may be that first attempt, committing right now."""
+        settled = self._uploading.get(name)
+        if settled is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SETTLE_WAIT):
+                    await settled.wait()
+        record = await self.store.find(name)
+        if record is None or record.lost is not None or (record.size, record.sha256) != (size, sha256):
+            return None  # reserving the name then answers error 3 if it is taken
+        return Stored(record.size, record.sha256, already=True)
+
+    async def _rejoin_wait(self, node_id: int | None = None) -> None:
+        """Just after start-up, give the storage nodes known from the records until REJOIN_WAIT after the start to
+        reconnect (node ``node_id``, or any node), so that a restart of the manager does not fail the first requests."""
+
+        def ready() -> bool:
+            if node_id is None:
+                return any(node.up for node in self.topology.nodes.values())
+            node = self.topology.nodes.get(node_id)
+            return node is None or node.up
+
+        remaining = self._started + REJOIN_WAIT - time.monotonic()
+        if remaining <= 0 or ready() or not self.topology.nodes:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(remaining), self._node_joined:
+                await self._node_joined.wait_for(ready)
 
     async def _relay_upload(self, conn: Connection, store: Store, node: NodeState, req: Request) -> Stored:
         async def from_client() -> AsyncIterator[Data | End]:
@@ -342,6 +400,7 @@ class Manager:
         length = check_range(record.size, request.offset, request.length)
         req.fields.update(node=record.node, size=length)
         while True:
+            await self._rejoin_wait(record.node)
             node = self._node_of(record)
             try:
                 await self._relay_download(conn, record, request.offset, length, node)

@@ -5,7 +5,12 @@ other nodes' (``store``, when the manager has one node copy a file to another). 
 the manager: it registers there (id, the address it serves on, disk size and free bytes), sends the ids of every file
 it holds (the manager reconciles them with its records), and heartbeats; the manager answers each beat. The manager
 considers the node up exactly while that session lives; the node considers the session dead when the manager stops
-answering. Either way the node dials again, with exponential backoff and jitter, forever.
+answering. Either way the node dials again, forever.
+
+How soon: a node that loses a session it had registered dials again at once, then probes every PROBE_INTERVAL for
+REJOIN_PROBING seconds, because the likeliest cause is a manager restarting, which is back within seconds and whose
+first requests need nodes (it waits a few seconds for them, ``REJOIN_WAIT``). Only a manager that stays away past that
+gets exponential backoff with jitter, up to BACKOFF_MAX, as does one that was never reached.
 
 A file is written to a partial entry in its slot, hashed as it arrives, fsynced, renamed into place and its directory
 fsynced; only then does the node answer ``stored``. Any failure on the way removes the partial entry.
@@ -73,6 +78,11 @@ log = structlog.get_logger("dfsd.storage")
 # nodes restarted together do not knock on the manager in step.
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
+
+# After losing a registered session: a connection attempt every 0.2 s (±50 %) for 30 s. A refused connection costs the
+# manager's host next to nothing, and 30 s covers a restart, even of a manager with a large database to open.
+PROBE_INTERVAL = 0.2
+REJOIN_PROBING = 30.0
 
 
 class StorageNode:
@@ -152,23 +162,30 @@ class StorageNode:
 
     async def _stay_registered(self) -> None:
         delay = BACKOFF_FIRST
+        probing_until = 0.0  # while monotonic time is below this, probe instead of backing off
         while True:
+            probing = time.monotonic() < probing_until
             try:
                 conn = await Connection.open(
                     *self.manager, role="node", security=self.security, timeout=self.manager_timeout
                 )
             except (ConnectionLost, DfsError) as err:
-                self.log.warning("manager_unreachable", error=str(err), retry_in=round(delay, 2))
+                if not probing:
+                    self.log.warning("manager_unreachable", error=str(err), retry_in=round(delay, 2))
             else:
                 try:
                     await self._session(conn)
                 except (ConnectionLost, DfsError) as err:
-                    self.log.warning("session_lost", error=str(err))
+                    self.log.warning("session_lost", error=str(err), probing_s=REJOIN_PROBING)
                 finally:
-                    if self.registered.is_set():  # a session that got as far as registering restarts the backoff
-                        delay = BACKOFF_FIRST
-                    self.registered.clear()
                     conn.abort()
+                if self.registered.is_set():  # a registered session was lost: the manager is likely restarting
+                    self.registered.clear()
+                    delay, probing_until = BACKOFF_FIRST, time.monotonic() + REJOIN_PROBING
+                    continue  # at once
+            if probing:
+                await asyncio.sleep(PROBE_INTERVAL * random.uniform(0.5, 1.5))
+                continue
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, BACKOFF_MAX)
 
