@@ -222,6 +222,8 @@ class Manager:
             conn.abort()
             return
         node_log = log.bind(node=node.id)
+        if node.foreign:
+            node_log.warning("foreign_entries", count=node.foreign, hint="see the node's log for their paths")
         cleanup: asyncio.Task[None] | None = None
         try:
             held = await _receive_inventory(conn)

@@ -121,6 +121,19 @@ class StorageNode:
     async def run(self, on_ready: Callable[[str, int], None] | None = None) -> None:
         held = self.layout.load()
         self.log.info("loaded", data=str(self.layout.root), files=len(held), bytes=sum(f.size for f in held))
+        if self.layout.foreign:
+            self.log.warning(
+                "foreign_entries",
+                count=len(self.layout.foreign),
+                paths=[str(path) for path in self.layout.foreign[:20]],
+                hint="not dfsd's: never served, counted or deleted; move them out of the data directory",
+            )
+        if self.layout.overfull:
+            self.log.warning(
+                "directories_overfull",
+                paths=[str(path) for path in self.layout.overfull[:20]],
+                hint="foreign entries make these hold more than 36 entries; move them out of the data directory",
+            )
         from_manager = {
             Store: self.handle_store,
             Fetch: self.handle_fetch,
@@ -195,7 +208,7 @@ class StorageNode:
         host, port = self.advertise or (None, None)
         host = host or _advertised_host(self.host, conn)
         port = port or self.port
-        await conn.send(Register(self.node_id, host, port, capacity, free))
+        await conn.send(Register(self.node_id, host, port, capacity, free, len(self.layout.foreign)))
         held = self.layout.file_ids()
         for start in range(0, max(len(held), 1), INVENTORY_PAGE):
             page = held[start : start + INVENTORY_PAGE]
