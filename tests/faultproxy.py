@@ -18,6 +18,8 @@ class FaultProxy:
         self.delay = 0.0  # seconds to hold each chunk before forwarding it
         self.blackholed = False
         self.captured: bytearray | None = None  # set to a bytearray to record every byte forwarded
+        self.from_client: bytearray | None = None  # set to a bytearray to record the bytes clients send
+        self.from_server: bytearray | None = None  # set to a bytearray to record the bytes the server sends
         self._cut_marker: bytes | None = None
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -97,6 +99,9 @@ class FaultProxy:
                 continue
             if self.captured is not None:
                 self.captured += chunk
+            recording = self.from_client if client is not None else self.from_server
+            if recording is not None:
+                recording += chunk
             writer.write(chunk)
             await writer.drain()
             marker = self._cut_marker

@@ -126,9 +126,7 @@ def test_foreign_entries_are_reported_kept_and_counted_against_36_repro(tmp_path
     again = Layout(tmp_path)
     held = again.load()
     assert sorted(f.file_id for f in held) == list(range(1, 40))
-    assert sorted(again.foreign) == sorted(
-        [path.relative_to(tmp_path) for path in strays] + [Path("g1", "junk")]
-    )
+    assert sorted(again.foreign) == sorted([path.relative_to(tmp_path) for path in strays] + [Path("g1", "junk")])
     assert again.overfull == [Path("g0")]  # 36 files of ours and two strays
     for file_id in range(1000, 3000):
         store(again, file_id)
