@@ -107,7 +107,7 @@ def _wrapped(stream: bytes) -> str:
     return "\n".join(textwrap.wrap(stream.hex(), 96))
 
 
-# --- a small CBOR reader of its own, for the kinds of item these frames hold -------------------------------------------
+# --- a small CBOR reader of its own, for the kinds of item these frames hold ------------------------------------------
 
 
 def _head(body: bytes, at: int) -> tuple[int, int, int]:
