@@ -142,6 +142,7 @@ class Manager:
         self.lost_count = 0  # refreshed whenever files are marked lost or found, for the metrics thread
         self._stopping = asyncio.Event()
         self._started = time.monotonic()
+        self._recorded: set[int] = set()  # the nodes known from the records at start-up
         self._node_joined = asyncio.Condition()  # notified whenever a node comes up
         self._uploading: dict[str, asyncio.Event] = {}  # name -> set when its upload under way ends
 
@@ -154,6 +155,7 @@ class Manager:
         self._started = time.monotonic()
         try:
             await self._load_topology()
+            self._recorded = set(self.topology.nodes)
             self.rebalancer = Rebalancer(self.store, self.topology, self.pool, self.auto_rebalance)
             handlers = {
                 Put: self.handle_put,
@@ -354,7 +356,7 @@ class Manager:
             return node is None or node.up
 
         remaining = self._started + REJOIN_WAIT - time.monotonic()
-        if remaining <= 0 or ready() or not self.topology.nodes:
+        if remaining <= 0 or ready() or not self._recorded or (node_id is not None and node_id not in self._recorded):
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(remaining), self._node_joined:
