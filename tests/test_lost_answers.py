@@ -90,3 +90,17 @@ async def test_upload_right_after_a_manager_restart_succeeds_repro(cluster: Loca
     cluster.start_manager()
     pushed = run_tool("dfs-push", "-", "--name", "pushed", manager=cluster.address, stdin=b"x")
     assert pushed.returncode == 0, pushed.stderr
+
+
+def test_push_of_a_file_cut_off_midway_is_sent_again(cluster: LocalCluster, tmp_path: Path) -> None:
+    """A file (unlike a pipe) can be read again: cut off a little into its upload, it is hashed and sent once more."""
+    path = tmp_path / "large"
+    path.write_bytes(LARGE)
+    with FaultProxy(cluster.address) as link:
+        link.cut_after(LARGE[: 1024 * 1024])
+        pushed = run_tool("dfs-push", str(path), "--name", "again", manager=link.address)
+    stderr = pushed.stderr.decode()
+    assert pushed.returncode == 0, stderr
+    assert "asking again with its checksum" in stderr and "had been stored already" not in stderr
+    cat = run_tool("dfs-cat", "again", manager=cluster.address)
+    assert cat.returncode == 0 and cat.stdout == LARGE
