@@ -6,7 +6,10 @@ carry the SHA-256 of what was sent in their closing frame, so the node refuses b
 as an async iterator of chunks whose checksum is verified against the manager's record when the last chunk has
 arrived (for whole-file reads; a range cannot be checked against the whole file's hash).
 
-Every failure is a ``DfsError`` subclass with its wire code; an unreachable manager is ``ServersUnavailable`` (error 1).
+Every failure is a ``DfsError`` subclass with its wire code; an unreachable manager is ``ServersUnavailable`` (error 1),
+and a connection to it that broke in the middle of a request is ``ManagerLost`` (error 1 too: the outcome is unknown).
+An upload whose connection broke is asked once more by ``put`` itself when its SHA-256 is known by then (a put naming
+its size and SHA-256 is always safe to repeat: the manager answers it ``stored`` if the first attempt was stored).
 ``dfsd.sync_client.SyncClient`` is the same API for scripts without an event loop.
 
 This module is the client library's public surface: ``__all__`` names everything a program needs — the client, the
@@ -20,7 +23,7 @@ import asyncio
 import hashlib
 import os
 import stat
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import BinaryIO, TypeVar
 
 from .aio import run
@@ -74,7 +77,8 @@ from .wire import Connection, ConnectionLost, receive_stream, send_upload
 __all__ = [
     "CHUNK_SIZE", "DEFAULT_MANAGER", "SECRET_ENV", "SECRET_FILE_ENV", "TLS_CA_ENV", "BadRequest", "ChecksumMismatch",
     "Client", "ClusterStatus", "DfsError", "Download", "ErrorCode", "FileInfo", "FileNotFound", "FileUnavailable",
-    "InternalError", "NameExists", "NodeIdInUse", "NodeInfo", "NotAuthorised", "ProtocolError", "RebalanceInfo",
+    "InternalError", "ManagerLost", "NameExists", "NodeIdInUse", "NodeInfo", "NotAuthorised", "ProtocolError",
+    "RebalanceInfo",
     "ScrubReport", "Security", "Sending", "ServersUnavailable", "Source", "StorageFull", "Stored", "file_size",
     "manager_address", "run",
 ]  # fmt: skip
@@ -83,6 +87,10 @@ DEFAULT_MANAGER = "127.0.0.1:8000"
 
 M = TypeVar("M", bound=Message)
 Source = str | os.PathLike[str] | BinaryIO | bytes | AsyncIterable[bytes]
+
+
+class ManagerLost(ServersUnavailable):
+    """The connection to the manager broke in the middle of a request: its outcome is unknown (error 1)."""
 
 
 def manager_address(address: str | None = None) -> tuple[str, int]:
@@ -157,25 +165,81 @@ class Client:
             await self._conn.close()
             self._conn = None
 
-    async def put(self, name: str, source: Source, *, size: int | None = None, sha256: bytes | None = None) -> Stored:
-        """Upload ``source`` as ``name``; returns its size and SHA-256 once it is durable."""
+    async def put(
+        self,
+        name: str,
+        source: Source,
+        *,
+        size: int | None = None,
+        sha256: bytes | None = None,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> Stored:
+        """Upload ``source`` as ``name``; returns its size and SHA-256 once it is durable.
+
+        If the connection to the manager breaks on the way, the upload may or may not have been stored. When the
+        client knows the file's SHA-256 by then (it had sent the whole file, or it can read the source again: bytes, a
+        path, a seekable file), it asks once more, naming the size and SHA-256: the manager answers ``stored`` with
+        ``already`` set if the first attempt was stored, and takes the upload afresh if it was not. ``on_retry`` is
+        told why, first. Otherwise, and if the second attempt fails too, it raises ``ManagerLost``.
+        """
         check_name(name)
         if isinstance(source, str | os.PathLike):
             with open(source, "rb") as file:
-                return await self.put(name, file, size=size if size is not None else file_size(file), sha256=sha256)
+                size = size if size is not None else file_size(file)
+                return await self.put(name, file, size=size, sha256=sha256, on_retry=on_retry)
         if isinstance(source, bytes):
             size = len(source) if size is None else size
+        rewind = _rewinder(source)
+        sent = _Sent()
+        try:
+            return await self._put(name, source, size, sha256, sent)
+        except ManagerLost as lost:
+            if sent.sha256 is None and rewind is None:
+                raise ManagerLost(
+                    f"{lost}; the upload was cut short, so it was not stored: send it again"  # no end, no commit
+                ) from lost
+            if on_retry is not None:
+                on_retry(f"{lost}; the upload may have been stored: asking again with its checksum")
+            if sent.sha256 is None:
+                assert rewind is not None
+                rewind()
+                sent.size, sent.sha256 = await _digest(source)  # type: ignore[arg-type]
+            if rewind is None:
+                return await self._stream(name, _cannot_resend(), sent.size, sent.sha256, _Sent())
+            rewind()
+            return await self._put(name, source, sent.size, sent.sha256, _Sent())
+
+    async def _put(
+        self,
+        name: str,
+        source: BinaryIO | bytes | AsyncIterable[bytes],
+        size: int | None,
+        sha256: bytes | None,
+        sent: _Sent,
+    ) -> Stored:
         chunks = _chunks(source)
         head: list[Buffer] = []
         if size is not None and size <= INLINE_MAX:  # a small file travels inside the request
             head, ended = await _read_ahead(chunks, INLINE_MAX)
             if ended:
                 data = b"".join(head)
-                return await self._call(Put(name, size, sha256 or hashlib.sha256(data).digest(), data), Stored)
+                sent.size, sent.sha256 = len(data), sha256 or hashlib.sha256(data).digest()
+                return await self._call(Put(name, size, sent.sha256, data), Stored)
         # Of unknown size, it streams even if it turns out small: a slow source (a pipe) starts uploading at once.
+        return await self._stream(name, _chain(head, chunks), size, sha256, sent)
+
+    async def _stream(
+        self, name: str, chunks: AsyncIterable[Buffer], size: int | None, sha256: bytes | None, sent: _Sent
+    ) -> Stored:
         conn = await self._connection()
-        async with self._using(conn):
-            return await send_upload(conn, Put(name, size, sha256), _frames(_chain(head, chunks)))
+        try:
+            async with self._using(conn):
+                return await send_upload(conn, Put(name, size, sha256), _frames(chunks, sent))
+        except _CannotResend:
+            raise ManagerLost(
+                "servers unavailable: the connection to the manager broke after the whole file was sent, and it was "
+                "not stored; its source cannot be read again: send it again"
+            ) from None
 
     async def get(self, name: str, *, offset: int = 0, length: int | None = None) -> Download:
         """Start a download; iterate the result for its chunks.
@@ -287,7 +351,7 @@ class _Using:
         if self._client._conn is self._conn:
             self._client._conn = None
         if isinstance(err, ConnectionLost):
-            raise ServersUnavailable(f"servers unavailable: lost the connection to the manager ({err})") from err
+            raise ManagerLost(f"servers unavailable: lost the connection to the manager ({err})") from err
 
 
 def file_size(file: BinaryIO) -> int | None:
@@ -302,13 +366,56 @@ async def _write_download(download: Download, target: BinaryIO) -> Sending:
     return download.info
 
 
-async def _frames(chunks: AsyncIterable[Buffer]) -> AsyncIterator[Data | End]:
-    """The upload stream of ``chunks``: data frames, then an end frame with their SHA-256."""
+class _Sent:
+    """What an upload has told the manager of its whole file: its size and SHA-256, once known (inline: from the start;
+    streamed: once the end frame goes out)."""
+
+    size: int | None = None
+    sha256: bytes | None = None
+
+
+class _CannotResend(Exception):
+    """A retried upload was not stored after all, and its source (a pipe) cannot be read again."""
+
+
+async def _cannot_resend() -> AsyncIterator[Buffer]:
+    """The source of a retry that has no bytes to send again: it fails if the manager asks for them (``ok``)."""
+    nothing: tuple[Buffer, ...] = ()
+    for chunk in nothing:
+        yield chunk
+    raise _CannotResend()
+
+
+def _rewinder(source: BinaryIO | bytes | AsyncIterable[bytes]) -> Callable[[], object] | None:
+    """How to read ``source`` again from where it starts now; None if it cannot be (a pipe, a stream of chunks)."""
+    if isinstance(source, bytes):
+        return lambda: None
+    if isinstance(source, AsyncIterable) or not source.seekable():
+        return None
+    start = source.tell()
+    return lambda: source.seek(start)
+
+
+async def _digest(source: BinaryIO | bytes) -> tuple[int, bytes]:
+    """The size and SHA-256 of the rest of ``source``, read in a thread."""
     hasher = hashlib.sha256()
+    size = 0
+    async for chunk in _chunks(source):
+        hasher.update(chunk)
+        size += len(chunk)
+    return size, hasher.digest()
+
+
+async def _frames(chunks: AsyncIterable[Buffer], sent: _Sent) -> AsyncIterator[Data | End]:
+    """The upload stream of ``chunks``: data frames, then an end frame with their SHA-256 (recorded in ``sent``)."""
+    hasher = hashlib.sha256()
+    size = 0
     async for chunk in chunks:
         hasher.update(chunk)
+        size += len(chunk)
         yield Data(chunk)
-    yield End(hasher.digest())
+    sent.size, sent.sha256 = size, hasher.digest()
+    yield End(sent.sha256)
 
 
 async def _read_ahead(chunks: AsyncIterator[Buffer], limit: int) -> tuple[list[Buffer], bool]:

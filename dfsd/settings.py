@@ -45,7 +45,8 @@ class Security:
 
 
 def load_secret(secret_file: Path | None = None) -> bytes | None:
-    """The shared secret: the file's first line, else $DFS_SECRET; None means the cluster runs open."""
+    """The shared secret: the file's whole text, else $DFS_SECRET, with white space at both ends removed; None means the
+    cluster runs open."""
     path = secret_file or _env_path(SECRET_FILE_ENV)
     if path is not None:
         secret = path.read_text(encoding="utf-8").strip().encode()

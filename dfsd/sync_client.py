@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 import uvloop
@@ -31,8 +31,16 @@ class SyncClient:
         self._runner.run(self._client.close())
         self._runner.close()
 
-    def put(self, name: str, source: Source, *, size: int | None = None, sha256: bytes | None = None) -> Stored:
-        return self._runner.run(self._client.put(name, source, size=size, sha256=sha256))
+    def put(
+        self,
+        name: str,
+        source: Source,
+        *,
+        size: int | None = None,
+        sha256: bytes | None = None,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> Stored:
+        return self._runner.run(self._client.put(name, source, size=size, sha256=sha256, on_retry=on_retry))
 
     def get_file(
         self, name: str, target: str | os.PathLike[str] | BinaryIO, *, offset: int = 0, length: int | None = None

@@ -26,7 +26,7 @@ from .protocol import (
     error_from_wire,
 )
 from .protocol.handshake import NONCE_BYTES, DialerHandshake
-from .protocol.messages import Buffer, Data, End, Error, Message, Ok, Stored
+from .protocol.messages import Buffer, Data, End, Error, Message, Ok, Put, Store, Stored
 from .settings import SECRET_HINT, Security
 
 OPEN = Security()
@@ -290,14 +290,23 @@ async def send_stream(
     raise ConnectionLost("the stream being sent ended without its end frame")
 
 
-async def send_upload(conn: Connection, request: Message, stream: AsyncIterable[Data | End]) -> Stored:
+async def send_upload(conn: Connection, request: Put | Store, stream: AsyncIterable[Data | End]) -> Stored:
     """Send ``request``, wait for ``ok``, send ``stream``, and return the final answer (``stored``).
 
     The answer is watched for while the stream goes out: a receiver that fails early (disk full, a wrong size) answers
-    at once, and the rest of the file is not sent for nothing.
+    at once, and the rest of the file is not sent for nothing. A request naming its size and SHA-256 may be answered
+    ``stored`` in place of ``ok`` (the name already holds exactly those bytes): then nothing is sent.
     """
     await conn.send(request)
-    await conn.expect(Ok)
+    accepted = await conn.recv()
+    if isinstance(accepted, Stored):
+        if (accepted.size, accepted.sha256) != (request.size, request.sha256):
+            raise ProtocolError("protocol error: expected ok, got a stored that does not match the request")
+        return accepted
+    if isinstance(accepted, Error):
+        raise error_from_wire(accepted.code, accepted.message)
+    if not isinstance(accepted, Ok):
+        raise ProtocolError(f"protocol error: expected ok, got {accepted.TYPE}")
     progress = StreamProgress()
     sender = asyncio.ensure_future(send_stream(conn, stream, progress))
     answer = asyncio.ensure_future(conn.recv())

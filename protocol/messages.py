@@ -56,6 +56,7 @@ class NodeInfo:
     lost: int = 0  # files recorded on it whose bytes it no longer has
     orphans: int = 0  # files it held that no record names, removed when it last registered
     draining: bool = False  # being retired: its files are moving to other nodes, and it gets no new ones
+    foreign: int = 0  # entries in its data directory that are not dfsd's, found when it last started: never touched
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,7 @@ class Stored(Message):
     TYPE = "stored"
     size: int
     sha256: bytes
+    already: bool | None = None  # true: the put named size and sha256, and its name held exactly those bytes already
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +290,7 @@ class Register(Message):
     port: int
     capacity: int
     free: int
+    foreign: int = 0  # entries in its data directory that are not dfsd's (it never counts, serves or deletes them)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 It runs its own event loop in a thread, so it keeps forwarding while a test blocks (in ``LocalCluster.wait_for``, say).
 A black-holed link accepts connections and swallows every byte in both directions, like a network that drops packets;
-``heal`` lets bytes through again; ``cut`` aborts every connection open now.
+``heal`` lets bytes through again; ``cut`` aborts every connection open now; ``cut_after`` loses a server's answer.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ class FaultProxy:
         self.delay = 0.0  # seconds to hold each chunk before forwarding it
         self.blackholed = False
         self.captured: bytearray | None = None  # set to a bytearray to record every byte forwarded
+        self.from_client: bytearray | None = None  # set to a bytearray to record the bytes clients send
+        self.from_server: bytearray | None = None  # set to a bytearray to record the bytes the server sends
+        self._cut_marker: bytes | None = None
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
         self._ready = threading.Event()
@@ -38,6 +41,12 @@ class FaultProxy:
 
     def heal(self) -> None:
         self.blackholed = False
+
+    def cut_after(self, marker: bytes) -> None:
+        """Once the bytes a client has sent contain ``marker`` (however the reads split them): cut that client off, and
+        only it. The server gets every byte read so far (then an end of stream) and its answer is lost, as if the link
+        had failed just after the request. Once; later connections go through untouched."""
+        self._cut_marker = marker
 
     def cut(self) -> None:
         def abort_all() -> None:
@@ -70,7 +79,7 @@ class FaultProxy:
             return
         self._writers.add(upstream_writer)
         await asyncio.gather(
-            self._pipe(client_reader, upstream_writer),
+            self._pipe(client_reader, upstream_writer, client_writer),
             self._pipe(upstream_reader, client_writer),
             return_exceptions=True,
         )
@@ -78,7 +87,11 @@ class FaultProxy:
             writer.transport.abort()
             self._writers.discard(writer)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: asyncio.StreamWriter | None = None
+    ) -> None:
+        """Forward ``reader`` to ``writer``; ``client`` is set on the client-to-server direction."""
+        tail = b""
         while chunk := await reader.read(256 * 1024):
             if self.delay:
                 await asyncio.sleep(self.delay)
@@ -86,6 +99,20 @@ class FaultProxy:
                 continue
             if self.captured is not None:
                 self.captured += chunk
+            recording = self.from_client if client is not None else self.from_server
+            if recording is not None:
+                recording += chunk
             writer.write(chunk)
             await writer.drain()
+            marker = self._cut_marker
+            if client is not None and marker is not None:
+                seen = tail + chunk
+                tail = seen[-(len(marker) - 1) :] if len(marker) > 1 else b""
+                if marker in seen:
+                    self._cut_marker = None
+                    while writer.transport.get_write_buffer_size():  # every byte to the server first
+                        await asyncio.sleep(0.001)
+                    client.transport.abort()
+                    writer.write_eof()
+                    return
         writer.transport.abort()

@@ -126,3 +126,43 @@ async def test_a_file_id_cannot_be_written_twice(tmp_path: Path, disk: Disk) -> 
     with pytest.raises(BadRequest, match="already holds file id 1"):
         await store(disk, layout, 1)
     assert (await store(disk, layout, 2)).name == "1.2"  # the refusal took no slot
+
+
+async def test_foreign_entries_are_reported_kept_and_counted_against_36_repro(tmp_path: Path, disk: Disk) -> None:
+    """Entries dfsd did not make are never indexed or deleted, and each still takes one of its directory's 36
+    entries: with strays at the top, in g0, in a full g1 leaf and clashing with a sub-directory's name, filling the
+    node up keeps every directory at 36 entries at most."""
+    layout = Layout(tmp_path)
+    layout.load()
+    for file_id in range(1, 40):  # g0 full, g1/0 begun
+        await store(disk, layout, file_id)
+    strays = [
+        tmp_path / "README.txt",
+        tmp_path / "g0" / "copied-in.bin",
+        tmp_path / "g1" / "0" / "notes",
+        tmp_path / "g1" / "5",  # a file where directory g1/5 would go
+        tmp_path / "g0" / "7.99.bak",
+    ]
+    for stray in strays:
+        stray.write_bytes(b"not dfsd's")
+    (tmp_path / "g1" / "junk").mkdir()
+    (tmp_path / "g1" / "junk" / "3.12").write_bytes(b"inside a foreign directory: not looked at")
+
+    again = Layout(tmp_path)
+    held = again.load()
+    assert sorted(f.file_id for f in held) == list(range(1, 40))
+    assert sorted(again.foreign) == sorted([path.relative_to(tmp_path) for path in strays] + [Path("g1", "junk")])
+    assert again.overfull == [Path("g0")]  # 36 files of ours and two strays
+    for file_id in range(1000, 3000):
+        await store(disk, again, file_id)
+    for file_id in range(1, 30):  # freed slots of the over-full g0 are given up until it holds 36 entries
+        again.remove(file_id)
+    for file_id in range(3000, 3100):
+        await store(disk, again, file_id)
+    assert max(entries_per_directory(tmp_path / "g1").values()) <= FANOUT
+    assert len(os.listdir(tmp_path / "g0")) == FANOUT
+    assert all(stray.read_bytes() == b"not dfsd's" for stray in strays)
+    assert not (tmp_path / "g1" / "5").is_dir()
+    rebuilt = Layout(tmp_path)
+    assert {f.file_id for f in rebuilt.load()} == set(range(30, 40)) | set(range(1000, 3100))
+    assert len(rebuilt.foreign) == len(strays) + 1

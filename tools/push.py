@@ -9,22 +9,29 @@ happens, one summary line ``pushed N files (X bytes), M failed`` ends the run, a
 failure's. Two files that would get the same name are refused before anything is sent (exit 64), so a command line
 never half-succeeds because of itself.
 
+If the connection to the manager breaks during an upload, the upload may or may not have been stored. When its
+SHA-256 is known by then (the whole file had gone, or the file can be read again: anything but a pipe), dfs-push says
+so in one line and asks once more, with the checksum: the manager answers that the file was already stored, or takes it
+afresh. Exit status 1 after that means the upload was not stored (or its outcome is still unknown: see the README).
+
 A progress bar (bytes, rate, time left) is drawn on standard error when it is a terminal; -q turns it off, together with
 the closing "stored" or summary line, leaving only errors.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
+import io
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator
+import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from tqdm import tqdm
 
-from dfsd.client import CHUNK_SIZE, Client, DfsError, Stored, file_size
+from dfsd.client import Client, DfsError, Stored, file_size
 
 from . import progress
 from .common import EXIT_NO_INPUT, ArgumentParser, Failures, printable, run, say
@@ -111,6 +118,8 @@ async def _push_all(client: Client, uploads: list[Upload], failures: Failures, *
             else:
                 pushed += 1
                 pushed_bytes += stored.size
+                if stored.already and not quiet:
+                    say(f"{PROG}: {printable(upload.name)}: it had been stored already, by the attempt cut off")
                 continue
             bar.update(max(0, start + upload.size - bar.n))  # the rest of a failed file counts as done, for the ETA
     if not quiet:
@@ -128,29 +137,62 @@ def _cannot_read(failures: Failures, path: str, err: BaseException | None) -> No
 
 
 async def _push_one(client: Client, upload: Upload, bar: tqdm) -> Stored:
+    start = bar.n
+
+    def retrying(reason: str) -> None:
+        say(f"{PROG}: {printable(upload.name)}: {reason}")
+        bar.update(start - bar.n)  # the bytes go again
+
     if upload.path == "-":
-        return await client.put(upload.name, _chunks(sys.stdin.buffer, bar))
+        source = _Counted.of(sys.stdin.buffer, bar)
+        return await client.put(upload.name, source, size=_regular_size(sys.stdin.buffer), on_retry=retrying)
     try:
-        source = open(upload.path, "rb")
+        file = open(upload.path, "rb")
     except OSError as err:
         raise CannotRead() from err
-    with source:
-        return await client.put(upload.name, _chunks(source, bar), size=file_size(source))
+    with file:
+        return await client.put(upload.name, _Counted.of(file, bar), size=file_size(file), on_retry=retrying)
 
 
-async def _chunks(source: BinaryIO, bar: tqdm) -> AsyncIterator[bytes]:
-    """The bytes of ``source``, read in a thread (a pipe or a slow disk must not stall the loop), counted on ``bar``
-    once the client has taken each chunk."""
-    loop = asyncio.get_running_loop()
-    while True:
+class _Counted(io.RawIOBase):
+    """A file read through the client (in its reading thread), each read counted on ``bar``; a read that fails is
+    ``CannotRead``. Seekable exactly when the file is: the client reads a seekable source again to retry an upload."""
+
+    def __init__(self, file: BinaryIO, bar: tqdm) -> None:
+        super().__init__()
+        self._file = file
+        self._bar = bar
+
+    @classmethod
+    def of(cls, file: BinaryIO, bar: tqdm) -> BinaryIO:
+        return typing.cast(BinaryIO, cls(file, bar))
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._file.seekable()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def read(self, size: int = -1) -> bytes:
         try:
-            chunk = await loop.run_in_executor(None, source.read, CHUNK_SIZE)
+            chunk = self._file.read(size)
         except OSError as err:
             raise CannotRead() from err
-        if not chunk:
-            return
-        yield chunk
-        bar.update(len(chunk))
+        self._bar.update(len(chunk))
+        return chunk
+
+
+def _regular_size(file: BinaryIO) -> int | None:
+    """The size of standard input if it is a regular file (``< file``), else None."""
+    with contextlib.suppress(OSError, ValueError):
+        return file_size(file)
+    return None
 
 
 def _walk(root: str, failures: Failures) -> Iterator[Upload]:

@@ -49,8 +49,10 @@ async def print_status(client: Client, as_json: bool = False) -> int:
     if not status.nodes:
         print("no storage node has registered yet; start one with `dfsd storage --id N --manager HOST:PORT`")
     else:
-        headers = ("NODE", "ADDRESS", "STATE", "FILES", "USED", "FREE", "DISK", "LOST", "ORPHANS", "LAST SEEN")
-        right = (True, False, False, True, True, True, True, True, True, False)
+        headers = (
+            "NODE", "ADDRESS", "STATE", "FILES", "USED", "FREE", "DISK", "LOST", "ORPHANS", "FOREIGN", "LAST SEEN"
+        )  # fmt: skip
+        right = (True, False, False, True, True, True, True, True, True, True, False)
         rows = [
             (
                 str(node.id),
@@ -62,6 +64,7 @@ async def print_status(client: Client, as_json: bool = False) -> int:
                 human_size(node.capacity),
                 str(node.lost),
                 str(node.orphans),
+                str(node.foreign),
                 human_time(node.last_seen) if node.last_seen else "never",
             )
             for node in status.nodes

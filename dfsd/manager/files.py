@@ -53,10 +53,15 @@ from ..service import Request
 from ..settings import Limits
 from ..wire import Connection, ConnectionLost, receive_stream, send_upload
 from .inflight import InFlight
+from .nodes import Rejoining
 from .placement import choose_node
 from .pool import NodeConnections, remove_copy
 from .store import FileRecord, MetadataStore
 from .topology import NodeState, Topology
+
+# A put naming the size and SHA-256 of an upload of the same name still under way (typically its own first attempt,
+# whose answer was lost, still committing) waits this long for that upload to end before it is answered.
+SETTLE_WAIT = 10.0
 
 
 class _ClientFault(Exception):
@@ -70,20 +75,35 @@ class _ClientFault(Exception):
 
 class FileOperations:
     def __init__(
-        self, store: MetadataStore, topology: Topology, pool: NodeConnections, in_flight: InFlight, limits: Limits
+        self,
+        store: MetadataStore,
+        topology: Topology,
+        pool: NodeConnections,
+        in_flight: InFlight,
+        rejoining: Rejoining,
+        limits: Limits,
     ) -> None:
         self.store = store
         self.topology = topology
         self.pool = pool
         self.in_flight = in_flight
+        self.rejoining = rejoining
         self.limits = limits
 
     async def handle_put(self, conn: Connection, request: Put, req: Request) -> None:
         check_name(request.name, self.limits.max_name_bytes)
         check_sha256(request.sha256)
         check_inline(request.data, request.size)
-        self._check_size(len(request.data) if request.data is not None else request.size or 0)
+        size = len(request.data) if request.data is not None else request.size
+        self._check_size(size or 0)
         req.fields.update(name=request.name)
+        if request.sha256 is not None and size is not None:
+            already = await self._already_stored(request.name, size, request.sha256)
+            if already is not None:
+                req.fields.update(size=size, already=True)
+                await conn.send(already)
+                return
+        await self.rejoining.wait()
         node = choose_node(self.topology.nodes.values(), request.size)
         async with self.in_flight.upload(request.name, node) as file_id:
             req.fields.update(node=node.id, file_id=file_id)
@@ -97,6 +117,16 @@ class FileOperations:
             self.topology.stored(node.id, stored.size)
         req.fields.update(size=stored.size)
         await conn.send(stored)
+
+    async def _already_stored(self, name: str, size: int, sha256: bytes) -> Stored | None:
+        """``stored`` (marked ``already``) if ``name`` holds exactly these bytes: the answer to a retry whose first
+        attempt was stored though its answer was lost. An upload of the name under way is given SETTLE_WAIT to end
+        first, since it may be that first attempt, committing right now."""
+        await self.in_flight.settle(name, SETTLE_WAIT)
+        record = await self.store.find(name)
+        if record is None or record.lost is not None or (record.size, record.sha256) != (size, sha256):
+            return None  # reserving the name then answers error 3 if it is taken
+        return Stored(record.size, record.sha256, already=True)
 
     async def _relay_upload(self, conn: Connection, store: Store, node: NodeState, req: Request) -> Stored:
         async def from_client() -> AsyncIterator[Data | End]:
@@ -140,6 +170,7 @@ class FileOperations:
         length = check_range(record.size, request.offset, request.length)
         req.fields.update(node=record.node, size=length)
         while True:
+            await self.rejoining.wait(record.node)
             node = self._node_of(record)
             try:
                 await self._relay_download(conn, record, request.offset, length, node)

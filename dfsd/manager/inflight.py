@@ -17,6 +17,7 @@ and counted on their node in the topology, where placement sees them; moves are 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
@@ -31,6 +32,7 @@ class InFlight:
         self._topology = topology
         self._lost = lost
         self._moving: set[int] = set()  # file ids being copied now: not orphans on their target
+        self._settled: dict[str, asyncio.Event] = {}  # name -> set when the upload of that name under way ends
 
     @contextlib.asynccontextmanager
     async def upload(self, name: str, node: NodeState) -> AsyncIterator[int]:
@@ -41,12 +43,23 @@ class InFlight:
         self._topology.upload_started(node)  # before any await, so that concurrent uploads see it
         try:
             file_id = await self._store.reserve(name)
+            self._settled[name] = settled = asyncio.Event()
             try:
                 yield file_id
             finally:
                 self._store.release(name)
+                del self._settled[name]
+                settled.set()
         finally:
             self._topology.upload_ended(node)
+
+    async def settle(self, name: str, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for an upload of ``name`` under way (if any) to be committed or given up."""
+        settled = self._settled.get(name)
+        if settled is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await settled.wait()
 
     @contextlib.contextmanager
     def move(self, file_id: int) -> Iterator[None]:

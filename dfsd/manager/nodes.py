@@ -15,6 +15,7 @@ move may have committed one of them meanwhile). Then the session asks for a reba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import structlog
@@ -35,6 +36,44 @@ log = structlog.get_logger("dfsd.manager")
 
 Log = structlog.typing.FilteringBoundLogger
 
+# For this long after it starts, a manager that knows storage nodes from its records gives them time to reconnect
+# before it answers that none is up (error 1 to a put, error 4 to a get): a node that lost its session probes for the
+# manager every fraction of a second (``dfsd/storage/node.py``), so one that is coming back is up well within it.
+REJOIN_WAIT = 5.0
+
+
+class Rejoining:
+    """The nodes known from the records, coming back after the manager (re)started: requests that need a node wait
+    for them until REJOIN_WAIT after the start, so that a restart of the manager does not fail the first requests."""
+
+    def __init__(self, topology: Topology) -> None:
+        self._topology = topology
+        self._recorded = set(topology.nodes)  # the nodes known from the records at start-up
+        self._deadline = time.monotonic() + REJOIN_WAIT
+        self._joined = asyncio.Condition()  # notified whenever a node comes up
+
+    async def joined(self) -> None:
+        """A node has just come up."""
+        async with self._joined:
+            self._joined.notify_all()
+
+    async def wait(self, node_id: int | None = None) -> None:
+        """Until node ``node_id`` (or any node) is up, if it is one that is expected back and there is time left."""
+
+        def ready() -> bool:
+            if node_id is None:
+                return any(node.up for node in self._topology.nodes.values())
+            node = self._topology.nodes.get(node_id)
+            return node is None or node.up
+
+        remaining = self._deadline - time.monotonic()
+        expected = self._recorded if node_id is None else self._recorded & {node_id}
+        if remaining <= 0 or not expected or ready():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(remaining), self._joined:
+                await self._joined.wait_for(ready)
+
 
 class NodeSessions:
     def __init__(
@@ -45,6 +84,7 @@ class NodeSessions:
         rebalancer: Rebalancer,
         in_flight: InFlight,
         lost: LostFiles,
+        rejoining: Rejoining,
         node_timeout: float,
     ) -> None:
         self.store = store
@@ -53,6 +93,7 @@ class NodeSessions:
         self.rebalancer = rebalancer
         self.in_flight = in_flight
         self.lost = lost
+        self.rejoining = rejoining
         self.node_timeout = node_timeout
 
     async def node_session(self, conn: Connection) -> None:
@@ -68,12 +109,15 @@ class NodeSessions:
             conn.abort()
             return
         node_log = log.bind(node=node.id)
+        if node.foreign:
+            node_log.warning("foreign_entries", count=node.foreign, hint="see the node's log for their paths")
         cleanup: asyncio.Task[None] | None = None
         try:
             held = await _receive_inventory(conn)
             orphans = await self._reconcile(node, held, node_log)
             await save_node(self.store, node)
             self.topology.activate(node)
+            await self.rejoining.joined()
             await conn.send(Ok())
             node_log.info("node_up", address=f"{node.host}:{node.port}", free=node.free, files=node.files)
             cleanup = asyncio.create_task(self._after_join(node, orphans))

@@ -33,7 +33,7 @@ from .admin import Admin
 from .files import FileOperations
 from .inflight import InFlight
 from .lost import LostFiles
-from .nodes import NodeSessions
+from .nodes import NodeSessions, Rejoining
 from .pool import NodeConnections
 from .rebalance import Rebalancer
 from .store import MetadataStore
@@ -89,10 +89,11 @@ class Manager:
             lost = LostFiles(self.store)
             in_flight = InFlight(self.store, self.topology, lost)
             self.rebalancer = Rebalancer(self.store, self.topology, self.pool, in_flight, self.auto_rebalance)
-            files = FileOperations(self.store, self.topology, self.pool, in_flight, self.limits)
+            rejoining = Rejoining(self.topology)
+            files = FileOperations(self.store, self.topology, self.pool, in_flight, rejoining, self.limits)
             admin = Admin(self.store, self.topology, self.pool, self.rebalancer, in_flight, lost)
             nodes = NodeSessions(
-                self.store, self.topology, self.pool, self.rebalancer, in_flight, lost, self.node_timeout
+                self.store, self.topology, self.pool, self.rebalancer, in_flight, lost, rejoining, self.node_timeout
             )
             handlers = {
                 Put: files.handle_put,

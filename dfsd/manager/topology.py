@@ -33,6 +33,7 @@ class NodeState:
     up: bool = False  # registered, reconciled, and its session alive
     claimed: bool = False  # a live session holds this id (up, or still reconciling)
     orphans: int = 0  # orphans found on it when it last registered
+    foreign: int = 0  # entries in its data directory that are not dfsd's, as it last registered
     files: int = 0  # stored files the manager has placed here
     used: int = 0  # their bytes
     uploading: int = 0  # uploads streaming to it now: counted by placement so concurrent uploads spread out
@@ -62,6 +63,7 @@ class NodeState:
             lost,
             self.orphans,
             self.draining,
+            self.foreign,
         )
 
 
@@ -94,7 +96,7 @@ class Topology:
         if node is None:
             node = self.nodes[register.node_id] = NodeState(register.node_id, register.host, register.port)
         node.host, node.port = register.host, register.port
-        node.capacity, node.free = register.capacity, register.free
+        node.capacity, node.free, node.foreign = register.capacity, register.free, register.foreign
         node.last_seen, node.claimed = now, True
         return node
 

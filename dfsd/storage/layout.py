@@ -17,6 +17,14 @@ the partial entry, the syncs, the rename) is ``disk.DurableWrite``'s job.
 The node finds a file's slot through an in-memory index (file id -> slot), rebuilt at start-up by walking the tree:
 file names carry the file id, so the disk alone says what the node holds. Partial files found at start-up belong to
 uploads that never finished; they are removed.
+
+Anything else in the tree is *foreign*: an entry dfsd did not make (a file copied in by hand, ``lost+found``, a
+``g1/5.17`` at the wrong depth). The node never counts, serves or deletes it, and does not look inside a foreign
+directory (it counts as one entry), but reports how many there are (``foreign``). A foreign entry still takes one of
+its directory's 36 entries, so each one takes a *position* of that directory out of use: the position it would collide
+with (a file named ``3`` where directory ``3`` would go), else the highest free one. A position out of use is a range
+of slots that the node skips. A directory that already holds more than 36 entries (a file copied into a full one)
+gives up each of its own slots freed by a delete until it is back to 36.
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ FANOUT = 36  # entries per directory: the digits 0-9 and a-z
 _DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 _PART = ".part"
 _ENTRY = re.compile(r"([0-9a-z])\.([0-9]+)(\.part)?")
-_GENERATION = re.compile(r"g([0-9]+)")
+_GENERATION = re.compile(r"g(0|[1-9][0-9]?)")
+_SUBDIRECTORY = re.compile(r"[0-9a-z]")
 
 
 def slot_path(slot: int) -> tuple[str, ...]:
@@ -45,6 +54,24 @@ def slot_path(slot: int) -> tuple[str, ...]:
         index, digit = divmod(index, FANOUT)
         digits.append(_DIGITS[digit])
     return (f"g{generation}", *reversed(digits))
+
+
+def _generation_start(generation: int) -> int:
+    return sum(FANOUT ** (g + 1) for g in range(generation))
+
+
+def position_slots(parts: tuple[str, ...], position: int) -> tuple[int, int]:
+    """The slots under entry ``position`` (0-35) of the directory ``parts`` below the root, as [start, end): a whole
+    generation for the root, a sub-tree or a single slot below it."""
+    if not parts:
+        return _generation_start(position), _generation_start(position + 1)
+    generation = int(parts[0][1:])
+    prefix = 0
+    for digit in (*parts[1:], _DIGITS[position]):
+        prefix = prefix * FANOUT + _DIGITS.index(digit)
+    below = FANOUT ** (generation + 1 - len(parts))  # slots under each entry of this directory
+    start = _generation_start(generation) + prefix * below
+    return start, start + below
 
 
 def path_slot(parts: tuple[str, ...]) -> int:
@@ -68,6 +95,10 @@ class Layout:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.foreign: list[Path] = []  # entries that are not dfsd's, relative to the root: never touched
+        self.overfull: list[Path] = []  # directories holding more than FANOUT entries, foreign ones included
+        self._skipped: dict[int, int] = {}  # start -> end of each range of slots given up to foreign entries
+        self._surplus: dict[tuple[str, ...], int] = {}  # leaf directory -> slots of its own to give up when freed
         self._slots: dict[int, int] = {}  # file id -> slot, complete files only
         self._writing: dict[int, int] = {}  # file id -> slot, files being written
         self._doomed: set[int] = set()  # files removed while being written: abandoned instead of committed
@@ -75,31 +106,70 @@ class Layout:
         self._next = 0  # every slot from here on is free
 
     def load(self) -> list[StoredFile]:
-        """Rebuild the index from the disk, remove partial files, and return what the node holds."""
+        """Rebuild the index from the disk, remove partial files, and return what the node holds; note the foreign
+        entries (``foreign``) and take their directory positions out of use."""
         self.root.mkdir(parents=True, exist_ok=True)
         held: list[StoredFile] = []
-        used: set[int] = set()
-        for directory, _subdirs, names in os.walk(self.root):
-            relative = Path(directory).relative_to(self.root).parts
-            if not relative or not _GENERATION.fullmatch(relative[0]):
-                continue
-            for name in names:
-                match = _ENTRY.fullmatch(name)
-                if match is None:
-                    continue
-                path = Path(directory, name)
-                if match.group(3):
-                    path.unlink()
-                    continue
-                slot = path_slot((*relative, match.group(1)))
-                file_id = int(match.group(2))
-                self._slots[file_id] = slot
-                used.add(slot)
-                held.append(StoredFile(file_id, path.stat().st_size))
+        self.foreign, self.overfull, self._skipped, self._surplus = [], [], {}, {}
+        self._scan((), held)
+        used = set(self._slots.values())
         self._next = max(used, default=-1) + 1
-        self._free = [slot for slot in range(self._next) if slot not in used]
+        skipped: set[int] = set()
+        for start, end in self._skipped.items():
+            skipped.update(range(start, min(end, self._next)))
+        self._free = [slot for slot in range(self._next) if slot not in used and slot not in skipped]
         heapq.heapify(self._free)
         return held
+
+    def _scan(self, parts: tuple[str, ...], held: list[StoredFile]) -> None:
+        """Index the directory ``parts`` (below the root) and, depth first, the directories of ours inside it."""
+        directory = self.root.joinpath(*parts)
+        leaf = bool(parts) and len(parts) == int(parts[0][1:]) + 1  # its entries are files, not directories
+        occupied: set[int] = set()  # positions holding an entry of ours
+        colliding: set[int] = set()  # positions a foreign entry's name would clash with
+        foreign = 0
+        with os.scandir(directory) as entries:
+            for entry in sorted(entries, key=lambda entry: entry.name):
+                position, ours = _classify(entry, parts, leaf)
+                if not ours:
+                    foreign += 1
+                    self.foreign.append(Path(*parts, entry.name))
+                    if position is not None:
+                        colliding.add(position)
+                    continue
+                assert position is not None
+                if not leaf:
+                    occupied.add(position)
+                    self._scan((*parts, entry.name), held)
+                    continue
+                match = _ENTRY.fullmatch(entry.name)
+                assert match is not None
+                if match.group(3):
+                    os.unlink(entry.path)
+                    continue
+                occupied.add(position)
+                file_id = int(match.group(2))
+                self._slots[file_id] = path_slot((*parts, match.group(1)))
+                held.append(StoredFile(file_id, entry.stat().st_size))
+        if foreign:
+            self._give_positions_up(parts, leaf, foreign, occupied, colliding)
+
+    def _give_positions_up(
+        self, parts: tuple[str, ...], leaf: bool, foreign: int, occupied: set[int], colliding: set[int]
+    ) -> None:
+        """Take ``foreign`` positions of directory ``parts`` out of use: those a foreign name clashes with, then the
+        highest free ones. What cannot be given up now (the directory is over-full) a leaf gives up as it frees."""
+        free = [position for position in range(FANOUT) if position not in occupied]
+        chosen = [position for position in free if position in colliding]
+        chosen += [position for position in reversed(free) if position not in colliding][: foreign - len(chosen)]
+        for position in chosen:
+            start, end = position_slots(parts, position)
+            self._skipped[start] = end
+        surplus = foreign - len(chosen)
+        if surplus > 0:
+            self.overfull.append(Path(*parts))
+            if leaf:
+                self._surplus[parts] = surplus
 
     def file_ids(self) -> list[int]:
         """The ids of every complete file, in order."""
@@ -143,10 +213,21 @@ class Layout:
         if slot is None:
             return False
         self._file(slot, file_id).unlink(missing_ok=True)
-        heapq.heappush(self._free, slot)
+        if not self._give_up(slot):
+            heapq.heappush(self._free, slot)
         return True
 
+    def _give_up(self, slot: int) -> bool:
+        """Whether the freed ``slot`` stays out of use: its directory holds more than FANOUT entries with it."""
+        leaf = slot_path(slot)[:-1]
+        surplus = self._surplus.pop(leaf, 0)
+        if surplus > 1:
+            self._surplus[leaf] = surplus - 1
+        return surplus > 0
+
     def _take_next(self) -> int:
+        while self._next in self._skipped:  # a position given up to a foreign entry
+            self._next = self._skipped[self._next]
         slot = self._next
         self._next += 1
         return slot
@@ -159,3 +240,17 @@ class Layout:
 def partial_path(final: Path) -> Path:
     """Where a file is written before it is renamed to ``final``: in its own slot, so it counts as one of the 36."""
     return final.with_name(final.name + _PART)
+
+
+def _classify(entry: os.DirEntry[str], parts: tuple[str, ...], leaf: bool) -> tuple[int | None, bool]:
+    """The directory position ``entry`` holds or clashes with (None: none), and whether it is one of ours."""
+    if not parts:
+        match = _GENERATION.fullmatch(entry.name)
+        position = int(match.group(1)) if match and int(match.group(1)) < FANOUT else None
+        return position, position is not None and entry.is_dir(follow_symlinks=False)
+    if not leaf:
+        position = _DIGITS.index(entry.name) if _SUBDIRECTORY.fullmatch(entry.name) else None
+        return position, position is not None and entry.is_dir(follow_symlinks=False)
+    match = _ENTRY.fullmatch(entry.name)
+    position = _DIGITS.index(match.group(1)) if match else None
+    return position, position is not None and entry.is_file(follow_symlinks=False)
