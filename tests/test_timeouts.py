@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -274,6 +275,11 @@ def test_push_to_a_manager_killed_mid_upload_prints_only_its_error_and_hint_repr
             time.sleep(PAUSE)
         assert timed_cluster.partial_files(100), "the upload never reached the node"
         assert timed_cluster.manager is not None
+        # Frozen first, the manager leaves bytes unread, so its death resets the connection (the case that printed).
+        os.kill(timed_cluster.manager.pid, signal.SIGSTOP)
+        for _ in range(40):
+            push.stdin.write(os.urandom(256 * 1024))
+        push.stdin.flush()
         timed_cluster.manager.kill()
         for _ in range(200):  # the client notices on its next write or read
             try:
@@ -321,6 +327,9 @@ async def test_node_killed_mid_move_and_mid_upload_leaves_only_json_in_the_logs_
                 try:
                     await cluster.until_partial(101, PATIENCE)
                     await asyncio.to_thread(cluster.wait_for, lambda s: s.rebalance.running, "a move under way")
+                    # Frozen first, the node leaves bytes unread, so its death resets the connections to it.
+                    os.kill(cluster.nodes[101].pid, signal.SIGSTOP)
+                    await asyncio.sleep(PAUSE * 10)
                     cluster.nodes[101].kill()
                     with pytest.raises(ServersUnavailable):
                         await upload
@@ -330,6 +339,8 @@ async def test_node_killed_mid_move_and_mid_upload_leaves_only_json_in_the_logs_
             await asyncio.to_thread(cluster.wait_node_down, 101)
             await asyncio.to_thread(cluster.wait_for, lambda s: not s.rebalance.running, "the rebalance to end")
         assert cluster.manager is not None
+        for daemon in (cluster.nodes[100], cluster.manager):  # a clean exit: what was never retrieved is reported
+            daemon.terminate()
         for log in (cluster.manager.log, cluster.nodes[100].log):
             log_lines(log)  # each line is one JSON object, or this raises
             assert "Traceback" not in log.read_text()
