@@ -4,8 +4,11 @@ A new connection must open with ``hello``; its role picks the session that serve
 nodes, a node takes the manager and its peers). A wrong version or role is refused with an error frame. With a shared
 secret, the server proves it knows the secret in its ``welcome`` and the peer must answer with ``auth`` before anything
 else; a peer that cannot is refused with error 9 (``protocol/handshake.py``). Past ``Limits.max_connections`` open
-connections, new ones are refused with error 1. A peer gets ``Limits.request_timeout`` seconds for the handshake and
-between the frames of a request, and ``Limits.idle_timeout`` between requests; then it is dropped.
+connections, new ones are refused with error 1. A peer gets ``Limits.request_timeout`` seconds for each thing it owes:
+the next byte of the handshake, of a frame it has begun or of a request under way, or taking some of the bytes of our
+answer; and ``Limits.idle_timeout`` between requests, counted once it has taken our last answer (PROTOCOL.md 9.5).
+A session whose peer sets the pace of a request for someone else (a node's manager, relaying for a client) runs its
+requests untimed; the peer's liveness is watched elsewhere.
 
 Each request goes to its ``handle_<message>`` coroutine with a ``Request`` whose ``fields`` make the request's log line
 (name, size, node...). A failed request answers the peer with its error code and the connection carries on: if the
@@ -57,7 +60,11 @@ class Listener:
         self._waiting: set[asyncio.Task[None]] = set()
 
     async def start(self, host: str, port: int) -> int:
-        """Listen on ``host``:``port`` (0: any free port) and return the port."""
+        """Listen on ``host``:``port`` (0: any free port) and return the port.
+
+        From here on the process is a server whose log is one JSON object per line, so an error that escapes every
+        owner (a bug) is logged as one such line too, instead of asyncio's traceback on standard error."""
+        asyncio.get_running_loop().set_exception_handler(self._log_stray_error)
         self._server = await asyncio.start_server(self._accept, host, port, ssl=self.security.server_tls)
         return int(self._server.sockets[0].getsockname()[1])
 
@@ -88,12 +95,24 @@ class Listener:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)  # type: ignore[arg-type]
+        conn = Connection(reader, writer, self.limits.max_frame_size)
         try:
-            await self._serve(Connection(reader, writer, self.limits.max_frame_size))
+            await self._serve(conn)
         except asyncio.CancelledError:
             pass  # shutdown cancels connections; ending quietly keeps asyncio from logging the cancellation
+        except Exception:  # a bug: this task is the connection's owner, so it logs the error and drops the peer
+            self.log.exception("connection_failed", peer=conn.peer)
+            conn.abort()
         finally:
             self._connections.discard(task)  # type: ignore[arg-type]
+
+    def _log_stray_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        error = context.get("exception")
+        self.log.error(
+            "stray_error",
+            message=context.get("message"),
+            exc_info=(type(error), error, error.__traceback__) if isinstance(error, BaseException) else None,
+        )
 
     async def _serve(self, conn: Connection) -> None:
         conn.timeout = self.limits.request_timeout
@@ -144,16 +163,21 @@ class Request:
 Handler = Callable[[Connection, Any, Request], Awaitable[None]]
 
 
-async def serve_requests(conn: Connection, handlers: Mapping[type[Message], Handler], listener: Listener) -> None:
+async def serve_requests(
+    conn: Connection, handlers: Mapping[type[Message], Handler], listener: Listener, timed: bool = True
+) -> None:
     """Answer requests on ``conn`` until the peer leaves, breaks the protocol or the listener shuts down; always
-    closes ``conn``."""
+    closes ``conn``.
+
+    ``timed``: the peer owes each request's bytes, and taking our answers, within the request timeout. Untimed, only
+    the idle timeout applies, between requests: for a peer that may rightly be slow within a request because it relays
+    for another, and whose liveness is watched some other way."""
     log, limits = listener.log, listener.limits
+    conn.timeout = limits.request_timeout if timed else None
     try:
         while not listener.closing:
-            conn.timeout = limits.idle_timeout
             with listener.waiting():
-                request = await conn.recv()
-            conn.timeout = limits.request_timeout
+                request = await conn.recv(idle=limits.idle_timeout)
             handler = handlers.get(type(request))
             if handler is None:
                 raise ProtocolError(f"protocol error: {request.TYPE} is not a request this server takes")
@@ -177,8 +201,9 @@ async def _handle(conn: Connection, handler: Handler, request: Message, log: Any
     except ProtocolError:
         outcome = "protocol_error"
         raise
-    except ConnectionLost:
+    except ConnectionLost as err:
         outcome = "peer_gone"
+        state.fields["error"] = str(err)
         raise
     except DfsError as err:
         outcome = f"error {int(err.code)}"

@@ -4,15 +4,25 @@ Every peer (client, manager, storage node) talks through ``Connection``: bytes r
 ``FrameDecoder``; messages to send are encoded and written with backpressure (``drain``), so a fast sender never fills
 memory. The streaming helpers here are the one implementation of an upload and a download that the client, the manager
 and the node all share: the manager relays by feeding what one of them yields into the other.
+
+Timers measure only a peer that owes us something (PROTOCOL.md 9.5): the rest of a message it has begun or that is due
+(``Connection.timeout`` without a byte arriving), or taking the bytes we sent (``Connection.timeout`` without the peer
+taking any). While nothing is owed, ``recv`` waits for the ``idle`` time it is given, or forever: a peer that is
+waiting for us, or for the one it relays for, is never cut off for being silent. "Taken" counts what left our transport
+buffer and then our kernel's send queue (SIOCOUTQ), so a slow reader that keeps reading is served however long it takes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import fcntl
 import os
 import socket
 import ssl
-from collections.abc import AsyncGenerator, AsyncIterable
+import struct
+import termios
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
 from typing import TypeVar
 
 from . import metrics
@@ -32,6 +42,7 @@ from .settings import SECRET_HINT, Security
 OPEN = Security()
 
 M = TypeVar("M", bound=Message)
+X = TypeVar("X")
 
 AGENT = "dfsd/0.1"
 
@@ -54,6 +65,19 @@ HANDSHAKE_TIMEOUT = 10.0
 # How long a refused peer's remaining input is drained so that our error answer reaches it (see Connection.refuse).
 LINGER = 1.0
 
+# While the peer has bytes of ours to take, we look this many times per timeout whether it took some: a peer that takes
+# nothing is dropped between one and 1.25 timeouts after it last took a byte.
+TAKEN_CHECKS = 4
+
+# Timers may fire this much early (the loop's clock resolution); a deadline this close counts as reached.
+CLOCK_SLACK = 0.001
+
+
+class Owed(enum.Enum):
+    """``Connection.recv``'s default: the message is owed now, so ``Connection.timeout`` runs from the start."""
+
+    NOW = enum.auto()
+
 
 class ConnectionLost(Exception):
     """The peer closed the connection or the network dropped it."""
@@ -68,10 +92,13 @@ class Connection:
         self._reader = reader
         self._writer = writer
         self._decoder = FrameDecoder(max_frame_size)
-        self.timeout: float | None = None  # longest wait for the peer to send or take bytes; None: forever
+        # How long the peer may leave undone what it owes us: the next byte of a message that is due or begun, or
+        # taking some of the bytes we sent. None: forever (the peer's liveness is watched some other way).
+        self.timeout: float | None = None
         self._unsent: list[Buffer] = []  # frames queued by send() this turn of the loop, written together
         self._unsent_bytes = 0
         self._flush_scheduled = False
+        self._handed = 0  # bytes handed to the transport so far, to tell how many the peer has taken
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         tune_socket(writer)
@@ -113,25 +140,51 @@ class Connection:
             if auth is not None:
                 await self.send(auth)
 
-    async def recv(self) -> Message:
-        """The next message; raises ``ConnectionLost`` at end of stream, ``ProtocolError`` on garbage."""
+    async def recv(self, idle: float | Owed | None = Owed.NOW) -> Message:
+        """The next message; raises ``ConnectionLost`` at end of stream or when the peer owes us too long,
+        ``ProtocolError`` on garbage.
+
+        By default the message is owed now. Where it is not (``idle``: the next request, or an answer that is not due
+        yet), the peer may stay silent for ``idle`` seconds (None: forever) before it starts the message; once its
+        first byte is in, the rest is owed.
+        """
         while True:
             message = self._decoder.next_message()
             if message is not None:
                 return message
-            try:
-                async with asyncio.timeout(self.timeout):
-                    data = await self._reader.read(READ_SIZE)
-            except TimeoutError:
-                raise ConnectionLost(f"{self.peer} sent nothing for {self.timeout:g} s") from None
-            except OSError as err:
-                raise ConnectionLost(f"connection to {self.peer} failed: {err.strerror or err}") from None
+            data = await self._read(idle)
             metrics.BYTES_IN.inc(len(data))
             if not data:
                 if self._decoder.buffered:
                     raise ConnectionLost(f"{self.peer} closed the connection in the middle of a frame")
                 raise ConnectionLost(f"{self.peer} closed the connection")
             self._decoder.receive_data(data)
+
+    async def _read(self, idle: float | Owed | None) -> bytes:
+        """The peer's next bytes, under the timer that applies (PROTOCOL.md 9.5)."""
+        while True:
+            owed = idle is Owed.NOW or self._decoder.buffered > 0
+            limit = self.timeout if owed else idle
+            assert not isinstance(limit, Owed)
+            if limit is None:  # nothing is owed, and silence may last: no timer (a sender judges the taking)
+                return await self._read_chunk()
+            if not self._untaken():
+                try:
+                    async with asyncio.timeout(limit):
+                        return await self._read_chunk()
+                except TimeoutError:
+                    raise ConnectionLost(f"{self.peer} sent nothing for {limit:g} s") from None
+            # The peer still has bytes of ours to take (the end of a download, say): it is judged on taking them, and
+            # its own silence is timed only once it has taken them all.
+            data = await self._while_taking(self._read_chunk, until_taken=True, period=limit)
+            if data is not None:
+                return data
+
+    async def _read_chunk(self) -> bytes:
+        try:
+            return await self._reader.read(READ_SIZE)
+        except OSError as err:
+            raise ConnectionLost(f"connection to {self.peer} failed: {err.strerror or err}") from None
 
     async def expect(self, kind: type[M], answer: bool = True) -> M:
         """The next message, which must be ``kind``. If it is an ``answer``, an ``error`` frame in its place is raised
@@ -164,17 +217,51 @@ class Connection:
         if self._writer.transport.get_write_buffer_size() <= WRITE_HIGH_WATER:
             return
         try:
-            async with asyncio.timeout(self.timeout):
-                await self._writer.drain()
-        except TimeoutError:
-            raise ConnectionLost(f"{self.peer} took nothing from us for {self.timeout:g} s") from None
+            await self._while_taking(self._writer.drain, until_taken=False, period=0.0)
         except OSError as err:
             raise ConnectionLost(f"connection to {self.peer} failed: {err.strerror or err}") from None
+
+    async def _while_taking(self, wait: Callable[[], Awaitable[X]], until_taken: bool, period: float) -> X | None:
+        """Await ``wait()`` while the peer takes the bytes we sent: with a ``timeout``, it must take some within every
+        ``timeout`` seconds or the connection is lost. With ``until_taken``, return None once it has taken them all
+        (looking every ``period`` / TAKEN_CHECKS seconds when there is no ``timeout``)."""
+        if self.timeout is None and not until_taken:
+            return await wait()
+        every = (self.timeout if self.timeout is not None else period) / TAKEN_CHECKS
+        loop = asyncio.get_running_loop()
+        taken, since = self._taken(), loop.time()
+        while True:
+            step = every
+            if self.timeout is not None:  # wake at the deadline itself if it comes first
+                step = max(min(every, since + self.timeout - loop.time()), CLOCK_SLACK)
+            try:
+                async with asyncio.timeout(step):
+                    return await wait()
+            except TimeoutError:
+                pass
+            if until_taken and not self._untaken():
+                return None
+            now_taken = self._taken()
+            if now_taken > taken:
+                taken, since = now_taken, loop.time()
+            elif self.timeout is not None and loop.time() >= since + self.timeout - CLOCK_SLACK:
+                raise ConnectionLost(f"{self.peer} took nothing from us for {self.timeout:g} s")
+
+    def _untaken(self) -> int:
+        """Bytes we sent that the peer has not taken yet: in our transport's buffer or our kernel's send queue."""
+        if self._writer.is_closing():
+            return 0
+        return self._writer.transport.get_write_buffer_size() + _kernel_unsent(self._writer)
+
+    def _taken(self) -> int:
+        """Bytes the peer has taken so far; grows only when it takes some."""
+        return self._handed - self._untaken()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
         if self._unsent and not self._writer.is_closing():
             self._writer.writelines(self._unsent)
+            self._handed += self._unsent_bytes
         self._unsent = []
         self._unsent_bytes = 0
 
@@ -228,6 +315,18 @@ class Connection:
             await self._writer.wait_closed()
         except OSError:
             pass
+
+
+def _kernel_unsent(writer: asyncio.StreamWriter) -> int:
+    """Bytes in the kernel's send queue that the peer has not acknowledged (SIOCOUTQ); 0 where that cannot be asked."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return 0
+    try:
+        (unsent,) = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))
+    except (OSError, AttributeError):
+        return 0
+    return int(unsent)
 
 
 def tune_socket(writer: asyncio.StreamWriter) -> None:
@@ -295,7 +394,10 @@ async def send_upload(conn: Connection, request: Put | Store, stream: AsyncItera
 
     The answer is watched for while the stream goes out: a receiver that fails early (disk full, a wrong size) answers
     at once, and the rest of the file is not sent for nothing. A request naming its size and SHA-256 may be answered
-    ``stored`` in place of ``ok`` (the name already holds exactly those bytes): then nothing is sent.
+    ``stored`` in place of ``ok`` (the name already holds exactly those bytes): then nothing is sent. Until our ``end``
+    is out the answer is not due, so that watch has no timer: a receiver is never cut off for being silent while we are
+    still sending. Both tasks are owned here: whatever happens, each is finished and its outcome retrieved before this
+    returns.
     """
     await conn.send(request)
     accepted = await conn.recv()
@@ -309,25 +411,35 @@ async def send_upload(conn: Connection, request: Put | Store, stream: AsyncItera
         raise ProtocolError(f"protocol error: expected ok, got {accepted.TYPE}")
     progress = StreamProgress()
     sender = asyncio.ensure_future(send_stream(conn, stream, progress))
-    answer = asyncio.ensure_future(conn.recv())
+    early = asyncio.ensure_future(conn.recv(idle=None))
     try:
-        await asyncio.wait((sender, answer), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((sender, early), return_when=asyncio.FIRST_COMPLETED)
         if not sender.done():
             # The receiver answered early: stop, and close the stream (once) so the connection stays in step.
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
+            message = early.result()  # raises the connection's error, if that is what ended the watch
             if not progress.ended:
                 await conn.send(End())
         else:
             sender.result()  # raises the source's or the connection's error, if any
-        message = await answer
+            message = await _answer_now_due(conn, early)
     finally:
-        for task in (sender, answer):
-            if not task.done():
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        for task in (sender, early):
+            task.cancel()
+        await asyncio.gather(sender, early, return_exceptions=True)  # retrieves every outcome, errors included
     if isinstance(message, Error):
         raise error_from_wire(message.code, message.message)
     if not isinstance(message, Stored):
         raise ProtocolError(f"protocol error: expected stored, got {message.TYPE}")
     return message
+
+
+async def _answer_now_due(conn: Connection, early: asyncio.Future[Message]) -> Message:
+    """The answer to a stream whose ``end`` is out: the early watch's if it has one, else one received under the
+    connection's timer (cancelling a receive loses nothing: unread bytes stay buffered)."""
+    if early.done():
+        return early.result()
+    early.cancel()
+    await asyncio.gather(early, return_exceptions=True)
+    return await conn.recv()

@@ -3,6 +3,10 @@
 A connection carries one transfer at a time. It goes back to the pool only when the transfer ended cleanly; after any
 failure its state is unknown (a stream may be half sent), so it is aborted instead. When a node goes down, every
 connection to it is aborted, those in use included, so transfers in flight fail at once instead of hanging.
+
+These connections run no timer: a node's liveness is its control session (the heartbeat deadline), and a node may
+rightly be silent for as long as a transfer takes (between ``ok`` and ``stored`` while a client sends, while it hashes a
+file for ``verify``, while it copies one to another node).
 """
 
 from __future__ import annotations
@@ -32,9 +36,8 @@ Address = tuple[str, int]
 
 
 class NodeConnections:
-    def __init__(self, security: Security, timeout: float | None = None) -> None:
+    def __init__(self, security: Security) -> None:
         self._security = security
-        self._timeout = timeout  # a node that neither sends nor takes bytes for this long is given up on
         self._idle: dict[Address, list[tuple[Connection, float]]] = {}
         self._busy: dict[Address, set[Connection]] = {}
 
@@ -43,7 +46,6 @@ class NodeConnections:
         """A connection to the node at ``address``; raises ``ConnectionLost`` if it cannot be reached."""
         idle = self._idle.setdefault(address, [])
         conn = self._reusable(idle) or await Connection.open(*address, role="manager", security=self._security)
-        conn.timeout = self._timeout
         busy = self._busy.setdefault(address, set())
         busy.add(conn)
         try:

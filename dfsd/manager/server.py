@@ -71,7 +71,7 @@ class Manager:
         self.security = security
         self.limits = limits
         self.topology = Topology()
-        self.pool = NodeConnections(security, limits.idle_timeout)
+        self.pool = NodeConnections(security)
         self.store: MetadataStore
         self.rebalancer: Rebalancer
         self.grace = grace

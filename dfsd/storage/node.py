@@ -27,7 +27,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -54,6 +54,7 @@ from ..protocol.messages import (
     Fetch,
     Heartbeat,
     Inventory,
+    Message,
     Ok,
     Register,
     Remove,
@@ -63,7 +64,7 @@ from ..protocol.messages import (
     Transfer,
     Verify,
 )
-from ..service import Listener, Request, serve_requests
+from ..service import Handler, Listener, Request, serve_requests
 from ..settings import Limits, Security
 from ..wire import OPEN, Connection, ConnectionLost, receive_stream, send_stream, send_upload
 from .disk import Disk, DurableWrite
@@ -114,6 +115,7 @@ class StorageNode:
         self._stopping = asyncio.Event()
         self.log = log.bind(node=node_id)
         self.registered = asyncio.Event()
+        self._manager_links: set[Connection] = set()  # data connections the manager has open to us
 
     async def run(self, on_ready: Callable[[str, int], None] | None = None) -> None:
         held = self.layout.load()
@@ -141,7 +143,7 @@ class StorageNode:
         from_peer = {Store: self.handle_store}
         listener: Listener
         sessions = {
-            "manager": lambda conn: serve_requests(conn, from_manager, listener),  # type: ignore[arg-type]
+            "manager": lambda conn: self._serve_manager(conn, from_manager, listener),  # type: ignore[arg-type]
             "peer": lambda conn: serve_requests(conn, from_peer, listener),  # type: ignore[arg-type]
         }
         listener = Listener(sessions, self.log, self.security, self.limits)
@@ -189,6 +191,7 @@ class StorageNode:
                     self.log.warning("session_lost", error=str(err), probing_s=REJOIN_PROBING)
                 finally:
                     conn.abort()
+                    self._drop_manager_links()
                 if self.registered.is_set():  # a registered session was lost: the manager is likely restarting
                     self.registered.clear()
                     delay, probing_until = BACKOFF_FIRST, time.monotonic() + REJOIN_PROBING
@@ -233,6 +236,22 @@ class StorageNode:
         return usage.total, usage.free
 
     # --- data connections from the manager ----------------------------------------------------------------------------
+
+    async def _serve_manager(
+        self, conn: Connection, handlers: Mapping[type[Message], Handler], listener: Listener
+    ) -> None:
+        """The manager's requests, untimed: it may rightly be slow within one (it relays for a client, and waits for
+        it; the manager's own timers bound that client). Its liveness is the control session: when that ends, so do
+        these connections (``_drop_manager_links``), as the manager drops its connections to us when it ends."""
+        self._manager_links.add(conn)
+        try:
+            await serve_requests(conn, handlers, listener, timed=False)
+        finally:
+            self._manager_links.discard(conn)
+
+    def _drop_manager_links(self) -> None:
+        for conn in self._manager_links:
+            conn.abort()
 
     async def handle_store(self, conn: Connection, request: Store, req: Request) -> None:
         req.fields.update(file_id=request.file_id)
@@ -283,7 +302,9 @@ class StorageNode:
             req.fields.update(size=size)
             try:
                 peer = await Connection.open(request.host, request.port, role="peer", security=self.security)
-                peer.timeout = self.limits.request_timeout  # a target that stalls fails the move, not the node
+                # The target owes us taking the bytes and, once they are all sent, its answer: one that stalls for the
+                # request timeout fails the move, not the node. While we send, its silence is not timed.
+                peer.timeout = self.limits.request_timeout
             except (ConnectionLost, DfsError) as err:
                 raise FileUnavailable(f"file unavailable: the target node cannot be reached ({err})") from None
             try:
