@@ -55,29 +55,38 @@ def presign(method: str, url: str, expires: int = 3600, headers: dict[str, str] 
     return to_signed_request(method, request.url, request.headers)
 
 
-class _EmptyRaw:
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
     def stream(self, **_: Any) -> Iterator[bytes]:
-        yield b""
+        yield self.body
 
 
 class CapturingClient:
-    """A real boto3 S3 client whose requests are captured at ``before-send`` instead of being sent."""
+    """A real boto3 S3 client whose requests are captured at ``before-send`` instead of being sent.
+
+    Each request is answered with ``reply`` (status, headers, body), so a test can hand the client a response body
+    rendered by the gateway and see what boto3's own parser makes of it.
+    """
 
     def __init__(self, endpoint: str = ENDPOINT, **config: Any) -> None:
         self.sent: list[AWSPreparedRequest] = []
+        self.reply: tuple[int, dict[str, str], bytes] = (200, {}, b"")
         self.client = boto3.client(
             "s3",
             endpoint_url=endpoint,
             aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=SECRET_KEY,
             region_name=REGION,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config),
+            config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}, **config),
         )
         self.client.meta.events.register("before-send.s3.*", self._capture)
 
     def _capture(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse:
         self.sent.append(request)
-        return AWSResponse(request.url, 200, {}, _EmptyRaw())
+        status, headers, body = self.reply
+        return AWSResponse(request.url, status, headers, _Raw(body))
 
     def last(self) -> tuple[SignedRequest, bytes]:
         """The last request as the server would see it, and its body bytes as they would go on the wire."""

@@ -38,7 +38,7 @@ AWS_CHUNK_SIGNATURES = [
 ]
 
 
-# --- an independent encoder ------------------------------------------------------------------------------------------
+# --- an independent encoder -------------------------------------------------------------------------------------------
 
 
 def _hmac(key: bytes, text: str) -> bytes:
@@ -116,7 +116,7 @@ def expect_error(code: str, decoder: AwsChunkedDecoder, body: bytes) -> S3Error:
     return caught.value
 
 
-# --- AWS's published example ("Transferring Payload in Multiple Chunks", PUT Object) ---------------------------------
+# --- AWS's published example ("Transferring Payload in Multiple Chunks", PUT Object) ----------------------------------
 
 AWS_CHUNKS = [b"a" * 65536, b"a" * 1024, b""]
 AWS_BODY = encode_signed(AWS_CHUNKS, AWS_CHUNK_SIGNATURES)

@@ -38,6 +38,7 @@ S3_ERRORS: dict[str, ErrorSpec] = {
     "InvalidPartOrder": ErrorSpec(400, "The list of parts was not in ascending order by part number."),
     "InvalidRange": ErrorSpec(416, "The requested range is not satisfiable."),
     "InvalidRequest": ErrorSpec(400, "Invalid request."),
+    "InvalidURI": ErrorSpec(400, "Couldn't parse the specified URI."),
     "KeyTooLongError": ErrorSpec(400, "Your key is too long."),
     "MalformedXML": ErrorSpec(400, "The XML you provided was not well-formed or did not validate against our schema."),
     "MethodNotAllowed": ErrorSpec(405, "The specified method is not allowed against this resource."),

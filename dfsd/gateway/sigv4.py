@@ -142,7 +142,7 @@ class _Signature:
 SecretLookup = Mapping[str, str] | Callable[[str], str | None]
 
 
-# --- canonical request -----------------------------------------------------------------------------------------------
+# --- canonical request ------------------------------------------------------------------------------------------------
 
 
 def uri_encode(raw: bytes, safe: str = "") -> str:
@@ -220,7 +220,7 @@ def sign(key: bytes, text: str) -> str:
     return hmac.new(key, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-# --- parsing what the client sent ------------------------------------------------------------------------------------
+# --- parsing what the client sent -------------------------------------------------------------------------------------
 
 
 def _parse_credential(value: str, error: str) -> _Credential:
