@@ -51,12 +51,11 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
         suffix = min(suffix, size)
         return ByteRange(size - suffix, suffix, size)
     start = int(first)
-    end = size - 1 if last == "" else int(last)
-    if end < start:
+    if last != "" and int(last) < start:
         return None  # not a valid range: ignored, as RFC 9110 says
     if start >= size:
         raise _unsatisfiable(header, size)
-    end = min(end, size - 1)
+    end = size - 1 if last == "" else min(int(last), size - 1)
     return ByteRange(start, end - start + 1, size)
 
 

@@ -123,7 +123,7 @@ def continuation_token(next_marker: str) -> str:
 def marker_of_token(token: str) -> str:
     """The marker a V2 continuation token stands for; a token we did not make is InvalidArgument."""
     try:
-        return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+        return base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True).decode("utf-8")
     except (binascii.Error, UnicodeError, ValueError):
         raise S3Error("InvalidArgument", "The continuation token provided is incorrect.") from None
 
