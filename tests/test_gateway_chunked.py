@@ -377,3 +377,77 @@ def test_any_bytes_decode_or_raise_s3_error_alike_in_any_split(body: bytes, step
             return error.code
 
     assert outcome(None) == outcome(step)
+
+
+# --- AWS's published example with a signed trailer ("Including Trailing Headers", STREAMING-...-PAYLOAD-TRAILER) ------
+
+AWS_TRAILER_SEED = "106e2a8a18243abcf37539882f36619c00e2dfc72633413f02d3b74544bfeb8e"
+AWS_TRAILER_CHUNK_SIGNATURES = [
+    "b474d8862b1487a5145d686f57f013e54db672cee1c953b3010fb58501ef5aa2",
+    "1c1344b170168f8e65b41376b44b20fe354e373826ccbbe2c1d40a8cae51e5c7",
+    "2ca2aba2005185cf7159c6277faf83795951dd77a3a99e6e65d5c9f85863f992",
+]
+AWS_TRAILER_SIGNATURE = "d81f82fc3505edab99d459891051a732e8730629a2e4a59689829ca17fe2e435"
+
+
+def signed_trailer_body(trailer_signature: str = AWS_TRAILER_SIGNATURE, crc: str = "sOO8/Q==") -> bytes:
+    """The example's body as SDKs frame it: the trailer lines follow the final chunk's header, then one empty line."""
+    body = encode_signed(AWS_CHUNKS, AWS_TRAILER_CHUNK_SIGNATURES)
+    return (
+        body[: -len(b"\r\n")]
+        + f"x-amz-checksum-crc32c:{crc}\r\nx-amz-trailer-signature:{trailer_signature}\r\n\r\n".encode()
+    )
+
+
+def test_aws_signed_trailer_example_seed_verifies() -> None:
+    request = SignedRequest(
+        "PUT",
+        "/examplebucket/chunkObject.txt",
+        "",
+        [
+            ("Host", "s3.amazonaws.com"),
+            ("x-amz-date", AWS_DATE),
+            ("x-amz-storage-class", "REDUCED_REDUNDANCY"),
+            (
+                "Authorization",
+                "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders="
+                "content-encoding;host;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length;"
+                f"x-amz-storage-class;x-amz-trailer,Signature={AWS_TRAILER_SEED}",
+            ),
+            ("x-amz-content-sha256", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"),
+            ("Content-Encoding", "aws-chunked"),
+            ("x-amz-decoded-content-length", "66560"),
+            ("x-amz-trailer", "x-amz-checksum-crc32c"),
+        ],
+    )
+    authorised = verify(request, {"AKIAIOSFODNN7EXAMPLE": AWS_SECRET}, 1369353600.0)
+    assert authorised.payload is PayloadMode.STREAMING_SIGNED_TRAILER
+    assert authorised.chunk_signing is not None
+    assert authorised.chunk_signing.seed_signature == AWS_TRAILER_SEED
+
+
+def trailer_signing() -> ChunkSigning:
+    return ChunkSigning(aws_signing_key(), AWS_DATE, AWS_SCOPE, AWS_TRAILER_SEED)
+
+
+@pytest.mark.parametrize("step", [None, 1, 4096])
+def test_aws_signed_trailer_example_decodes(step: int | None) -> None:
+    assert chunk_signatures(AWS_CHUNKS, aws_signing_key(), AWS_TRAILER_SEED) == AWS_TRAILER_CHUNK_SIGNATURES
+    decoder = AwsChunkedDecoder(decoded_length=66560, signing=trailer_signing(), trailer="x-amz-checksum-crc32c")
+    assert decode(decoder, signed_trailer_body(), step) == b"a" * 66560
+
+
+def test_wrong_trailer_signature_is_refused() -> None:
+    decoder = AwsChunkedDecoder(decoded_length=66560, signing=trailer_signing(), trailer="x-amz-checksum-crc32c")
+    expect_error("SignatureDoesNotMatch", decoder, signed_trailer_body(trailer_signature="0" * 64))
+
+
+def test_missing_trailer_signature_is_refused() -> None:
+    decoder = AwsChunkedDecoder(decoded_length=66560, signing=trailer_signing(), trailer="x-amz-checksum-crc32c")
+    body = signed_trailer_body().replace(f"x-amz-trailer-signature:{AWS_TRAILER_SIGNATURE}\r\n".encode(), b"")
+    expect_error("SignatureDoesNotMatch", decoder, body)
+
+
+def test_changed_trailer_checksum_breaks_the_trailer_signature() -> None:
+    decoder = AwsChunkedDecoder(decoded_length=66560, signing=trailer_signing(), trailer="x-amz-checksum-crc32c")
+    expect_error("SignatureDoesNotMatch", decoder, signed_trailer_body(crc="AAAAAA=="))

@@ -10,6 +10,8 @@ use it:
   chunk that is altered, dropped, reordered or replayed breaks the chain: ``SignatureDoesNotMatch``.
 - ``STREAMING-UNSIGNED-PAYLOAD-TRAILER``: chunks carry no signature; the trailer carries an ``x-amz-checksum-*`` of the
   whole payload, which is verified (``BadDigest``).
+- ``STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER``: both; the trailer ends with ``x-amz-trailer-signature``, chained from
+  the last chunk's signature over the trailer lines before it.
 
 The decoder is fed whatever the socket produced (any split, down to one byte at a time) and returns the payload bytes
 decoded so far, so it never holds more than one header line (``MAX_CHUNK_LINE``); chunk data passes straight through.
@@ -39,6 +41,7 @@ MAX_CHUNK_LINE = 1024
 MAX_TRAILER_LINES = 8
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+TRAILER_SIGNATURE = "x-amz-trailer-signature"
 
 _CHUNK_HEADER = re.compile(rb"([0-9a-fA-F]{1,16})(?:;chunk-signature=([0-9a-f]{64}))?\r\n")
 
@@ -56,7 +59,8 @@ class AwsChunkedDecoder:
 
     ``signing`` (from ``sigv4.Authorised.chunk_signing``) makes every chunk signature required and checked; without
     it, chunks must carry none. ``trailer`` is the request's ``x-amz-trailer`` (e.g. ``x-amz-checksum-crc32``), the
-    one trailer the body must end with. ``decoded_length`` is ``x-amz-decoded-content-length`` if the client sent it.
+    one trailer the body must end with; with ``signing`` too, it must be followed by ``x-amz-trailer-signature``.
+    ``decoded_length`` is ``x-amz-decoded-content-length`` if the client sent it.
     """
 
     def __init__(
@@ -209,7 +213,8 @@ class AwsChunkedDecoder:
             raise S3Error("InvalidRequest", "The aws-chunked trailer is malformed or too long.")
         name, sep, value = line[:-2].decode("latin-1").partition(":")
         name = name.strip().lower()
-        if not sep or name != self._trailer_name or name in self._trailers:
+        expected = (self._trailer_name, TRAILER_SIGNATURE) if self._signing else (self._trailer_name,)
+        if not sep or name not in expected or name in self._trailers:
             raise S3Error(
                 "InvalidRequest",
                 f"Unexpected aws-chunked trailer {name!r}; x-amz-trailer announced {self._trailer_name!r}.",
@@ -224,5 +229,22 @@ class AwsChunkedDecoder:
                 raise S3Error(
                     "InvalidRequest", f"The aws-chunked body lacks its announced {self._trailer_name} trailer."
                 )
+            if self._signing is not None:
+                self._check_trailer_signature(f"{self._trailer_name}:{value}\n")
             self._checksum.verify(value)
         self._state = _State.DONE
+
+    def _check_trailer_signature(self, canonical_trailer: str) -> None:
+        assert self._signing is not None
+        signature = self._trailers.get(TRAILER_SIGNATURE, "")
+        text = "\n".join(
+            [
+                "AWS4-HMAC-SHA256-TRAILER",
+                self._signing.amz_date,
+                self._signing.scope,
+                self._previous_signature,
+                hashlib.sha256(canonical_trailer.encode("latin-1")).hexdigest(),
+            ]
+        )
+        if not hmac.compare_digest(sign(self._signing.signing_key, text), signature):
+            raise S3Error("SignatureDoesNotMatch", "The aws-chunked trailer's x-amz-trailer-signature does not match.")

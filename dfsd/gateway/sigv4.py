@@ -11,8 +11,8 @@ header or in the query string of a presigned URL (``X-Amz-Algorithm``, ``X-Amz-C
 
 The payload hash (``x-amz-content-sha256``) decides that: 64 hex digits mean the body must hash to them (the server
 feeds the body through a ``PayloadHasher`` and, on mismatch at the end, keeps nothing); ``UNSIGNED-PAYLOAD`` means the
-body is not signed; the two ``STREAMING-*`` values mean the body is aws-chunked (``chunked.py`` decodes it; the signed
-one carries a signature per chunk, chained from this request's signature, the *seed*).
+body is not signed; the ``STREAMING-*`` values mean the body is aws-chunked (``chunked.py`` decodes it; the signed
+ones carry a signature per chunk, chained from this request's signature, the *seed*).
 
 Canonicalisation follows S3's rules, which differ from other services: the path is not normalised (``a//b/../c`` is a
 key, not a path) and is URI-encoded exactly once, so the raw path is percent-decoded to bytes and encoded again with
@@ -63,12 +63,18 @@ class PayloadMode(enum.Enum):
     SIGNED = "sha256"  # the header holds the body's hex SHA-256
     UNSIGNED = "UNSIGNED-PAYLOAD"
     STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+    STREAMING_SIGNED_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
     STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 
     @property
     def is_chunked(self) -> bool:
         """The body is aws-chunked and must go through ``chunked.AwsChunkedDecoder``."""
-        return self in (PayloadMode.STREAMING_SIGNED, PayloadMode.STREAMING_UNSIGNED_TRAILER)
+        return self.value.startswith("STREAMING-")
+
+    @property
+    def is_chunk_signed(self) -> bool:
+        """Every aws-chunked chunk (and the trailer, if any) carries a signature chained from the seed."""
+        return self in (PayloadMode.STREAMING_SIGNED, PayloadMode.STREAMING_SIGNED_TRAILER)
 
 
 @dataclass(frozen=True)
@@ -107,8 +113,9 @@ class ChunkSigning:
 class Authorised:
     """A verified request: who signed it and how its body must be checked.
 
-    ``content_sha256`` is the expected hex digest when ``payload`` is SIGNED; ``chunk_signing`` is set when it is
-    STREAMING_SIGNED. ``presigned`` tells a query-string signature from a header one.
+    ``content_sha256`` is the expected hex digest when ``payload`` is SIGNED; ``chunk_signing`` is set when chunks
+    are signed (STREAMING_SIGNED, STREAMING_SIGNED_TRAILER). ``presigned`` tells a query-string signature from a header
+    one.
     """
 
     access_key: str
@@ -391,7 +398,7 @@ def verify(request: SignedRequest, secrets: SecretLookup, now: float, region: st
         content_sha256=payload_hash.lower() if mode is PayloadMode.SIGNED else None,
         chunk_signing=(
             ChunkSigning(key, signature.amz_date, credential.scope, signature.signature)
-            if mode is PayloadMode.STREAMING_SIGNED
+            if mode.is_chunk_signed
             else None
         ),
         presigned=presigned,
