@@ -109,8 +109,10 @@ class AwsChunkedDecoder:
                 self._take_data(piece)
                 out.append(piece)
                 continue
-            newline = bytes(view[position:]).find(b"\n")
-            end = len(view) if newline < 0 else position + newline + 1
+            # Look for the line's end only as far as the line may reach, so a large input is never copied whole.
+            window = bytes(view[position : position + MAX_CHUNK_LINE - len(self._line) + 1])
+            newline = window.find(b"\n")
+            end = position + len(window) if newline < 0 else position + newline + 1
             if len(self._line) + (end - position) > MAX_CHUNK_LINE:
                 raise S3Error(
                     "InvalidRequest", f"An aws-chunked {self._state.value} line is over {MAX_CHUNK_LINE} bytes."
