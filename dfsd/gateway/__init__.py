@@ -5,7 +5,9 @@ and fuzzed without a server (``tests/test_gateway_sourcecode.py`` keeps it that 
 (routes, the manager, bucket and object records, multipart composition) is built on top and lives beside it.
 
 - ``errors``: the S3 error registry (code -> HTTP status) and ``S3Error``.
+- ``auth``: ``authenticate``, the one call the server makes, whichever signature a request carries.
 - ``sigv4``: Signature Version 4 verification, header and presigned, with every payload mode real clients send.
+- ``sigv2``: presigned URLs in Signature Version 2, which boto3's ``generate_presigned_url`` still makes by default.
 - ``chunked``: an incremental decoder for aws-chunked bodies, chunk and trailer signatures and checksums verified.
 - ``checksums``: ``x-amz-checksum-crc32|crc32c|sha1|sha256``, computed as bytes stream.
 - ``s3xml``: the XML responses, and safe, incremental parsing of CompleteMultipartUpload and DeleteObjects bodies.

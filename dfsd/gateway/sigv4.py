@@ -357,7 +357,8 @@ def _payload(request: SignedRequest, presigned: bool) -> tuple[PayloadMode, str]
 _MODES = ", ".join(mode.value for mode in PayloadMode if mode is not PayloadMode.SIGNED)
 
 
-def _lookup(secrets: SecretLookup, access_key: str) -> str | None:
+def lookup_secret(secrets: SecretLookup, access_key: str) -> str | None:
+    """The secret of ``access_key``, None if unknown."""
     return secrets.get(access_key) if isinstance(secrets, Mapping) else secrets(access_key)
 
 
@@ -375,7 +376,7 @@ def verify(request: SignedRequest, secrets: SecretLookup, now: float, region: st
         raise S3Error("AccessDenied", "Anonymous access is not allowed; sign the request with an access key.")
     signature = parse_presigned(request) if presigned else parse_authorization(request)
     credential = signature.credential
-    secret = _lookup(secrets, credential.access_key)
+    secret = lookup_secret(secrets, credential.access_key)
     if secret is None:
         raise S3Error("InvalidAccessKeyId", f"The access key {credential.access_key!r} is not known to this gateway.")
     if region is not None and credential.region != region:
