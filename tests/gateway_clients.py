@@ -8,6 +8,7 @@ itself: the point is that our verifier agrees with the code real clients run.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,6 +38,14 @@ def to_signed_request(method: str, url: str, headers: Any) -> SignedRequest:
     if not any(name.lower() == "host" for name, _ in pairs):
         pairs.append(("Host", parts.netloc))
     return SignedRequest(method=method, path=parts.path, query=parts.query, headers=pairs)
+
+
+def signed_at(request: SignedRequest) -> float:
+    """The moment a request says it was signed (its x-amz-date, header or query)."""
+    stamp = request.header("x-amz-date")
+    if stamp is None:
+        stamp = next(item.split("=")[1] for item in request.query.split("&") if item.startswith("X-Amz-Date="))
+    return datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def sign_header(

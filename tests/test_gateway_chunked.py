@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import pytest
 from botocore.httpchecksum import AwsChunkedWrapper, Crc32Checksum, Sha1Checksum, Sha256Checksum
-from gateway_clients import SECRETS, CapturingClient
+from gateway_clients import SECRETS, CapturingClient, signed_at
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -224,7 +224,6 @@ def test_boto3_https_put_object_end_to_end(algorithm: str) -> None:
     payload = b"the quick brown fox " * 5000
     client.client.put_object(Bucket="bucket", Key="fox.txt", Body=payload, ChecksumAlgorithm=algorithm)
     request, body = client.last()
-    from test_gateway_sigv4 import signed_at
 
     authorised = verify(request, SECRETS, signed_at(request))
     assert authorised.payload is PayloadMode.STREAMING_UNSIGNED_TRAILER

@@ -9,7 +9,7 @@ import pytest
 from botocore.auth import HmacV1QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-from gateway_clients import ACCESS_KEY, ENDPOINT, REGION, SECRET_KEY, SECRETS, sign_header, to_signed_request
+from gateway_clients import ACCESS_KEY, ENDPOINT, REGION, SECRET_KEY, SECRETS, sign_header, signed_at, to_signed_request
 
 from dfsd.gateway.auth import authenticate
 from dfsd.gateway.errors import S3Error
@@ -110,6 +110,5 @@ def test_v2_with_a_malformed_expiry() -> None:
 
 def test_v4_requests_still_go_to_sigv4() -> None:
     request = sign_header("GET", f"{ENDPOINT}/bucket/key")
-    from test_gateway_sigv4 import signed_at
 
     assert authenticate(request, SECRETS, signed_at(request)).payload is PayloadMode.SIGNED

@@ -6,7 +6,16 @@ import hashlib
 from datetime import UTC, datetime
 
 import pytest
-from gateway_clients import ACCESS_KEY, ENDPOINT, SECRETS, CapturingClient, presign, sign_header, to_signed_request
+from gateway_clients import (
+    ACCESS_KEY,
+    ENDPOINT,
+    SECRETS,
+    CapturingClient,
+    presign,
+    sign_header,
+    signed_at,
+    to_signed_request,
+)
 
 from dfsd.gateway.errors import S3Error
 from dfsd.gateway.sigv4 import (
@@ -22,14 +31,6 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 AWS_KEY = "AKIAIOSFODNN7EXAMPLE"
 AWS_SECRETS = {AWS_KEY: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}
 AWS_NOW = datetime(2013, 5, 24, tzinfo=UTC).timestamp()
-
-
-def signed_at(request: SignedRequest) -> float:
-    """The moment a request says it was signed (its x-amz-date, header or query)."""
-    stamp = request.header("x-amz-date")
-    if stamp is None:
-        stamp = next(item.split("=")[1] for item in request.query.split("&") if item.startswith("X-Amz-Date="))
-    return datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def expect_error(code: str, request: SignedRequest, now: float | None = None, **kwargs: object) -> S3Error:

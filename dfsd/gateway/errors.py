@@ -47,7 +47,6 @@ S3_ERRORS: dict[str, ErrorSpec] = {
     "NoSuchKey": ErrorSpec(404, "The specified key does not exist."),
     "NoSuchUpload": ErrorSpec(404, "The specified multipart upload does not exist."),
     "NotImplemented": ErrorSpec(501, "A header or query you provided implies functionality that is not implemented."),
-    "NotModified": ErrorSpec(304, "Not Modified."),
     "PreconditionFailed": ErrorSpec(412, "At least one of the preconditions you specified did not hold."),
     "RequestTimeTooSkewed": ErrorSpec(
         403, "The difference between the request time and the server's time is too large."
