@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -26,6 +24,7 @@ import structlog
 from . import aio, logs
 from .client import Client, manager_address
 from .config import apply_defaults, config_path
+from .manager.store import Location, MetadataStore, StoreError, database_location
 from .protocol import MAX_FRAME_SIZE, MAX_NAME_BYTES, ChecksumMismatch, DfsError, FileUnavailable
 from .protocol.limits import CHUNK_SIZE
 from .settings import Limits, Security
@@ -44,7 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     manager = commands.add_parser("manager", help="run the manager (clients and storage nodes connect to it)")
     manager.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     manager.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default 8000)")
-    manager.add_argument("--db", type=Path, default=DEFAULT_DATA / "manager.db", help="SQLite metadata file")
+    manager.add_argument(
+        "--db",
+        type=database_location,
+        default=DEFAULT_DATA / "manager.db",
+        help="the metadata database: a SQLite file, or postgresql://USER[:PASSWORD]@HOST:PORT/DBNAME",
+    )
     manager.add_argument(
         "--node-timeout", type=float, default=3.0, help="seconds without a heartbeat before a node is down (3)"
     )
@@ -133,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         "backup", help="copy the manager's database to DEST safely, even while the manager runs (SQLite online backup)"
     )
     backup.add_argument("dest", type=Path, metavar="DEST", help="the file to write (replaced if it exists)")
-    backup.add_argument("--db", type=Path, default=DEFAULT_DATA / "manager.db", help="the manager's database")
+    backup.add_argument(
+        "--db", type=database_location, default=DEFAULT_DATA / "manager.db", help="the manager's database"
+    )
 
     for sub in commands.choices.values():
         sub.add_argument(
@@ -259,14 +265,17 @@ def _serve(daemon: Daemon, label: str) -> int:
             loop.add_signal_handler(signum, on_signal)
         await daemon.run(on_ready=lambda host, port: _ready(f"{label} listening on {host}:{port}"))
 
-    aio.run(guarded())
+    try:
+        aio.run(guarded())
+    except StoreError as err:
+        print(f"{label}: {err}", file=sys.stderr)
+        return err.exit_status
     return 0
 
 
 def _manager(args: argparse.Namespace) -> Daemon:
     from .manager.server import Manager
 
-    args.db.parent.mkdir(parents=True, exist_ok=True)
     security, limits = _settings(args)
     return Manager(
         args.db,
@@ -422,17 +431,14 @@ async def _drain(client: Client, node_id: int, undo: bool, forget: bool) -> int:
         status = await client.status()
 
 
-def _backup(db: Path, dest: Path) -> int:
-    """SQLite's online backup copies a consistent snapshot page by page while writers carry on."""
-    if not db.exists():
-        print(f"dfsd backup: no database at {db}; give --db PATH", file=sys.stderr)
-        return 66
-    partial = dest.with_name(dest.name + ".partial")
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as source:
-        with contextlib.closing(sqlite3.connect(partial)) as target:
-            source.backup(target)
-    os.replace(partial, dest)
-    print(f"backed up {db} to {dest} ({_bytes(dest.stat().st_size)})")
+def _backup(db: Location, dest: Path) -> int:
+    """The metadata store copies its database consistently, even while the manager writes to it."""
+    try:
+        size = aio.run(MetadataStore.backup(db, dest))
+    except StoreError as err:
+        print(f"dfsd backup: {err}", file=sys.stderr)
+        return err.exit_status
+    print(f"backed up {db} to {dest} ({_bytes(size)})")
     return 0
 
 

@@ -1,7 +1,8 @@
 """The protocol package stays sans-I/O: no event loop, sockets, clock, files or database, and nothing else of dfsd.
 
 Bytes in, messages out, and time passed in by the caller; that is what lets the codec be tested without an event loop
-and fuzzed byte by byte. This reads the source (it does not import it), so an import hidden in a function counts too.
+and fuzzed byte by byte. Likewise only the metadata store's backends import a database driver. This reads the source
+(it does not import it), so an import hidden in a function counts too.
 """
 
 from __future__ import annotations
@@ -111,3 +112,37 @@ def test_checker_catches(source: str) -> None:
 )
 def test_checker_allows(source: str) -> None:
     assert violations(source) == []
+
+
+# Database drivers, and the only modules that may import them: the metadata store's backends. Everything else that
+# touches the database (the manager, `dfsd backup`, the tools) goes through ``dfsd.manager.store.MetadataStore``.
+DRIVERS = {"sqlite3", "aiosqlite", "asyncpg", "psycopg", "psycopg2"}
+STORE_BACKENDS = {"dfsd/manager/store_sqlite.py", "dfsd/manager/store_postgres.py"}
+ROOT = PROTOCOL_DIR.parent
+SHIPPED = sorted(path for folder in ("dfsd", "tools", "protocol") for path in (ROOT / folder).glob("**/*.py"))
+
+
+def driver_imports(source: str) -> list[str]:
+    return [
+        f"line {line}: imports {module} (only the metadata store's backends talk to a database)"
+        for line, module in imported_modules(source)
+        if module.split(".")[0] in DRIVERS
+    ]
+
+
+def test_store_backends_are_found() -> None:
+    assert STORE_BACKENDS <= {str(path.relative_to(ROOT)) for path in SHIPPED}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [path for path in SHIPPED if str(path.relative_to(ROOT)) not in STORE_BACKENDS],
+    ids=lambda path: str(path.relative_to(ROOT)),
+)
+def test_only_the_metadata_store_imports_a_database_driver(path: Path) -> None:
+    assert driver_imports(path.read_text(encoding="utf-8")) == []
+
+
+@pytest.mark.parametrize("source", ["import sqlite3", "from asyncpg import Pool", "def f():\n    import aiosqlite"])
+def test_driver_checker_catches(source: str) -> None:
+    assert driver_imports(source) != []

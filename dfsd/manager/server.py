@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import structlog
 
@@ -72,7 +71,7 @@ from .placement import choose_node
 from .pool import NodeConnections, remove_copy
 from .rebalance import Rebalancer
 from .reconcile import reconcile
-from .store import FileRecord, MetadataStore, NodeRecord
+from .store import FileRecord, Location, MetadataStore, NodeRecord
 from .topology import NodeState, Topology
 
 log = structlog.get_logger("dfsd.manager")
@@ -106,7 +105,7 @@ class _ClientFault(Exception):
 class Manager:
     def __init__(
         self,
-        db_path: Path,
+        db_path: Location,
         host: str = "127.0.0.1",
         port: int = 8000,
         node_timeout: float = NODE_TIMEOUT,
