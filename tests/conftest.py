@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 import uvloop
 from harness import LocalCluster
+from postgres import PostgresServer
+
+from dfsd.manager.store import Location, PostgresURL
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
@@ -30,3 +33,29 @@ def cluster(bare_cluster: LocalCluster) -> LocalCluster:
     for node_id in (100, 101, 102):
         bare_cluster.start_node(node_id)
     return bare_cluster
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the whole session, started by the first test that needs it."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> PostgresURL:
+    """A new, empty PostgreSQL database for this test."""
+    return postgres_server.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_location(request: pytest.FixtureRequest, tmp_path: Path) -> Location:
+    """Where a metadata store lives, once for each backend: a fresh SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "meta.db"
+    url: PostgresURL = request.getfixturevalue("postgres_url")
+    return url
