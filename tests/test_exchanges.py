@@ -68,8 +68,9 @@ REFUSED = Error(6, "protocol error")
 
 # Every kind of frame, in the variants the machines tell apart.
 POOL: list[Message] = [
-    Put("a", 2, SHA, b"ab"), Put("a"), Put("a", 2, SHA), Store(1, 2, SHA, b"ab"), Store(1), Get("a"), Fetch(1), Delete("a"), Remove(1),
-    Verify(1, SHA), Stat("a"), List(), Status(), Rebalance(), Drain(1), Scrub(), Transfer(1, "h", 1, SHA),
+    Put("a", 2, SHA, b"ab"), Put("a"), Put("a", 2, SHA), Store(1, 2, SHA, b"ab"), Store(1), Get("a"), Fetch(1),
+    Delete("a"), Remove(1), Verify(1, SHA), Stat("a"), List(), Status(), Rebalance(), Drain(1), Scrub(),
+    Transfer(1, "h", 1, SHA),
     Register(1, "h", 1, 1, 1), Inventory([1], more=True), Inventory([], more=False), Heartbeat(1, 1),
     Ok(), FAILED, REFUSED, Error(11, "in use"), Data(b"ab"), Data(CHUNK), End(), End(SHA), STORED, INLINE_SENDING,
     STREAM_SENDING, Sending(2, 0, 2, SHA), Sending(BIG, 0, BIG, SHA, b"ab"), Sending(2, 0, 2, SHA, b"a"), Info(FILE),
