@@ -14,7 +14,7 @@ inline bytes inline, so what a node receives is what the client sent.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
@@ -34,6 +34,10 @@ class Body:
     data: bytes | None = None
     sha256: bytes | None = None
     frames: Frames | None = None
+
+    def through(self, wrap: Callable[[Frames], Frames]) -> Body:
+        """The same bytes, a stream read through ``wrap`` (a relay's checks on the way)."""
+        return self if self.frames is None else dataclasses.replace(self, frames=wrap(self.frames))
 
 
 async def send_file(conn: Connection, header: Header, source: Frames | Body) -> Stored | None:

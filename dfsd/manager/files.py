@@ -14,7 +14,6 @@ without the file's bytes asks the same owner whether a move took them elsewhere 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import AsyncIterator
 
@@ -143,9 +142,7 @@ class FileOperations:
             except (ConnectionLost, DfsError) as err:
                 raise _ClientFault(err) from err
 
-        body = receive_file(conn, request)
-        if body.frames is not None:
-            body = dataclasses.replace(body, frames=from_client(body.frames))
+        body = receive_file(conn, request).through(from_client)
         try:
             async with self.pool.connection(node.address) as node_conn:
                 return await send_file(node_conn, store, body)
@@ -197,9 +194,7 @@ class FileOperations:
             sending = await node_conn.expect(Sending)
             if sending.length != length:
                 raise ProtocolError(f"protocol error: storage node {node.id} answered fetch with the wrong sending")
-            body = receive_file(node_conn, sending)
-            if body.frames is not None:
-                body = dataclasses.replace(body, frames=_from_node(body.frames))
+            body = receive_file(node_conn, sending).through(_from_node)
             await _to_client(send_file(conn, Sending(record.size, offset, length, record.sha256), body))
 
     async def handle_delete(self, conn: Connection, request: Delete, req: Request) -> None:

@@ -1,8 +1,9 @@
 """Open data connections from the manager to storage nodes, kept and reused so no transfer pays for a TCP set-up.
 
 A connection carries one transfer at a time. It goes back to the pool only when the transfer ended cleanly and its
-conversation is idle (a stream abandoned halfway leaves it out of step); after any failure it is aborted instead. When a node goes down, every
-connection to it is aborted, those in use included, so transfers in flight fail at once instead of hanging.
+conversation is idle (a stream abandoned halfway leaves it out of step); after any failure it is aborted instead. When
+a node goes down, every connection to it is aborted, those in use included, so transfers in flight fail at once
+instead of hanging.
 
 These connections run no timer: a node's liveness is its control session (the heartbeat deadline), and a node may
 rightly be silent for as long as a transfer takes (between ``ok`` and ``stored`` while a client sends, while it hashes a
