@@ -70,8 +70,8 @@ from .protocol.messages import (
     Stored,
 )
 from .settings import SECRET_ENV, SECRET_FILE_ENV, TLS_CA_ENV, Security
-from .transfer import Body, receive_file, send_file
-from .wire import Connection, ConnectionLost, conversation_of, send_upload
+from .transfer import Body, receive_file, send_file, send_upload
+from .wire import Connection, ConnectionLost, conversation_of
 
 # The client, its settings, the error classes (one per wire code) and the records the calls return.
 __all__ = [

@@ -39,7 +39,8 @@ from .protocol.exchanges import Conversation, Side
 from .protocol.handshake import NONCE_BYTES, ListenerHandshake
 from .protocol.messages import Message
 from .settings import SECRET_HINT, Limits, Security
-from .wire import AGENT, Connection, ConnectionLost, conversation_of, discard_stream
+from .transfer import discard_stream
+from .wire import AGENT, Connection, ConnectionLost, conversation_of
 
 Session = Callable[[Connection], Awaitable[None]]
 Log = structlog.typing.FilteringBoundLogger

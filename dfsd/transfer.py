@@ -6,6 +6,9 @@ and there are (PROTOCOL.md 5.2, 6.2, 6.3); else as a stream of ``data`` frames c
 length always streams, so a slow source (a pipe) starts at once. ``send_file`` makes that choice for the one who holds
 the bytes (the client's source, a node's disk): it reads ahead up to INLINE_MAX bytes of a file that should be small.
 
+The streams underneath follow the connection's conversation: it says when a stream is coming to us, when an uploader
+told ``error`` early still owes its ``end``, and when a listener must skip the rest of one (``discard_stream``).
+
 A relay does not choose again. ``receive_file`` gives what arrived as a ``Body`` (the bytes, or the stream still to
 come), and ``send_file`` passes a ``Body`` on in the form it arrived: the manager forwards a stream as a stream and
 inline bytes inline, so what a node receives is what the client sent.
@@ -13,16 +16,18 @@ inline bytes inline, so what a node receives is what the client sent.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from .protocol import INLINE_MAX
-from .protocol.messages import Data, End, Ok, Put, Sending, Store, Stored
-from .wire import Connection, receive_stream, send_stream, send_upload
+from .protocol import INLINE_MAX, error_from_wire
+from .protocol.messages import Data, End, Error, Message, Ok, Put, Sending, Store, Stored
+from .wire import Connection, ConnectionLost, conversation_of
 
 Frames: TypeAlias = AsyncIterable[Data | End]
+Stream: TypeAlias = AsyncGenerator[Data | End, None]
 Header: TypeAlias = Put | Store | Sending
 
 
@@ -97,3 +102,88 @@ async def _chain(head: list[Data], rest: AsyncIterator[Data | End]) -> AsyncIter
         yield message
     async for message in rest:
         yield message
+
+
+# --- streams of data frames -------------------------------------------------------------------------------------------
+# A stream is a run of ``data`` frames closed by one ``end`` frame. Sources and sinks pass the frames themselves around,
+# so a relay forwards the sender's ``end`` (with its checksum) without looking inside.
+
+
+async def receive_stream(conn: Connection) -> Stream:
+    """Yield the ``data`` frames of the stream coming to us, then its ``end``; an ``error`` frame that cuts a download
+    short is raised (an uploader has no such frame: the conversation refuses it as a protocol error)."""
+    while True:
+        message = await conn.recv()
+        if isinstance(message, Error):
+            raise error_from_wire(message.code, message.message)
+        assert isinstance(message, Data | End)  # the conversation lets nothing else through
+        yield message
+        if type(message) is End:
+            return
+
+
+async def discard_stream(conn: Connection) -> None:
+    """Skip the rest of a stream the peer is still sending, so the connection can carry the next request."""
+    conversation = conversation_of(conn)
+    while conversation.streaming_in:
+        await conn.recv()
+
+
+async def send_stream(conn: Connection, stream: AsyncIterable[Data | End]) -> None:
+    """Send every frame of ``stream``, which must finish with ``end``."""
+    async for message in stream:
+        await conn.send(message)
+        if type(message) is End:
+            return
+    raise ConnectionLost("the stream being sent ended without its end frame")
+
+
+async def send_upload(conn: Connection, request: Put | Store, stream: AsyncIterable[Data | End]) -> Stored:
+    """Send ``request``, wait for ``ok``, send ``stream``, and return the final answer (``stored``).
+
+    The answer is watched for while the stream goes out: a receiver that fails early (disk full, a wrong size) answers
+    at once, and the rest of the file is not sent for nothing. A request naming its size and SHA-256 may be answered
+    ``stored`` in place of ``ok`` (the name already holds exactly those bytes): then nothing is sent. Until our ``end``
+    is out the answer is not due, so that watch has no timer: a receiver is never cut off for being silent while we are
+    still sending. Both tasks are owned here: whatever happens, each is finished and its outcome retrieved before this
+    returns.
+    """
+    conversation = conversation_of(conn)
+    await conn.send(request)
+    accepted = await conn.recv()
+    if isinstance(accepted, Error):
+        raise error_from_wire(accepted.code, accepted.message)
+    if isinstance(accepted, Stored):  # in place of ok: the conversation checked it repeats the request's size and hash
+        return accepted
+    sender = asyncio.ensure_future(send_stream(conn, stream))
+    early = asyncio.ensure_future(conn.recv())
+    try:
+        await asyncio.wait((sender, early), return_when=asyncio.FIRST_COMPLETED)
+        if not sender.done():
+            # The receiver answered early: stop, and close the stream (once) so the connection stays in step.
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+            message = early.result()  # raises the connection's error, if that is what ended the watch
+            if conversation.streaming_out:
+                await conn.send(End())
+        else:
+            sender.result()  # raises the source's or the connection's error, if any
+            message = await _answer_now_due(conn, early)
+    finally:
+        for task in (sender, early):
+            task.cancel()
+        await asyncio.gather(sender, early, return_exceptions=True)  # retrieves every outcome, errors included
+    if isinstance(message, Error):
+        raise error_from_wire(message.code, message.message)
+    assert isinstance(message, Stored)  # the conversation lets nothing else through
+    return message
+
+
+async def _answer_now_due(conn: Connection, early: asyncio.Future[Message]) -> Message:
+    """The answer to a stream whose ``end`` is out: the early watch's if it has one, else one received under the
+    connection's timer, now that it is owed (cancelling a receive loses nothing: unread bytes stay buffered)."""
+    if early.done():
+        return early.result()
+    early.cancel()
+    await asyncio.gather(early, return_exceptions=True)
+    return await conn.recv()

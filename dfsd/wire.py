@@ -3,8 +3,8 @@
 Every peer (client, manager, storage node) talks through ``Connection``: bytes read from the socket go into a
 ``FrameDecoder``; messages to send are encoded and written with backpressure (``drain``), so a fast sender never fills
 memory. After the handshake each connection owns a ``Conversation`` (``protocol/exchanges.py``), which sees every frame
-sent and received and refuses one out of order: the order of frames lives there, not here. The streaming helpers at the
-end follow it; ``dfsd/transfer.py`` builds sending and receiving a file on them.
+sent and received and refuses one out of order: the order of frames lives there, not here. Moving a file's bytes over
+a connection is ``dfsd/transfer.py``'s.
 
 Timers measure only a peer that owes us something (PROTOCOL.md 9.5), and the conversation says when it does
 (``their_turn``): then the rest of the message it owes must come within ``Connection.timeout`` of its last byte. While
@@ -23,7 +23,7 @@ import socket
 import ssl
 import struct
 import termios
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from . import metrics
@@ -38,7 +38,7 @@ from .protocol import (
 )
 from .protocol.exchanges import Conversation, Side
 from .protocol.handshake import NONCE_BYTES, DialerHandshake
-from .protocol.messages import Buffer, Data, End, Error, Message, Put, Store, Stored
+from .protocol.messages import Buffer, Error, Message
 from .settings import SECRET_HINT, Security
 
 OPEN = Security()
@@ -349,95 +349,7 @@ def tune_socket(writer: asyncio.StreamWriter) -> None:
     writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
 
 
-# --- streams of data frames -------------------------------------------------------------------------------------------
-# A stream is a run of ``data`` frames closed by one ``end`` frame. Sources and sinks pass the frames themselves around,
-# so a relay forwards the sender's ``end`` (with its checksum) without looking inside. Where a stream starts and ends,
-# and what may cut it short, is the conversation's to say.
-
-Stream = AsyncGenerator[Data | End, None]
-
-
 def conversation_of(conn: Connection) -> Conversation:
     """The conversation of a connection past its handshake (every one the helpers below are given)."""
     assert conn.conversation is not None, "the handshake is not done"
     return conn.conversation
-
-
-async def receive_stream(conn: Connection) -> Stream:
-    """Yield the ``data`` frames of the stream coming to us, then its ``end``; an ``error`` frame that cuts a download
-    short is raised (an uploader has no such frame: the conversation refuses it as a protocol error)."""
-    while True:
-        message = await conn.recv()
-        if isinstance(message, Error):
-            raise error_from_wire(message.code, message.message)
-        assert isinstance(message, Data | End)  # the conversation lets nothing else through
-        yield message
-        if type(message) is End:
-            return
-
-
-async def discard_stream(conn: Connection) -> None:
-    """Skip the rest of a stream the peer is still sending, so the connection can carry the next request."""
-    conversation = conversation_of(conn)
-    while conversation.streaming_in:
-        await conn.recv()
-
-
-async def send_stream(conn: Connection, stream: AsyncIterable[Data | End]) -> None:
-    """Send every frame of ``stream``, which must finish with ``end``."""
-    async for message in stream:
-        await conn.send(message)
-        if type(message) is End:
-            return
-    raise ConnectionLost("the stream being sent ended without its end frame")
-
-
-async def send_upload(conn: Connection, request: Put | Store, stream: AsyncIterable[Data | End]) -> Stored:
-    """Send ``request``, wait for ``ok``, send ``stream``, and return the final answer (``stored``).
-
-    The answer is watched for while the stream goes out: a receiver that fails early (disk full, a wrong size) answers
-    at once, and the rest of the file is not sent for nothing. A request naming its size and SHA-256 may be answered
-    ``stored`` in place of ``ok`` (the name already holds exactly those bytes): then nothing is sent. Until our ``end``
-    is out the answer is not due, so that watch has no timer: a receiver is never cut off for being silent while we are
-    still sending. Both tasks are owned here: whatever happens, each is finished and its outcome retrieved before this
-    returns.
-    """
-    conversation = conversation_of(conn)
-    await conn.send(request)
-    accepted = await conn.recv()
-    if isinstance(accepted, Error):
-        raise error_from_wire(accepted.code, accepted.message)
-    if isinstance(accepted, Stored):  # in place of ok: the conversation checked it repeats the request's size and hash
-        return accepted
-    sender = asyncio.ensure_future(send_stream(conn, stream))
-    early = asyncio.ensure_future(conn.recv())
-    try:
-        await asyncio.wait((sender, early), return_when=asyncio.FIRST_COMPLETED)
-        if not sender.done():
-            # The receiver answered early: stop, and close the stream (once) so the connection stays in step.
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-            message = early.result()  # raises the connection's error, if that is what ended the watch
-            if conversation.streaming_out:
-                await conn.send(End())
-        else:
-            sender.result()  # raises the source's or the connection's error, if any
-            message = await _answer_now_due(conn, early)
-    finally:
-        for task in (sender, early):
-            task.cancel()
-        await asyncio.gather(sender, early, return_exceptions=True)  # retrieves every outcome, errors included
-    if isinstance(message, Error):
-        raise error_from_wire(message.code, message.message)
-    assert isinstance(message, Stored)  # the conversation lets nothing else through
-    return message
-
-
-async def _answer_now_due(conn: Connection, early: asyncio.Future[Message]) -> Message:
-    """The answer to a stream whose ``end`` is out: the early watch's if it has one, else one received under the
-    connection's timer, now that it is owed (cancelling a receive loses nothing: unread bytes stay buffered)."""
-    if early.done():
-        return early.result()
-    early.cancel()
-    await asyncio.gather(early, return_exceptions=True)
-    return await conn.recv()
