@@ -70,7 +70,7 @@ from .protocol.messages import (
     Stored,
 )
 from .settings import SECRET_ENV, SECRET_FILE_ENV, TLS_CA_ENV, Security
-from .transfer import Body, receive_file, send_file, send_upload
+from .transfer import receive_file, send_file, send_upload
 from .wire import Connection, ConnectionLost, conversation_of
 
 # The client, its settings, the error classes (one per wire code) and the records the calls return.
@@ -117,7 +117,7 @@ class Download:
     async def __aiter__(self) -> AsyncIterator[memoryview]:
         whole = self.info.offset == 0 and self.info.length == self.info.size and self.info.sha256 is not None
         hasher = hashlib.sha256()
-        async for chunk in self._chunks(self._body):
+        async for chunk in self._chunks():
             if whole:
                 hasher.update(chunk)
             yield chunk
@@ -127,7 +127,8 @@ class Download:
                 f"the manager recorded {self.info.sha256.hex()}; do not trust the copy"  # type: ignore[union-attr]
             )
 
-    async def _chunks(self, body: Body) -> AsyncIterator[memoryview]:
+    async def _chunks(self) -> AsyncIterator[memoryview]:
+        body = self._body
         if body.frames is None:
             yield memoryview(body.data or b"")
             return
