@@ -171,13 +171,16 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
         "--idle-timeout",
         type=float,
         default=defaults.idle_timeout,
-        help=f"seconds a connection may sit idle between requests (default {defaults.idle_timeout:g})",
+        help=f"seconds a connection may sit idle between requests, counted once the peer has taken our last answer "
+        f"(default {defaults.idle_timeout:g})",
     )
     group.add_argument(
         "--request-timeout",
         type=float,
         default=defaults.request_timeout,
-        help=f"seconds a handshake or request may go without a byte arriving (default {defaults.request_timeout:g})",
+        help="seconds a peer may leave undone what it owes: the next byte of the handshake, of a frame or of a request "
+        "under way, or taking some of the bytes we send; never timed while it waits for us; also the limit a node "
+        f"gives the target of a transfer (default {defaults.request_timeout:g})",
     )
 
 

@@ -8,6 +8,8 @@
   program can do with it.
 - The manager and the storage node never import each other: they meet only on the wire.
 - Only the metadata store's backends import a database driver.
+- Whether a file's bytes go inline or as a stream is decided in one module of dfsd, ``dfsd/transfer.py``, for every
+  hop: no other module of dfsd (or tool) names ``INLINE_MAX``.
 
 And one rule about what is imported at all: this checkout, wherever Python starts (the suite, and the daemons it
 starts from temporary directories), so an edit is tested without reinstalling.
@@ -262,6 +264,43 @@ def test_cross_import_checker_catches(package: str, source: str) -> None:
 def test_cross_import_checker_allows() -> None:
     assert cross_imports("from ..wire import Connection\nfrom .topology import Topology", "dfsd.manager") == []
     assert cross_imports("from .. import service\nfrom .layout import Layout", "dfsd.storage") == []
+
+
+# --- one home for the inline-or-stream choice -------------------------------------------------------------------------
+
+CHOOSER = ROOT / "dfsd" / "transfer.py"
+OUTSIDE_PROTOCOL = sorted([*ROOT.joinpath("dfsd").glob("**/*.py"), *TOOL_SOURCES])
+
+
+def names_inline_max(source: str) -> list[int]:
+    """Lines of ``source`` that name INLINE_MAX: imported, read as a name or as an attribute."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and any(alias.name == "INLINE_MAX" for alias in node.names):
+            lines.append(node.lineno)
+        elif (isinstance(node, ast.Name) and node.id == "INLINE_MAX") or (
+            isinstance(node, ast.Attribute) and node.attr == "INLINE_MAX"
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("path", OUTSIDE_PROTOCOL, ids=lambda path: str(path.relative_to(ROOT)))
+def test_only_transfer_chooses_between_inline_and_stream(path: Path) -> None:
+    named = names_inline_max(path.read_text(encoding="utf-8"))
+    assert bool(named) == (path == CHOOSER), f"INLINE_MAX on lines {named}: leave the choice to dfsd/transfer.py"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from ..protocol import INLINE_MAX",
+        "from dfsd.protocol.limits import CHUNK_SIZE, INLINE_MAX as SMALL",
+        "inline = length <= protocol.INLINE_MAX",
+    ],
+)
+def test_inline_checker_catches(source: str) -> None:
+    assert names_inline_max(source) != []
 
 
 # --- the checkout is what runs ----------------------------------------------------------------------------------------
