@@ -1,7 +1,7 @@
 """The S3 gateway's protocol logic, with no sockets, event loop or clock (issue 13).
 
 Like ``dfsd.protocol``, everything here is values in, values out, and time is passed in as ``now``, so it is tested
-and fuzzed without a server (``tests/test_gateway_sourcecode.py`` keeps it that way). The HTTP server that uses it
+and fuzzed without a server (``tests/unit/test_gateway_sourcecode.py`` keeps it that way). The HTTP server that uses it
 (routes, the manager, bucket and object records, multipart composition) is built on top and lives beside it.
 
 - ``errors``: the S3 error registry (code -> HTTP status) and ``S3Error``.

@@ -2,7 +2,7 @@
 
 Invariant: whatever frames a peer sends, each ``receive`` returns the frame to answer with or raises a ``DfsError``
 (``ProtocolError`` for order, version and role, ``NotAuthorised`` for the secret, or the peer's own ``error`` on the
-dialer), never any other exception. The error texts are the ones users see (tests/test_security.py checks them end to
+dialer), never any other exception. The error texts are the ones users see (test_security.py checks them end to
 end).
 """
 

@@ -26,7 +26,7 @@ from harness import LocalCluster
 
 from dfsd.client import Client
 
-PROTOCOL = Path(__file__).resolve().parent.parent / "PROTOCOL.md"
+PROTOCOL = Path(__file__).resolve().parents[2] / "PROTOCOL.md"
 CONTENT = b"hello\n"
 SECRET = b"example secret"  # 11.5's secret and fixed nonces
 NONCE_CLIENT, NONCE_SERVER = b"\x01" * 32, b"\x02" * 32

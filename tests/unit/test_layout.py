@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import math
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,15 @@ from dfsd.protocol import BadRequest
 from dfsd.storage.disk import Disk, DurableWrite
 from dfsd.storage.layout import FANOUT, Layout, path_slot, slot_path
 from dfsd.wire import ConnectionLost
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """These promises are about directories, not durability (that is test_disk.py's): they run in memory (tmpfs) where
+    the machine has one, so the fsyncs of the real write path cost nothing and 20,000 files take seconds."""
+    memory = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with tempfile.TemporaryDirectory(dir=memory, prefix="dfsd-layout-") as directory:
+        yield Path(directory)
 
 
 @pytest.fixture
