@@ -37,13 +37,14 @@ class NodeState:
     files: int = 0  # stored files the manager has placed here
     used: int = 0  # their bytes
     uploading: int = 0  # uploads streaming to it now: counted by placement so concurrent uploads spread out
-    full_at: int | None = None  # its free bytes when it last refused a file for want of space
+    full_at: int | None = None  # its free bytes just after it last refused a file for want of space
+    refused: bool = False  # it refused a file for want of space; its next heartbeat sets full_at
     draining: bool = False  # being retired: gets no new files, and the rebalancer moves its files away
 
     @property
     def has_room(self) -> bool:
         """False from a "storage full" until the node has gained ROOM_AGAIN bytes (deletes, a cleaned disk)."""
-        return self.full_at is None or self.free >= self.full_at + ROOM_AGAIN
+        return not self.refused and (self.full_at is None or self.free >= self.full_at + ROOM_AGAIN)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -106,12 +107,18 @@ class Topology:
 
     def heartbeat(self, node: NodeState, free: int, capacity: int, now: float) -> None:
         node.free, node.capacity, node.last_seen = free, capacity, now
-        if node.has_room:
+        if node.refused:  # the first report since the refusal, the refused file's partial bytes already removed
+            node.full_at, node.refused = free, False
+        elif node.has_room:
             node.full_at = None
 
     def filled(self, node: NodeState) -> None:
-        """The node refused a file for want of space: choose it again only once it has room."""
-        node.full_at = node.free
+        """The node refused a file for want of space: choose it again only once it has gained room since.
+
+        Gained since its next heartbeat, not since the last one: that one may have been sent while the refused file's
+        partial bytes still filled the disk, and their removal is no room gained.
+        """
+        node.refused = True
 
     def leave(self, node: NodeState) -> None:
         node.up = node.claimed = False

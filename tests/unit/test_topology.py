@@ -60,3 +60,20 @@ def test_orphans_found_are_shown_in_the_node_info() -> None:
     assert node.info(lost=0).orphans == 3
     topology.found_orphans(node, 0)  # the next registration's count replaces the last one
     assert node.info(lost=0).orphans == 0
+
+
+def test_full_disk_flake_a_refused_files_removed_bytes_counted_as_room_repro() -> None:
+    """A node's last heartbeat before a "storage full" may have been sent while the refused file's partial bytes
+    filled its disk; their removal then looked like room gained, and the node was chosen again at once. Room is now
+    counted from the first report after the refusal."""
+    topology = Topology()
+    full, roomy = joined(topology, 1), joined(topology, 2)
+    topology.stored(roomy.id, 10)
+    topology.stored(roomy.id, 10)
+    topology.heartbeat(full, 0, 8 << 20, now=2.0)  # sent while the refused upload's partial file filled the disk
+    topology.filled(full)
+    assert choose_node(topology.nodes.values(), None) is roomy
+    topology.heartbeat(full, 6 << 20, 8 << 20, now=3.0)  # the partial file removed: the baseline, not room gained
+    assert choose_node(topology.nodes.values(), None) is roomy
+    topology.heartbeat(full, 8 << 20, 8 << 20, now=4.0)  # a file of 2 MiB deleted since
+    assert choose_node(topology.nodes.values(), None) is full
