@@ -8,11 +8,14 @@ streaming, an echo server for round trips. All of them are stopped and the direc
 happens. With ``--manager HOST:PORT`` it uses that cluster instead (its processes' memory cannot be measured then), and
 deletes whatever it stored there; the baselines still run on this machine.
 
-* Large file: one file of ``--large-size`` bytes (1 GiB) is uploaded through the manager and read back. Its bytes are
-  made on the fly (a random 1 MiB block, each copy stamped with its index), never held whole, and every byte read back
-  is compared with what was sent. Peak resident memory (VmHWM) of the manager and the node is reset before and read
-  after each direction. The baseline moves the same bytes client → relay → sink → a file on the same disk, fsynced at
-  the end, and back; its memory figures are the relay's (beside the manager's) and the sink's (beside the node's).
+* Large file: one file of ``--large-size`` bytes (1 GiB), its bytes made from a random 1 MiB block, each copy
+  stamped with its index. It goes up through the client library's ``put`` (made on the fly, never held whole) and as
+  ``dfs-push FILE`` (from a copy on disk), and comes down through ``get`` (the library checks its SHA-256, the one
+  computed from the pattern on the way up) and as ``dfs-cat NAME -o FILE`` (the file is then compared with the
+  pattern byte by byte). The commands run as processes, timed from start to exit as a user would see them. Each of the
+  four runs right after its baseline (see ``bench_baselines``): the machine's best with no protocol over the same
+  three hops and the same disk. Peak resident memory (VmHWM) of the manager and the node is reset before and read
+  after each; a command's is read while it runs; the baseline's relay, sink and client stand beside them.
 * Small files, the shape of SeaweedFS's ``weed benchmark``: ``-n`` files (20,000) of 1 KiB, then of 64 KiB, written by
   16 concurrent clients (each a ``Client`` with its own connection, each doing its share), read back in random order
   and checked, then deleted in random order: requests per second and the p50/p99 latency of each phase. The baseline
