@@ -533,10 +533,13 @@ def stream_figures(key: str, label: str, size: int, dfsd: Stream, baseline: Stre
 
 
 def write_pattern(pattern: Pattern, size: int, path: Path) -> None:
-    """The large file on disk, for the commands and the baseline's client to send (and to warm the page cache)."""
+    """The large file on disk, for the commands and the baseline's client to send (from the page cache). It is
+    fsynced, so that writing it back does not slow the disk under the first upload measured."""
     with open(path, "wb") as file:
         for index in range(math.ceil(size / BLOCK)):
             file.write(pattern.block(index)[: size - index * BLOCK])
+        file.flush()
+        os.fsync(file.fileno())
 
 
 def check_pattern_file(pattern: Pattern, size: int, path: Path, what: str) -> None:
