@@ -550,15 +550,28 @@ def check_pattern_file(pattern: Pattern, size: int, path: Path, what: str) -> No
     check.finish()
 
 
-async def library_upload(
-    size: int, name: str, pattern: Pattern, setup: Setup, client: Client, memory: Memory, source: Path
-) -> list[Figure]:
+@dataclass
+class LargeFile:
+    """What every large-file figure works with: the file (its size, its pattern, its copy on disk for the commands,
+    the name it is stored under) and how to reach and measure the processes."""
+
+    setup: Setup
+    client: Client
+    memory: Memory
+    size: int
+    name: str
+    pattern: Pattern
+    source: Path
+
+
+async def library_upload(large: LargeFile) -> list[Figure]:
     """The client library's ``put`` of the pattern, made as it is sent, beside the baseline's sendfile upload."""
-    baseline = await baseline_upload(setup, memory, source)
+    setup, size, memory = large.setup, large.size, large.memory
+    baseline = await baseline_upload(setup, memory, large.source)
     async with phase("the dfsd upload", setup):
         memory.start(setup.manager, setup.node)
         started = time.perf_counter()
-        stored = await client.put(name, pattern.chunks(size), size=size)
+        stored = await large.client.put(large.name, large.pattern.chunks(size), size=size)
         seconds = time.perf_counter() - started
         dfsd = Stream(seconds, {"manager": peak_memory_mib(setup.manager), "node": peak_memory_mib(setup.node)})
     if stored.size != size:
@@ -566,35 +579,36 @@ async def library_upload(
     return stream_figures("large.upload", f"upload {human_size(size)} (library)", size, dfsd, baseline)
 
 
-async def command_push(
-    size: int, name: str, setup: Setup, client: Client, memory: Memory, source: Path
-) -> list[Figure]:
-    """``dfs-push FILE`` as a process, beside the baseline's sendfile upload of the same file."""
-    baseline = await baseline_upload(setup, memory, source)
+async def command_push(large: LargeFile) -> list[Figure]:
+    """``dfs-push FILE`` as a process, beside the baseline's sendfile upload of the same file; what it stored is
+    removed again."""
+    setup, size, memory, name = large.setup, large.size, large.memory, f"{large.name}-pushed"
+    baseline = await baseline_upload(setup, memory, large.source)
     async with phase("dfs-push", setup):
         memory.start(setup.manager, setup.node)
         seconds, peak = await run_command(
-            "dfs-push", (*DFS_PUSH, "-q", "--manager", setup.address, "--name", name, str(source)), setup
+            "dfs-push", (*DFS_PUSH, "-q", "--manager", setup.address, "--name", name, str(large.source)), setup
         )
         dfsd = Stream(
             seconds,
             {"manager": peak_memory_mib(setup.manager), "node": peak_memory_mib(setup.node), "client": peak},
         )
-    if (await client.stat(name)).size != size:
+    if (await large.client.stat(name)).size != size:
         raise ProtocolError(f"protocol error: dfs-push stored {name} with a size other than the {size} bytes sent")
-    await client.delete(name)
+    await large.client.delete(name)
     return stream_figures("large.push", f"dfs-push {human_size(size)}", size, dfsd, baseline)
 
 
-async def library_download(size: int, name: str, setup: Setup, client: Client, memory: Memory) -> list[Figure]:
+async def library_download(large: LargeFile) -> list[Figure]:
     """The client library's ``get``, the bytes counted and dropped (the library checks their SHA-256, which the
     upload computed from the pattern), beside the baseline's download into nowhere."""
+    setup, size, memory = large.setup, large.size, large.memory
     baseline = await baseline_download(setup, memory, size, None)
     async with phase("the dfsd download", setup):
         memory.start(setup.manager, setup.node)
         started = time.perf_counter()
         received = 0
-        async for chunk in await client.get(name):
+        async for chunk in await large.client.get(large.name):
             received += len(chunk)
         seconds = time.perf_counter() - started
         dfsd = Stream(seconds, {"manager": peak_memory_mib(setup.manager), "node": peak_memory_mib(setup.node)})
@@ -603,23 +617,34 @@ async def library_download(size: int, name: str, setup: Setup, client: Client, m
     return stream_figures("large.download", f"download {human_size(size)} (library)", size, dfsd, baseline)
 
 
-async def command_cat(size: int, name: str, pattern: Pattern, setup: Setup, memory: Memory) -> list[Figure]:
+async def command_cat(large: LargeFile) -> list[Figure]:
     """``dfs-cat NAME -o FILE`` as a process, beside the baseline's download written as ``-o`` writes; the file it
     wrote is then compared with the pattern, byte by byte."""
+    setup, size, memory = large.setup, large.size, large.memory
     output = setup.root / "large-downloaded.bin"
     baseline = await baseline_download(setup, memory, size, output)
     async with phase("dfs-cat -o", setup):
         memory.start(setup.manager, setup.node)
         seconds, peak = await run_command(
-            "dfs-cat", (*DFS_CAT, "-q", "--manager", setup.address, name, "-o", str(output)), setup
+            "dfs-cat", (*DFS_CAT, "-q", "--manager", setup.address, large.name, "-o", str(output)), setup
         )
         dfsd = Stream(
             seconds,
             {"manager": peak_memory_mib(setup.manager), "node": peak_memory_mib(setup.node), "client": peak},
         )
-    await asyncio.to_thread(check_pattern_file, pattern, size, output, "the file dfs-cat -o wrote")
+    await asyncio.to_thread(check_pattern_file, large.pattern, size, output, "the file dfs-cat -o wrote")
     output.unlink()
     return stream_figures("large.cat", f"dfs-cat -o {human_size(size)}", size, dfsd, baseline)
+
+
+# Every large-file figure, in the order measured (each runs its own baseline first): the uploads store the file that
+# the downloads read back.
+LARGE_FILE_FIGURES: tuple[Callable[[LargeFile], Awaitable[list[Figure]]], ...] = (
+    library_upload,
+    command_push,
+    library_download,
+    command_cat,
+)
 
 
 async def large_file(
@@ -627,28 +652,20 @@ async def large_file(
 ) -> tuple[list[Figure], bool]:
     """A large file up through the library and through dfs-push, and down through the library and dfs-cat -o, each
     right after its baseline; also whether peak memory could be reset before each."""
-    size = plan.large_size
-    name = f"{setup.prefix}large"
-    pattern = Pattern()
-    memory = Memory()
     source = setup.root / "large-source.bin"
-    await asyncio.to_thread(write_pattern, pattern, size, source)
+    large = LargeFile(setup, client, Memory(), plan.large_size, f"{setup.prefix}large", Pattern(), source)
+    await asyncio.to_thread(write_pattern, large.pattern, large.size, source)
     figures: list[Figure] = []
     try:
-        for measure_one in (
-            lambda: library_upload(size, name, pattern, setup, client, memory, source),
-            lambda: command_push(size, f"{name}-pushed", setup, client, memory, source),
-            lambda: library_download(size, name, setup, client, memory),
-            lambda: command_cat(size, name, pattern, setup, memory),
-        ):
-            new = await measure_one()
+        for measure_one in LARGE_FILE_FIGURES:
+            new = await measure_one(large)
             note(f"{new[0].label}: baseline {new[0].baseline:.1f} MB/s, dfsd {new[0].dfsd:.1f} MB/s")
             figures += new
-        await client.delete(name)
+        await client.delete(large.name)
     finally:
         source.unlink(missing_ok=True)
         setup.sink_file.unlink(missing_ok=True)
-    return figures, memory.reset
+    return figures, large.memory.reset
 
 
 def payload(index: int, size: int, base: bytes) -> bytes:
