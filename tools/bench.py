@@ -8,11 +8,14 @@ streaming, an echo server for round trips. All of them are stopped and the direc
 happens. With ``--manager HOST:PORT`` it uses that cluster instead (its processes' memory cannot be measured then), and
 deletes whatever it stored there; the baselines still run on this machine.
 
-* Large file: one file of ``--large-size`` bytes (1 GiB) is uploaded through the manager and read back. Its bytes are
-  made on the fly (a random 1 MiB block, each copy stamped with its index), never held whole, and every byte read back
-  is compared with what was sent. Peak resident memory (VmHWM) of the manager and the node is reset before and read
-  after each direction. The baseline moves the same bytes client → relay → sink → a file on the same disk, fsynced at
-  the end, and back; its memory figures are the relay's (beside the manager's) and the sink's (beside the node's).
+* Large file: one file of ``--large-size`` bytes (1 GiB), its bytes made from a random 1 MiB block, each copy
+  stamped with its index. It goes up through the client library's ``put`` (made on the fly, never held whole) and as
+  ``dfs-push FILE`` (from a copy on disk), and comes down through ``get`` (the library checks its SHA-256, the one
+  computed from the pattern on the way up) and as ``dfs-cat NAME -o FILE`` (the file is then compared with the
+  pattern byte by byte). The commands run as processes, timed from start to exit as a user would see them. Each of the
+  four runs right after its baseline (see ``bench_baselines``): the machine's best with no protocol over the same
+  three hops and the same disk. Peak resident memory (VmHWM) of the manager and the node is reset before and read
+  after each; a command's is read while it runs; the baseline's relay, sink and client stand beside them.
 * Small files, the shape of SeaweedFS's ``weed benchmark``: ``-n`` files (20,000) of 1 KiB, then of 64 KiB, written by
   16 concurrent clients (each a ``Client`` with its own connection, each doing its share), read back in random order
   and checked, then deleted in random order: requests per second and the p50/p99 latency of each phase. The baseline
@@ -89,8 +92,11 @@ BLOCK = 1024 * 1024
 # instead of never. (A started process gets processes.READY_TIMEOUT to say it listens.)
 PHASE_TIMEOUT = 900.0
 
-# The baseline servers, run by this Python.
+# The baseline servers and clients, and the commands timed, run by this Python.
 BASELINE = (sys.executable, "-m", "dfsd.tools.bench_baselines")
+DFS_PUSH = (sys.executable, "-m", "dfsd.tools.push")
+DFS_CAT = (sys.executable, "-m", "dfsd.tools.cat")
+SINK_FILE = "baseline-sink.bin"
 
 # A dfsd process started for the benchmark gets none of these: its private cluster runs open, over plain TCP.
 SECURITY_ENV = (SECRET_ENV, SECRET_FILE_ENV, TLS_CA_ENV)
@@ -158,13 +164,18 @@ class Child:
 
     def peak_memory(self) -> int | None:
         """The peak resident memory, in bytes, since the last reset (or the start); None where /proc cannot say."""
-        try:
-            for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return None
+        return peak_memory_of(self.process.pid)
+
+
+def peak_memory_of(pid: int) -> int | None:
+    """A process's peak resident memory (VmHWM), in bytes; None where /proc cannot say (or it has exited)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def stop_all(children: Sequence[Child], grace: float = 10.0) -> None:
@@ -178,13 +189,18 @@ class Setup:
 
     address: str  # the manager, HOST:PORT
     security: Security
+    root: Path  # the temporary directory: logs, the large file's copies, the baseline sink's file
+    env: dict[str, str]  # the environment of every process started (the commands timed included)
     relay: Child  # the baseline's first hop; its sink writes ``sink_file``
     sink: Child
-    sink_file: Path
     echo: Child
     manager: Child | None = None  # None: an existing cluster, whose processes are not ours to measure
     node: Child | None = None
     prefix: str = field(default_factory=lambda: f"dfs-bench-{secrets.token_hex(4)}/")  # every name stored starts so
+
+    @property
+    def sink_file(self) -> Path:
+        return self.root / SINK_FILE
 
     @property
     def children(self) -> list[Child]:
@@ -194,20 +210,22 @@ class Setup:
 def start_processes(root: Path, manager: str | None, children: list[Child]) -> Setup:
     """Start the baseline servers, and a private cluster unless ``manager`` names one; every process started is added
     to ``children`` at once, so the caller can stop it whatever happens next."""
-    env = {key: value for key, value in os.environ.items() if key not in SECURITY_ENV}
+    if manager is None:  # a private cluster runs open; an existing one takes this environment's settings
+        env = {key: value for key, value in os.environ.items() if key not in SECURITY_ENV}
+    else:
+        env = dict(os.environ)
 
     def start(name: str, *args: str) -> Child:
         child = Child.start(name, list(args), root, env)
         children.append(child)
         return child
 
-    sink_file = root / "baseline-sink.bin"
-    sink = start("baseline sink", *BASELINE, "sink", "--file", str(sink_file))
+    sink = start("baseline sink", *BASELINE, "sink", "--file", str(root / SINK_FILE))
     relay = start("baseline relay", *BASELINE, "relay", "--to", sink.address)
     echo = start("baseline echo server", *BASELINE, "echo")
     if manager is not None:
         host, port = manager_address(manager)
-        return Setup(f"{host}:{port}", Security.load(), relay, sink, sink_file, echo)
+        return Setup(f"{host}:{port}", Security.load(), root, env, relay, sink, echo)
     manager_child = start(
         "dfsd manager", *processes.dfsd_command("manager", "--port", "0", "--db", str(root / "manager.db"))
     )
@@ -217,7 +235,7 @@ def start_processes(root: Path, manager: str | None, children: list[Child]) -> S
             "storage", "--id", "100", "--manager", manager_child.address, "--data", str(root / "node-100")
         ),
     )
-    return Setup(manager_child.address, Security(), relay, sink, sink_file, echo, manager_child, node)
+    return Setup(manager_child.address, Security(), root, env, relay, sink, echo, manager_child, node)
 
 
 # --- measuring --------------------------------------------------------------------------------------------------------
@@ -400,88 +418,254 @@ async def remove_leftovers(client: Client, prefix: str) -> None:
                 await client.delete(name)
 
 
+@dataclass
+class Stream:
+    """One large-file transfer: how long it took, and the peak resident memory (MiB) of each process on its way,
+    by role — "manager", "node", "client" (for a baseline: the relay, the sink, its client process)."""
+
+    seconds: float
+    memory: dict[str, float | None]
+
+
+def peak_memory_mib(child: Child | None) -> float | None:
+    peak = child.peak_memory() if child is not None else None
+    return None if peak is None else peak / MiB
+
+
+# How often the peak memory of a command timed is read while it runs. The kernel's count (VmHWM) only grows, so the last
+# reading is the peak but for the command's last few milliseconds. (The count wait4 gives after the exit is no use:
+# it starts from the benchmark's own size at the fork.)
+MEMORY_POLL = 0.01
+
+
+async def run_command(name: str, command: Sequence[str], setup: Setup) -> tuple[float, float | None]:
+    """Run a command to its end, as a user would; its wall-clock seconds and its peak resident memory (MiB). A
+    failure, with its standard error, is BenchFailed."""
+    log = setup.root / f"{name}.log"
+    with open(log, "ab") as stderr:
+        started = time.perf_counter()
+        process = await asyncio.to_thread(
+            subprocess.Popen,
+            list(command),
+            cwd=setup.root,
+            env=setup.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    peak: int | None = None
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = peak_memory_of(process.pid) or peak
+            await asyncio.sleep(MEMORY_POLL)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        status = await asyncio.to_thread(process.wait)
+    except BaseException:  # the phase timed out, or Ctrl-C: the command must not outlive the benchmark
+        process.kill()
+        process.wait()
+        raise
+    finally:
+        watcher.cancel()
+    seconds = time.perf_counter() - started
+    if status != 0:
+        tail = log.read_text(errors="replace")[-2000:].strip()
+        raise BenchFailed(f"`{name}` exited with status {status}:\n{tail}")
+    return seconds, None if peak is None else peak / MiB
+
+
+class Memory:
+    """Peak memory of the processes a transfer crosses, reset before it; ``reset`` stays True while every reset
+    was allowed."""
+
+    def __init__(self) -> None:
+        self.reset = True
+
+    def start(self, *children: Child | None) -> None:
+        for child in children:
+            if child is not None:
+                self.reset = child.reset_peak_memory() and self.reset
+
+
+async def baseline_upload(setup: Setup, memory: Memory, source: Path) -> Stream:
+    """The baseline client process sends ``source`` through the relay to the sink, which fsyncs it."""
+    async with phase("the baseline upload", setup):
+        memory.start(setup.relay, setup.sink)
+        seconds, client = await run_command(
+            "baseline send", (*BASELINE, "send", "--to", setup.relay.address, str(source)), setup
+        )
+    return Stream(
+        seconds, {"manager": peak_memory_mib(setup.relay), "node": peak_memory_mib(setup.sink), "client": client}
+    )
+
+
+async def baseline_download(setup: Setup, memory: Memory, size: int, output: Path | None) -> Stream:
+    """The baseline client process receives ``size`` bytes from the sink through the relay, into ``output`` as
+    ``dfs-cat -o`` writes a file (None: dropped, as the client library's ``get`` keeps them in memory)."""
+    command = [*BASELINE, "receive", "--to", setup.relay.address, "--length", str(size)]
+    if output is not None:
+        command += ["--output", str(output)]
+    async with phase("the baseline download", setup):
+        memory.start(setup.relay, setup.sink)
+        seconds, client = await run_command("baseline receive", command, setup)
+    if output is not None:
+        if output.stat().st_size != size:
+            raise BenchFailed(f"the baseline download wrote {output.stat().st_size} of {size} bytes")
+        output.unlink()
+    return Stream(
+        seconds, {"manager": peak_memory_mib(setup.relay), "node": peak_memory_mib(setup.sink), "client": client}
+    )
+
+
+def stream_figures(key: str, label: str, size: int, dfsd: Stream, baseline: Stream) -> list[Figure]:
+    """A transfer's rate, then the peak memory of each process dfsd's side measured, each beside the baseline's."""
+    figures = [Figure(key, label, "MB/s", size / dfsd.seconds / MB, size / baseline.seconds / MB, True)]
+    for role, peak in dfsd.memory.items():
+        figures.append(
+            Figure(
+                f"{key}.{role}_peak_memory", f"{label}: {role} peak memory", "MiB", peak, baseline.memory[role], False
+            )
+        )
+    return figures
+
+
+def write_pattern(pattern: Pattern, size: int, path: Path) -> None:
+    """The large file on disk, for the commands and the baseline's client to send (from the page cache). It is
+    fsynced, so that writing it back does not slow the disk under the first upload measured."""
+    with open(path, "wb") as file:
+        for index in range(math.ceil(size / BLOCK)):
+            file.write(pattern.block(index)[: size - index * BLOCK])
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def check_pattern_file(pattern: Pattern, size: int, path: Path, what: str) -> None:
+    check = pattern.checker(size, what)
+    with open(path, "rb") as file:
+        while piece := file.read(BLOCK):
+            check.feed(piece)
+    check.finish()
+
+
+@dataclass
+class LargeFile:
+    """What every large-file figure works with: the file (its size, its pattern, its copy on disk for the commands,
+    the name it is stored under) and how to reach and measure the processes."""
+
+    setup: Setup
+    client: Client
+    memory: Memory
+    size: int
+    name: str
+    pattern: Pattern
+    source: Path
+
+
+async def library_upload(large: LargeFile) -> list[Figure]:
+    """The client library's ``put`` of the pattern, made as it is sent, beside the baseline's sendfile upload."""
+    setup, size, memory = large.setup, large.size, large.memory
+    baseline = await baseline_upload(setup, memory, large.source)
+    async with phase("the dfsd upload", setup):
+        memory.start(setup.manager, setup.node)
+        started = time.perf_counter()
+        stored = await large.client.put(large.name, large.pattern.chunks(size), size=size)
+        seconds = time.perf_counter() - started
+        dfsd = Stream(seconds, {"manager": peak_memory_mib(setup.manager), "node": peak_memory_mib(setup.node)})
+    if stored.size != size:
+        raise ProtocolError(f"protocol error: dfsd stored {stored.size} bytes of the {size} sent")
+    return stream_figures("large.upload", f"upload {human_size(size)} (library)", size, dfsd, baseline)
+
+
+async def command_push(large: LargeFile) -> list[Figure]:
+    """``dfs-push FILE`` as a process, beside the baseline's sendfile upload of the same file; what it stored is
+    removed again."""
+    setup, size, memory, name = large.setup, large.size, large.memory, f"{large.name}-pushed"
+    baseline = await baseline_upload(setup, memory, large.source)
+    async with phase("dfs-push", setup):
+        memory.start(setup.manager, setup.node)
+        seconds, peak = await run_command(
+            "dfs-push", (*DFS_PUSH, "-q", "--manager", setup.address, "--name", name, str(large.source)), setup
+        )
+        dfsd = Stream(
+            seconds,
+            {"manager": peak_memory_mib(setup.manager), "node": peak_memory_mib(setup.node), "client": peak},
+        )
+    if (await large.client.stat(name)).size != size:
+        raise ProtocolError(f"protocol error: dfs-push stored {name} with a size other than the {size} bytes sent")
+    await large.client.delete(name)
+    return stream_figures("large.push", f"dfs-push {human_size(size)}", size, dfsd, baseline)
+
+
+async def library_download(large: LargeFile) -> list[Figure]:
+    """The client library's ``get``, the bytes counted and dropped (the library checks their SHA-256, which the
+    upload computed from the pattern), beside the baseline's download into nowhere."""
+    setup, size, memory = large.setup, large.size, large.memory
+    baseline = await baseline_download(setup, memory, size, None)
+    async with phase("the dfsd download", setup):
+        memory.start(setup.manager, setup.node)
+        started = time.perf_counter()
+        received = 0
+        async for chunk in await large.client.get(large.name):
+            received += len(chunk)
+        seconds = time.perf_counter() - started
+        dfsd = Stream(seconds, {"manager": peak_memory_mib(setup.manager), "node": peak_memory_mib(setup.node)})
+    if received != size:
+        raise ProtocolError(f"protocol error: dfsd sent {received} of the {size} bytes uploaded")
+    return stream_figures("large.download", f"download {human_size(size)} (library)", size, dfsd, baseline)
+
+
+async def command_cat(large: LargeFile) -> list[Figure]:
+    """``dfs-cat NAME -o FILE`` as a process, beside the baseline's download written as ``-o`` writes; the file it
+    wrote is then compared with the pattern, byte by byte."""
+    setup, size, memory = large.setup, large.size, large.memory
+    output = setup.root / "large-downloaded.bin"
+    baseline = await baseline_download(setup, memory, size, output)
+    async with phase("dfs-cat -o", setup):
+        memory.start(setup.manager, setup.node)
+        seconds, peak = await run_command(
+            "dfs-cat", (*DFS_CAT, "-q", "--manager", setup.address, large.name, "-o", str(output)), setup
+        )
+        dfsd = Stream(
+            seconds,
+            {"manager": peak_memory_mib(setup.manager), "node": peak_memory_mib(setup.node), "client": peak},
+        )
+    await asyncio.to_thread(check_pattern_file, large.pattern, size, output, "the file dfs-cat -o wrote")
+    output.unlink()
+    return stream_figures("large.cat", f"dfs-cat -o {human_size(size)}", size, dfsd, baseline)
+
+
+# Every large-file figure, in the order measured (each runs its own baseline first): the uploads store the file that
+# the downloads read back.
+LARGE_FILE_FIGURES: tuple[Callable[[LargeFile], Awaitable[list[Figure]]], ...] = (
+    library_upload,
+    command_push,
+    library_download,
+    command_cat,
+)
+
+
 async def large_file(
     plan: Plan, setup: Setup, client: Client, note: Callable[[str], None]
 ) -> tuple[list[Figure], bool]:
-    size = plan.large_size
-    name = f"{setup.prefix}large"
-    pattern = Pattern()
-    relay = setup.relay.host_port
-    reset = True
-
-    def start_memory(*children: Child | None) -> None:
-        nonlocal reset
-        for child in children:
-            if child is not None:
-                reset = child.reset_peak_memory() and reset
-
-    def memory(child: Child | None) -> float | None:
-        peak = child.peak_memory() if child is not None else None
-        return None if peak is None else peak / MiB
-
-    async with phase("the baseline upload", setup):
-        start_memory(setup.relay, setup.sink)
-        started = time.perf_counter()
-        await baselines.upload(relay, size, pattern.chunks(size))
-        base_up = time.perf_counter() - started
-        base_up_memory = memory(setup.relay), memory(setup.sink)
-
-    async with phase("the dfsd upload", setup):
-        start_memory(setup.manager, setup.node)
-        started = time.perf_counter()
-        stored = await client.put(name, pattern.chunks(size), size=size)
-        dfsd_up = time.perf_counter() - started
-        dfsd_up_memory = memory(setup.manager), memory(setup.node)
-        if stored.size != size:
-            raise ProtocolError(f"protocol error: dfsd stored {stored.size} bytes of the {size} sent")
-    note(f"upload: baseline {size / base_up / MB:.1f} MB/s, dfsd {size / dfsd_up / MB:.1f} MB/s")
-
-    async with phase("the baseline download", setup):
-        start_memory(setup.relay, setup.sink)
-        check = pattern.checker(size, "the baseline")
-        started = time.perf_counter()
-        async for piece in baselines.download(relay, size):
-            check.feed(piece)
-        check.finish()
-        base_down = time.perf_counter() - started
-        base_down_memory = memory(setup.relay), memory(setup.sink)
-
-    async with phase("the dfsd download", setup):
-        start_memory(setup.manager, setup.node)
-        check = pattern.checker(size, "dfsd")
-        started = time.perf_counter()
-        download = await client.get(name)
-        async for chunk in download:  # the client checks the SHA-256 too, after the last chunk
-            check.feed(chunk)
-        check.finish()
-        dfsd_down = time.perf_counter() - started
-        dfsd_down_memory = memory(setup.manager), memory(setup.node)
-    note(f"download: baseline {size / base_down / MB:.1f} MB/s, dfsd {size / dfsd_down / MB:.1f} MB/s")
-
-    await client.delete(name)
-    setup.sink_file.unlink(missing_ok=True)
-
-    label = human_size(size)
-    figures = [
-        Figure("large.upload", f"upload {label}", "MB/s", size / dfsd_up / MB, size / base_up / MB, True),
-        Figure("large.download", f"download {label}", "MB/s", size / dfsd_down / MB, size / base_down / MB, True),
-    ]
-    for direction, dfsd_memory, base_memory in (
-        ("upload", dfsd_up_memory, base_up_memory),
-        ("download", dfsd_down_memory, base_down_memory),
-    ):
-        for index, role in enumerate(("manager", "node")):
-            figures.append(
-                Figure(
-                    f"large.{direction}.{role}_peak_memory",
-                    f"{role} peak memory, {direction}",
-                    "MiB",
-                    dfsd_memory[index],
-                    base_memory[index],
-                    False,
-                )
-            )
-    return figures, reset
+    """A large file up through the library and through dfs-push, and down through the library and dfs-cat -o, each
+    right after its baseline; also whether peak memory could be reset before each."""
+    source = setup.root / "large-source.bin"
+    large = LargeFile(setup, client, Memory(), plan.large_size, f"{setup.prefix}large", Pattern(), source)
+    await asyncio.to_thread(write_pattern, large.pattern, large.size, source)
+    figures: list[Figure] = []
+    try:
+        for measure_one in LARGE_FILE_FIGURES:
+            new = await measure_one(large)
+            note(f"{new[0].label}: baseline {new[0].baseline:.1f} MB/s, dfsd {new[0].dfsd:.1f} MB/s")
+            figures += new
+        await client.delete(large.name)
+    finally:
+        source.unlink(missing_ok=True)
+        setup.sink_file.unlink(missing_ok=True)
+    return figures, large.memory.reset
 
 
 def payload(index: int, size: int, base: bytes) -> bytes:
@@ -559,7 +743,7 @@ async def small_files(plan: Plan, setup: Setup, size: int, note: Callable[[str],
                     disk = Timings(
                         *await asyncio.to_thread(
                             baselines.durable_creates,
-                            setup.sink_file.parent / f"baseline-creates-{tag}",
+                            setup.root / f"baseline-creates-{tag}",
                             [payload(index, size, base) for index in range(plan.files)],
                             plan.clients,
                         )
@@ -640,12 +824,13 @@ def run(
 NUMBER_FORMATS = {"MB/s": "{:,.1f}", "req/s": "{:,.0f}", "ms": "{:,.2f}", "MiB": "{:,.1f}"}
 
 
+def number(value: float | None, unit: str) -> str:
+    return "n/a" if value is None else NUMBER_FORMATS.get(unit, "{:,.2f}").format(value)
+
+
 def table(report: dict[str, Any]) -> list[str]:
     """The report as lines of text: what ran where, then one row per figure."""
     machine, settings = report["machine"], report["settings"]
-
-    def number(value: float | None, unit: str) -> str:
-        return "n/a" if value is None else NUMBER_FORMATS.get(unit, "{:,.2f}").format(value)
 
     rows = [
         (
@@ -659,9 +844,13 @@ def table(report: dict[str, Any]) -> list[str]:
     ]
     when = datetime.fromisoformat(machine["date"]).strftime("%Y-%m-%d %H:%M:%S %Z")
     notes = (
-        "Baselines: for the large file, the same bytes client -> relay -> sink (three processes, plain uvloop sockets) "
-        "into a file on the same disk, fsynced at the end; its memory figures are the relay's (beside the manager) and "
-        f"the sink's (beside the node). For small files, bare CBOR request/answer frames over loopback, "
+        "Baselines: for the large file, the same bytes through three processes with no protocol: a client "
+        "sending the file with sendfile, a uvloop relay forwarding what arrives, a sink writing a file on the same "
+        "disk and fsyncing it at the end (and back: the sink sendfiles, the client drops the bytes, or for dfs-cat -o "
+        "writes a temporary file renamed into place, as -o does); large socket buffers. Its memory figures are the "
+        "relay's (beside the manager), the sink's (beside the node) and its client's (beside dfs-push's and "
+        "dfs-cat's); dfs-push, dfs-cat and the baseline's client are timed as processes, start-up included. "
+        f"For small files, bare CBOR request/answer frames over loopback, "
         f"{settings['clients']} connections, one hop, the same payloads, nothing stored. "
         "Ratio = dfsd / baseline: for rates, below 1 is slower; for latencies and memory, above 1 is more. "
         f"Peak memory: {report['peak_memory']}."
@@ -677,6 +866,67 @@ def table(report: dict[str, Any]) -> list[str]:
         "",
         *textwrap.wrap(notes, 120),
     ]
+
+
+def comparison(old: dict[str, Any], new: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every figure present in both reports, before and after: dfsd's value in each, the change (new / old - 1) and
+    each report's ratio to its own baseline (the figure that survives a change of machine load)."""
+    compared = {}
+    for key, after in new["figures"].items():
+        before = old["figures"].get(key)
+        if before is None:
+            continue
+        change = None if not before["dfsd"] or after["dfsd"] is None else after["dfsd"] / before["dfsd"] - 1
+        compared[key] = {
+            "label": after["label"],
+            "unit": after["unit"],
+            "old": before["dfsd"],
+            "new": after["dfsd"],
+            "change": None if change is None else round(change, 4),
+            "old_ratio": before["ratio"],
+            "new_ratio": after["ratio"],
+            "better": after["better"],
+        }
+    return compared
+
+
+def comparison_table(old_date: str, compared: dict[str, dict[str, Any]]) -> list[str]:
+    """The comparison as lines of text, one row per figure present in both reports."""
+
+    def ratio(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f}"
+
+    rows = [
+        (
+            row["label"],
+            row["unit"],
+            number(row["old"], row["unit"]),
+            number(row["new"], row["unit"]),
+            "n/a" if row["change"] is None else f"{row['change']:+.1%}",
+            ratio(row["old_ratio"]),
+            ratio(row["new_ratio"]),
+        )
+        for row in compared.values()
+    ]
+    headers = ("FIGURE", "UNIT", "OLD", "NEW", "CHANGE", "OLD/BASELINE", "NEW/BASELINE")
+    return [
+        f"compared with the run of {old_date} ({len(rows)} figures in both):",
+        "",
+        *format_table(headers, rows, (False, False, True, True, True, True, True)),
+    ]
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """An earlier ``dfs-bench --json`` report; ValueError saying what is wrong with it."""
+    try:
+        report = json.loads(path.read_text())
+    except OSError as err:
+        raise ValueError(f"cannot read {path}: {err.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not JSON: {err}") from None
+    if not isinstance(report, dict) or not isinstance(report.get("figures"), dict):
+        raise ValueError(f"{path} is not a dfs-bench --json report (it has no figures)")
+    return report
 
 
 def parse_size(text: str) -> int:
@@ -715,6 +965,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument(
+        "--compare",
+        metavar="OLD.json",
+        type=Path,
+        help="also print each figure beside its value in OLD.json (an earlier --json report): old, new, change",
+    )
+    parser.add_argument(
         "--dir", type=Path, help="where to make the temporary directory (default: the system's); its disk is measured"
     )
     parser.add_argument(
@@ -732,6 +988,12 @@ def main(argv: list[str] | None = None) -> int:
             manager_address(args.manager)
         except ValueError as err:
             parser.error(f"--manager: {err}")
+    old = None
+    if args.compare is not None:
+        try:
+            old = load_report(args.compare)
+        except ValueError as err:
+            parser.error(f"--compare: {err}")
     files = args.files if args.files is not None else QUICK_FILES if args.quick else DEFAULT_FILES
     if files < 1 or args.clients < 1:
         parser.error("-n and --clients must be at least 1")
@@ -755,7 +1017,13 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print(json.dumps(report, indent=2) if args.json else "\n".join(table(report)), flush=True)
+    lines = table(report)
+    if old is not None:
+        compared = comparison(old, report)
+        old_date = old.get("machine", {}).get("date", str(args.compare))
+        report["comparison"] = {"old": str(args.compare), "old_date": old_date, "figures": compared}
+        lines += ["", *comparison_table(old_date, compared)]
+    print(json.dumps(report, indent=2) if args.json else "\n".join(lines), flush=True)
     return 0
 
 

@@ -1,13 +1,22 @@
-"""The baselines dfs-bench divides dfsd's figures by: the same work done with nothing but uvloop sockets, cbor2 and a
-file, measured in the same run, so that the ratios hold up on a busy or noisy machine.
+"""The baselines dfs-bench divides dfsd's figures by: the same work done with nothing but sockets, cbor2 and a file,
+measured in the same run, so that the ratios hold up on a busy or noisy machine.
 
-(a) Streaming. dfsd moves a large file client → manager → node → disk. The baseline moves the same bytes through the
-same hops with no protocol at all: the benchmark's client → a relay process → a sink process, which writes them to a
-file on the same disk and fsyncs it at the end before it answers; and back (the sink reads the file, the relay forwards
-it, the client receives it). Every hop forwards bytes as they arrive and waits whenever the next hop's write buffer is
-full. The sockets keep the system's buffer sizes and asyncio's write limits, with Nagle's delay off (as any
-request-and-answer server sets it): plain settings, nothing of dfsd's own tuning, so the figure is what this machine's
-loopback, page cache and disk give three Python processes.
+(a) Streaming: the best this machine does with no protocol at all. dfsd moves a large file client → manager → node →
+disk; the baseline moves the same bytes through the same three hops, as three processes, onto the same disk:
+
+* the client (``send``) hands a file on disk to the kernel with ``socket.sendfile``, no copy through Python;
+* a relay (``relay``, uvloop) forwards whatever arrives, both ways, pausing a side while the other's write buffer is
+  full — the manager's place;
+* a sink (``sink``) receives into one reused buffer and writes it to its file, fsyncing it at the end before it
+  answers (a storage node's promise); a download it serves from the file with ``socket.sendfile``;
+* the download client (``receive``) writes what arrives the way ``dfs-cat -o`` promises to: into a temporary file
+  beside the target, renamed into place once complete. ``dfs-cat -o`` does not fsync its output, so neither does this
+  (the day it does, this must too). Without ``--output`` it drops the bytes, the ceiling for the client library's
+  ``get``, which keeps them in memory.
+
+Every socket gets large kernel buffers (SOCKET_BUFFER) and Nagle's delay off. The constants are this module's own,
+chosen for the fastest plain transfer, never dfsd's: the point is the machine's ceiling, not dfsd measured against
+itself.
 
 (b) Round trips. A bare server answers each request frame (a 4-byte big-endian length, then a CBOR map, as in dfsd)
 with one answer frame, one hop over loopback, storing nothing. The clients are the benchmark's, with as many
@@ -21,7 +30,7 @@ server on this disk that keeps that promise can go faster, so it shows how much 
 
 The servers run as processes of their own, ``python -m dfsd.tools.bench_baselines relay|sink|echo``; like the dfsd
 daemons each prints one line ``dfs-bench ROLE listening on HOST:PORT`` once it accepts connections, and runs until it
-is terminated.
+is terminated. ``send`` and ``receive`` are one-shot commands, timed as processes like ``dfs-push`` and ``dfs-cat``.
 """
 
 from __future__ import annotations
@@ -31,10 +40,12 @@ import asyncio
 import os
 import shutil
 import socket
+import socketserver
 import struct
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
@@ -43,8 +54,12 @@ import cbor2
 
 from dfsd.client import run
 
-# How much one read may take off a socket or the file: the benchmark's block, 1 MiB.
-READ_SIZE = 1024 * 1024
+# Kernel socket buffers for streaming (SO_SNDBUF, SO_RCVBUF): large enough that a hop never waits on a small window.
+SOCKET_BUFFER = 4 * 1024 * 1024
+# How much the sink and the download client take off a socket at once (into one reused buffer), and how much the
+# relay lets queue for a slow side before it stops reading the other.
+STREAM_READ = 4 * 1024 * 1024
+RELAY_WRITE_LIMIT = 4 * 1024 * 1024
 
 # A stream request to the sink: b"P" (put: LENGTH bytes follow) or b"G" (get: send the first LENGTH bytes back).
 STREAM_HEADER = struct.Struct(">cQ")
@@ -62,106 +77,184 @@ def tune(transport: asyncio.BaseTransport) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-async def _connect(address: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection(*address, limit=READ_SIZE)
-    tune(writer.transport)
-    return reader, writer
+def tune_for_streaming(sock: Any) -> None:
+    """Large kernel buffers both ways and Nagle's delay off (``sock``: a socket, or uvloop's stand-in for one)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-# --- (a) streaming: the client end ------------------------------------------------------------------------------------
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host, int(port)
 
 
-async def upload(address: tuple[str, int], size: int, chunks: AsyncIterable[bytes]) -> None:
-    """Send ``size`` bytes of ``chunks`` through the relay to the sink; returns once the sink has fsynced them."""
-    reader, writer = await _connect(address)
-    try:
-        writer.write(STREAM_HEADER.pack(PUT, size))
-        async for chunk in chunks:
-            writer.write(chunk)
-            await writer.drain()
-        if await reader.read(1) != STORED:
+# --- (a) streaming: the clients ---------------------------------------------------------------------------------------
+
+
+def _stream_connection(address: tuple[str, int], op: bytes, length: int) -> socket.socket:
+    sock = socket.create_connection(address)
+    tune_for_streaming(sock)
+    sock.sendall(STREAM_HEADER.pack(op, length))
+    return sock
+
+
+def send(address: tuple[str, int], path: Path) -> None:
+    """Send the file at ``path`` through the relay to the sink; return once the sink has fsynced it."""
+    size = path.stat().st_size
+    with _stream_connection(address, PUT, size) as sock, open(path, "rb") as file:
+        if sock.sendfile(file) != size:
+            raise ConnectionError(f"{path} changed size while it was sent")
+        if sock.recv(1) != STORED:
             raise ConnectionError("the baseline sink did not confirm the upload (see its log)")
-    finally:
-        writer.close()
 
 
-async def download(address: tuple[str, int], size: int) -> AsyncIterator[bytes]:
-    """The first ``size`` bytes of the sink's file, through the relay, as they arrive."""
-    reader, writer = await _connect(address)
-    try:
-        writer.write(STREAM_HEADER.pack(GET, size))
-        remaining = size
-        while remaining:
-            chunk = await reader.read(min(READ_SIZE, remaining))
-            if not chunk:
-                raise ConnectionError(f"the baseline stream ended {remaining} bytes early (see the sink's log)")
-            remaining -= len(chunk)
-            yield chunk
-    finally:
-        writer.close()
+def _receive_into(sock: socket.socket, length: int, fd: int | None) -> None:
+    """Take ``length`` bytes off ``sock``, writing them to ``fd`` (None: dropping them)."""
+    buffer = memoryview(bytearray(STREAM_READ))
+    remaining = length
+    while remaining:
+        got = sock.recv_into(buffer, min(STREAM_READ, remaining))
+        if not got:
+            raise ConnectionError(f"the baseline stream ended {remaining} bytes early (see the sink's log)")
+        remaining -= got
+        if fd is not None:
+            _write_all(fd, buffer[:got])
 
 
-# --- (a) streaming: the relay and the sink ----------------------------------------------------------------------------
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
 
 
-async def _relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, target: tuple[str, int]) -> None:
-    """Forward both directions between the client and the sink until each side has finished sending."""
-    tune(writer.transport)
-    target_reader, target_writer = await _connect(target)
-    try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(_pump(reader, target_writer))
-            group.create_task(_pump(target_reader, writer))
-    finally:
-        target_writer.close()
-        writer.close()
-
-
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(READ_SIZE):
-        writer.write(data)
-        await writer.drain()
-    if writer.can_write_eof():
-        writer.write_eof()
-
-
-async def _sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: Path) -> None:
-    """Write a put's bytes to ``path`` and fsync them (like a storage node), or send a get's bytes from it."""
-    tune(writer.transport)
-    try:
-        op, length = STREAM_HEADER.unpack(await reader.readexactly(STREAM_HEADER.size))
-        if op == PUT:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def receive(address: tuple[str, int], length: int, output: Path | None) -> None:
+    """Receive the first ``length`` bytes of the sink's file through the relay, into ``output`` as ``dfs-cat -o``
+    writes it (a temporary file beside it, renamed into place once whole), or nowhere."""
+    with _stream_connection(address, GET, length) as sock:
+        if output is None:
+            _receive_into(sock, length, None)
+            return
+        fd, partial = tempfile.mkstemp(prefix=".bench-receive-", dir=output.parent)
+        try:
             try:
-                remaining = length
-                while remaining:
-                    data = await reader.read(min(READ_SIZE, remaining))
-                    if not data:
-                        raise ConnectionError(f"the upload ended {remaining} bytes early")
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    remaining -= len(data)
-                await asyncio.get_running_loop().run_in_executor(None, os.fsync, fd)
+                _receive_into(sock, length, fd)
             finally:
                 os.close(fd)
-            writer.write(STORED)
+            os.replace(partial, output)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+
+
+# --- (a) streaming: the relay -----------------------------------------------------------------------------------------
+
+
+class _Forwarder(asyncio.Protocol):
+    """One side of a relayed connection: what arrives is written to the other side at once; while the other side's
+    write buffer is over RELAY_WRITE_LIMIT this side stops reading, so the relay holds little."""
+
+    def __init__(self, peer: _Forwarder | None = None) -> None:
+        self.peer = peer
+        self.transport: asyncio.Transport | None = None
+        if peer is not None:
+            peer.peer = self
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        tune_for_streaming(self.transport.get_extra_info("socket"))
+        self.transport.set_write_buffer_limits(high=RELAY_WRITE_LIMIT)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None and self.peer.transport is not None
+        self.peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        assert self.peer is not None and self.peer.transport is not None
+        if self.peer.transport.can_write_eof():
+            self.peer.transport.write_eof()
+        return True  # keep the other direction open until it ends too
+
+    def pause_writing(self) -> None:
+        assert self.peer is not None and self.peer.transport is not None
+        self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        assert self.peer is not None and self.peer.transport is not None
+        self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+
+class _RelayedClient(_Forwarder):
+    """The client's side: what arrives before the connection to the sink is open waits, with reading paused."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        super().__init__()
+        self._target = target
+        self._early: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._connecting = asyncio.get_running_loop().create_task(self._connect())
+        self._connecting.add_done_callback(self._connected)
+
+    async def _connect(self) -> None:
+        await asyncio.get_running_loop().create_connection(lambda: _Forwarder(self), *self._target)
+
+    def data_received(self, data: bytes) -> None:
+        if self._connecting.done():
+            super().data_received(data)
         else:
-            fd = os.open(path, os.O_RDONLY)
+            assert self.transport is not None
+            self._early.append(data)
+            self.transport.pause_reading()
+
+    def _connected(self, task: asyncio.Task[None]) -> None:
+        assert self.transport is not None
+        if task.cancelled() or task.exception() is not None:
+            self.transport.close()
+            return
+        for data in self._early:
+            super().data_received(data)
+        self._early.clear()
+        self.transport.resume_reading()
+
+
+# --- (a) streaming: the sink ------------------------------------------------------------------------------------------
+
+
+class _SinkHandler(socketserver.BaseRequestHandler):
+    """A put: receive into the file, fsync, answer STORED. A get: sendfile the file's first LENGTH bytes."""
+
+    server: _SinkServer
+
+    def handle(self) -> None:
+        sock: socket.socket = self.request
+        tune_for_streaming(sock)
+        header = sock.recv(STREAM_HEADER.size, socket.MSG_WAITALL)
+        op, length = STREAM_HEADER.unpack(header)
+        if op == PUT:
+            fd = os.open(self.server.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                position = 0
-                while position < length:
-                    chunk = os.pread(fd, min(READ_SIZE, length - position), position)
-                    if not chunk:
-                        raise ConnectionError(f"the file holds only {position} of the {length} bytes asked for")
-                    writer.write(chunk)
-                    position += len(chunk)
-                    await writer.drain()
+                _receive_into(sock, length, fd)
+                os.fsync(fd)
             finally:
                 os.close(fd)
-        await writer.drain()
-    finally:
-        writer.close()
+            sock.sendall(STORED)
+        else:
+            with open(self.server.path, "rb") as file:
+                if sock.sendfile(file, 0, length) != length:
+                    raise ConnectionError(f"the file holds fewer than the {length} bytes asked for")
+
+
+class _SinkServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(("127.0.0.1", 0), _SinkHandler)
+        self.path = path
 
 
 # --- (b) round trips --------------------------------------------------------------------------------------------------
@@ -196,6 +289,12 @@ def durable_creates(directory: Path, payloads: Sequence[bytes], threads: int) ->
         return time.perf_counter() - start, latencies
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _connect(address: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(*address)
+    tune(writer.transport)
+    return reader, writer
 
 
 class BareClient:
@@ -264,22 +363,27 @@ class _Answerer(asyncio.Protocol):
 ECHO_PAYLOAD = 1024 * 1024
 
 
+def _ready(role: str, address: tuple[str, int]) -> None:
+    print(f"dfs-bench {role} listening on {address[0]}:{address[1]}", flush=True)
+
+
 async def _serve(role: str, args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    server: asyncio.Server
     if role == "relay":
-        host, _, port = args.to.rpartition(":")
-        target = (host, int(port))
-        server = await asyncio.start_server(lambda r, w: _relay(r, w, target), "127.0.0.1", 0, limit=READ_SIZE)
-    elif role == "sink":
-        server = await asyncio.start_server(lambda r, w: _sink(r, w, args.file), "127.0.0.1", 0, limit=READ_SIZE)
+        target = _address(args.to)
+        server = await loop.create_server(lambda: _RelayedClient(target), "127.0.0.1", 0)
     else:
         payload = os.urandom(ECHO_PAYLOAD)
         server = await loop.create_server(lambda: _Answerer(payload), "127.0.0.1", 0)
-    host, port = server.sockets[0].getsockname()[:2]
-    print(f"dfs-bench {role} listening on {host}:{port}", flush=True)
+    _ready(role, server.sockets[0].getsockname()[:2])
     async with server:
         await server.serve_forever()
+
+
+def _serve_sink(path: Path) -> None:
+    with _SinkServer(path) as server:
+        _ready("sink", server.socket.getsockname()[:2])
+        server.serve_forever()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,8 +394,22 @@ def main(argv: list[str] | None = None) -> int:
     sink = roles.add_parser("sink", help="write uploads to --file and fsync; serve downloads from it")
     sink.add_argument("--file", required=True, type=Path)
     roles.add_parser("echo", help="answer CBOR request frames")
+    sender = roles.add_parser("send", help="send FILE through the relay at --to to the sink; exit once it is fsynced")
+    sender.add_argument("--to", required=True, metavar="HOST:PORT")
+    sender.add_argument("file", type=Path)
+    receiver = roles.add_parser("receive", help="receive LENGTH bytes of the sink's file through the relay at --to")
+    receiver.add_argument("--to", required=True, metavar="HOST:PORT")
+    receiver.add_argument("--length", required=True, type=int)
+    receiver.add_argument("-o", "--output", type=Path, help="write them as dfs-cat -o does (default: drop them)")
     args = parser.parse_args(argv)
-    run(_serve(args.role, args))
+    if args.role == "send":
+        send(_address(args.to), args.file)
+    elif args.role == "receive":
+        receive(_address(args.to), args.length, args.output)
+    elif args.role == "sink":
+        _serve_sink(args.file)
+    else:
+        run(_serve(args.role, args))
     return 0
 
 

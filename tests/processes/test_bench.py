@@ -13,13 +13,15 @@ from pathlib import Path
 
 import pytest
 from dfsd.protocol import ChecksumMismatch, ProtocolError
-from dfsd.tools.bench import BLOCK, Pattern, Timings, parse_size, table
+from dfsd.tools.bench import BLOCK, Pattern, Timings, comparison, comparison_table, parse_size, table
 
 PHASES = ("write", "read", "delete")
+LIBRARY, COMMANDS = ("large.upload", "large.download"), ("large.push", "large.cat")
 EXPECTED_KEYS = {
-    "large.upload",
-    "large.download",
-    *(f"large.{direction}.{role}_peak_memory" for direction in ("upload", "download") for role in ("manager", "node")),
+    *LIBRARY,
+    *COMMANDS,
+    *(f"{key}.{role}_peak_memory" for key in LIBRARY for role in ("manager", "node")),
+    *(f"{key}.{role}_peak_memory" for key in COMMANDS for role in ("manager", "node", "client")),
     *(
         f"small.{tag}.{phase}.{what}"
         for tag in ("1KiB", "64KiB")
@@ -43,10 +45,20 @@ def processes_started_in(directory: Path) -> list[str]:
     return found
 
 
-def test_quick_run_reports_every_figure_and_leaves_nothing_behind(tmp_path: Path) -> None:
+def test_quick_run_reports_every_figure_compares_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    # An earlier report to compare with: one figure in common, one this run does not have.
+    old = {
+        "machine": {"date": "2026-01-01T00:00:00+00:00"},
+        "figures": {
+            "large.push": {"label": "dfs-push", "unit": "MB/s", "dfsd": 100.0, "baseline": 400.0, "ratio": 0.25},
+            "large.gone": {"label": "gone", "unit": "MB/s", "dfsd": 1.0, "baseline": 1.0, "ratio": 1.0},
+        },
+    }
+    old_path = tmp_path.parent / f"{tmp_path.name}-old.json"
+    old_path.write_text(json.dumps(old))
     command = Path(sys.executable).parent / "dfs-bench"
     result = subprocess.run(
-        [str(command), "--quick", "--json", "--dir", str(tmp_path)],
+        [str(command), "--quick", "--json", "--dir", str(tmp_path), "--compare", str(old_path)],
         capture_output=True,
         cwd=tmp_path,
         timeout=300,
@@ -65,6 +77,17 @@ def test_quick_run_reports_every_figure_and_leaves_nothing_behind(tmp_path: Path
         assert figure["ratio"] == pytest.approx(figure["dfsd"] / figure["baseline"], rel=0.01, abs=0.001), key
         assert figure["unit"] in ("MB/s", "MiB", "req/s", "ms"), key
     assert figures["small.1KiB.read.p50"]["dfsd"] <= figures["small.1KiB.read.p99"]["dfsd"]
+
+    # The commands were timed as processes, and the baseline's client beside each: every one's memory was measured.
+    for key in COMMANDS:
+        assert figures[f"{key}.client_peak_memory"]["dfsd"] > 0, key
+
+    # The comparison holds exactly the figure present in both reports, before and after.
+    compared = report["comparison"]["figures"]
+    assert set(compared) == {"large.push"}
+    push = compared["large.push"]
+    assert (push["old"], push["new"], push["old_ratio"]) == (100.0, figures["large.push"]["dfsd"], 0.25)
+    assert push["change"] == pytest.approx(push["new"] / 100.0 - 1, rel=0.01, abs=0.001)
 
     # The table shows the same figures, one row each.
     lines = table(report)
@@ -127,3 +150,21 @@ def test_pattern_check_accepts_its_bytes_in_any_pieces_and_finds_any_damage() ->
         short.finish()
     with pytest.raises(ProtocolError):
         pattern.checker(size - 1, "test").feed(data)
+
+
+def test_comparison_keeps_figures_in_both_reports_in_the_new_order() -> None:
+    def report(**values: float | None) -> dict[str, object]:
+        return {
+            "figures": {
+                key: {"label": key, "unit": "req/s", "dfsd": value, "baseline": 10.0, "ratio": None, "better": "higher"}
+                for key, value in values.items()
+            }
+        }
+
+    compared = comparison(report(a=10.0, b=20.0, c=0.0, gone=1.0), report(b=30.0, a=5.0, c=1.0, new=2.0))
+    assert list(compared) == ["b", "a", "c"]
+    assert (compared["a"]["change"], compared["b"]["change"], compared["c"]["change"]) == (-0.5, 0.5, None)
+    lines = comparison_table("then", compared)
+    assert lines[0].startswith("compared with the run of then (3 figures")
+    assert [line.split()[0] for line in lines[3:]] == ["b", "a", "c"]
+    assert "-50.0%" in lines[4] and "n/a" in lines[5]
