@@ -47,6 +47,7 @@ S3_ERRORS: dict[str, ErrorSpec] = {
     "NoSuchKey": ErrorSpec(404, "The specified key does not exist."),
     "NoSuchUpload": ErrorSpec(404, "The specified multipart upload does not exist."),
     "NotImplemented": ErrorSpec(501, "A header or query you provided implies functionality that is not implemented."),
+    "OperationAborted": ErrorSpec(409, "A conflicting operation is in progress on this object; try again."),
     "PreconditionFailed": ErrorSpec(412, "At least one of the preconditions you specified did not hold."),
     "RequestTimeTooSkewed": ErrorSpec(
         403, "The difference between the request time and the server's time is too large."

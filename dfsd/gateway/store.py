@@ -1,0 +1,317 @@
+"""What the gateway keeps in dfsd, through the client library: buckets, objects and multipart uploads.
+
+Theory of operation. The gateway is stateless: every fact lives in the cluster, reached through ``dfsd.client.Client``
+(one per request in flight, from a small pool, since a client holds one connection and a download owns it until its
+last chunk). An object ``key`` in bucket ``b`` is the dfsd file ``b/key`` (``naming.dfs_name``).
+
+Until the manager keeps bucket records, object metadata and multipart state itself (issue 13, the manager side),
+they are dfsd files too, under ``.s3/`` (a name no bucket can have, so S3 never lists them, though ``dfs-ls .s3/``
+shows them): a bucket is the small file ``.s3/buckets/NAME`` holding its owner, an upload is ``.s3/uploads/ID``
+(its bucket, key and owner) and its parts ``.s3/uploads/ID/NNNNN``, each with ``NNNNN.etag`` holding its MD5.
+Completing an upload streams the parts, in
+order, into the object through this process (bounded memory, never whole); when the manager can compose parts on a
+node, ``complete_upload`` becomes one call. Likewise, a PUT of an existing key deletes the old object first
+(``replace`` will make that one atomic call), and an object's ETag is the quoted MD5 only where it is known (the
+PUT's answer); elsewhere it is derived from the SHA-256 the manager records, in the multipart form ``"HEX-1"``, so
+that no client mistakes it for an MD5 it could check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dfsd.client import (
+    Client,
+    Download,
+    FileInfo,
+    FileNotFound,
+    NameExists,
+    Security,
+    Source,
+    Stored,
+)
+
+from .bodies import CheckedBody
+from .errors import S3Error
+from .etags import multipart_etag
+from .listing import ObjectEntry
+from .naming import dfs_name, dfs_prefix
+
+RECORDS = ".s3/"
+BUCKETS = RECORDS + "buckets/"
+UPLOADS = RECORDS + "uploads/"
+
+# Idle clients (each one open connection to the manager) kept for the next request; more are opened on demand.
+POOL_SIZE = 32
+
+# S3's smallest part, except the last: below it, completing an upload is EntityTooSmall.
+MIN_PART_SIZE = 5 * 1024 * 1024
+
+# A record (bucket, upload) is a few hundred bytes of JSON; reading more means it is not ours.
+MAX_RECORD_BYTES = 64 * 1024
+
+# A part NNNNN is complete once NNNNN.etag records its MD5 (hex).
+ETAG_SUFFIX = ".etag"
+
+
+class ClientPool:
+    """Clients of one manager, each used by one request at a time."""
+
+    def __init__(self, address: str, security: Security | None) -> None:
+        self.address = address
+        self.security = security
+        self._idle: list[Client] = []
+
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[Client]:
+        client = self._idle.pop() if self._idle else Client(self.address, self.security)
+        try:
+            yield client
+        finally:
+            if len(self._idle) < POOL_SIZE:
+                self._idle.append(client)
+            else:
+                await client.close()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for client in idle:
+            await client.close()
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str  # quoted
+    last_modified: float
+
+    @classmethod
+    def of(
+        cls, key: str, info: FileInfo | Stored, md5: bytes | None = None, created: float | None = None
+    ) -> ObjectInfo:
+        etag = f'"{md5.hex()}"' if md5 is not None else sha256_etag(info.sha256)
+        when = created if created is not None else getattr(info, "created", time.time())
+        return cls(key, info.size, etag, when)
+
+    def entry(self) -> ObjectEntry:
+        return ObjectEntry(self.key, self.size, self.etag, self.last_modified)
+
+
+def sha256_etag(sha256: bytes) -> str:
+    """An ETag for an object whose MD5 is not recorded: stable, and in a form no client checks against an MD5."""
+    return f'"{sha256[:16].hex()}-1"'
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str
+    owner: str
+    created: float
+
+
+@dataclass(frozen=True)
+class Upload:
+    upload_id: str
+    bucket: str
+    key: str
+    owner: str
+    initiated: float
+
+
+@dataclass(frozen=True)
+class Part:
+    number: int
+    md5: bytes
+    size: int
+    last_modified: float
+    name: str  # its dfsd file
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.md5.hex()}"'
+
+
+class Store:
+    """Buckets, objects and uploads of one cluster, as the S3 and REST handlers use them."""
+
+    def __init__(self, pool: ClientPool) -> None:
+        self.pool = pool
+
+    # --- buckets -------------------------------------------------------------------------------------------------
+
+    async def bucket(self, name: str) -> Bucket | None:
+        record = await self._record(BUCKETS + name)
+        return None if record is None else Bucket(name, str(record["owner"]), float(record["created"]))
+
+    async def buckets(self, owner: str) -> list[Bucket]:
+        found = []
+        async with self.pool.client() as client:
+            names = [info.name async for info in client.list(BUCKETS)]
+        for name in names:
+            bucket = await self.bucket(name[len(BUCKETS) :])
+            if bucket is not None and bucket.owner == owner:
+                found.append(bucket)
+        return found
+
+    async def create_bucket(self, name: str, owner: str) -> None:
+        record = json.dumps({"owner": owner, "created": time.time()}).encode()
+        try:
+            async with self.pool.client() as client:
+                await client.put(BUCKETS + name, record)
+        except NameExists:
+            existing = await self.bucket(name)
+            if existing is not None and existing.owner == owner:
+                raise S3Error("BucketAlreadyOwnedByYou") from None
+            raise S3Error("BucketAlreadyExists") from None
+
+    async def delete_bucket(self, name: str) -> None:
+        async for _ in self.objects(name, ""):
+            raise S3Error("BucketNotEmpty")
+        async with self.pool.client() as client:
+            await client.delete(BUCKETS + name)
+
+    # --- objects -------------------------------------------------------------------------------------------------
+
+    async def put(self, bucket: str, key: str, body: Source, *, size: int | None) -> Stored:
+        """Store ``body`` as the object, replacing any object of that key."""
+        name = dfs_name(bucket, key)
+        async with self.pool.client() as client:
+            with contextlib.suppress(FileNotFound):
+                await client.delete(name)
+            return await client.put(name, body, size=size)
+
+    async def stat(self, bucket: str, key: str) -> ObjectInfo:
+        async with self.pool.client() as client:
+            info = await client.stat(dfs_name(bucket, key))
+        return ObjectInfo.of(key, info)
+
+    @contextlib.asynccontextmanager
+    async def get(self, bucket: str, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[Download]:
+        """A download of the object (or a range of it); the client stays taken until the block ends."""
+        async with self.pool.client() as client:
+            yield await client.get(dfs_name(bucket, key), offset=offset, length=length)
+
+    async def delete(self, bucket: str, key: str) -> None:
+        """Delete the object; one that is not there is no error (S3 answers 204 either way)."""
+        with contextlib.suppress(FileNotFound):
+            async with self.pool.client() as client:
+                await client.delete(dfs_name(bucket, key))
+
+    async def objects(self, bucket: str, prefix: str, after: str = "") -> AsyncIterator[ObjectInfo]:
+        """The bucket's objects whose keys start with ``prefix`` (and sort after ``after``), in key order."""
+        start = len(dfs_prefix(bucket))
+        async with self.pool.client() as client:
+            async for info in client.list(dfs_prefix(bucket, prefix)):
+                key = info.name[start:]
+                if key > after:
+                    yield ObjectInfo.of(key, info)
+
+    # --- multipart uploads ---------------------------------------------------------------------------------------
+
+    async def create_upload(self, bucket: str, key: str, owner: str) -> str:
+        upload_id = secrets.token_hex(16)
+        record = {"bucket": bucket, "key": key, "owner": owner, "initiated": time.time()}
+        async with self.pool.client() as client:
+            await client.put(UPLOADS + upload_id, json.dumps(record).encode())
+        return upload_id
+
+    async def upload(self, upload_id: str, bucket: str, key: str) -> Upload:
+        """The upload ``upload_id`` of this object, or NoSuchUpload."""
+        record = await self._record(UPLOADS + upload_id) if upload_id.isalnum() else None
+        if record is None or (record.get("bucket"), record.get("key")) != (bucket, key):
+            raise S3Error("NoSuchUpload")
+        return Upload(upload_id, bucket, key, str(record["owner"]), float(record["initiated"]))
+
+    async def uploads(self, bucket: str) -> list[Upload]:
+        async with self.pool.client() as client:
+            ids = [info.name[len(UPLOADS) :] async for info in client.list(UPLOADS)]
+        found = []
+        for upload_id in ids:
+            if "/" in upload_id:
+                continue
+            record = await self._record(UPLOADS + upload_id)
+            if record is not None and record.get("bucket") == bucket:
+                found.append(
+                    Upload(upload_id, bucket, str(record["key"]), str(record["owner"]), float(record["initiated"]))
+                )
+        return sorted(found, key=lambda upload: (upload.key, upload.initiated))
+
+    async def put_part(self, upload: Upload, number: int, body: CheckedBody) -> bytes:
+        """Store part ``number`` (a part sent again replaces the old one); return its MD5."""
+        name = f"{UPLOADS}{upload.upload_id}/{number:05d}"
+        async with self.pool.client() as client:
+            for old in (name + ETAG_SUFFIX, name):
+                with contextlib.suppress(FileNotFound):
+                    await client.delete(old)
+            await client.put(name, body, size=body.size)
+            assert body.md5 is not None
+            await client.put(name + ETAG_SUFFIX, body.md5.hex().encode())
+        return body.md5
+
+    async def parts(self, upload: Upload) -> list[Part]:
+        """The upload's complete parts (those whose MD5 is recorded), in part order."""
+        prefix = f"{UPLOADS}{upload.upload_id}/"
+        async with self.pool.client() as client:
+            infos = {info.name: info async for info in client.list(prefix)}
+            parts = []
+            for name in infos:
+                if not name.endswith(ETAG_SUFFIX) or name[: -len(ETAG_SUFFIX)] not in infos:
+                    continue
+                data = infos[name[: -len(ETAG_SUFFIX)]]
+                with contextlib.suppress(FileNotFound, ValueError):
+                    md5 = bytes.fromhex((await client.read(name)).decode("ascii"))
+                    number = int(data.name[len(prefix) :])
+                    parts.append(Part(number, md5, data.size, data.created, data.name))
+        return sorted(parts, key=lambda part: part.number)
+
+    async def complete_upload(self, upload: Upload, wanted: Sequence[tuple[int, str]]) -> str:
+        """Join the parts ``wanted`` (number, ETag) into the object; return its ETag."""
+        have = {part.number: part for part in await self.parts(upload)}
+        chosen = []
+        for number, etag in wanted:
+            part = have.get(number)
+            if part is None or part.md5.hex() != etag.lower():
+                raise S3Error("InvalidPart", f"Part {number} was not uploaded, or its ETag is not {etag!r}.")
+            chosen.append(part)
+        for part in chosen[:-1]:
+            if part.size < MIN_PART_SIZE:
+                raise S3Error(
+                    "EntityTooSmall", f"Part {part.number} is {part.size} bytes; every part but the last needs 5 MiB."
+                )
+        await self.put(upload.bucket, upload.key, self._joined(chosen), size=sum(part.size for part in chosen))
+        await self.abort_upload(upload)
+        return multipart_etag([part.md5 for part in chosen])
+
+    async def _joined(self, parts: Sequence[Part]) -> AsyncIterator[bytes]:
+        async with self.pool.client() as client:
+            for part in parts:
+                async for chunk in await client.get(part.name):
+                    yield bytes(chunk)
+
+    async def abort_upload(self, upload: Upload) -> None:
+        async with self.pool.client() as client:
+            names = [info.name async for info in client.list(f"{UPLOADS}{upload.upload_id}/")]
+            for name in [*names, UPLOADS + upload.upload_id]:
+                with contextlib.suppress(FileNotFound):
+                    await client.delete(name)
+
+    # --- records -------------------------------------------------------------------------------------------------
+
+    async def _record(self, name: str) -> dict[str, Any] | None:
+        try:
+            async with self.pool.client() as client:
+                data = await client.read(name)
+        except FileNotFound:
+            return None
+        try:
+            record = json.loads(data[:MAX_RECORD_BYTES])
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
