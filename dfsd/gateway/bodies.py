@@ -2,7 +2,7 @@
 
 ``CheckedBody`` is the source handed to ``Client.put``. It decodes aws-chunked bodies (``chunked.AwsChunkedDecoder``),
 hashes a SIGNED payload's raw bytes (``sigv4.PayloadHasher``), computes the MD5 that becomes the ETag, and counts the
-bytes against Content-Length. Every check that can only be made at the end (the SHA-256, Content-MD5, the last chunk's
+bytes against Content-Length, and checks an ``x-amz-checksum-*`` header if one came. Every check that can only be made at the end (the SHA-256, Content-MD5, the last chunk's
 signature, the length) raises its ``S3Error`` *before* the iterator ends, so the client library never sends the
 upload's end frame: the manager drops the partial file and nothing is kept.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 
+from .checksums import ALGORITHMS, ChecksumVerifier, algorithm_of_header, decode_checksum
 from .chunked import AwsChunkedDecoder
 from .errors import S3Error
 from .etags import check_content_md5
@@ -34,6 +35,7 @@ class CheckedBody:
                 signing=auth.chunk_signing,
                 trailer=request.header("x-amz-trailer"),
             )
+        self._checksum = _header_checksum(request) if self._decoder is None else None
         self._md5 = hashlib.md5()
         self.md5: bytes | None = None
 
@@ -55,6 +57,8 @@ class CheckedBody:
                     self._hasher.update(raw)
                 for piece in self._decoder.feed(raw) if self._decoder is not None else (raw,):
                     self._md5.update(piece)
+                    if self._checksum is not None:
+                        self._checksum[0].update(piece)
                     yield piece
         except ClientGone:
             raise S3Error("IncompleteBody", "The client went away before the body ended; nothing was kept.") from None
@@ -64,7 +68,20 @@ class CheckedBody:
             self._decoder.close()
         if self._hasher is not None:
             self._hasher.verify()
+        if self._checksum is not None:
+            verifier, announced = self._checksum
+            verifier.verify(announced)
         digest = self._md5.digest()
         if self._content_md5 is not None:
             check_content_md5(self._content_md5, digest)
         self.md5 = digest
+
+
+def _header_checksum(request: HttpRequest) -> tuple[ChecksumVerifier, str] | None:
+    """The x-amz-checksum-* header of a body that is not aws-chunked, checked for form before any byte moves."""
+    for name, value in request.headers:
+        algorithm = algorithm_of_header(name)
+        if algorithm is not None and algorithm in ALGORITHMS:
+            decode_checksum(algorithm, value)
+            return ChecksumVerifier(algorithm), value
+    return None
