@@ -1,0 +1,107 @@
+"""Hostile input at the gateway: malformed XML, bodies shorter or longer than announced, clients that vanish
+mid-upload, oversized headers, keys with NUL, invalid bucket names. Whatever arrives, the gateway answers (or drops)
+that one request, keeps nothing of a failed upload, and goes on serving."""
+
+from __future__ import annotations
+
+import socket
+import time
+from urllib.parse import urlsplit
+
+import pytest
+from botocore.exceptions import ClientError
+from gateway_live import LiveGateway, send, signed_request
+
+from dfsd.gateway.chunked import EMPTY_SHA256
+
+
+def raw_put_head(live_gateway: LiveGateway, bucket: str, key: str, length: int) -> bytes:
+    url = f"{live_gateway.endpoint}/{bucket}/{key}"
+    headers, _ = signed_request("PUT", url, payload_hash="UNSIGNED-PAYLOAD")
+    lines = [f"PUT /{bucket}/{key} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items()), f"content-length: {length}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def connect(live_gateway: LiveGateway) -> socket.socket:
+    host, port = urlsplit(live_gateway.endpoint).netloc.rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def still_serving(live_gateway: LiveGateway) -> None:
+    url = live_gateway.endpoint + "/"
+    assert send("GET", url, signed_request("GET", url, payload_hash=EMPTY_SHA256)[0])[0] == 200
+
+
+@pytest.mark.parametrize("operation", ["delete", "complete"])
+def test_malformed_xml_is_malformed_xml(live_gateway: LiveGateway, operation: str) -> None:
+    s3, bucket = live_gateway.s3(), live_gateway.bucket()
+    if operation == "delete":
+        url = f"{live_gateway.endpoint}/{bucket}?delete="
+    else:
+        upload_id = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+        url = f"{live_gateway.endpoint}/{bucket}/k?uploadId={upload_id}"
+    for body in (b"<Delete><Object><Key>a</Key></Object>", b'<!DOCTYPE x [<!ENTITY a "b">]><Delete/>', b"\xff\xfe"):
+        headers, _ = signed_request("POST", url, payload_hash="UNSIGNED-PAYLOAD")
+        status, _, answer = send("POST", url, headers, body)
+        assert status == 400 and b"MalformedXML" in answer, answer
+    still_serving(live_gateway)
+
+
+def wait_until_settled(live_gateway: LiveGateway, bucket: str) -> None:
+    """Until the cluster holds no partial file and nothing of ``bucket``: the failed upload left nothing."""
+    live_gateway.cluster.wait_no_orphans()
+    deadline = time.monotonic() + 15
+    while live_gateway.names(bucket + "/"):
+        assert time.monotonic() < deadline, live_gateway.names(bucket + "/")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sent", [1000, 3 * 1024 * 1024])
+def test_client_gone_mid_body_keeps_nothing(live_gateway: LiveGateway, sent: int) -> None:
+    bucket = live_gateway.bucket()
+    with connect(live_gateway) as client:
+        client.sendall(raw_put_head(live_gateway, bucket, "cut", 8 * 1024 * 1024) + b"x" * sent)
+        if sent > 1024 * 1024:  # streamed: wait until the node is writing it, then vanish
+            deadline = time.monotonic() + 15
+            while not live_gateway.cluster.partial_files():
+                assert time.monotonic() < deadline, "the upload never reached a node"
+                time.sleep(0.01)
+    wait_until_settled(live_gateway, bucket)
+    assert live_gateway.names(bucket + "/") == []
+    still_serving(live_gateway)
+
+
+def test_body_longer_than_content_length_stores_only_what_was_announced(live_gateway: LiveGateway) -> None:
+    bucket = live_gateway.bucket()
+    with connect(live_gateway) as client:
+        client.sendall(raw_put_head(live_gateway, bucket, "k", 5) + b"12345 and then some garbage\r\n\r\n")
+        answer = client.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200")
+    assert live_gateway.s3().get_object(Bucket=bucket, Key="k")["Body"].read() == b"12345"
+    still_serving(live_gateway)
+
+
+def test_oversized_headers_are_refused(live_gateway: LiveGateway) -> None:
+    with connect(live_gateway) as client:
+        client.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nx-filler: " + b"a" * 200_000 + b"\r\n\r\n")
+        try:
+            answer = client.recv(65536)
+        except ConnectionResetError:
+            answer = b""
+    assert not answer.startswith(b"HTTP/1.1 2")
+    still_serving(live_gateway)
+
+
+def test_nul_in_key_and_invalid_bucket_names(live_gateway: LiveGateway) -> None:
+    bucket = live_gateway.bucket()
+    for path, code in (
+        (f"/{bucket}/a%00b", b"InvalidArgument"),
+        ("/ab/k", b"InvalidBucketName"),
+        ("/A_B/k", b"InvalidBucketName"),
+    ):
+        url = live_gateway.endpoint + path
+        status, _, body = send("PUT", url, signed_request("PUT", url, payload_hash="UNSIGNED-PAYLOAD")[0], b"x")
+        assert status == 400 and code in body, body
+    with pytest.raises(ClientError):
+        live_gateway.s3().put_object(Bucket=bucket, Key="k" * 1100, Body=b"x")
+    assert live_gateway.names(bucket + "/") == []
