@@ -26,6 +26,7 @@ from harness import Daemon, LocalCluster
 from dfsd.gateway import sigv4
 
 REGION = "us-east-1"
+VIRTUAL_HOST_DOMAIN = "s3.dfsd.test"  # the live gateway's --domain: BUCKET.s3.dfsd.test names a bucket
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ def running_gateway(root: Path) -> Iterator[LiveGateway]:
         cluster.start_manager()
         for node_id in (100, 101):
             cluster.start_node(node_id)
-        daemon = cluster.start_gateway(credentials=write_credentials(root / "users.toml", ALICE, BOB))
+        users = write_credentials(root / "users.toml", ALICE, BOB)
+        daemon = cluster.start_gateway("--domain", VIRTUAL_HOST_DOMAIN, credentials=users)
         yield LiveGateway(cluster, daemon)
     finally:
         cluster.stop()

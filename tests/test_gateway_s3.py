@@ -14,7 +14,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.exceptions import ClientError
-from gateway_live import ALICE, BOB, LiveGateway, User, chunk_signing_key, send, sha256_hex, signed_request
+from gateway_live import (
+    ALICE,
+    BOB,
+    VIRTUAL_HOST_DOMAIN,
+    LiveGateway,
+    User,
+    chunk_signing_key,
+    send,
+    sha256_hex,
+    signed_request,
+)
 from test_gateway_chunked import chunk_signatures, encode_signed, encode_unsigned, split
 
 from dfsd.gateway.chunked import EMPTY_SHA256
@@ -335,3 +345,17 @@ def test_skewed_clock_is_request_time_too_skewed(live_gateway: LiveGateway, skew
     headers, _ = signed_request("GET", url, payload_hash=EMPTY_SHA256, now=datetime.now(UTC) + skew)
     status, _, body = send("GET", url, headers)
     assert status == 403 and b"RequestTimeTooSkewed" in body
+
+
+def test_virtual_host_style_addressing(live_gateway: LiveGateway) -> None:
+    bucket = live_gateway.bucket()
+    port = live_gateway.endpoint.rpartition(":")[2]
+    host = f"{bucket}.{VIRTUAL_HOST_DOMAIN}:{port}"
+    url = f"{live_gateway.endpoint}/dir/key%20one"
+    headers, _ = signed_request("PUT", url, payload_hash=sha256_hex(b"virtual"), headers={"host": host})
+    assert send("PUT", url, headers, b"virtual")[0] == 200
+    assert live_gateway.s3().get_object(Bucket=bucket, Key="dir/key one")["Body"].read() == b"virtual"
+    listing_url = f"{live_gateway.endpoint}/?list-type=2"
+    headers, _ = signed_request("GET", listing_url, payload_hash=EMPTY_SHA256, headers={"host": host})
+    status, _, body = send("GET", listing_url, headers)
+    assert status == 200 and b"<Key>dir/key one</Key>" in body
