@@ -155,3 +155,26 @@ def test_anonymous_gateway_warns_and_environment_credentials_are_never_logged(ba
     keyed.terminate()
     assert keyed.process.returncode == 0  # a clean shutdown
     assert secret not in keyed.log.read_text() and "AKIDENV" in keyed.log.read_text()
+
+
+@pytest.mark.skipif(shutil.which("restic") is None, reason="restic is not installed (apt-get install restic)")
+def test_restic_backup_restore_check(live_gateway: LiveGateway, tmp_path: Path) -> None:
+    bucket = live_gateway.bucket()
+    env = tool_env(
+        {
+            "AWS_ACCESS_KEY_ID": ALICE.access_key,
+            "AWS_SECRET_ACCESS_KEY": ALICE.secret_key,
+            "RESTIC_REPOSITORY": f"s3:{live_gateway.endpoint}/{bucket}/restic",
+            "RESTIC_PASSWORD": "correct horse",
+            "RESTIC_CACHE_DIR": str(tmp_path / "cache"),
+        }
+    )
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    (data / "sub" / "notes.txt").write_text("important\n")
+    (data / "blob.bin").write_bytes(os.urandom(3 * MIB))
+    run(["restic", "init"], env)
+    run(["restic", "backup", "data"], env, cwd=tmp_path)
+    run(["restic", "restore", "latest", "--target", str(tmp_path / "restored")], env)
+    assert (tmp_path / "restored" / "data" / "blob.bin").read_bytes() == (data / "blob.bin").read_bytes()
+    run(["restic", "check"], env)
