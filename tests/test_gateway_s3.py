@@ -359,3 +359,27 @@ def test_virtual_host_style_addressing(live_gateway: LiveGateway) -> None:
     headers, _ = signed_request("GET", listing_url, payload_hash=EMPTY_SHA256, headers={"host": host})
     status, _, body = send("GET", listing_url, headers)
     assert status == 200 and b"<Key>dir/key one</Key>" in body
+
+
+def test_upload_part_copy_with_a_range(live_gateway: LiveGateway) -> None:
+    s3, bucket = live_gateway.s3(), live_gateway.bucket()
+    source = os.urandom(6 * MIB)
+    s3.put_object(Bucket=bucket, Key="source", Body=source)
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="joined")["UploadId"]
+    first = s3.upload_part_copy(
+        Bucket=bucket,
+        Key="joined",
+        UploadId=upload_id,
+        PartNumber=1,
+        CopySource={"Bucket": bucket, "Key": "source"},
+        CopySourceRange=f"bytes=0-{5 * MIB - 1}",
+    )["CopyPartResult"]["ETag"]
+    second = s3.upload_part(Bucket=bucket, Key="joined", UploadId=upload_id, PartNumber=2, Body=b"tail")["ETag"]
+    assert first == f'"{hashlib.md5(source[: 5 * MIB]).hexdigest()}"'
+    s3.complete_multipart_upload(
+        Bucket=bucket,
+        Key="joined",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": first}, {"PartNumber": 2, "ETag": second}]},
+    )
+    assert s3.get_object(Bucket=bucket, Key="joined")["Body"].read() == source[: 5 * MIB] + b"tail"

@@ -1,16 +1,17 @@
 """A request body on its way into dfsd: decoded, counted and checked as it streams, never held whole.
 
 ``CheckedBody`` is the source handed to ``Client.put``. It decodes aws-chunked bodies (``chunked.AwsChunkedDecoder``),
-hashes a SIGNED payload's raw bytes (``sigv4.PayloadHasher``), computes the MD5 that becomes the ETag, and counts the
-bytes against Content-Length, and checks an ``x-amz-checksum-*`` header if one came. Every check that can only be made at the end (the SHA-256, Content-MD5, the last chunk's
-signature, the length) raises its ``S3Error`` *before* the iterator ends, so the client library never sends the
-upload's end frame: the manager drops the partial file and nothing is kept.
+hashes a SIGNED payload's raw bytes (``sigv4.PayloadHasher``), computes the MD5 that becomes the ETag, counts the bytes
+against Content-Length, and checks an ``x-amz-checksum-*`` header if one came. Every check that can only be made at
+the end (the SHA-256, Content-MD5, the last chunk's signature, the checksum, the length) raises its ``S3Error``
+*before* the iterator ends, so the client library never sends the upload's end frame: the manager drops the partial
+file and nothing is kept. ``Md5Stream`` is the same for bytes copied from another object (CopyObject, UploadPartCopy).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 
 from .checksums import ALGORITHMS, ChecksumVerifier, algorithm_of_header, decode_checksum
 from .chunked import AwsChunkedDecoder
@@ -85,3 +86,19 @@ def _header_checksum(request: HttpRequest) -> tuple[ChecksumVerifier, str] | Non
             decode_checksum(algorithm, value)
             return ChecksumVerifier(algorithm), value
     return None
+
+
+class Md5Stream:
+    """Bytes of ``source`` (a download being copied) passed on while their MD5 is computed: ``md5`` once all passed."""
+
+    def __init__(self, source: AsyncIterable[bytes | memoryview], size: int) -> None:
+        self._source = source
+        self.size: int | None = size
+        self.md5: bytes | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        md5 = hashlib.md5()
+        async for chunk in self._source:
+            md5.update(chunk)
+            yield bytes(chunk)
+        self.md5 = md5.digest()

@@ -10,10 +10,9 @@ the client library to the socket.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote, unquote
 
 from dfsd.client import (
@@ -29,7 +28,7 @@ from dfsd.client import (
 
 from . import conditional, listing, s3xml
 from .auth import authenticate
-from .bodies import CheckedBody
+from .bodies import CheckedBody, Md5Stream
 from .credentials import ANONYMOUS, Credentials
 from .errors import S3Error
 from .etags import parse_content_md5
@@ -373,29 +372,25 @@ class S3Api:
         await _xml(request, context, s3xml.render_delete_result(deleted, failures, quiet=wanted.quiet))
 
     async def copy_object(self, request: HttpRequest, context: Context) -> None:
-        source_bucket, source_key = _copy_source(request.header("x-amz-copy-source") or "")
-        await self._check_owner(Context(context.user, None, source_bucket, source_key, context.request_id))
-        info = await self.store.stat(source_bucket, source_key)
-        if _preconditions(request, info, prefix="x-amz-copy-source-") != 200:
-            raise S3Error("PreconditionFailed")
-        if (source_bucket, source_key) == (context.bucket, context.key):
+        info = await self._copy_source_info(request, context)
+        if (info.bucket, info.key) == (context.bucket, context.key):
             # Onto itself: the bytes are already there (metadata, once stored, is what REPLACE changes).
             await _xml(request, context, s3xml.render_copy_result(info.etag, time.time()))
             return
-        md5 = await self._copy(source_bucket, source_key, context.bucket_name, context.key_name, info.size)
-        await _xml(request, context, s3xml.render_copy_result(f'"{md5.hex()}"', time.time()))
+        async with self.store.get(info.bucket, info.key) as download:
+            copied = Md5Stream(download, info.size)
+            await self.store.put(context.bucket_name, context.key_name, copied, size=info.size)
+        assert copied.md5 is not None
+        await _xml(request, context, s3xml.render_copy_result(f'"{copied.md5.hex()}"', time.time()))
 
-    async def _copy(self, bucket: str, key: str, target_bucket: str, target_key: str, size: int) -> bytes:
-        md5 = hashlib.md5()
-
-        async def chunks() -> AsyncIterator[bytes]:
-            async with self.store.get(bucket, key) as download:
-                async for chunk in download:
-                    md5.update(chunk)
-                    yield bytes(chunk)
-
-        await self.store.put(target_bucket, target_key, chunks(), size=size)
-        return md5.digest()
+    async def _copy_source_info(self, request: HttpRequest, context: Context) -> ObjectInfo:
+        """The object x-amz-copy-source names, once the caller's ownership and the copy's conditions are checked."""
+        bucket, key = _copy_source(request.header("x-amz-copy-source") or "")
+        await self._check_owner(Context(context.user, None, bucket, key, context.request_id))
+        info = await self.store.stat(bucket, key)
+        if _preconditions(request, info, prefix="x-amz-copy-source-") != 200:
+            raise S3Error("PreconditionFailed")
+        return info
 
     # --- multipart uploads ---------------------------------------------------------------------------------------
 
@@ -409,10 +404,17 @@ class S3Api:
         if not number.isdigit() or not 1 <= int(number) <= 10_000:
             raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000.")
         upload = await self.store.upload(params["uploadId"], context.bucket_name, context.key_name)
-        if request.header("x-amz-copy-source"):
-            raise S3Error("NotImplemented", "UploadPartCopy is not implemented yet; upload the part's bytes instead.")
-        md5 = await self.store.put_part(upload, int(number), _checked_body(request, context))
-        await request.respond(200, [*_ids(context), ("etag", f'"{md5.hex()}"')])
+        if not request.header("x-amz-copy-source"):
+            md5 = await self.store.put_part(upload, int(number), _checked_body(request, context))
+            await request.respond(200, [*_ids(context), ("etag", f'"{md5.hex()}"')])
+            return
+        # UploadPartCopy: the part is (a range of) another object.
+        info = await self._copy_source_info(request, context)
+        byte_range = _copy_range(request.header("x-amz-copy-source-range"), info.size)
+        offset, length = (byte_range.start, byte_range.length) if byte_range else (0, info.size)
+        async with self.store.get(info.bucket, info.key, offset, length) as download:
+            md5 = await self.store.put_part(upload, int(number), Md5Stream(download, length))
+        await _xml(request, context, s3xml.render_copy_result(f'"{md5.hex()}"', time.time(), part=True))
 
     async def list_parts(self, request: HttpRequest, context: Context) -> None:
         params = request.params
@@ -528,6 +530,16 @@ def _object_headers(request: HttpRequest, info: ObjectInfo) -> list[tuple[str, s
         if parameter in params:
             headers[header] = params[parameter]
     return list(headers.items())
+
+
+def _copy_range(header: str | None, size: int) -> conditional.ByteRange | None:
+    """x-amz-copy-source-range (``bytes=FIRST-LAST``, both required and inside the object), or InvalidArgument."""
+    if header is None:
+        return None
+    first, _, last = header.removeprefix("bytes=").partition("-")
+    if not first.isdigit() or not last.isdigit() or int(first) > int(last) or int(last) >= size:
+        raise S3Error("InvalidArgument", f"x-amz-copy-source-range {header!r} is not bytes=FIRST-LAST within {size}.")
+    return conditional.ByteRange(int(first), int(last) - int(first) + 1, size)
 
 
 def _copy_source(header: str) -> tuple[str, str]:

@@ -37,7 +37,7 @@ from dfsd.client import (
     Stored,
 )
 
-from .bodies import CheckedBody
+from .bodies import CheckedBody, Md5Stream
 from .errors import S3Error
 from .etags import multipart_etag
 from .listing import ObjectEntry
@@ -87,18 +87,15 @@ class ClientPool:
 
 @dataclass(frozen=True)
 class ObjectInfo:
+    bucket: str
     key: str
     size: int
     etag: str  # quoted
     last_modified: float
 
     @classmethod
-    def of(
-        cls, key: str, info: FileInfo | Stored, md5: bytes | None = None, created: float | None = None
-    ) -> ObjectInfo:
-        etag = f'"{md5.hex()}"' if md5 is not None else sha256_etag(info.sha256)
-        when = created if created is not None else getattr(info, "created", time.time())
-        return cls(key, info.size, etag, when)
+    def of(cls, bucket: str, key: str, info: FileInfo) -> ObjectInfo:
+        return cls(bucket, key, info.size, sha256_etag(info.sha256), info.created)
 
     def entry(self) -> ObjectEntry:
         return ObjectEntry(self.key, self.size, self.etag, self.last_modified)
@@ -190,7 +187,7 @@ class Store:
     async def stat(self, bucket: str, key: str) -> ObjectInfo:
         async with self.pool.client() as client:
             info = await client.stat(dfs_name(bucket, key))
-        return ObjectInfo.of(key, info)
+        return ObjectInfo.of(bucket, key, info)
 
     @contextlib.asynccontextmanager
     async def get(self, bucket: str, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[Download]:
@@ -211,7 +208,7 @@ class Store:
             async for info in client.list(dfs_prefix(bucket, prefix)):
                 key = info.name[start:]
                 if key > after:
-                    yield ObjectInfo.of(key, info)
+                    yield ObjectInfo.of(bucket, key, info)
 
     # --- multipart uploads ---------------------------------------------------------------------------------------
 
@@ -243,7 +240,7 @@ class Store:
                 )
         return sorted(found, key=lambda upload: (upload.key, upload.initiated))
 
-    async def put_part(self, upload: Upload, number: int, body: CheckedBody) -> bytes:
+    async def put_part(self, upload: Upload, number: int, body: CheckedBody | Md5Stream) -> bytes:
         """Store part ``number`` (a part sent again replaces the old one); return its MD5."""
         name = f"{UPLOADS}{upload.upload_id}/{number:05d}"
         async with self.pool.client() as client:
