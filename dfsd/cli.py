@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for sub in (manager, storage):
         _add_limit_flags(sub)
+    for sub in (manager, storage, gateway):
         sub.add_argument(
             "--metrics-port",
             type=int,
@@ -315,6 +316,7 @@ def _gateway(args: argparse.Namespace) -> Daemon:
         tls_key=args.tls_key,
         grace=args.grace,
         domain=args.domain,
+        metrics_port=args.metrics_port,
     )
 
 

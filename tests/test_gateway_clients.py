@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -145,9 +146,17 @@ def test_gateway_refuses_to_start_without_credentials(bare_cluster: LocalCluster
     assert result.returncode != 0 and "no credentials" in result.stderr
 
 
-def test_anonymous_gateway_warns_and_environment_credentials_are_never_logged(bare_cluster: LocalCluster) -> None:
-    anonymous = bare_cluster.start_gateway("--anonymous")
+def test_anonymous_gateway_warns_serves_metrics_and_environment_credentials_are_never_logged(
+    bare_cluster: LocalCluster,
+) -> None:
+    anonymous = bare_cluster.start_gateway("--anonymous", "--metrics-port", "0")
     assert "anonymous_access" in anonymous.log.read_text()
+    with urllib.request.urlopen(f"http://{anonymous.address}/", timeout=30) as response:  # unsigned, yet served
+        assert b"<ListAllMyBucketsResult" in response.read()
+    metrics_url = re.search(r'"url": "(http://[^"]+/metrics)"', anonymous.log.read_text())
+    assert metrics_url is not None
+    with urllib.request.urlopen(metrics_url.group(1), timeout=30) as response:
+        assert 'dfsd_requests_total{op="s3.list_buckets",outcome="200"} 1.0' in response.read().decode()
     secret = "never-in-the-log-0123456789"
     keyed = bare_cluster.start_gateway(env={"DFS_S3_ACCESS_KEY": "AKIDENV", "DFS_S3_SECRET_KEY": secret})
     url = f"http://{keyed.address}/"

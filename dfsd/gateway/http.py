@@ -36,6 +36,7 @@ class HttpRequest:
     body_started: bool = False
     body_done: bool = False
     response_started: bool = False
+    operation: str = "unknown"  # what the request asked, for its log line and metrics (e.g. "s3.put_object")
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive, send: Send) -> HttpRequest:

@@ -73,6 +73,7 @@ class RestApi:
         try:
             self._authenticate(request)
             name = unquote(request.raw_path[len(PREFIX) + 1 :], errors="strict")
+            request.operation = f"rest.{request.method.lower()}"
             if request.method == "POST" and not name:
                 await self._post(request)
             elif request.method in ("GET", "HEAD") and name:

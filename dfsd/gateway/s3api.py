@@ -114,6 +114,7 @@ class S3Api:
             context = self._context(request, request_id)
             resource = "/" + "/".join(part for part in (context.bucket, context.key) if part)
             handler = self._route(request, context)
+            request.operation = f"s3.{handler.__name__}"
             if context.bucket is not None and handler not in (S3Api.create_bucket,):
                 await self._check_owner(context)
             await handler(self, request, context)

@@ -6,8 +6,9 @@ whatever the sizes. The gateway keeps no state of its own: a pool of client conn
 
 Start-up prints one line, ``dfsd gateway listening on HOST:PORT``, once the socket accepts connections; port 0
 picks a free port, which the line names. ``stop`` (SIGTERM, Ctrl-C) stops accepting, gives requests in flight
-``grace`` seconds, then closes the manager connections. Every request is logged in one line (method, path, status,
-duration); no header is, so no signature or secret reaches the log.
+``grace`` seconds, then closes the manager connections. Every request is logged in one line (operation, method, path,
+status, duration) and counted in ``dfsd_requests_total{op,outcome}`` and ``dfsd_request_seconds{op}`` (with
+``--metrics-port``); no header or query is logged, so no signature or secret reaches the log.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from granian.http import HTTP1Settings
 from granian.net import SocketSpec
 from granian.server.embed import Server
 
+from .. import metrics
 from .credentials import Credentials
 from .http import HttpRequest, Receive, Scope, Send
 from .rest import RestApi, is_rest
@@ -57,6 +59,7 @@ class Gateway:
         tls_key: Path | None = None,
         grace: float = 10.0,
         domain: str = "",
+        metrics_port: int | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.pool = ClientPool(manager, security)
@@ -65,6 +68,7 @@ class Gateway:
         self.rest = RestApi(self.pool, credentials, anonymous=anonymous)
         self.tls_cert, self.tls_key = tls_cert, tls_key
         self.grace = grace
+        self.metrics_port = metrics_port
         self._server: _EmbeddedServer | None = None
         self._stopping = False
 
@@ -90,12 +94,16 @@ class Gateway:
             else:
                 raise  # the response is under way: only cutting the connection tells the client
         finally:
+            duration = time.perf_counter() - started
+            metrics.REQUESTS.labels(request.operation, str(status)).inc()
+            metrics.LATENCY.labels(request.operation).observe(duration)
             log.info(
                 "request",
+                op=request.operation,
                 method=request.method,
                 path=request.raw_path[:200],
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
+                duration_ms=round(duration * 1000, 3),
             )
 
     async def run(self, on_ready: Callable[[str, int], None] | None = None) -> None:
@@ -114,6 +122,8 @@ class Gateway:
         self._server.on_bound = lambda port: on_ready(self.host, port) if on_ready else None
         if self._stopping:
             return
+        if self.metrics_port is not None:
+            log.info("metrics", url=f"http://{self.host}:{metrics.serve(self.host, self.metrics_port)}/metrics")
         try:
             await self._server.serve()
         finally:
