@@ -68,6 +68,14 @@ class HttpRequest:
         value = self.header("content-length")
         return int(value) if value is not None and value.isdigit() else None
 
+    @property
+    def body_unread(self) -> bool:
+        """Some of the body was not read: an answer now must close the connection, which cannot carry another
+        request while the rest of this body is in the way."""
+        if self.body_done:
+            return False
+        return self.body_started or bool(self.content_length) or self.header("transfer-encoding") is not None
+
     async def body(self) -> AsyncIterator[bytes]:
         """The body's chunks as they arrive (each at most what the server read at once)."""
         self.body_started = True

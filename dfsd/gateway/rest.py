@@ -183,7 +183,7 @@ class RestApi:
 async def _json(
     request: HttpRequest, status: int, body: dict[str, object], headers: list[tuple[str, str]] | None = None
 ) -> None:
-    extra = [("connection", "close")] if request.body_started and not request.body_done else []
+    extra = [("connection", "close")] if request.body_unread else []
     headers = [("content-type", "application/json"), *(headers or []), *extra]
     await request.respond(status, headers, json.dumps(body).encode())
 

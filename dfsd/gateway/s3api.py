@@ -130,7 +130,7 @@ class S3Api:
         if error.code == "ServiceUnavailable":
             headers.append(("retry-after", str(RETRY_AFTER_SECONDS)))
         body = b"" if request.method == "HEAD" else s3xml.render_error(error, resource, request_id)
-        if request.body_started and not request.body_done:
+        if request.body_unread:
             headers.append(("connection", "close"))  # the rest of the body is not read: this connection is done
         await request.respond(error.status, headers, body)
 

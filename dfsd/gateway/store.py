@@ -56,6 +56,12 @@ MIN_PART_SIZE = 5 * 1024 * 1024
 # A record (bucket, upload) is a few hundred bytes of JSON; reading more means it is not ours.
 MAX_RECORD_BYTES = 64 * 1024
 
+# How long a bucket record read from the cluster is trusted before it is read again. Every S3 request checks its
+# bucket's owner, and a bucket changes owner only by being deleted and created again: one second of trust saves a
+# round trip per request and lets another gateway's delete be seen a second late at most (this gateway's own, at once).
+BUCKET_TRUST_SECONDS = 1.0
+MAX_TRUSTED_BUCKETS = 10_000  # records kept; past that the memory starts afresh
+
 # A part NNNNN is complete once NNNNN.etag records its MD5 (hex).
 ETAG_SUFFIX = ".etag"
 
@@ -140,12 +146,23 @@ class Store:
 
     def __init__(self, pool: ClientPool) -> None:
         self.pool = pool
+        self._buckets: dict[str, tuple[float, Bucket]] = {}  # name -> (read at, record), see BUCKET_TRUST_SECONDS
 
     # --- buckets -------------------------------------------------------------------------------------------------
 
     async def bucket(self, name: str) -> Bucket | None:
+        known = self._buckets.get(name)
+        if known is not None and time.monotonic() - known[0] < BUCKET_TRUST_SECONDS:
+            return known[1]
         record = await self._record(BUCKETS + name)
-        return None if record is None else Bucket(name, str(record["owner"]), float(record["created"]))
+        if record is None:
+            self._buckets.pop(name, None)
+            return None
+        bucket = Bucket(name, str(record["owner"]), float(record["created"]))
+        if len(self._buckets) > MAX_TRUSTED_BUCKETS:
+            self._buckets.clear()
+        self._buckets[name] = (time.monotonic(), bucket)
+        return bucket
 
     async def buckets(self, owner: str) -> list[Bucket]:
         found = []
@@ -171,6 +188,7 @@ class Store:
     async def delete_bucket(self, name: str) -> None:
         async for _ in self.objects(name, ""):
             raise S3Error("BucketNotEmpty")
+        self._buckets.pop(name, None)
         async with self.pool.client() as client:
             await client.delete(BUCKETS + name)
 
