@@ -287,8 +287,8 @@ def _storage(args: argparse.Namespace) -> Daemon:
 
 
 def _gateway(args: argparse.Namespace) -> Daemon:
-    from .gateway import credentials
-    from .gateway.server import Gateway
+    from .gateway.server import credentials
+    from .gateway.server.daemon import Gateway
 
     log = structlog.get_logger("dfsd.gateway")
     try:
@@ -382,7 +382,7 @@ def _cluster(args: argparse.Namespace) -> int:
 
 def _start_gateway(start: Callable[..., str], manager: str, data: Path, port: int) -> str:
     """Start the cluster's S3 gateway with fresh credentials (kept in DATA, mode 0600); return the lines to print."""
-    from .gateway import credentials
+    from .gateway.server import credentials
 
     path = data / "gateway-credentials.toml"
     user = credentials.generate(path)

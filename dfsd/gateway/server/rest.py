@@ -23,11 +23,11 @@ from urllib.parse import parse_qs, unquote
 
 from dfsd.client import BadRequest, DfsError, ErrorCode, Stored
 
-from . import conditional
+from .. import conditional
+from ..errors import S3Error
+from ..formdata import Event as FormEvent
+from ..formdata import FormError, FormParser, PartData, PartEnded, PartStarted, boundary_of
 from .credentials import Credentials
-from .errors import S3Error
-from .formdata import Event as FormEvent
-from .formdata import FormError, FormParser, PartData, PartEnded, PartStarted, boundary_of
 from .http import ClientGone, HttpRequest
 from .store import ClientPool
 

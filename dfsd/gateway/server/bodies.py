@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterable, AsyncIterator
 
-from .checksums import ALGORITHMS, ChecksumVerifier, algorithm_of_header, decode_checksum
-from .chunked import AwsChunkedDecoder
-from .errors import S3Error
-from .etags import check_content_md5
+from ..checksums import ALGORITHMS, ChecksumVerifier, algorithm_of_header, decode_checksum
+from ..chunked import AwsChunkedDecoder
+from ..errors import S3Error
+from ..etags import check_content_md5
+from ..sigv4 import Authorised, PayloadHasher
 from .http import ClientGone, HttpRequest
-from .sigv4 import Authorised, PayloadHasher
 
 
 class CheckedBody:

@@ -37,11 +37,11 @@ from dfsd.client import (
     Stored,
 )
 
+from ..errors import S3Error
+from ..etags import multipart_etag
+from ..listing import ObjectEntry
+from ..naming import dfs_name, dfs_prefix
 from .bodies import CheckedBody, Md5Stream
-from .errors import S3Error
-from .etags import multipart_etag
-from .listing import ObjectEntry
-from .naming import dfs_name, dfs_prefix
 
 RECORDS = ".s3/"
 BUCKETS = RECORDS + "buckets/"

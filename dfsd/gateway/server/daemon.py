@@ -26,7 +26,7 @@ from granian.http import HTTP1Settings
 from granian.net import SocketSpec
 from granian.server.embed import Server
 
-from .. import metrics
+from ... import metrics
 from .credentials import Credentials
 from .http import HttpRequest, Receive, Scope, Send
 from .rest import RestApi, is_rest

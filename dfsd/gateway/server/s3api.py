@@ -26,15 +26,15 @@ from dfsd.client import (
     StorageFull,
 )
 
-from . import conditional, listing, s3xml
-from .auth import authenticate
+from .. import conditional, listing, s3xml
+from ..auth import authenticate
+from ..errors import S3Error
+from ..etags import parse_content_md5
+from ..naming import check_bucket_name, check_key, parse_path_style, virtual_host_bucket
+from ..sigv4 import Authorised
 from .bodies import CheckedBody, Md5Stream
 from .credentials import ANONYMOUS, Credentials
-from .errors import S3Error
-from .etags import parse_content_md5
 from .http import HttpRequest
-from .naming import check_bucket_name, check_key, parse_path_style, virtual_host_bucket
-from .sigv4 import Authorised
 from .store import Bucket, ObjectInfo, Part, Store
 
 # How long a client should wait before retrying when the cluster is unavailable (503): a node's heartbeat timeout.
