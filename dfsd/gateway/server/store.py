@@ -10,10 +10,10 @@ shows them): a bucket is the small file ``.s3/buckets/NAME`` holding its owner, 
 (its bucket, key and owner) and its parts ``.s3/uploads/ID/NNNNN``, each with ``NNNNN.etag`` holding its MD5.
 Completing an upload streams the parts, in
 order, into the object through this process (bounded memory, never whole); when the manager can compose parts on a
-node, ``complete_upload`` becomes one call. Likewise, a PUT of an existing key deletes the old object first
-(``replace`` will make that one atomic call), and an object's ETag is the quoted MD5 only where it is known (the
-PUT's answer); elsewhere it is derived from the SHA-256 the manager records, in the multipart form ``"HEX-1"``, so
-that no client mistakes it for an MD5 it could check.
+node, ``complete_upload`` becomes one call. Likewise, a PUT of a key that is taken deletes the old object and puts
+again (``replace`` will make that one atomic call), and an object's ETag is the quoted MD5 only where it is known
+(the PUT's answer); elsewhere it is derived from the SHA-256 the manager records, in the multipart form ``"HEX-1"``,
+so that no client mistakes it for an MD5 it could check.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,6 @@ from dfsd.client import (
     FileNotFound,
     NameExists,
     Security,
-    Source,
     Stored,
 )
 
@@ -61,6 +60,10 @@ MAX_RECORD_BYTES = 64 * 1024
 # round trip per request and lets another gateway's delete be seen a second late at most (this gateway's own, at once).
 BUCKET_TRUST_SECONDS = 1.0
 MAX_TRUSTED_BUCKETS = 10_000  # records kept; past that the memory starts afresh
+
+# Bodies up to this size are read whole before a PUT, so that a PUT over an existing key can send them again after
+# deleting the old object (the client library sends bodies this small inside the request, read beforehand anyway).
+SMALL_BODY = 64 * 1024
 
 # A part NNNNN is complete once NNNNN.etag records its MD5 (hex).
 ETAG_SUFFIX = ".etag"
@@ -105,6 +108,19 @@ class ObjectInfo:
 
     def entry(self) -> ObjectEntry:
         return ObjectEntry(self.key, self.size, self.etag, self.last_modified)
+
+
+class _Untouched:
+    """A streamed body whose reading can be told: ``started`` once its first chunk was asked for."""
+
+    def __init__(self, body: AsyncIterable[bytes]) -> None:
+        self._body = body
+        self.started = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        self.started = True
+        async for chunk in self._body:
+            yield chunk
 
 
 def sha256_etag(sha256: bytes) -> str:
@@ -194,13 +210,27 @@ class Store:
 
     # --- objects -------------------------------------------------------------------------------------------------
 
-    async def put(self, bucket: str, key: str, body: Source, *, size: int | None) -> Stored:
-        """Store ``body`` as the object, replacing any object of that key."""
+    async def put(self, bucket: str, key: str, body: AsyncIterable[bytes], *, size: int | None) -> Stored:
+        """Store ``body`` as the object, replacing any object of that key.
+
+        The put is tried first, so a new key costs one request. If the key is taken, the old object is deleted and
+        the put sent again, which needs the body's bytes once more: a small body is read whole beforehand (at most
+        ``SMALL_BODY`` bytes), and a streamed one is refused at its header, before any of it was read. A streamed
+        body that was started anyway is ``OperationAborted`` (another write got there first): the client retries.
+        """
         name = dfs_name(bucket, key)
+        source: bytes | _Untouched = (
+            b"".join([chunk async for chunk in body]) if size is not None and size <= SMALL_BODY else _Untouched(body)
+        )
         async with self.pool.client() as client:
+            try:
+                return await client.put(name, source, size=size)
+            except NameExists:
+                if isinstance(source, _Untouched) and source.started:
+                    raise
             with contextlib.suppress(FileNotFound):
                 await client.delete(name)
-            return await client.put(name, body, size=size)
+            return await client.put(name, source, size=size)
 
     async def stat(self, bucket: str, key: str) -> ObjectInfo:
         async with self.pool.client() as client:
