@@ -4,13 +4,17 @@ that one request, keeps nothing of a failed upload, and goes on serving."""
 
 from __future__ import annotations
 
+import base64
+import json
 import socket
 import time
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
-from gateway_live import LiveGateway, send, signed_request
+from gateway_live import ALICE, LiveGateway, send, signed_request, write_credentials
+from harness import LocalCluster
 
 from dfsd.gateway.chunked import EMPTY_SHA256
 
@@ -105,3 +109,32 @@ def test_nul_in_key_and_invalid_bucket_names(live_gateway: LiveGateway) -> None:
     with pytest.raises(ClientError):
         live_gateway.s3().put_object(Bucket=bucket, Key="k" * 1100, Body=b"x")
     assert live_gateway.names(bucket + "/") == []
+
+
+def test_cluster_errors_map_to_503_with_retry_after_and_404(bare_cluster: LocalCluster, tmp_path: Path) -> None:
+    """Error 1 (no node up) and error 4 (the file's node is down) are 503 with Retry-After, in S3 and REST alike;
+    error 2 is NoSuchKey and REST's 404 with code 2 (the README's table)."""
+    gateway = LiveGateway(
+        bare_cluster, bare_cluster.start_gateway(credentials=write_credentials(tmp_path / "u", ALICE))
+    )
+    s3 = gateway.s3()
+    # No node is up: not even a bucket record can be stored.
+    url = f"{gateway.endpoint}/errors"
+    status, headers, body = send("PUT", url, signed_request("PUT", url, payload_hash=EMPTY_SHA256)[0])
+    assert status == 503 and headers["retry-after"] == "3" and b"ServiceUnavailable" in body
+    basic = "Basic " + base64.b64encode(f"{ALICE.access_key}:{ALICE.secret_key}".encode()).decode()
+    status, _, body = send("POST", f"{gateway.endpoint}/file?filename=x", {"host": "h", "authorization": basic}, b"x")
+    assert status == 503 and json.loads(body)["code"] == 1
+    bare_cluster.start_node(100)
+    s3.create_bucket(Bucket="errors")
+    s3.put_object(Bucket="errors", Key="k", Body=b"held by node 100")
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object(Bucket="errors", Key="absent")
+    assert excinfo.value.response["Error"]["Code"] == "NoSuchKey"
+    bare_cluster.nodes[100].kill()
+    bare_cluster.wait_node_down(100)
+    url = f"{gateway.endpoint}/errors/k"
+    status, headers, body = send("GET", url, signed_request("GET", url, payload_hash=EMPTY_SHA256)[0])
+    assert status == 503 and headers["retry-after"] == "3" and b"ServiceUnavailable" in body
+    status, _, body = send("GET", f"{gateway.endpoint}/file/errors/k", {"host": "h", "authorization": basic})
+    assert status == 503 and json.loads(body)["code"] == 4
