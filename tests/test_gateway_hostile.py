@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import socket
 import time
 from pathlib import Path
@@ -138,3 +139,25 @@ def test_cluster_errors_map_to_503_with_retry_after_and_404(bare_cluster: LocalC
     assert status == 503 and headers["retry-after"] == "3" and b"ServiceUnavailable" in body
     status, _, body = send("GET", f"{gateway.endpoint}/file/errors/k", {"host": "h", "authorization": basic})
     assert status == 503 and json.loads(body)["code"] == 4
+
+
+def test_sigterm_lets_an_upload_in_flight_finish(live_gateway: LiveGateway, tmp_path: Path) -> None:
+    users = write_credentials(tmp_path / "users.toml", ALICE)
+    gateway = LiveGateway(live_gateway.cluster, live_gateway.cluster.start_gateway("--grace", "20", credentials=users))
+    bucket = gateway.bucket()
+    host, port = gateway.daemon.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as client:
+        client.sendall(raw_put_head(gateway, bucket, "late", 2_000_000) + b"x" * 1_000_000)
+        deadline = time.monotonic() + 15
+        while not gateway.cluster.partial_files():
+            assert time.monotonic() < deadline, "the upload never reached a node"
+            time.sleep(0.01)
+        gateway.daemon.process.send_signal(signal.SIGTERM)
+        while '"stopping"' not in gateway.daemon.log.read_text():  # the gateway has begun to stop, mid-upload
+            assert time.monotonic() < deadline + 15, "the gateway never logged that it is stopping"
+            time.sleep(0.01)
+        client.sendall(b"x" * 1_000_000)
+        answer = client.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+    assert gateway.daemon.process.wait(30) == 0
+    assert live_gateway.s3().head_object(Bucket=bucket, Key="late")["ContentLength"] == 2_000_000
