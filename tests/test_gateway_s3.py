@@ -321,6 +321,9 @@ def test_presigned_get_and_put(live_gateway: LiveGateway, version: str) -> None:
     with urllib.request.urlopen(get_url, timeout=30) as response:
         assert response.read() == b"presigned bytes"
         assert response.headers["content-disposition"] == 'attachment; filename="x.txt"'
+    seek = urllib.request.Request(get_url, headers={"Range": "bytes=10-"})  # a browser seeking in a video
+    with urllib.request.urlopen(seek, timeout=30) as response:
+        assert response.status == 206 and response.read() == b"presigned bytes"[10:]
     with pytest.raises(urllib.error.HTTPError) as excinfo:
         urllib.request.urlopen(get_url.replace("p%20k", "other"), timeout=30)
     assert excinfo.value.code == 403
