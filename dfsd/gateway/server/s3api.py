@@ -10,6 +10,7 @@ the client library to the socket.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -241,12 +242,16 @@ class S3Api:
 
     # --- listings ------------------------------------------------------------------------------------------------
 
-    async def _page(self, context: Context, prefix: str, delimiter: str | None, max_keys: int, after: str):
+    async def _page(
+        self, context: Context, prefix: str, delimiter: str | None, max_keys: int, after: str
+    ) -> listing.ListResult:
+        """One listing page: the objects after the marker, fed to the builder until the page is full (keys inside a
+        common prefix that ended the previous page are skipped by the builder)."""
         builder = listing.ListingBuilder(prefix=prefix, delimiter=delimiter, max_keys=max_keys, after=after)
-        # Keys inside a common prefix that ended the last page are skipped by the builder; start the scan there.
-        async for info in self.store.objects(context.bucket_name, prefix, after):
-            if not builder.add(info.entry()):
-                break
+        async with contextlib.aclosing(self.store.objects(context.bucket_name, prefix, after)) as objects:
+            async for info in objects:  # closed on the way out: its client goes back to the pool at once
+                if not builder.add(info.entry()):
+                    break
         return builder.result()
 
     async def list_objects_v1(self, request: HttpRequest, context: Context) -> None:

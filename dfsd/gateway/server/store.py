@@ -22,7 +22,7 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -202,8 +202,9 @@ class Store:
             raise S3Error("BucketAlreadyExists") from None
 
     async def delete_bucket(self, name: str) -> None:
-        async for _ in self.objects(name, ""):
-            raise S3Error("BucketNotEmpty")
+        async with contextlib.aclosing(self.objects(name, "")) as objects:
+            async for _ in objects:
+                raise S3Error("BucketNotEmpty")
         self._buckets.pop(name, None)
         async with self.pool.client() as client:
             await client.delete(BUCKETS + name)
@@ -249,7 +250,7 @@ class Store:
             async with self.pool.client() as client:
                 await client.delete(dfs_name(bucket, key))
 
-    async def objects(self, bucket: str, prefix: str, after: str = "") -> AsyncIterator[ObjectInfo]:
+    async def objects(self, bucket: str, prefix: str, after: str = "") -> AsyncGenerator[ObjectInfo]:
         """The bucket's objects whose keys start with ``prefix`` (and sort after ``after``), in key order."""
         start = len(dfs_prefix(bucket))
         async with self.pool.client() as client:
