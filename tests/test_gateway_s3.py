@@ -386,3 +386,11 @@ def test_upload_part_copy_with_a_range(live_gateway: LiveGateway) -> None:
         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": first}, {"PartNumber": 2, "ETag": second}]},
     )
     assert s3.get_object(Bucket=bucket, Key="joined")["Body"].read() == source[: 5 * MIB] + b"tail"
+
+
+def test_user_metadata_over_two_kib_is_refused_before_the_body(live_gateway: LiveGateway) -> None:
+    s3, bucket = live_gateway.s3(), live_gateway.bucket()
+    with pytest.raises(ClientError) as excinfo:
+        s3.put_object(Bucket=bucket, Key="k", Body=b"x" * 100_000, Metadata={"big": "v" * 3000})
+    assert error_code(excinfo) == "MetadataTooLarge"
+    assert live_gateway.names(bucket + "/") == []

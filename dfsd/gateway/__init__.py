@@ -14,6 +14,7 @@ and fuzzed without a server (``tests/test_gateway_sourcecode.py`` keeps it that 
 - ``naming``: bucket-name and key rules, path-style and virtual-host addressing, the dfsd name of an object.
 - ``listing``: ListObjects V1/V2 and ListObjectVersions pages over a sorted run of keys.
 - ``etags`` and ``conditional``: ETags, Content-MD5, Range and If-* preconditions.
+- ``metadata``: the headers stored with an object (Content-Type, ``x-amz-meta-*``, ...) and given back.
 - ``formdata``: an incremental multipart/form-data parser, for the REST API's uploads.
 
 The HTTP layer: granian (ASGI), run embedded in the gateway's own event loop, chosen by measurement. Measured here,

@@ -41,6 +41,7 @@ S3_ERRORS: dict[str, ErrorSpec] = {
     "InvalidURI": ErrorSpec(400, "Couldn't parse the specified URI."),
     "KeyTooLongError": ErrorSpec(400, "Your key is too long."),
     "MalformedXML": ErrorSpec(400, "The XML you provided was not well-formed or did not validate against our schema."),
+    "MetadataTooLarge": ErrorSpec(400, "Your metadata headers exceed the maximum allowed metadata size."),
     "MethodNotAllowed": ErrorSpec(405, "The specified method is not allowed against this resource."),
     "MissingContentLength": ErrorSpec(411, "You must provide the Content-Length HTTP header."),
     "NoSuchBucket": ErrorSpec(404, "The specified bucket does not exist."),

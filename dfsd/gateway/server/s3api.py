@@ -27,7 +27,7 @@ from dfsd.client import (
     StorageFull,
 )
 
-from .. import conditional, listing, s3xml
+from .. import conditional, listing, metadata, s3xml
 from ..auth import authenticate
 from ..errors import S3Error
 from ..etags import parse_content_md5
@@ -53,8 +53,6 @@ RESPONSE_OVERRIDES = {
     "response-content-disposition": "content-disposition",
     "response-content-encoding": "content-encoding",
 }
-
-DEFAULT_CONTENT_TYPE = "binary/octet-stream"
 
 
 def s3_error_of(error: DfsError) -> S3Error:
@@ -321,6 +319,7 @@ class S3Api:
     # --- objects -------------------------------------------------------------------------------------------------
 
     async def put_object(self, request: HttpRequest, context: Context) -> None:
+        metadata.object_metadata(request.headers)  # refused (MetadataTooLarge) before any byte moves
         body = _checked_body(request, context)
         await self.store.put(context.bucket_name, context.key_name, body, size=body.size)
         assert body.md5 is not None
@@ -529,7 +528,7 @@ def _object_headers(request: HttpRequest, info: ObjectInfo) -> list[tuple[str, s
         "etag": info.etag,
         "last-modified": conditional.http_date(info.last_modified),
         "accept-ranges": "bytes",
-        "content-type": DEFAULT_CONTENT_TYPE,
+        **dict(metadata.response_headers(info.meta)),
     }
     params = request.params
     for parameter, header in RESPONSE_OVERRIDES.items():

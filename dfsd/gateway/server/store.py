@@ -22,8 +22,8 @@ import contextlib
 import json
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from dfsd.client import (
@@ -101,6 +101,7 @@ class ObjectInfo:
     size: int
     etag: str  # quoted
     last_modified: float
+    meta: Mapping[str, str] = field(default_factory=dict)  # ``metadata.object_metadata``, once the manager keeps it
 
     @classmethod
     def of(cls, bucket: str, key: str, info: FileInfo) -> ObjectInfo:
