@@ -400,6 +400,7 @@ class S3Api:
     # --- multipart uploads ---------------------------------------------------------------------------------------
 
     async def create_upload(self, request: HttpRequest, context: Context) -> None:
+        metadata.object_metadata(request.headers)  # MetadataTooLarge now, not at completion
         upload_id = await self.store.create_upload(context.bucket_name, context.key_name, context.user)
         await _xml(request, context, s3xml.render_initiate_multipart(context.bucket_name, context.key_name, upload_id))
 

@@ -263,6 +263,7 @@ class Store:
     # --- multipart uploads ---------------------------------------------------------------------------------------
 
     async def create_upload(self, bucket: str, key: str, owner: str) -> str:
+        dfs_name(bucket, key)  # a key too long for the cluster is refused now, not when the upload completes
         upload_id = secrets.token_hex(16)
         record = {"bucket": bucket, "key": key, "owner": owner, "initiated": time.time()}
         async with self.pool.client() as client:
