@@ -90,6 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         "--anonymous", action="store_true", help="serve unsigned requests too, as the user 'anonymous' (unsafe)"
     )
     gateway.add_argument(
+        "--upload-expiry",
+        type=float,
+        default=24.0,
+        metavar="HOURS",
+        help="abort multipart uploads begun longer ago than this, with their parts (default 24)",
+    )
+    gateway.add_argument(
         "--domain",
         default="",
         help="serve virtual-host-style requests for BUCKET.DOMAIN (default: path-style only)",
@@ -317,6 +324,7 @@ def _gateway(args: argparse.Namespace) -> Daemon:
         grace=args.grace,
         domain=args.domain,
         metrics_port=args.metrics_port,
+        upload_expiry=args.upload_expiry * 3600,
     )
 
 

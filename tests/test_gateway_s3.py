@@ -7,10 +7,12 @@ import base64
 import concurrent.futures
 import hashlib
 import os
+import time
 import urllib.error
 import urllib.request
 import zlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
@@ -24,6 +26,7 @@ from gateway_live import (
     send,
     sha256_hex,
     signed_request,
+    write_credentials,
 )
 from test_gateway_chunked import chunk_signatures, encode_signed, encode_unsigned, split
 
@@ -394,3 +397,22 @@ def test_user_metadata_over_two_kib_is_refused_before_the_body(live_gateway: Liv
         s3.put_object(Bucket=bucket, Key="k", Body=b"x" * 100_000, Metadata={"big": "v" * 3000})
     assert error_code(excinfo) == "MetadataTooLarge"
     assert live_gateway.names(bucket + "/") == []
+
+
+def test_abandoned_uploads_expire_with_their_parts(live_gateway: LiveGateway, tmp_path: Path) -> None:
+    users = write_credentials(tmp_path / "users.toml", ALICE)
+    expiring = LiveGateway(
+        live_gateway.cluster,
+        live_gateway.cluster.start_gateway("--upload-expiry", str(1 / 3600), credentials=users),  # one second
+    )
+    try:  # stopped in any case: it would abort the later tests' uploads of this cluster too
+        s3, bucket = expiring.s3(), expiring.bucket()
+        upload_id = s3.create_multipart_upload(Bucket=bucket, Key="left")["UploadId"]
+        s3.upload_part(Bucket=bucket, Key="left", UploadId=upload_id, PartNumber=1, Body=b"part")
+        deadline = time.monotonic() + 30
+        while [name for name in live_gateway.names(".s3/uploads/") if upload_id in name]:
+            assert time.monotonic() < deadline, "the abandoned upload was never removed"
+            time.sleep(0.1)
+        assert "uploads_expired" in expiring.daemon.log.read_text()
+    finally:
+        expiring.daemon.terminate()

@@ -26,6 +26,8 @@ from granian.http import HTTP1Settings
 from granian.net import SocketSpec
 from granian.server.embed import Server
 
+from dfsd.client import DfsError
+
 from ... import metrics
 from .credentials import Credentials
 from .http import HttpRequest, Receive, Scope, Send
@@ -38,6 +40,11 @@ log = structlog.get_logger("dfsd.gateway")
 # Request line and headers together: S3's own limit on headers is 8 KiB of user metadata plus the usual headers;
 # 64 KiB admits every real client and refuses header floods (granian answers 431 beyond it).
 MAX_HEADER_BYTES = 64 * 1024
+
+# Multipart uploads untouched for this long are aborted with their parts (S3 leaves that to a lifecycle rule; a day is
+# what most rules choose), checked at least this often.
+DEFAULT_UPLOAD_EXPIRY = 24 * 3600.0
+EXPIRY_CHECK_INTERVAL = 3600.0
 
 # granian's backlog: connections waiting to be accepted.
 BACKLOG = 1024
@@ -60,6 +67,7 @@ class Gateway:
         grace: float = 10.0,
         domain: str = "",
         metrics_port: int | None = None,
+        upload_expiry: float = DEFAULT_UPLOAD_EXPIRY,
     ) -> None:
         self.host, self.port = host, port
         self.pool = ClientPool(manager, security)
@@ -69,6 +77,8 @@ class Gateway:
         self.tls_cert, self.tls_key = tls_cert, tls_key
         self.grace = grace
         self.metrics_port = metrics_port
+        self.upload_expiry = upload_expiry
+        self.store = store
         self._server: _EmbeddedServer | None = None
         self._stopping = False
 
@@ -124,10 +134,25 @@ class Gateway:
             return
         if self.metrics_port is not None:
             log.info("metrics", url=f"http://{self.host}:{metrics.serve(self.host, self.metrics_port)}/metrics")
+        expiry = asyncio.create_task(self._expire_uploads())
         try:
             await self._server.serve()
         finally:
+            expiry.cancel()
+            await asyncio.gather(expiry, return_exceptions=True)
             await self.pool.close()
+
+    async def _expire_uploads(self) -> None:
+        """Abort multipart uploads abandoned for longer than ``upload_expiry``, checking every half of that (at most
+        hourly). Every gateway does it; an upload aborted twice is no error."""
+        interval = min(self.upload_expiry / 2, EXPIRY_CHECK_INTERVAL)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if expired := await self.store.expire_uploads(self.upload_expiry, time.time()):
+                    log.info("uploads_expired", count=expired, older_than_s=self.upload_expiry)
+            except DfsError as error:
+                log.warning("upload_expiry_failed", error=error.message)
 
     def stop(self) -> None:
         self._stopping = True

@@ -277,7 +277,8 @@ class Store:
             raise S3Error("NoSuchUpload")
         return Upload(upload_id, bucket, key, str(record["owner"]), float(record["initiated"]))
 
-    async def uploads(self, bucket: str) -> list[Upload]:
+    async def uploads(self, bucket: str | None) -> list[Upload]:
+        """The uploads in progress in ``bucket`` (None: in every bucket), by key and age."""
         async with self.pool.client() as client:
             ids = [info.name[len(UPLOADS) :] async for info in client.list(UPLOADS)]
         found = []
@@ -285,11 +286,24 @@ class Store:
             if "/" in upload_id:
                 continue
             record = await self._record(UPLOADS + upload_id)
-            if record is not None and record.get("bucket") == bucket:
+            if record is not None and bucket in (None, record.get("bucket")):
                 found.append(
-                    Upload(upload_id, bucket, str(record["key"]), str(record["owner"]), float(record["initiated"]))
+                    Upload(
+                        upload_id,
+                        str(record["bucket"]),
+                        str(record["key"]),
+                        str(record["owner"]),
+                        float(record["initiated"]),
+                    )
                 )
         return sorted(found, key=lambda upload: (upload.key, upload.initiated))
+
+    async def expire_uploads(self, age: float, now: float) -> int:
+        """Abort every upload begun more than ``age`` seconds before ``now``, with its parts; return how many."""
+        expired = [upload for upload in await self.uploads(None) if now - upload.initiated > age]
+        for upload in expired:
+            await self.abort_upload(upload)
+        return len(expired)
 
     async def put_part(self, upload: Upload, number: int, body: CheckedBody | Md5Stream) -> bytes:
         """Store part ``number`` (a part sent again replaces the old one); return its MD5."""
