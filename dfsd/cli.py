@@ -27,6 +27,7 @@ import structlog
 from . import aio, logs, processes
 from .client import Client, manager_address
 from .config import apply_defaults, config_path
+from .manager.store import StoreError, database_location
 from .protocol import MAX_FRAME_SIZE, MAX_NAME_BYTES
 from .protocol.limits import CHUNK_SIZE
 from .settings import Limits, Security
@@ -46,7 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     manager = commands.add_parser("manager", help="run the manager (clients and storage nodes connect to it)")
     manager.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     manager.add_argument("--port", type=int, default=8000, help="port to listen on; 0 picks a free one (default 8000)")
-    manager.add_argument("--db", type=Path, default=DEFAULT_DATA / "manager.db", help="SQLite metadata file")
+    manager.add_argument(
+        "--db",
+        type=database_location,
+        default=DEFAULT_DATA / "manager.db",
+        help="the metadata database: a SQLite file, or postgresql://USER[:PASSWORD]@HOST:PORT/DBNAME",
+    )
     manager.add_argument(
         "--node-timeout", type=float, default=3.0, help="seconds without a heartbeat before a node is down (3)"
     )
@@ -197,13 +203,16 @@ def _add_limit_flags(parser: argparse.ArgumentParser) -> None:
         "--idle-timeout",
         type=float,
         default=defaults.idle_timeout,
-        help=f"seconds a connection may sit idle between requests (default {defaults.idle_timeout:g})",
+        help=f"seconds a connection may sit idle between requests, counted once the peer has taken our last answer "
+        f"(default {defaults.idle_timeout:g})",
     )
     group.add_argument(
         "--request-timeout",
         type=float,
         default=defaults.request_timeout,
-        help=f"seconds a handshake or request may go without a byte arriving (default {defaults.request_timeout:g})",
+        help="seconds a peer may leave undone what it owes: the next byte of the handshake, of a frame or of a request "
+        "under way, or taking some of the bytes we send; never timed while it waits for us; also the limit a node "
+        f"gives the target of a transfer (default {defaults.request_timeout:g})",
     )
 
 
@@ -251,14 +260,17 @@ def _serve(daemon: Daemon, label: str) -> int:
             loop.add_signal_handler(signum, on_signal)
         await daemon.run(on_ready=lambda host, port: _ready(f"{label} listening on {host}:{port}"))
 
-    aio.run(guarded())
+    try:
+        aio.run(guarded())
+    except StoreError as err:
+        print(f"{label}: {err}", file=sys.stderr)
+        return err.exit_status
     return 0
 
 
 def _manager(args: argparse.Namespace) -> Daemon:
     from .manager.server import Manager
 
-    args.db.parent.mkdir(parents=True, exist_ok=True)
     security, limits = _settings(args)
     return Manager(
         args.db,

@@ -29,7 +29,6 @@ from typing import BinaryIO, TypeVar
 from .aio import run
 from .protocol import (
     CHUNK_SIZE,
-    INLINE_MAX,
     BadRequest,
     ChecksumMismatch,
     DfsError,
@@ -71,7 +70,8 @@ from .protocol.messages import (
     Stored,
 )
 from .settings import SECRET_ENV, SECRET_FILE_ENV, TLS_CA_ENV, Security
-from .wire import Connection, ConnectionLost, receive_stream, send_upload
+from .transfer import receive_file, send_file, send_upload
+from .wire import Connection, ConnectionLost, conversation_of
 
 # The client, its settings, the error classes (one per wire code) and the records the calls return.
 __all__ = [
@@ -106,24 +106,21 @@ class Download:
     """The bytes of one download, as an async iterator of chunks; ``info`` says what is coming.
 
     A small file's bytes came inside ``info``; a larger one's follow as a stream on ``conn``, which the download owns
-    until its last chunk has been read."""
+    until its last chunk has been read (the connection's conversation holds it to exactly ``info.length`` bytes)."""
 
-    def __init__(self, client: Client, conn: Connection | None, info: Sending) -> None:
+    def __init__(self, client: Client, conn: Connection, info: Sending) -> None:
         self.info = info
         self._client = client
         self._conn = conn
+        self._body = receive_file(conn, info)
 
     async def __aiter__(self) -> AsyncIterator[memoryview]:
         whole = self.info.offset == 0 and self.info.length == self.info.size and self.info.sha256 is not None
         hasher = hashlib.sha256()
-        received = 0
         async for chunk in self._chunks():
-            received += len(chunk)
             if whole:
                 hasher.update(chunk)
             yield chunk
-        if received != self.info.length:
-            raise ProtocolError(f"protocol error: {received} bytes arrived, {self.info.length} were announced")
         if whole and hasher.digest() != self.info.sha256:
             raise ChecksumMismatch(
                 f"checksum mismatch: the bytes received hash to {hasher.hexdigest()}, "
@@ -131,16 +128,15 @@ class Download:
             )
 
     async def _chunks(self) -> AsyncIterator[memoryview]:
-        if self._conn is None:
-            yield memoryview(self.info.data or b"")
+        body = self._body
+        if body.frames is None:
+            yield memoryview(body.data or b"")
             return
         try:
             async with self._client._using(self._conn):
-                async for message in receive_stream(self._conn):
-                    if type(message) is End:
-                        return
-                    assert type(message) is Data
-                    yield memoryview(message.data)
+                async for message in body.frames:
+                    if type(message) is Data:
+                        yield memoryview(message.data)
         finally:
             self._client._give_back(self._conn)
 
@@ -205,7 +201,7 @@ class Client:
                 rewind()
                 sent.size, sent.sha256 = await _digest(source)  # type: ignore[arg-type]
             if rewind is None:
-                return await self._stream(name, _cannot_resend(), sent.size, sent.sha256, _Sent())
+                return await self._ask_again(name, sent.size, sent.sha256)
             rewind()
             return await self._put(name, source, sent.size, sent.sha256, _Sent())
 
@@ -217,24 +213,17 @@ class Client:
         sha256: bytes | None,
         sent: _Sent,
     ) -> Stored:
-        chunks = _chunks(source)
-        head: list[Buffer] = []
-        if size is not None and size <= INLINE_MAX:  # a small file travels inside the request
-            head, ended = await _read_ahead(chunks, INLINE_MAX)
-            if ended:
-                data = b"".join(head)
-                sent.size, sent.sha256 = len(data), sha256 or hashlib.sha256(data).digest()
-                return await self._call(Put(name, size, sent.sha256, data), Stored)
-        # Of unknown size, it streams even if it turns out small: a slow source (a pipe) starts uploading at once.
-        return await self._stream(name, _chain(head, chunks), size, sha256, sent)
+        conn = await self._connection()
+        async with self._using(conn):
+            return await send_file(conn, Put(name, size, sha256), _frames(_chunks(source), sent))
 
-    async def _stream(
-        self, name: str, chunks: AsyncIterable[Buffer], size: int | None, sha256: bytes | None, sent: _Sent
-    ) -> Stored:
+    async def _ask_again(self, name: str, size: int | None, sha256: bytes | None) -> Stored:
+        """Repeat a put whose source cannot be read again, naming its size and SHA-256: answered ``stored`` at once if
+        the first attempt was stored (there are no bytes to send if it was not)."""
         conn = await self._connection()
         try:
             async with self._using(conn):
-                return await send_upload(conn, Put(name, size, sha256), _frames(chunks, sent))
+                return await send_upload(conn, Put(name, size, sha256), _frames(_cannot_resend(), _Sent()))
         except _CannotResend:
             raise ManagerLost(
                 "servers unavailable: the connection to the manager broke after the whole file was sent, and it was "
@@ -250,10 +239,10 @@ class Client:
         async with self._using(conn):
             await conn.send(Get(name, offset, length))
             info = await conn.expect(Sending)
-        if info.data is not None:
-            return Download(self, None, info)
-        self._conn = None
-        return Download(self, conn, info)
+        download = Download(self, conn, info)
+        if not conversation_of(conn).idle:  # a stream follows: the download owns the connection until its end
+            self._conn = None
+        return download
 
     async def get_file(self, name: str, target: str | os.PathLike[str] | BinaryIO, **range_: int | None) -> Sending:
         """Download ``name`` into a path or a binary file object; returns what was sent."""
@@ -326,10 +315,11 @@ class Client:
         return _Using(self, conn)
 
     def _give_back(self, conn: Connection) -> None:
-        """A finished download's connection becomes the client's again, unless it has a new one by now."""
+        """A download's connection becomes the client's again if its stream was read to the end (else it is out of
+        step) and the client has no new one by now."""
         if conn.closed:
             return
-        if self._conn is None:
+        if self._conn is None and conversation_of(conn).idle:
             self._conn = conn
         else:
             conn.abort()
@@ -345,8 +335,8 @@ class _Using:
         return None
 
     async def __aexit__(self, kind: type[BaseException] | None, err: BaseException | None, _tb: object) -> None:
-        if kind is None or (isinstance(err, DfsError) and not isinstance(err, ProtocolError)):
-            return  # a clean answer, or an error frame: the connection is in step
+        if kind is None or (isinstance(err, DfsError) and conversation_of(self._conn).idle):
+            return  # a clean answer (a download's stream may follow), or an error answer: the connection is in step
         self._conn.abort()
         if self._client._conn is self._conn:
             self._client._conn = None
@@ -416,25 +406,6 @@ async def _frames(chunks: AsyncIterable[Buffer], sent: _Sent) -> AsyncIterator[D
         yield Data(chunk)
     sent.size, sent.sha256 = size, hasher.digest()
     yield End(sent.sha256)
-
-
-async def _read_ahead(chunks: AsyncIterator[Buffer], limit: int) -> tuple[list[Buffer], bool]:
-    """The first chunks, until they hold more than ``limit`` bytes or the source ends; and whether it ended."""
-    head: list[Buffer] = []
-    total = 0
-    async for chunk in chunks:
-        head.append(chunk)
-        total += len(chunk)
-        if total > limit:
-            return head, False
-    return head, True
-
-
-async def _chain(head: list[Buffer], rest: AsyncIterator[Buffer]) -> AsyncIterator[Buffer]:
-    for chunk in head:
-        yield chunk
-    async for chunk in rest:
-        yield chunk
 
 
 async def _chunks(source: BinaryIO | bytes | AsyncIterable[bytes]) -> AsyncIterator[bytes | memoryview]:

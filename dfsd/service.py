@@ -10,11 +10,14 @@ answer; and ``Limits.idle_timeout`` between requests, counted once it has taken 
 A session whose peer sets the pace of a request for someone else (a node's manager, relaying for a client) runs its
 requests untimed; the peer's liveness is watched elsewhere.
 
-Each request goes to its ``handle_<message>`` coroutine with a ``Request`` whose ``fields`` make the request's log line
-(name, size, node...). A failed request answers the peer with its error code and the connection carries on: if the
-peer was still sending a stream (``Request.receiving``), the rest of it is read and dropped first, so the next frame is
-the next request. Garbage from the peer (``ProtocolError``) is answered and then ends the connection, because framing
-cannot be trusted any more. Either way the process and every other connection go on.
+After the handshake the connection's ``Conversation`` (``protocol/exchanges.py``) keeps the order of frames: it refuses
+a frame that is not a request of the peer's role, and says whose turn it is, which picks the timer. Each request goes to
+its ``handle_<message>`` coroutine with a ``Request`` whose ``fields`` make the request's log line (name, size,
+node...). A failed request answers the peer with its error code and the connection carries on: if the peer was still
+sending a stream (the conversation is ``skipping``), the rest of it is read and dropped first, so the next frame is the
+next request. Garbage from the peer (``ProtocolError``) is answered and then ends the connection, because framing
+cannot be trusted any more; a frame we were about to send out of order (``LocalProtocolError``) is our own bug, logged
+as an internal error, and ends the connection too. Either way the process and every other connection go on.
 """
 
 from __future__ import annotations
@@ -31,10 +34,13 @@ import structlog
 
 from . import metrics
 from .protocol import DfsError, InternalError, ProtocolError, ServersUnavailable
+from .protocol.errors import LocalProtocolError
+from .protocol.exchanges import Conversation, Side
 from .protocol.handshake import NONCE_BYTES, ListenerHandshake
 from .protocol.messages import Message
 from .settings import SECRET_HINT, Limits, Security
-from .wire import AGENT, Connection, ConnectionLost, discard_stream
+from .transfer import discard_stream
+from .wire import AGENT, Connection, ConnectionLost, conversation_of
 
 Session = Callable[[Connection], Awaitable[None]]
 Log = structlog.typing.FilteringBoundLogger
@@ -131,6 +137,7 @@ class Listener:
             self.log.info("handshake_failed", peer=conn.peer, error=str(err))
             conn.abort()
             return
+        conn.conversation = Conversation(role, Side.LISTENER)
         await self.sessions[role](conn)
 
 
@@ -157,7 +164,6 @@ async def _welcome(conn: Connection, roles: Collection[str], secret: bytes | Non
 @dataclass(slots=True)
 class Request:
     fields: dict[str, Any] = field(default_factory=dict)  # for the request's log line
-    receiving: bool = False  # the peer is sending a stream that has not been read to its end
 
 
 Handler = Callable[[Connection, Any, Request], Awaitable[None]]
@@ -167,7 +173,8 @@ async def serve_requests(
     conn: Connection, handlers: Mapping[type[Message], Handler], listener: Listener, timed: bool = True
 ) -> None:
     """Answer requests on ``conn`` until the peer leaves, breaks the protocol or the listener shuts down; always
-    closes ``conn``.
+    closes ``conn``. ``handlers`` cover the requests of the peer's role (``protocol.exchanges.REQUESTS``): the
+    conversation lets no other frame through where a request is due.
 
     ``timed``: the peer owes each request's bytes, and taking our answers, within the request timeout. Untimed, only
     the idle timeout applies, between requests: for a peer that may rightly be slow within a request because it relays
@@ -177,10 +184,8 @@ async def serve_requests(
     try:
         while not listener.closing:
             with listener.waiting():
-                request = await conn.recv(idle=limits.idle_timeout)
-            handler = handlers.get(type(request))
-            if handler is None:
-                raise ProtocolError(f"protocol error: {request.TYPE} is not a request this server takes")
+                request = await conn.recv(idle=limits.idle_timeout)  # the idle timer: nothing is owed between requests
+            handler = handlers[type(request)]
             with listener.busy():
                 await _handle(conn, handler, request, log)
     except ConnectionLost:
@@ -209,12 +214,14 @@ async def _handle(conn: Connection, handler: Handler, request: Message, log: Any
         outcome = f"error {int(err.code)}"
         state.fields["error"] = err.message
         await conn.send_error(err)
-        if state.receiving:
+        if conversation_of(conn).skipping:  # an early answer: the rest of the upload is on its way, drop it
             await discard_stream(conn)
     except Exception as err:
         outcome = f"error {int(InternalError.code)}"
         log.exception("internal_error", op=request.TYPE)
-        await conn.send_error(InternalError(f"internal error: {type(err).__name__}; see the server's log"))
+        if not isinstance(err, LocalProtocolError):  # else the frames are out of step: only dropping the peer is safe
+            with contextlib.suppress(LocalProtocolError):  # the answer may be out already: then the drop says it
+                await conn.send_error(InternalError(f"internal error: {type(err).__name__}; see the server's log"))
         raise ConnectionLost("internal error") from err
     finally:
         duration = time.perf_counter() - started

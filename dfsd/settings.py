@@ -83,5 +83,9 @@ class Limits:
     max_name_bytes: int = MAX_NAME_BYTES  # UTF-8 bytes in a file name
     max_file_size: int | None = None  # bytes in one file; None: as much as the disks hold
     max_connections: int = 10_000  # connections open at once; more are refused with error 1
-    idle_timeout: float = 300.0  # seconds a connection may wait between requests
-    request_timeout: float = 60.0  # seconds a request (or the handshake) may go without a byte arriving
+    # Seconds a connection may wait between requests, counted once the peer has taken all of our last answer.
+    idle_timeout: float = 300.0
+    # Seconds a peer may leave undone what it owes us (PROTOCOL.md 9.5): the next byte of the handshake, of a frame it
+    # has begun or of a request under way, or taking some of the bytes we send. A peer waiting for us is not timed. A
+    # node also gives the target of a transfer this long.
+    request_timeout: float = 60.0

@@ -1,28 +1,29 @@
-"""Messages over asyncio streams: the thin I/O layer around the sans-I/O codec in ``dfsd.protocol``.
+"""Messages over asyncio streams: the thin I/O layer around the sans-I/O protocol in ``dfsd.protocol``.
 
 Every peer (client, manager, storage node) talks through ``Connection``: bytes read from the socket go into a
 ``FrameDecoder``; messages to send are encoded and written with backpressure (``drain``), so a fast sender never fills
-memory. The streaming helpers here are the one implementation of an upload and a download that the client, the manager
-and the node all share: the manager relays by feeding what one of them yields into the other.
+memory. After the handshake each connection owns a ``Conversation`` (``protocol/exchanges.py``), which sees every frame
+sent and received and refuses one out of order: the order of frames lives there, not here. Moving a file's bytes over
+a connection is ``dfsd/transfer.py``'s.
 
-Timers measure only a peer that owes us something (PROTOCOL.md 9.5): the rest of a message it has begun or that is due
-(``Connection.timeout`` without a byte arriving), or taking the bytes we sent (``Connection.timeout`` without the peer
-taking any). While nothing is owed, ``recv`` waits for the ``idle`` time it is given, or forever: a peer that is
-waiting for us, or for the one it relays for, is never cut off for being silent. "Taken" counts what left our transport
-buffer and then our kernel's send queue (SIOCOUTQ), so a slow reader that keeps reading is served however long it takes.
+Timers measure only a peer that owes us something (PROTOCOL.md 9.5), and the conversation says when it does
+(``their_turn``): then the rest of the message it owes must come within ``Connection.timeout`` of its last byte. While
+nothing is owed, ``recv`` waits for the ``idle`` time it is given, or forever: a peer that is waiting for us, or for the
+one it relays for, is never cut off for being silent. Whatever the turn, a peer must take the bytes we sent within
+``Connection.timeout``; "taken" counts what left our transport buffer and then our kernel's send queue (SIOCOUTQ), so a
+slow reader that keeps reading is served however long it takes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import fcntl
 import os
 import socket
 import ssl
 import struct
 import termios
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from . import metrics
@@ -35,8 +36,9 @@ from .protocol import (
     encode_parts,
     error_from_wire,
 )
+from .protocol.exchanges import Conversation, Side
 from .protocol.handshake import NONCE_BYTES, DialerHandshake
-from .protocol.messages import Buffer, Data, End, Error, Message, Ok, Put, Store, Stored
+from .protocol.messages import Buffer, Error, Message
 from .settings import SECRET_HINT, Security
 
 OPEN = Security()
@@ -73,12 +75,6 @@ TAKEN_CHECKS = 4
 CLOCK_SLACK = 0.001
 
 
-class Owed(enum.Enum):
-    """``Connection.recv``'s default: the message is owed now, so ``Connection.timeout`` runs from the start."""
-
-    NOW = enum.auto()
-
-
 class ConnectionLost(Exception):
     """The peer closed the connection or the network dropped it."""
 
@@ -99,6 +95,8 @@ class Connection:
         self._unsent_bytes = 0
         self._flush_scheduled = False
         self._handed = 0  # bytes handed to the transport so far, to tell how many the peer has taken
+        # The order of frames once the handshake is done (None before: the handshake machine has it then).
+        self.conversation: Conversation | None = None
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         tune_socket(writer)
@@ -123,6 +121,7 @@ class Connection:
                 except BaseException:
                     conn.abort()
                     raise
+                conn.conversation = Conversation(role, Side.DIALER)
                 return conn
         except TimeoutError:
             raise ConnectionLost(f"{host}:{port} did not answer within {timeout:g} s") from None
@@ -140,17 +139,20 @@ class Connection:
             if auth is not None:
                 await self.send(auth)
 
-    async def recv(self, idle: float | Owed | None = Owed.NOW) -> Message:
+    async def recv(self, idle: float | None = None) -> Message:
         """The next message; raises ``ConnectionLost`` at end of stream or when the peer owes us too long,
-        ``ProtocolError`` on garbage.
+        ``ProtocolError`` on garbage or on a frame out of order.
 
-        By default the message is owed now. Where it is not (``idle``: the next request, or an answer that is not due
-        yet), the peer may stay silent for ``idle`` seconds (None: forever) before it starts the message; once its
-        first byte is in, the rest is owed.
+        When the peer owes us the message (the handshake, or the conversation says it is their turn), it must come
+        within ``timeout``. When it does not (the next request, or an early answer to an upload still going out), the
+        peer may stay silent for ``idle`` seconds (None: forever) before it starts one; once its first byte is in, the
+        rest is owed.
         """
         while True:
             message = self._decoder.next_message()
             if message is not None:
+                if self.conversation is not None:
+                    self.conversation.receive(message)
                 return message
             data = await self._read(idle)
             metrics.BYTES_IN.inc(len(data))
@@ -160,12 +162,10 @@ class Connection:
                 raise ConnectionLost(f"{self.peer} closed the connection")
             self._decoder.receive_data(data)
 
-    async def _read(self, idle: float | Owed | None) -> bytes:
+    async def _read(self, idle: float | None) -> bytes:
         """The peer's next bytes, under the timer that applies (PROTOCOL.md 9.5)."""
         while True:
-            owed = idle is Owed.NOW or self._decoder.buffered > 0
-            limit = self.timeout if owed else idle
-            assert not isinstance(limit, Owed)
+            limit = self.timeout if self._owed() else idle
             if limit is None:  # nothing is owed, and silence may last: no timer (a sender judges the taking)
                 return await self._read_chunk()
             if not self._untaken():
@@ -180,19 +180,24 @@ class Connection:
             if data is not None:
                 return data
 
+    def _owed(self) -> bool:
+        """The peer owes us bytes now: a frame it has begun, or the next frame of the handshake or the exchange."""
+        conversation = self.conversation
+        return self._decoder.buffered > 0 or conversation is None or conversation.their_turn
+
     async def _read_chunk(self) -> bytes:
         try:
             return await self._reader.read(READ_SIZE)
         except OSError as err:
             raise ConnectionLost(f"connection to {self.peer} failed: {err.strerror or err}") from None
 
-    async def expect(self, kind: type[M], answer: bool = True) -> M:
-        """The next message, which must be ``kind``. If it is an ``answer``, an ``error`` frame in its place is raised
-        as its exception; where a request is due (``answer=False``), an ``error`` frame is a protocol error."""
+    async def expect(self, kind: type[M]) -> M:
+        """The next message, which must be ``kind``; an ``error`` frame in its place (which the conversation lets
+        through only where it may answer) is raised as its exception."""
         message = await self.recv()
         if isinstance(message, kind):
             return message
-        if isinstance(message, Error) and answer:
+        if isinstance(message, Error):
             raise error_from_wire(message.code, message.message)
         raise ProtocolError(f"protocol error: expected {kind.TYPE}, got {message.TYPE}")
 
@@ -204,6 +209,8 @@ class Connection:
         """
         if self._writer.is_closing():
             raise ConnectionLost(f"connection to {self.peer} is closed")
+        if self.conversation is not None:
+            self.conversation.send(message)  # LocalProtocolError: a bug of ours, and nothing is sent
         parts = encode_parts(message)
         size = sum(len(part) for part in parts)
         metrics.BYTES_OUT.inc(size)
@@ -307,8 +314,12 @@ class Connection:
         handed to the socket first, so an error answer just sent still has its chance to arrive."""
         self._flush()
         self._writer.transport.abort()
+        if self.conversation is not None:
+            self.conversation.close()
 
     async def close(self) -> None:
+        if self.conversation is not None:
+            self.conversation.close()
         self._flush()
         self._writer.close()
         try:
@@ -338,108 +349,7 @@ def tune_socket(writer: asyncio.StreamWriter) -> None:
     writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
 
 
-# --- streams of data frames -------------------------------------------------------------------------------------------
-# A stream is a run of ``data`` frames closed by one ``end`` frame. Sources and sinks pass the frames themselves around,
-# so a relay forwards the sender's ``end`` (with its checksum) without looking inside.
-
-Stream = AsyncGenerator[Data | End, None]
-
-
-async def receive_stream(conn: Connection, uploaded: bool = False) -> Stream:
-    """Yield the ``data`` frames of a stream, then its ``end``.
-
-    In a download an ``error`` frame may cut the stream short and is raised; an uploader may not send one (it aborts
-    by closing the connection), so in an ``uploaded`` stream it is a protocol error.
-    """
-    while True:
-        message = await conn.recv()
-        if type(message) is Data:
-            yield message
-        elif type(message) is End:
-            yield message
-            return
-        elif isinstance(message, Error) and not uploaded:
-            raise error_from_wire(message.code, message.message)
-        else:
-            raise ProtocolError(f"protocol error: expected data or end, got {message.TYPE}")
-
-
-async def discard_stream(conn: Connection) -> None:
-    """Skip the rest of a stream the peer is still sending, so the connection can carry the next request."""
-    while not isinstance(await conn.recv(), End | Error):
-        pass
-
-
-class StreamProgress:
-    """Whether a stream's ``end`` has been written (``Connection.send`` writes before its first await)."""
-
-    ended = False
-
-
-async def send_stream(
-    conn: Connection, stream: AsyncIterable[Data | End], progress: StreamProgress | None = None
-) -> None:
-    """Send every frame of ``stream``, which must finish with ``end``."""
-    async for message in stream:
-        if progress is not None:
-            progress.ended = type(message) is End
-        await conn.send(message)
-        if type(message) is End:
-            return
-    raise ConnectionLost("the stream being sent ended without its end frame")
-
-
-async def send_upload(conn: Connection, request: Put | Store, stream: AsyncIterable[Data | End]) -> Stored:
-    """Send ``request``, wait for ``ok``, send ``stream``, and return the final answer (``stored``).
-
-    The answer is watched for while the stream goes out: a receiver that fails early (disk full, a wrong size) answers
-    at once, and the rest of the file is not sent for nothing. A request naming its size and SHA-256 may be answered
-    ``stored`` in place of ``ok`` (the name already holds exactly those bytes): then nothing is sent. Until our ``end``
-    is out the answer is not due, so that watch has no timer: a receiver is never cut off for being silent while we are
-    still sending. Both tasks are owned here: whatever happens, each is finished and its outcome retrieved before this
-    returns.
-    """
-    await conn.send(request)
-    accepted = await conn.recv()
-    if isinstance(accepted, Stored):
-        if (accepted.size, accepted.sha256) != (request.size, request.sha256):
-            raise ProtocolError("protocol error: expected ok, got a stored that does not match the request")
-        return accepted
-    if isinstance(accepted, Error):
-        raise error_from_wire(accepted.code, accepted.message)
-    if not isinstance(accepted, Ok):
-        raise ProtocolError(f"protocol error: expected ok, got {accepted.TYPE}")
-    progress = StreamProgress()
-    sender = asyncio.ensure_future(send_stream(conn, stream, progress))
-    early = asyncio.ensure_future(conn.recv(idle=None))
-    try:
-        await asyncio.wait((sender, early), return_when=asyncio.FIRST_COMPLETED)
-        if not sender.done():
-            # The receiver answered early: stop, and close the stream (once) so the connection stays in step.
-            sender.cancel()
-            await asyncio.gather(sender, return_exceptions=True)
-            message = early.result()  # raises the connection's error, if that is what ended the watch
-            if not progress.ended:
-                await conn.send(End())
-        else:
-            sender.result()  # raises the source's or the connection's error, if any
-            message = await _answer_now_due(conn, early)
-    finally:
-        for task in (sender, early):
-            task.cancel()
-        await asyncio.gather(sender, early, return_exceptions=True)  # retrieves every outcome, errors included
-    if isinstance(message, Error):
-        raise error_from_wire(message.code, message.message)
-    if not isinstance(message, Stored):
-        raise ProtocolError(f"protocol error: expected stored, got {message.TYPE}")
-    return message
-
-
-async def _answer_now_due(conn: Connection, early: asyncio.Future[Message]) -> Message:
-    """The answer to a stream whose ``end`` is out: the early watch's if it has one, else one received under the
-    connection's timer (cancelling a receive loses nothing: unread bytes stay buffered)."""
-    if early.done():
-        return early.result()
-    early.cancel()
-    await asyncio.gather(early, return_exceptions=True)
-    return await conn.recv()
+def conversation_of(conn: Connection) -> Conversation:
+    """The conversation of a connection past its handshake (every one the helpers below are given)."""
+    assert conn.conversation is not None, "the handshake is not done"
+    return conn.conversation

@@ -14,6 +14,8 @@ listener takes (``REQUESTS``); a ``"node"`` connection is the control session, w
     ANSWER       listener: the request's answer | error       → IDLE, or DOWNLOADING (sending without data)
     GO           listener: ok                                 → UPLOADING
                  listener: error                              → IDLE
+                 listener: stored, to a put naming its size   → IDLE: the name holds those very bytes already
+                           and sha256, and repeating them              (6.2, step 5), and no stream follows
     UPLOADING    dialer: data                                 → UPLOADING
                  dialer: end                                  → STORING
                  listener: error (an early answer)            → SKIPPING
@@ -273,6 +275,9 @@ class Conversation:
         else:
             assert self.request is not None
             expected = _ANSWERS[type(self.request)]
+        if self.state is State.GO and type(message) is Stored and sender is Side.LISTENER:
+            self._already_stored(message)
+            return
         if sender is not Side.LISTENER or type(message) not in (expected, Error):
             raise _unexpected(message, expected, Error)
         if type(message) is Ok and self.state is State.GO:
@@ -281,6 +286,15 @@ class Conversation:
             self._start_download(message)
         else:
             self._finish()
+
+    def _already_stored(self, stored: Stored) -> None:
+        """``stored`` in place of ``ok``: only to a ``put`` that names the size and SHA-256 it then repeats."""
+        request = self.request
+        if not isinstance(request, Put) or request.size is None or request.sha256 is None:
+            raise _unexpected(stored, Ok, Error)
+        if (stored.size, stored.sha256) != (request.size, request.sha256):
+            raise ProtocolError("protocol error: expected ok, got a stored that does not match the request")
+        self._finish()
 
     def _upload(self, sender: Side, message: Message) -> None:
         if sender is Side.LISTENER:

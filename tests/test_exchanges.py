@@ -68,8 +68,9 @@ REFUSED = Error(6, "protocol error")
 
 # Every kind of frame, in the variants the machines tell apart.
 POOL: list[Message] = [
-    Put("a", 2, SHA, b"ab"), Put("a"), Store(1, 2, SHA, b"ab"), Store(1), Get("a"), Fetch(1), Delete("a"), Remove(1),
-    Verify(1, SHA), Stat("a"), List(), Status(), Rebalance(), Drain(1), Scrub(), Transfer(1, "h", 1, SHA),
+    Put("a", 2, SHA, b"ab"), Put("a"), Put("a", 2, SHA), Store(1, 2, SHA, b"ab"), Store(1), Get("a"), Fetch(1),
+    Delete("a"), Remove(1), Verify(1, SHA), Stat("a"), List(), Status(), Rebalance(), Drain(1), Scrub(),
+    Transfer(1, "h", 1, SHA),
     Register(1, "h", 1, 1, 1), Inventory([1], more=True), Inventory([], more=False), Heartbeat(1, 1),
     Ok(), FAILED, REFUSED, Error(11, "in use"), Data(b"ab"), Data(CHUNK), End(), End(SHA), STORED, INLINE_SENDING,
     STREAM_SENDING, Sending(2, 0, 2, SHA), Sending(BIG, 0, BIG, SHA, b"ab"), Sending(2, 0, 2, SHA, b"a"), Info(FILE),
@@ -83,6 +84,9 @@ EXCHANGES: dict[str, tuple[str, list[tuple[Side, Message]]]] = {
     "put streamed": ("client", [
         (DIALER, Put("a")), (LISTENER, Ok()), (DIALER, Data(b"ab")), (DIALER, Data(b"")), (DIALER, End(SHA)),
         (LISTENER, STORED),
+    ]),
+    "put of bytes the name holds already": ("client", [
+        (DIALER, Put("a", 2, SHA)), (LISTENER, Stored(2, SHA, already=True)),
     ]),
     "put refused before ok": ("client", [(DIALER, Put("a")), (LISTENER, FAILED)]),
     "put refused after end": ("client", [(DIALER, Put("a")), (LISTENER, Ok()), (DIALER, End()), (LISTENER, FAILED)]),
@@ -239,6 +243,10 @@ def test_whose_turn(
         ("peer", [], DIALER, Fetch(1), "fetch is not a request this server takes"),
         ("client", [(DIALER, Put("a"))], DIALER, Data(b"x"), "expected ok or error, got data"),
         ("client", [(DIALER, Put("a"))], LISTENER, STORED, "expected ok or error, got stored"),
+        ("client", [(DIALER, Put("a", 2))], LISTENER, STORED, "expected ok or error, got stored"),
+        ("client", [(DIALER, Put("a", sha256=SHA))], LISTENER, STORED, "expected ok or error, got stored"),
+        ("client", [(DIALER, Put("a", 3, SHA))], LISTENER, STORED, "a stored that does not match the request"),
+        ("manager", [(DIALER, Store(1, 2, SHA))], LISTENER, STORED, "expected ok or error, got stored"),
         ("client", [(DIALER, Put("a")), (LISTENER, Ok())], DIALER, FAILED, "expected data or end, got error"),
         ("client", [(DIALER, Put("a")), (LISTENER, Ok())], LISTENER, STORED, "stored before the end of the upload"),
         ("client", [(DIALER, Put("a", data=b"x"))], LISTENER, Ok(), "expected stored or error, got ok"),

@@ -18,7 +18,8 @@ from dfsd.protocol.messages import Data, End, Error, Put
 from harness import LocalCluster, stalled, start_daemon
 
 from dfsd.client import Client
-from dfsd.wire import Connection, send_upload
+from dfsd.transfer import send_upload
+from dfsd.wire import Connection
 
 
 async def read_all(cluster: LocalCluster, files: dict[str, bytes]) -> None:

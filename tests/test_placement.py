@@ -1,18 +1,15 @@
-"""Placement and the metadata store, without any process or socket."""
+"""Placement, topology and reconciliation, without any process or socket (the metadata store: test_store.py)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
-from pathlib import Path
 
 import pytest
-from dfsd.protocol import NameExists, NodeIdInUse, ServersUnavailable, StorageFull
+from dfsd.protocol import NodeIdInUse, ServersUnavailable, StorageFull
 from dfsd.protocol.messages import Register
 
 from dfsd.manager.placement import choose_node, plan_moves
 from dfsd.manager.reconcile import reconcile
-from dfsd.manager.store import ID_BLOCK, MetadataStore, _prefix_end
 from dfsd.manager.topology import NodeState, Topology
 
 
@@ -64,79 +61,6 @@ def test_a_live_node_id_cannot_join_twice() -> None:
     assert first.host == "10.0.0.1" and first.up
     topology.leave(first)
     assert topology.join(Register(7, "10.0.0.2", 9001, 100, 50), now=3.0).address == ("10.0.0.2", 9001)
-
-
-async def test_store_reserve_commit_release(tmp_path: Path) -> None:
-    store = await MetadataStore.open(tmp_path / "meta.db")
-    try:
-        first = await store.reserve("a")
-        with pytest.raises(NameExists):
-            await store.reserve("a")
-        assert await store.find("a") is None  # a reservation is invisible
-        assert store.uploading() == {first}
-        await store.commit(first, "a", node=5, size=3, sha256=b"h" * 32, created=1.0)
-        store.release("a")
-        with pytest.raises(NameExists):
-            await store.reserve("a")  # now the record holds the name
-        record = await store.find("a")
-        assert record is not None and (record.id, record.node, record.size) == (first, 5, 3)
-        second = await store.reserve("b")
-        store.release("b")
-        third = await store.reserve("b")
-        assert third > second  # ids are never reused
-        assert await store.usage_by_node() == {5: (1, 3)}
-        removed = await store.remove("a")
-        assert removed is not None and removed.id == first
-        assert await store.remove("a") is None
-    finally:
-        await store.close()
-
-
-async def test_file_ids_are_never_reused_across_restarts(tmp_path: Path) -> None:
-    """Ids are handed out from memory in blocks recorded ahead: a restart (or a crash) skips the rest of the block,
-    so bytes an abandoned upload left on a node can never be taken for a later file's."""
-    store = await MetadataStore.open(tmp_path / "meta.db")
-    handed_out = [await store.reserve(f"f{index}") for index in range(ID_BLOCK + 5)]
-    await store.commit(handed_out[0], "f0", 1, 1, b"h" * 32, 0.0)
-    await store.close()  # the other reservations die with the process, as in a crash
-    store = await MetadataStore.open(tmp_path / "meta.db")
-    try:
-        assert await store.reserve("after") > max(handed_out)
-    finally:
-        await store.close()
-
-
-async def test_only_one_of_many_racing_reservations_wins(tmp_path: Path) -> None:
-    store = await MetadataStore.open(tmp_path / "meta.db")
-    try:
-        results = await asyncio.gather(*(store.reserve("same") for _ in range(20)), return_exceptions=True)
-        assert sum(isinstance(result, int) for result in results) == 1
-        assert sum(isinstance(result, NameExists) for result in results) == 19
-    finally:
-        await store.close()
-
-
-async def test_listing_by_prefix_in_byte_order(tmp_path: Path) -> None:
-    store = await MetadataStore.open(tmp_path / "meta.db")
-    names = ["a", "a/b", "a/c", "ab", "b", "a\U0010ffff", "a\ud7ff", "é", "日本"]
-    try:
-        for name in names:
-            if "\ud7ff" in name:
-                continue
-            await store.commit(await store.reserve(name), name, 1, 1, b"", 0.0)
-        listed = [record.name for record in await store.list_files("a", None, 100)]
-        assert listed == sorted(n for n in names if n.startswith("a") and "\ud7ff" not in n)
-        assert [record.name for record in await store.list_files("a", "a/b", 2)] == ["a/c", "ab"]
-        assert [record.name for record in await store.list_files("", None, 100)][-2:] == ["é", "日本"]
-    finally:
-        await store.close()
-
-
-@pytest.mark.parametrize(
-    ("prefix", "end"), [("a", "b"), ("ab", "ac"), ("a\U0010ffff", "b"), ("\U0010ffff", None), ("\ud7ff", "\ue000")]
-)
-def test_prefix_end(prefix: str, end: str | None) -> None:
-    assert _prefix_end(prefix) == end
 
 
 def test_plan_moves_evens_counts_within_one() -> None:

@@ -7,6 +7,9 @@
   (starting daemons and waiting until they listen), so the library can change behind them and they show what any
   program can do with it.
 - The manager and the storage node never import each other: they meet only on the wire.
+- Only the metadata store's backends import a database driver.
+- Whether a file's bytes go inline or as a stream is decided in one module of dfsd, ``dfsd/transfer.py``, for every
+  hop: no other module of dfsd (or tool) names ``INLINE_MAX``.
 
 And one rule about what is imported at all: this checkout, wherever Python starts (the suite, and the daemons it
 starts from temporary directories), so an edit is tested without reinstalling.
@@ -144,6 +147,8 @@ TOOLS = "dfsd.tools"
 CLIENT = "dfsd.client"
 # Besides the client library, the one helper the tools may use: starting daemons and waiting until they listen.
 SHARED_HELPERS = {"dfsd.processes"}
+# ``dfsd backup`` copies the manager's database beside it, not through it: it reads it through the metadata store.
+TOOL_EXCEPTIONS = {"backup.py": {"dfsd.manager.store"}}
 
 
 def public_surface() -> set[str]:
@@ -155,11 +160,12 @@ def public_surface() -> set[str]:
     raise AssertionError("dfsd/client.py has no __all__")
 
 
-def tool_violations(source: str) -> list[str]:
+def tool_violations(source: str, allowed: frozenset[str] | set[str] = frozenset()) -> list[str]:
     bad = []
+    permitted = {"dfsd", CLIENT, *SHARED_HELPERS, *allowed}
     for line, module in imported_modules(source, TOOLS):
         inside_tools = module == TOOLS or module.startswith(TOOLS + ".")
-        if module.split(".")[0] != "dfsd" or module in ("dfsd", CLIENT) or module in SHARED_HELPERS or inside_tools:
+        if module.split(".")[0] != "dfsd" or module in permitted or inside_tools:
             continue
         bad.append(f"line {line}: imports {module} (tools use the client library's public surface, dfsd.client)")
     public = public_surface()
@@ -178,7 +184,7 @@ def test_tool_sources_are_found() -> None:
 
 @pytest.mark.parametrize("path", TOOL_SOURCES, ids=lambda path: str(path.relative_to(TOOLS_DIR)))
 def test_tool_uses_only_the_client_librarys_public_surface(path: Path) -> None:
-    assert tool_violations(path.read_text(encoding="utf-8")) == []
+    assert tool_violations(path.read_text(encoding="utf-8"), TOOL_EXCEPTIONS.get(path.name, set())) == []
 
 
 @pytest.mark.parametrize(
@@ -260,6 +266,43 @@ def test_cross_import_checker_allows() -> None:
     assert cross_imports("from .. import service\nfrom .layout import Layout", "dfsd.storage") == []
 
 
+# --- one home for the inline-or-stream choice -------------------------------------------------------------------------
+
+CHOOSER = ROOT / "dfsd" / "transfer.py"
+OUTSIDE_PROTOCOL = sorted([*ROOT.joinpath("dfsd").glob("**/*.py"), *TOOL_SOURCES])
+
+
+def names_inline_max(source: str) -> list[int]:
+    """Lines of ``source`` that name INLINE_MAX: imported, read as a name or as an attribute."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and any(alias.name == "INLINE_MAX" for alias in node.names):
+            lines.append(node.lineno)
+        elif (isinstance(node, ast.Name) and node.id == "INLINE_MAX") or (
+            isinstance(node, ast.Attribute) and node.attr == "INLINE_MAX"
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("path", OUTSIDE_PROTOCOL, ids=lambda path: str(path.relative_to(ROOT)))
+def test_only_transfer_chooses_between_inline_and_stream(path: Path) -> None:
+    named = names_inline_max(path.read_text(encoding="utf-8"))
+    assert bool(named) == (path == CHOOSER), f"INLINE_MAX on lines {named}: leave the choice to dfsd/transfer.py"
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from ..protocol import INLINE_MAX",
+        "from dfsd.protocol.limits import CHUNK_SIZE, INLINE_MAX as SMALL",
+        "inline = length <= protocol.INLINE_MAX",
+    ],
+)
+def test_inline_checker_catches(source: str) -> None:
+    assert names_inline_max(source) != []
+
+
 # --- the checkout is what runs ----------------------------------------------------------------------------------------
 
 WHERE = "import dfsd, dfsd.protocol, dfsd.tools; print(dfsd.__file__, dfsd.protocol.__file__, dfsd.tools.__file__)"
@@ -276,3 +319,37 @@ def test_the_checkout_is_what_is_imported(where: str, tmp_path: Path) -> None:
     assert folders == [ROOT / "dfsd", ROOT / "protocol", ROOT / "tools"], (
         "install the checkout with pip install -e '.[test]'"
     )
+
+
+# Database drivers, and the only modules that may import them: the metadata store's backends. Everything else that
+# touches the database (the manager, `dfsd backup`, the tools) goes through ``dfsd.manager.store.MetadataStore``.
+DRIVERS = {"sqlite3", "aiosqlite", "asyncpg", "psycopg", "psycopg2"}
+STORE_BACKENDS = {"dfsd/manager/store_sqlite.py", "dfsd/manager/store_postgres.py"}
+ROOT = PROTOCOL_DIR.parent
+SHIPPED = sorted(path for folder in ("dfsd", "tools", "protocol") for path in (ROOT / folder).glob("**/*.py"))
+
+
+def driver_imports(source: str) -> list[str]:
+    return [
+        f"line {line}: imports {module} (only the metadata store's backends talk to a database)"
+        for line, module in imported_modules(source)
+        if module.split(".")[0] in DRIVERS
+    ]
+
+
+def test_store_backends_are_found() -> None:
+    assert STORE_BACKENDS <= {str(path.relative_to(ROOT)) for path in SHIPPED}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [path for path in SHIPPED if str(path.relative_to(ROOT)) not in STORE_BACKENDS],
+    ids=lambda path: str(path.relative_to(ROOT)),
+)
+def test_only_the_metadata_store_imports_a_database_driver(path: Path) -> None:
+    assert driver_imports(path.read_text(encoding="utf-8")) == []
+
+
+@pytest.mark.parametrize("source", ["import sqlite3", "from asyncpg import Pool", "def f():\n    import aiosqlite"])
+def test_driver_checker_catches(source: str) -> None:
+    assert driver_imports(source) != []

@@ -2,9 +2,9 @@
 
 File bytes never rest in the manager: an upload is relayed frame by frame from the client's connection to a pooled
 data connection to the chosen node, and a download the other way, each hop awaiting the next one's write buffer, so
-memory stays flat whatever the file size. A failure on the client's side of a relay is told apart from the node's
-(``_ClientFault``): the client's own error goes back as it was, a node's becomes "servers unavailable" (put) or "file
-unavailable" (get).
+memory stays flat whatever the file size; what arrived inline goes on inline, a stream as a stream (``transfer.py``).
+A failure on the client's side of a relay is told apart from the node's (``_ClientFault``): the client's own error
+goes back as it was, a node's becomes "servers unavailable" (put) or "file unavailable" (get).
 
 An upload's name is reserved (``inflight.py``) before any byte moves and committed only after the node has answered
 ``stored`` (the bytes are fsynced there); every failure on the way releases the name. A download that finds its node
@@ -18,7 +18,6 @@ import time
 from collections.abc import AsyncIterator
 
 from ..protocol import (
-    INLINE_MAX,
     MAX_LIST_PAGE,
     BadRequest,
     DfsError,
@@ -51,7 +50,8 @@ from ..protocol.messages import (
 )
 from ..service import Request
 from ..settings import Limits
-from ..wire import Connection, ConnectionLost, receive_stream, send_upload
+from ..transfer import Frames, receive_file, send_file
+from ..wire import Connection, ConnectionLost
 from .inflight import InFlight
 from .nodes import Rejoining
 from .placement import choose_node
@@ -108,8 +108,7 @@ class FileOperations:
         async with self.in_flight.upload(request.name, node) as file_id:
             req.fields.update(node=node.id, file_id=file_id)
             try:
-                store = Store(file_id, request.size, request.sha256, request.data)
-                stored = await self._relay_upload(conn, store, node, req)
+                stored = await self._relay_upload(conn, request, Store(file_id, request.size, request.sha256), node)
             except StorageFull:
                 self.topology.filled(node)
                 raise
@@ -128,29 +127,25 @@ class FileOperations:
             return None  # reserving the name then answers error 3 if it is taken
         return Stored(record.size, record.sha256, already=True)
 
-    async def _relay_upload(self, conn: Connection, store: Store, node: NodeState, req: Request) -> Stored:
-        async def from_client() -> AsyncIterator[Data | End]:
-            # The client may start sending once the node has said ok to ``store``.
-            await _to_client(conn.send(Ok()))
-            req.receiving = True
+    async def _relay_upload(self, conn: Connection, request: Put, store: Store, node: NodeState) -> Stored:
+        """Send the file of ``request`` on to ``node`` as ``store``. The client is told to go ahead (``ok``) only
+        when the node has said ok to ``store``: when the node's side first asks for the client's stream."""
+
+        async def from_client(frames: Frames) -> AsyncIterator[Data | End]:
             try:
                 received = 0
-                async for message in receive_stream(conn, uploaded=True):
-                    if type(message) is End:
-                        req.receiving = False
-                    else:
+                async for message in frames:
+                    if type(message) is Data:
                         received += len(message.data)
                         self._check_size(received)
                     yield message
             except (ConnectionLost, DfsError) as err:
                 raise _ClientFault(err) from err
 
+        body = receive_file(conn, request).through(from_client)
         try:
             async with self.pool.connection(node.address) as node_conn:
-                if store.data is not None:
-                    await node_conn.send(store)
-                    return await node_conn.expect(Stored)
-                return await send_upload(node_conn, store, from_client())
+                return await send_file(node_conn, store, body)
         except _ClientFault as fault:
             raise fault.error from None
         except (ConnectionLost, ProtocolError) as err:
@@ -188,7 +183,7 @@ class FileOperations:
                 raise FileUnavailable(
                     f"file unavailable: storage node {node.id} no longer has the bytes of {record.name!r} (lost)"
                 ) from err
-            except (ConnectionLost, ProtocolError) as err:
+            except (ConnectionLost, ProtocolError, _NodeFault) as err:
                 raise FileUnavailable(
                     f"file unavailable: storage node {node.id} failed while sending {record.name!r} ({err}); try again"
                 ) from err
@@ -197,12 +192,10 @@ class FileOperations:
         async with self.pool.connection(node.address) as node_conn:
             await node_conn.send(Fetch(record.id, offset, length))
             sending = await node_conn.expect(Sending)
-            if (sending.data is not None) != (length <= INLINE_MAX) or sending.length != length:
+            if sending.length != length:
                 raise ProtocolError(f"protocol error: storage node {node.id} answered fetch with the wrong sending")
-            await _to_client(conn.send(Sending(record.size, offset, length, record.sha256, sending.data)))
-            if sending.data is None:
-                async for message in receive_stream(node_conn):
-                    await _to_client(conn.send(message))
+            body = receive_file(node_conn, sending).through(_from_node)
+            await _to_client(send_file(conn, Sending(record.size, offset, length, record.sha256), body))
 
     async def handle_delete(self, conn: Connection, request: Delete, req: Request) -> None:
         req.fields.update(name=request.name)
@@ -246,6 +239,20 @@ class FileOperations:
     def _file_info(self, record: FileRecord) -> FileInfo:
         available = self.topology.is_up(record.node) and record.lost is None
         return FileInfo(record.name, record.size, record.sha256, record.node, record.created, available)
+
+
+class _NodeFault(Exception):
+    """The node's connection failed in the middle of a download's relay: carried apart from the client's connection,
+    whose loss is a ``ConnectionLost`` too."""
+
+
+async def _from_node(frames: Frames) -> AsyncIterator[Data | End]:
+    """The node's stream, whose failures are the node's, not the client's."""
+    try:
+        async for message in frames:
+            yield message
+    except (ConnectionLost, ProtocolError) as err:
+        raise _NodeFault(str(err)) from err
 
 
 async def _to_client(sending: object) -> None:

@@ -100,7 +100,7 @@ class NodeSessions:
         """A node is up exactly while this runs (after its inventory is reconciled)."""
         try:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT):
-                register = await conn.expect(Register, answer=False)
+                register = await conn.expect(Register)
             node = self.topology.join(register, time.time())
         except (ConnectionLost, DfsError, TimeoutError) as err:
             log.warning("node_refused", peer=conn.peer, error=str(err))
@@ -123,7 +123,7 @@ class NodeSessions:
             cleanup = asyncio.create_task(self._after_join(node, orphans))
             while True:
                 async with asyncio.timeout(self.node_timeout):
-                    beat = await conn.expect(Heartbeat, answer=False)
+                    beat = await conn.expect(Heartbeat)
                 self.topology.heartbeat(node, beat.free, beat.capacity, time.time())
                 await conn.send(Ok())
         except TimeoutError:
@@ -171,7 +171,7 @@ async def _receive_inventory(conn: Connection) -> set[int]:
     held: set[int] = set()
     while True:
         async with asyncio.timeout(HANDSHAKE_TIMEOUT):  # per page: a large inventory may take a while in all
-            page = await conn.expect(Inventory, answer=False)
+            page = await conn.expect(Inventory)
         held.update(page.file_ids)
         if not page.more:
             return held

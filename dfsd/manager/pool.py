@@ -1,8 +1,9 @@
 """Open data connections from the manager to storage nodes, kept and reused so no transfer pays for a TCP set-up.
 
-A connection carries one transfer at a time. It goes back to the pool only when the transfer ended cleanly; after any
-failure its state is unknown (a stream may be half sent), so it is aborted instead. When a node goes down, every
-connection to it is aborted, those in use included, so transfers in flight fail at once instead of hanging.
+A connection carries one transfer at a time. It goes back to the pool only when the transfer ended cleanly and its
+conversation is idle (a stream abandoned halfway leaves it out of step); after any failure it is aborted instead. When
+a node goes down, every connection to it is aborted, those in use included, so transfers in flight fail at once
+instead of hanging.
 
 These connections run no timer: a node's liveness is its control session (the heartbeat deadline), and a node may
 rightly be silent for as long as a transfer takes (between ``ok`` and ``stored`` while a client sends, while it hashes a
@@ -20,7 +21,7 @@ import structlog
 from ..protocol import DfsError
 from ..protocol.messages import Ok, Remove
 from ..settings import Security
-from ..wire import Connection, ConnectionLost
+from ..wire import Connection, ConnectionLost, conversation_of
 from .topology import NodeState
 
 log = structlog.get_logger("dfsd.manager")
@@ -55,7 +56,7 @@ class NodeConnections:
             raise
         finally:
             busy.discard(conn)
-        if len(idle) < MAX_IDLE_PER_NODE and not conn.closed:
+        if len(idle) < MAX_IDLE_PER_NODE and not conn.closed and conversation_of(conn).idle:
             idle.append((conn, time.monotonic()))
         else:
             conn.abort()

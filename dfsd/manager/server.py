@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from pathlib import Path
 
 import structlog
 
@@ -36,7 +35,7 @@ from .lost import LostFiles
 from .nodes import NodeSessions, Rejoining
 from .pool import NodeConnections
 from .rebalance import Rebalancer
-from .store import MetadataStore
+from .store import Location, MetadataStore
 from .topology import NodeState, Topology
 
 log = structlog.get_logger("dfsd.manager")
@@ -53,7 +52,7 @@ GRACE = 10.0
 class Manager:
     def __init__(
         self,
-        db_path: Path,
+        db_path: Location,
         host: str = "127.0.0.1",
         port: int = 8000,
         node_timeout: float = NODE_TIMEOUT,

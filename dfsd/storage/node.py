@@ -20,7 +20,6 @@ fsynced; only then does the node answer ``stored``. Any failure on the way remov
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import io
 import os
@@ -36,14 +35,12 @@ import structlog
 from .. import metrics
 from ..protocol import (
     CHUNK_SIZE,
-    INLINE_MAX,
     INVENTORY_PAGE,
     ChecksumMismatch,
     DfsError,
     FileNotFound,
     FileUnavailable,
     InternalError,
-    ProtocolError,
     check_inline,
     check_range,
     check_sha256,
@@ -66,7 +63,8 @@ from ..protocol.messages import (
 )
 from ..service import Handler, Listener, Request, serve_requests
 from ..settings import Limits, Security
-from ..wire import OPEN, Connection, ConnectionLost, receive_stream, send_stream, send_upload
+from ..transfer import Frames, receive_file, send_file
+from ..wire import OPEN, Connection, ConnectionLost
 from .disk import Disk, DurableWrite
 from .layout import Layout
 
@@ -220,15 +218,13 @@ class StorageNode:
         while True:
             try:
                 async with asyncio.timeout(self.heartbeat_interval):
-                    message = await conn.recv()
+                    await conn.expect(Ok)  # the conversation refuses anything but an ok to a heartbeat sent
             except TimeoutError:
                 if time.monotonic() - heard > self.manager_timeout:
                     raise ConnectionLost(f"the manager has not answered for {self.manager_timeout:g} s") from None
                 capacity, free = self._disk()
                 await conn.send(Heartbeat(free, capacity))
                 continue
-            if not isinstance(message, Ok):
-                raise ProtocolError(f"protocol error: unexpected {message.TYPE} on the control session")
             heard = time.monotonic()
 
     def _disk(self) -> tuple[int, int]:
@@ -257,29 +253,18 @@ class StorageNode:
         req.fields.update(file_id=request.file_id)
         check_sha256(request.sha256)
         check_inline(request.data, request.size)
+        body = receive_file(conn, request)
         async with DurableWrite(self.disk, self.layout, request.file_id, request.size, request.sha256) as file:
-            if request.data is not None:
-                size, digest = await file.write_whole(request.data)
+            if body.frames is None:
+                assert body.data is not None
+                size, digest = await file.write_whole(body.data)
             else:
-                await file.create()
-                await conn.send(Ok())
-                req.receiving = True
-                size, digest = await file.publish(await self._receive_into(conn, file, req))
+                await file.create()  # before the uploader is told to go ahead: a full disk refuses it now
+                size, digest = await file.publish(await _write_stream(file, body.frames))
             req.fields.update(size=size)
             if conn.closed or conn.peer_closed:  # nobody is left to hear "stored": keeping it would leave an orphan
                 raise InternalError(f"internal error: file id {request.file_id} was abandoned before it was committed")
             await conn.send(Stored(size, digest))  # if the sender is gone already, it keeps no record: nor do we
-
-    async def _receive_into(self, conn: Connection, file: DurableWrite, req: Request) -> bytes | None:
-        """Write the stream into ``file``; return the digest its end carries, if any."""
-        stream = receive_stream(conn, uploaded=True)
-        async with contextlib.aclosing(stream):
-            async for message in stream:
-                if type(message) is Data:
-                    file.write(message.data)
-        assert type(message) is End
-        req.receiving = False
-        return message.sha256
 
     async def handle_fetch(self, conn: Connection, request: Fetch, req: Request) -> None:
         req.fields.update(file_id=request.file_id)
@@ -287,12 +272,8 @@ class StorageNode:
             size = os.fstat(file.fileno()).st_size
             length = check_range(size, request.offset, request.length)
             req.fields.update(size=length)
-            if length <= INLINE_MAX:
-                data = _read_exactly(file, request.file_id, request.offset, length)
-                await conn.send(Sending(size, request.offset, length, data=data))
-                return
-            await conn.send(Sending(size, request.offset, length))
-            await send_stream(conn, _read_frames(file, request.file_id, request.offset, length))
+            frames = _read_frames(file, request.file_id, request.offset, length)
+            await send_file(conn, Sending(size, request.offset, length), frames)
 
     async def handle_transfer(self, conn: Connection, request: Transfer, req: Request) -> None:
         """Copy a file straight to another node; answer with that node's ``stored``."""
@@ -308,14 +289,8 @@ class StorageNode:
             except (ConnectionLost, DfsError) as err:
                 raise FileUnavailable(f"file unavailable: the target node cannot be reached ({err})") from None
             try:
-                if size <= INLINE_MAX:
-                    await peer.send(
-                        Store(request.file_id, size, request.sha256, _read_exactly(file, request.file_id, 0, size))
-                    )
-                    stored = await peer.expect(Stored)
-                else:
-                    store = Store(request.file_id, size, request.sha256)
-                    stored = await send_upload(peer, store, _read_frames(file, request.file_id, 0, size))
+                store = Store(request.file_id, size, request.sha256)
+                stored = await send_file(peer, store, _read_frames(file, request.file_id, 0, size))
             except ConnectionLost as err:
                 raise FileUnavailable(f"file unavailable: the target node failed during the copy ({err})") from None
             finally:
@@ -350,6 +325,15 @@ class StorageNode:
     async def handle_remove(self, conn: Connection, request: Remove, req: Request) -> None:
         req.fields.update(file_id=request.file_id, removed=self.layout.remove(request.file_id))
         await conn.send(Ok())
+
+
+async def _write_stream(file: DurableWrite, frames: Frames) -> bytes | None:
+    """Write a stream's data into ``file``; return the digest its end carries, if any."""
+    async for message in frames:
+        if type(message) is Data:
+            file.write(message.data)
+    assert type(message) is End  # a received stream ends with its end frame, or raises
+    return message.sha256
 
 
 async def _read_frames(file: BinaryIO, file_id: int, offset: int, length: int) -> AsyncIterator[Data | End]:

@@ -1,0 +1,138 @@
+"""The metadata store on SQLite: one file, one manager, nothing to run beside it (the default).
+
+The database runs in WAL mode with synchronous=FULL: a commit is on disk before the client hears ``stored``. Writes go
+through one aiosqlite connection, a group commit at a time. The hot lookup by name reads through a second, plain
+sqlite3 connection in the event loop's thread: a point query on an index takes microseconds, less than aiosqlite's hop
+to its thread. WAL lets that reader see every committed write at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiosqlite
+
+from .store import FIND_SQL, ID_BLOCK, FileRecord, MetadataStore, NoDatabase, Rows, Write, schema_steps_to_run
+
+# Step i takes a database from schema version i to i + 1. Version 1 is the schema dfsd had before versions were
+# recorded, so its step (all IF NOT EXISTS) also adopts such a database as it is.
+SCHEMA_STEPS = [
+    """
+    CREATE TABLE IF NOT EXISTS files (
+        id      INTEGER PRIMARY KEY,
+        name    TEXT NOT NULL UNIQUE,
+        node    INTEGER NOT NULL,
+        size    INTEGER NOT NULL,
+        sha256  BLOB NOT NULL,
+        created REAL NOT NULL,
+        lost    REAL  -- when its node was found without its bytes; NULL while they are there
+    );
+    CREATE INDEX IF NOT EXISTS files_by_node ON files (node);
+    -- A small partial index keeps status and reconciliation cheap with millions of rows.
+    CREATE INDEX IF NOT EXISTS files_lost ON files (node) WHERE lost IS NOT NULL;
+    CREATE TABLE IF NOT EXISTS ids (
+        next INTEGER NOT NULL  -- one row: no file id at or above this has been handed out
+    );
+    INSERT INTO ids (next) SELECT coalesce(max(id), 0) + 1 FROM files WHERE NOT EXISTS (SELECT 1 FROM ids);
+    CREATE TABLE IF NOT EXISTS nodes (
+        id        INTEGER PRIMARY KEY,
+        host      TEXT NOT NULL,
+        port      INTEGER NOT NULL,
+        capacity  INTEGER NOT NULL,
+        free      INTEGER NOT NULL,
+        last_seen REAL NOT NULL,
+        draining  INTEGER NOT NULL DEFAULT 0  -- being retired: its files move to other nodes, it gets no new ones
+    );
+    """,
+]
+
+
+class SqliteStore(MetadataStore):
+    def __init__(self, path: Path, db: aiosqlite.Connection, reader: sqlite3.Connection) -> None:
+        super().__init__()
+        self._path = path
+        self._db = db
+        self._reader = reader
+
+    @classmethod
+    async def connect(cls, path: Path) -> SqliteStore:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = FULL")
+            await _upgrade(db, path)
+        except BaseException:
+            await db.close()  # its thread would otherwise keep the process alive
+            raise
+        reader = sqlite3.connect(path, isolation_level=None)
+        reader.execute("PRAGMA query_only = ON")
+        return cls(path, db, reader)
+
+    @classmethod
+    async def backup_to(cls, path: Path, dest: Path) -> int:
+        """SQLite's online backup copies a consistent snapshot page by page while writers carry on."""
+        if not path.exists():
+            raise NoDatabase(f"no database at {path}; give --db PATH")
+        partial = dest.with_name(dest.name + ".partial")
+
+        def copy() -> None:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as source:
+                with contextlib.closing(sqlite3.connect(partial)) as target:
+                    source.backup(target)
+            os.replace(partial, dest)
+
+        await asyncio.to_thread(copy)
+        return dest.stat().st_size
+
+    async def _disconnect(self) -> None:
+        self._reader.close()
+        await self._db.close()
+
+    async def find(self, name: str) -> FileRecord | None:
+        row = self._reader.execute(FIND_SQL, (name,)).fetchone()
+        return None if row is None else FileRecord(*row)
+
+    async def _read(self, sql: str, params: Sequence[object] = ()) -> Rows:
+        return [tuple(row) for row in await self._db.execute_fetchall(sql, params)]
+
+    async def _claim_ids(self) -> int:
+        (limit,) = (await self._write("UPDATE ids SET next = next + ? RETURNING next", (ID_BLOCK,)))[0]
+        return int(limit) - ID_BLOCK
+
+    async def _transaction(self, batch: list[Write]) -> list[Rows | Exception]:
+        results: list[Rows | Exception] = []
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+            for write in batch:
+                try:  # one hop to aiosqlite's thread per statement: the batch costs little more than its fsync
+                    results.append([tuple(row) for row in await self._db.execute_fetchall(write.sql, write.params)])
+                except sqlite3.IntegrityError as err:  # this statement only; the others go on
+                    results.append(err)
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await asyncio.shield(self._rollback())
+            raise
+        return results
+
+    async def _rollback(self) -> None:
+        try:
+            await self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # no transaction was open
+
+
+async def _upgrade(db: aiosqlite.Connection, path: Path) -> None:
+    """Create or upgrade the schema, each step in one transaction with the version it reaches."""
+    await db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    (recorded,) = next(iter(await db.execute_fetchall("SELECT coalesce(max(version), 0) FROM schema_version")))
+    for step in schema_steps_to_run(recorded, SCHEMA_STEPS, path):
+        await db.executescript(
+            f"BEGIN IMMEDIATE; {SCHEMA_STEPS[step]}; DELETE FROM schema_version; "
+            f"INSERT INTO schema_version (version) VALUES ({step + 1}); COMMIT;"
+        )

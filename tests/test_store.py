@@ -1,0 +1,217 @@
+"""The metadata store, on both backends: every test here runs once on SQLite and once on a real PostgreSQL server.
+
+No process of dfsd and no socket of ours: the store is called directly, as the manager calls it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import asyncpg
+import pytest
+from dfsd.protocol import NameExists
+
+from dfsd.manager.store import (
+    ID_BLOCK,
+    Location,
+    MetadataStore,
+    NodeRecord,
+    PostgresURL,
+    SchemaTooNew,
+    _prefix_end,
+    database_location,
+)
+
+
+async def test_store_reserve_commit_release(db_location: Location) -> None:
+    store = await MetadataStore.open(db_location)
+    try:
+        first = await store.reserve("a")
+        with pytest.raises(NameExists):
+            await store.reserve("a")
+        assert await store.find("a") is None  # a reservation is invisible
+        assert store.uploading() == {first}
+        await store.commit(first, "a", node=5, size=3, sha256=b"h" * 32, created=1.0)
+        store.release("a")
+        with pytest.raises(NameExists):
+            await store.reserve("a")  # now the record holds the name
+        record = await store.find("a")
+        assert record is not None and (record.id, record.node, record.size) == (first, 5, 3)
+        second = await store.reserve("b")
+        store.release("b")
+        third = await store.reserve("b")
+        assert third > second  # ids are never reused
+        assert await store.usage_by_node() == {5: (1, 3)}
+        removed = await store.remove("a")
+        assert removed is not None and removed.id == first
+        assert await store.remove("a") is None
+    finally:
+        await store.close()
+
+
+async def test_file_ids_are_never_reused_across_restarts(db_location: Location) -> None:
+    """Ids are handed out from memory in blocks recorded ahead: a restart (or a crash) skips the rest of the block,
+    so bytes an abandoned upload left on a node can never be taken for a later file's."""
+    store = await MetadataStore.open(db_location)
+    handed_out = [await store.reserve(f"f{index}") for index in range(ID_BLOCK + 5)]
+    await store.commit(handed_out[0], "f0", 1, 1, b"h" * 32, 0.0)
+    await store.close()  # the other reservations die with the process, as in a crash
+    store = await MetadataStore.open(db_location)
+    try:
+        assert await store.reserve("after") > max(handed_out)
+    finally:
+        await store.close()
+
+
+async def test_only_one_of_many_racing_reservations_wins(db_location: Location) -> None:
+    store = await MetadataStore.open(db_location)
+    try:
+        results = await asyncio.gather(*(store.reserve("same") for _ in range(20)), return_exceptions=True)
+        assert sum(isinstance(result, int) for result in results) == 1
+        assert sum(isinstance(result, NameExists) for result in results) == 19
+    finally:
+        await store.close()
+
+
+async def test_listing_by_prefix_in_byte_order(db_location: Location) -> None:
+    store = await MetadataStore.open(db_location)
+    names = ["a", "a/b", "a/c", "ab", "b", "a\U0010ffff", "a\ud7ff", "é", "日本"]
+    try:
+        for name in names:
+            if "\ud7ff" in name:
+                continue
+            await store.commit(await store.reserve(name), name, 1, 1, b"", 0.0)
+        listed = [record.name for record in await store.list_files("a", None, 100)]
+        assert listed == sorted(n for n in names if n.startswith("a") and "\ud7ff" not in n)
+        assert [record.name for record in await store.list_files("a", "a/b", 2)] == ["a/c", "ab"]
+        assert [record.name for record in await store.list_files("", None, 100)][-2:] == ["é", "日本"]
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("prefix", "end"), [("a", "b"), ("ab", "ac"), ("a\U0010ffff", "b"), ("\U0010ffff", None), ("\ud7ff", "\ue000")]
+)
+def test_prefix_end(prefix: str, end: str | None) -> None:
+    assert _prefix_end(prefix) == end
+
+
+async def test_nodes_are_saved_updated_and_forgotten(db_location: Location) -> None:
+    store = await MetadataStore.open(db_location)
+    try:
+        await store.save_node(NodeRecord(7, "10.0.0.7", 9007, 10**12, 10**11, 1.5, False))
+        await store.save_node(NodeRecord(3, "10.0.0.3", 9003, 100, 50, 2.5, False))
+        await store.save_node(NodeRecord(7, "10.0.0.8", 9008, 10**12, 10**10, 3.5, True))  # the same id: an update
+        assert await store.nodes() == [
+            NodeRecord(3, "10.0.0.3", 9003, 100, 50, 2.5, False),
+            NodeRecord(7, "10.0.0.8", 9008, 10**12, 10**10, 3.5, True),
+        ]
+        await store.forget_node(3)
+        assert [node.id for node in await store.nodes()] == [7]
+    finally:
+        await store.close()
+
+
+async def test_lost_files_moves_and_walks_over_a_node(db_location: Location) -> None:
+    store = await MetadataStore.open(db_location)
+    try:
+        ids = []
+        for index in range(6):
+            file_id = await store.reserve(f"f{index}")
+            await store.commit(file_id, f"f{index}", 1, 10 + index, bytes(32), 1.0)
+            store.release(f"f{index}")
+            ids.append(file_id)
+        under_way = await store.reserve("still uploading")
+        await store.set_lost(ids[:2], 5.0)
+        assert await store.lost_files(1) == (2, ["f0"])
+        assert await store.lost_by_node() == {1: 2}
+        assert await store.ids_on_node(1) == (set(ids), set(ids[:2]), {under_way})
+        assert await store.unrecorded_on(1, [*ids, under_way, 10**9]) == {10**9}
+        assert [record.id for record in await store.movable(1, 2, exclude={ids[2]})] == ids[3:5]
+        assert await store.relocate(ids[3], source=1, target=2)
+        assert not await store.relocate(ids[3], source=1, target=2)  # it is no longer on node 1
+        walked = await store.files_on_node(1, after_id=ids[0], limit=3)
+        assert [record.id for record in walked] == [ids[1], ids[2], ids[4]]
+        assert await store.usage_by_node() == {1: (5, 10 + 11 + 12 + 14 + 15), 2: (1, 13)}
+        await store.set_lost(ids[:2], None)
+        assert await store.lost_files(10) == (0, [])
+        record = await store.find("f5")
+        assert record is not None
+        assert (record.size, record.sha256, record.created, record.lost) == (15, bytes(32), 1.0, None)
+    finally:
+        await store.close()
+
+
+async def test_a_database_of_a_newer_schema_is_refused(db_location: Location) -> None:
+    await (await MetadataStore.open(db_location)).close()
+    await _execute(db_location, "UPDATE schema_version SET version = 999")
+    with pytest.raises(SchemaTooNew, match="schema version 999"):
+        await MetadataStore.open(db_location)
+
+
+async def test_reopening_keeps_the_schema_version(db_location: Location) -> None:
+    await (await MetadataStore.open(db_location)).close()
+    await (await MetadataStore.open(db_location)).close()
+    assert await _execute(db_location, "SELECT version FROM schema_version") == [(1,)]
+
+
+async def test_a_database_from_before_schema_versions_is_adopted(tmp_path: Path) -> None:
+    """SQLite databases written before the schema version was recorded are version 1, and open as they are."""
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(
+            "CREATE TABLE files (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, node INTEGER NOT NULL, "
+            "size INTEGER NOT NULL, sha256 BLOB NOT NULL, created REAL NOT NULL, lost REAL);"
+            "CREATE TABLE ids (next INTEGER NOT NULL); INSERT INTO ids VALUES (2048);"
+            "CREATE TABLE nodes (id INTEGER PRIMARY KEY, host TEXT NOT NULL, port INTEGER NOT NULL, "
+            "capacity INTEGER NOT NULL, free INTEGER NOT NULL, last_seen REAL NOT NULL, "
+            "draining INTEGER NOT NULL DEFAULT 0);"
+            "INSERT INTO files VALUES (2000, 'old', 4, 3, x'00', 1.0, NULL);"
+        )
+    store = await MetadataStore.open(path)
+    try:
+        record = await store.find("old")
+        assert record is not None and record.id == 2000
+        assert await store.reserve("new") >= 2048
+    finally:
+        await store.close()
+    assert await _execute(path, "SELECT version FROM schema_version") == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("text", "location"),
+    [
+        ("dfs-data/manager.db", Path("dfs-data/manager.db")),
+        ("postgresql://dfsd:secret@db.example:5432/dfsd", PostgresURL("postgresql://dfsd:secret@db.example:5432/dfsd")),
+        ("postgres://dfsd@db.example/dfsd", PostgresURL("postgres://dfsd@db.example/dfsd")),
+    ],
+)
+def test_database_location(text: str, location: Location) -> None:
+    assert database_location(text) == location
+
+
+def test_database_location_refuses_other_urls() -> None:
+    with pytest.raises(ValueError, match="postgresql://USER"):
+        database_location("mysql://root@localhost/dfsd")
+
+
+def test_a_postgresql_url_is_shown_without_its_password() -> None:
+    url = PostgresURL("postgresql://dfsd:s3cret@db.example:5432/dfsd")
+    assert str(url) == "postgresql://dfsd:***@db.example:5432/dfsd"
+
+
+async def _execute(location: Location, sql: str) -> list[tuple[object, ...]]:
+    """Run one statement on the store's database behind its back, as an operator would."""
+    if isinstance(location, PostgresURL):
+        conn = await asyncpg.connect(location.url)
+        try:
+            return [tuple(row) for row in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+    with contextlib.closing(sqlite3.connect(location)) as db:
+        rows = db.execute(sql).fetchall()
+        db.commit()
+        return rows
