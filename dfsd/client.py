@@ -20,6 +20,7 @@ programs, the bundled tools included, import nothing else of dfsd.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import stat
@@ -169,8 +170,13 @@ class Client:
         size: int | None = None,
         sha256: bytes | None = None,
         on_retry: Callable[[str], None] | None = None,
+        replace: bool = False,
     ) -> Stored:
         """Upload ``source`` as ``name``; returns its size and SHA-256 once it is durable.
+
+        A name that is taken is error 3 (``NameExists``), unless ``replace``: then the stored file is replaced
+        atomically (a reader gets the old file or the new one, whole) once the new one is durable, and its bytes are
+        removed; of concurrent replacements, the last to be stored wins.
 
         If the connection to the manager breaks on the way, the upload may or may not have been stored. When the
         client knows the file's SHA-256 by then (it had sent the whole file, or it can read the source again: bytes, a
@@ -182,13 +188,14 @@ class Client:
         if isinstance(source, str | os.PathLike):
             with open(source, "rb") as file:
                 size = size if size is not None else file_size(file)
-                return await self.put(name, file, size=size, sha256=sha256, on_retry=on_retry)
+                return await self.put(name, file, size=size, sha256=sha256, on_retry=on_retry, replace=replace)
         if isinstance(source, bytes):
             size = len(source) if size is None else size
         rewind = _rewinder(source)
         sent = _Sent()
+        header = Put(name, size, sha256, replace=replace or None)
         try:
-            return await self._put(name, source, size, sha256, sent)
+            return await self._put(header, source, sent)
         except ManagerLost as lost:
             if sent.sha256 is None and rewind is None:
                 raise ManagerLost(
@@ -200,30 +207,24 @@ class Client:
                 assert rewind is not None
                 rewind()
                 sent.size, sent.sha256 = await _digest(source)  # type: ignore[arg-type]
+            again = dataclasses.replace(header, size=sent.size, sha256=sent.sha256)
             if rewind is None:
-                return await self._ask_again(name, sent.size, sent.sha256)
+                return await self._ask_again(again)
             rewind()
-            return await self._put(name, source, sent.size, sent.sha256, _Sent())
+            return await self._put(again, source, _Sent())
 
-    async def _put(
-        self,
-        name: str,
-        source: BinaryIO | bytes | AsyncIterable[bytes],
-        size: int | None,
-        sha256: bytes | None,
-        sent: _Sent,
-    ) -> Stored:
+    async def _put(self, header: Put, source: BinaryIO | bytes | AsyncIterable[bytes], sent: _Sent) -> Stored:
         conn = await self._connection()
         async with self._using(conn):
-            return await send_file(conn, Put(name, size, sha256), _frames(_chunks(source), sent))
+            return await send_file(conn, header, _frames(_chunks(source), sent))
 
-    async def _ask_again(self, name: str, size: int | None, sha256: bytes | None) -> Stored:
+    async def _ask_again(self, header: Put) -> Stored:
         """Repeat a put whose source cannot be read again, naming its size and SHA-256: answered ``stored`` at once if
         the first attempt was stored (there are no bytes to send if it was not)."""
         conn = await self._connection()
         try:
             async with self._using(conn):
-                return await send_upload(conn, Put(name, size, sha256), _frames(_cannot_resend(), _Sent()))
+                return await send_upload(conn, header, _frames(_cannot_resend(), _Sent()))
         except _CannotResend:
             raise ManagerLost(
                 "servers unavailable: the connection to the manager broke after the whole file was sent, and it was "

@@ -39,8 +39,10 @@ class SyncClient:
         size: int | None = None,
         sha256: bytes | None = None,
         on_retry: Callable[[str], None] | None = None,
+        replace: bool = False,
     ) -> Stored:
-        return self._runner.run(self._client.put(name, source, size=size, sha256=sha256, on_retry=on_retry))
+        put = self._client.put(name, source, size=size, sha256=sha256, on_retry=on_retry, replace=replace)
+        return self._runner.run(put)
 
     def get_file(
         self, name: str, target: str | os.PathLike[str] | BinaryIO, *, offset: int = 0, length: int | None = None

@@ -156,6 +156,7 @@ class Put(Message):
     size: int | None = None  # if given, the upload fails unless exactly this many bytes arrive
     sha256: bytes | None = None  # if given, the upload fails unless the bytes hash to it
     data: bytes | None = None  # the whole file, if it is small
+    replace: bool | None = None  # true: a stored file of this name is replaced (atomically) instead of error 3
 
 
 @dataclass(frozen=True, slots=True)

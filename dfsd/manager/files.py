@@ -105,17 +105,36 @@ class FileOperations:
                 return
         await self.rejoining.wait()
         node = choose_node(self.topology.nodes.values(), request.size)
-        async with self.in_flight.upload(request.name, node) as file_id:
+        replace = bool(request.replace)
+        async with self.in_flight.upload(request.name, node, replace=replace) as file_id:
             req.fields.update(node=node.id, file_id=file_id)
             try:
                 stored = await self._relay_upload(conn, request, Store(file_id, request.size, request.sha256), node)
             except StorageFull:
                 self.topology.filled(node)
                 raise
-            await self.store.commit(file_id, request.name, node.id, stored.size, stored.sha256, time.time())
+            replaced = await self._commit(file_id, request.name, node.id, stored, replace)
             self.topology.stored(node.id, stored.size)
         req.fields.update(size=stored.size)
+        if replaced is not None:
+            req.fields.update(replaced=replaced.id)
+            await self._remove_bytes(replaced)
         await conn.send(stored)
+
+    async def _commit(self, file_id: int, name: str, node: int, stored: Stored, replace: bool) -> FileRecord | None:
+        """Record the stored file; with ``replace``, in place of the file ``name`` held, which is returned."""
+        if replace:
+            return await self.store.commit_replacing(file_id, name, node, stored.size, stored.sha256, time.time())
+        await self.store.commit(file_id, name, node, stored.size, stored.sha256, time.time())
+        return None
+
+    async def _remove_bytes(self, record: FileRecord) -> None:
+        """The row of ``record`` is gone (deleted or replaced): remove its bytes from its node (if the node is down,
+        reconciliation removes them when it registers again)."""
+        self.topology.removed(record.node, record.size)
+        node = self.topology.nodes.get(record.node)
+        if node is not None:
+            await remove_copy(self.pool, node, record.id)
 
     async def _already_stored(self, name: str, size: int, sha256: bytes) -> Stored | None:
         """``stored`` (marked ``already``) if ``name`` holds exactly these bytes: the answer to a retry whose first
@@ -175,9 +194,12 @@ class FileOperations:
             except FileNotFound as err:
                 # Before any byte went out. A move may have just taken the file to another node: follow it.
                 current = await self.in_flight.missing(record, node.id)
-                if current is None:
-                    raise FileNotFound(f"file does not exist: {record.name!r} (deleted meanwhile)") from err
-                if current.node != node.id:
+                if current is None:  # deleted meanwhile, or replaced: then the reader gets the new file
+                    current = await self.store.find(record.name)
+                    if current is None:
+                        raise FileNotFound(f"file does not exist: {record.name!r} (deleted meanwhile)") from err
+                    length = check_range(current.size, request.offset, request.length)
+                if current.id != record.id or current.node != node.id:
                     record = current
                     continue
                 raise FileUnavailable(
@@ -203,10 +225,7 @@ class FileOperations:
         if record is None:
             raise FileNotFound(f"file does not exist: {request.name!r}")
         req.fields.update(node=record.node, size=record.size)
-        self.topology.removed(record.node, record.size)
-        node = self.topology.nodes.get(record.node)
-        if node is not None:
-            await remove_copy(self.pool, node, record.id)
+        await self._remove_bytes(record)
         await conn.send(Ok())
 
     async def handle_stat(self, conn: Connection, request: Stat, req: Request) -> None:

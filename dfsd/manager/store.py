@@ -118,6 +118,7 @@ class BackupUnsupported(StoreError):
 
 
 _FILE_COLUMNS = "id, name, node, size, sha256, created, lost"
+_NEW_FILE_COLUMNS = "id, name, node, size, sha256, created"
 _NODE_COLUMNS = "id, host, port, capacity, free, last_seen, draining"
 FIND_SQL = f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ?"
 
@@ -149,7 +150,8 @@ class MetadataStore(ABC):
     def __init__(self) -> None:
         self._queued: list[Write] = []
         self._committer: asyncio.Task[None] | None = None
-        self._reserved: dict[str, int] = {}  # name -> file id of every upload under way
+        self._reserved: dict[str, int] = {}  # name -> file id of every upload under way that claimed its name
+        self._replacing: set[int] = set()  # file ids of the replacing uploads under way (they claim no name)
         self._next_id = self._id_limit = 0  # the block of ids in hand; empty until the first upload claims one
         self._extending: asyncio.Task[None] | None = None
 
@@ -231,23 +233,33 @@ class MetadataStore(ABC):
 
     # --- uploads ------------------------------------------------------------------------------------------------------
 
-    async def reserve(self, name: str) -> int:
+    async def reserve(self, name: str, *, replace: bool = False) -> int:
         """Claim ``name`` for an upload and return the new file's id; ``NameExists`` if it is taken. The claim lasts
-        until ``release``."""
+        until ``release``. A ``replace`` upload claims no name (it may replace a stored file, and races with other
+        replacements are settled by their commits), only a new id."""
+        if replace:
+            file_id = await self._new_id()
+            self._replacing.add(file_id)
+            return file_id
         if name in self._reserved:
             raise _name_exists(name)
         self._reserved[name] = 0  # before any await: a racing upload of the same name sees it
         try:
             if await self.find(name) is not None:
                 raise _name_exists(name)
-            while self._next_id >= self._id_limit:
-                if self._extending is None or self._extending.done():
-                    self._extending = asyncio.create_task(self._next_block())
-                await asyncio.shield(self._extending)
+            file_id = await self._new_id()
         except BaseException:
             del self._reserved[name]
             raise
-        self._reserved[name] = file_id = self._next_id
+        self._reserved[name] = file_id
+        return file_id
+
+    async def _new_id(self) -> int:
+        while self._next_id >= self._id_limit:
+            if self._extending is None or self._extending.done():
+                self._extending = asyncio.create_task(self._next_block())
+            await asyncio.shield(self._extending)
+        file_id = self._next_id
         self._next_id += 1
         return file_id
 
@@ -255,23 +267,51 @@ class MetadataStore(ABC):
         first = await self._claim_ids()
         self._next_id, self._id_limit = first, first + ID_BLOCK
 
-    def release(self, name: str) -> None:
-        """The upload of ``name`` is over (committed or failed): free its reservation."""
-        self._reserved.pop(name, None)
+    def release(self, name: str, file_id: int | None = None) -> None:
+        """The upload of ``name`` (a replacement: the one with ``file_id``) is over (committed or failed): free its
+        reservation."""
+        if file_id is not None and file_id in self._replacing:
+            self._replacing.discard(file_id)
+        else:
+            self._reserved.pop(name, None)
 
     def uploading(self) -> set[int]:
         """The file ids of the uploads under way."""
-        return {file_id for file_id in self._reserved.values() if file_id}
+        return {file_id for file_id in self._reserved.values() if file_id} | self._replacing
 
     async def commit(self, file_id: int, name: str, node: int, size: int, sha256: bytes, created: float) -> None:
         """The upload's bytes are durable on ``node``: record the file, which makes it visible."""
         rows = await self._write(
-            "INSERT INTO files (id, name, node, size, sha256, created) VALUES (?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO files ({_NEW_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (name) DO NOTHING RETURNING id",
             (file_id, name, node, size, sha256, created),
         )
         if not rows:  # only if the reservation was released early (the upload was cancelled)
             raise _name_exists(name)
+
+    async def commit_replacing(
+        self, file_id: int, name: str, node: int, size: int, sha256: bytes, created: float
+    ) -> FileRecord | None:
+        """Like ``commit``, but a file stored under ``name`` is replaced: the name's row switches to the new file in
+        one statement, so a reader finds the old file or the new one, never neither. Returns the replaced file, whose
+        bytes the caller removes, or None. Of concurrent replacements the last to commit wins: the switch applies only
+        to the row this call read, and is tried again on the current one if another commit came between."""
+        while True:
+            current = await self.find(name)
+            if current is None:
+                rows = await self._write(
+                    f"INSERT INTO files ({_NEW_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (name) DO NOTHING RETURNING id",
+                    (file_id, name, node, size, sha256, created),
+                )
+            else:
+                rows = await self._write(
+                    "UPDATE files SET id = ?, node = ?, size = ?, sha256 = ?, created = ?, lost = NULL "
+                    "WHERE name = ? AND id = ? RETURNING id",
+                    (file_id, node, size, sha256, created, name, current.id),
+                )
+            if rows:
+                return current
 
     # --- files --------------------------------------------------------------------------------------------------------
 
