@@ -30,6 +30,7 @@ from typing import BinaryIO, TypeVar
 from .aio import run
 from .protocol import (
     CHUNK_SIZE,
+    MAX_META_BYTES,
     BadRequest,
     ChecksumMismatch,
     DfsError,
@@ -43,6 +44,7 @@ from .protocol import (
     ProtocolError,
     ServersUnavailable,
     StorageFull,
+    check_meta,
     check_name,
 )
 from .protocol.messages import (
@@ -76,10 +78,10 @@ from .wire import Connection, ConnectionLost, conversation_of
 
 # The client, its settings, the error classes (one per wire code) and the records the calls return.
 __all__ = [
-    "CHUNK_SIZE", "DEFAULT_MANAGER", "SECRET_ENV", "SECRET_FILE_ENV", "TLS_CA_ENV", "BadRequest", "ChecksumMismatch",
-    "Client", "ClusterStatus", "DfsError", "Download", "ErrorCode", "FileInfo", "FileNotFound", "FileUnavailable",
-    "InternalError", "ManagerLost", "NameExists", "NodeIdInUse", "NodeInfo", "NotAuthorised", "ProtocolError",
-    "RebalanceInfo",
+    "CHUNK_SIZE", "DEFAULT_MANAGER", "MAX_META_BYTES", "SECRET_ENV", "SECRET_FILE_ENV", "TLS_CA_ENV", "BadRequest",
+    "ChecksumMismatch", "Client", "ClusterStatus", "DfsError", "Download", "ErrorCode", "FileInfo", "FileNotFound",
+    "FileUnavailable", "InternalError", "ManagerLost", "NameExists", "NodeIdInUse", "NodeInfo", "NotAuthorised",
+    "ProtocolError", "RebalanceInfo",
     "ScrubReport", "Security", "Sending", "ServersUnavailable", "Source", "StorageFull", "Stored", "file_size",
     "manager_address", "run",
 ]  # fmt: skip
@@ -171,8 +173,12 @@ class Client:
         sha256: bytes | None = None,
         on_retry: Callable[[str], None] | None = None,
         replace: bool = False,
+        meta: dict[str, str] | None = None,
     ) -> Stored:
         """Upload ``source`` as ``name``; returns its size and SHA-256 once it is durable.
+
+        ``meta`` (text names to text values, at most MAX_META_BYTES of UTF-8 in all) is kept with the file and given
+        back by ``stat``, ``list`` and ``get`` (``Download.info.meta``).
 
         A name that is taken is error 3 (``NameExists``), unless ``replace``: then the stored file is replaced
         atomically (a reader gets the old file or the new one, whole) once the new one is durable, and its bytes are
@@ -185,15 +191,18 @@ class Client:
         told why, first. Otherwise, and if the second attempt fails too, it raises ``ManagerLost``.
         """
         check_name(name)
+        check_meta(meta)
         if isinstance(source, str | os.PathLike):
             with open(source, "rb") as file:
                 size = size if size is not None else file_size(file)
-                return await self.put(name, file, size=size, sha256=sha256, on_retry=on_retry, replace=replace)
+                return await self.put(
+                    name, file, size=size, sha256=sha256, on_retry=on_retry, replace=replace, meta=meta
+                )
         if isinstance(source, bytes):
             size = len(source) if size is None else size
         rewind = _rewinder(source)
         sent = _Sent()
-        header = Put(name, size, sha256, replace=replace or None)
+        header = Put(name, size, sha256, replace=replace or None, meta=meta or None)
         try:
             return await self._put(header, source, sent)
         except ManagerLost as lost:

@@ -40,8 +40,9 @@ class SyncClient:
         sha256: bytes | None = None,
         on_retry: Callable[[str], None] | None = None,
         replace: bool = False,
+        meta: dict[str, str] | None = None,
     ) -> Stored:
-        put = self._client.put(name, source, size=size, sha256=sha256, on_retry=on_retry, replace=replace)
+        put = self._client.put(name, source, size=size, sha256=sha256, on_retry=on_retry, replace=replace, meta=meta)
         return self._runner.run(put)
 
     def get_file(

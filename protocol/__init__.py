@@ -24,12 +24,16 @@ from .limits import (
     INVENTORY_PAGE,
     MAX_FRAME_SIZE,
     MAX_LIST_PAGE,
+    MAX_LISTING_BYTES,
+    MAX_META_BYTES,
     MAX_NAME_BYTES,
     PROTOCOL_VERSION,
     check_inline,
+    check_meta,
     check_name,
     check_range,
     check_sha256,
+    meta_bytes,
 )
 from .messages import CATALOGUE, Message
 
@@ -39,7 +43,9 @@ __all__ = [
     "INLINE_MAX",
     "INVENTORY_PAGE",
     "MAX_FRAME_SIZE",
+    "MAX_LISTING_BYTES",
     "MAX_LIST_PAGE",
+    "MAX_META_BYTES",
     "MAX_NAME_BYTES",
     "PROTOCOL_VERSION",
     "BadRequest",
@@ -59,6 +65,7 @@ __all__ = [
     "ServersUnavailable",
     "StorageFull",
     "check_inline",
+    "check_meta",
     "check_name",
     "check_range",
     "check_sha256",
@@ -66,4 +73,5 @@ __all__ = [
     "encode",
     "encode_parts",
     "error_from_wire",
+    "meta_bytes",
 ]  # fmt: skip

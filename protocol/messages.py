@@ -38,6 +38,7 @@ class FileInfo:
     node: int  # id of the storage node that holds it
     created: float  # unix time the upload was acknowledged
     available: bool  # false while its node is down
+    meta: dict[str, str] | None = None  # the metadata its put carried (none: absent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,7 @@ class Put(Message):
     sha256: bytes | None = None  # if given, the upload fails unless the bytes hash to it
     data: bytes | None = None  # the whole file, if it is small
     replace: bool | None = None  # true: a stored file of this name is replaced (atomically) instead of error 3
+    meta: dict[str, str] | None = None  # text names to text values kept with the file (at most MAX_META_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +192,7 @@ class Sending(Message):
     length: int
     sha256: bytes | None = None  # SHA-256 of the whole file, when the sender knows it
     data: bytes | None = None  # the bytes themselves, exactly when length <= INLINE_MAX
+    meta: dict[str, str] | None = None  # manager → client: the file's metadata, if its put carried any
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +400,15 @@ def _optional(read: Reader) -> Reader:
     return lambda value: None if value is None else read(value)
 
 
+def _map_of(read_key: Reader, read_value: Reader) -> Reader:
+    def read_map(value: Any) -> dict[Any, Any]:
+        if type(value) is not dict:
+            raise ProtocolError(f"protocol error: expected a map, got {_kind(value)}")
+        return {read_key(key): read_value(item) for key, item in value.items()}
+
+    return read_map
+
+
 def _list_of(read: Reader) -> Reader:
     def read_list(value: Any) -> list[Any]:
         if type(value) is not list:
@@ -429,6 +441,8 @@ def _reader_for(hint: Any) -> Reader:
         return _optional(_reader_for(inner))
     if typing.get_origin(hint) is list:
         return _list_of(_reader_for(args[0]))
+    if typing.get_origin(hint) is dict:
+        return _map_of(_reader_for(args[0]), _reader_for(args[1]))
     if dataclasses.is_dataclass(hint):
         return _record_reader(hint)
     raise TypeError(f"no wire type for {hint!r}")

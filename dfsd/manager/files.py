@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 
 from ..protocol import (
     MAX_LIST_PAGE,
+    MAX_LISTING_BYTES,
     BadRequest,
     DfsError,
     FileNotFound,
@@ -27,9 +28,11 @@ from ..protocol import (
     ServersUnavailable,
     StorageFull,
     check_inline,
+    check_meta,
     check_name,
     check_range,
     check_sha256,
+    meta_bytes,
 )
 from ..protocol.messages import (
     Data,
@@ -93,12 +96,13 @@ class FileOperations:
     async def handle_put(self, conn: Connection, request: Put, req: Request) -> None:
         check_name(request.name, self.limits.max_name_bytes)
         check_sha256(request.sha256)
+        check_meta(request.meta)
         check_inline(request.data, request.size)
         size = len(request.data) if request.data is not None else request.size
         self._check_size(size or 0)
         req.fields.update(name=request.name)
         if request.sha256 is not None and size is not None:
-            already = await self._already_stored(request.name, size, request.sha256)
+            already = await self._already_stored(request.name, size, request.sha256, request.meta)
             if already is not None:
                 req.fields.update(size=size, already=True)
                 await conn.send(already)
@@ -113,7 +117,7 @@ class FileOperations:
             except StorageFull:
                 self.topology.filled(node)
                 raise
-            replaced = await self._commit(file_id, request.name, node.id, stored, replace)
+            replaced = await self._commit(file_id, request, node.id, stored)
             self.topology.stored(node.id, stored.size)
         req.fields.update(size=stored.size)
         if replaced is not None:
@@ -121,12 +125,11 @@ class FileOperations:
             await self._remove_bytes(replaced)
         await conn.send(stored)
 
-    async def _commit(self, file_id: int, name: str, node: int, stored: Stored, replace: bool) -> FileRecord | None:
-        """Record the stored file; with ``replace``, in place of the file ``name`` held, which is returned."""
-        if replace:
-            return await self.store.commit_replacing(file_id, name, node, stored.size, stored.sha256, time.time())
-        await self.store.commit(file_id, name, node, stored.size, stored.sha256, time.time())
-        return None
+    async def _commit(self, file_id: int, request: Put, node: int, stored: Stored) -> FileRecord | None:
+        """Record the stored file; with ``replace``, in place of the file its name held, which is returned."""
+        commit = self.store.commit_replacing if request.replace else self.store.commit
+        row = (file_id, request.name, node, stored.size, stored.sha256, time.time(), request.meta or None)
+        return await commit(*row)
 
     async def _remove_bytes(self, record: FileRecord) -> None:
         """The row of ``record`` is gone (deleted or replaced): remove its bytes from its node (if the node is down,
@@ -136,13 +139,15 @@ class FileOperations:
         if node is not None:
             await remove_copy(self.pool, node, record.id)
 
-    async def _already_stored(self, name: str, size: int, sha256: bytes) -> Stored | None:
-        """``stored`` (marked ``already``) if ``name`` holds exactly these bytes: the answer to a retry whose first
-        attempt was stored though its answer was lost. An upload of the name under way is given SETTLE_WAIT to end
-        first, since it may be that first attempt, committing right now."""
+    async def _already_stored(self, name: str, size: int, sha256: bytes, meta: dict[str, str] | None) -> Stored | None:
+        """``stored`` (marked ``already``) if ``name`` holds exactly these bytes and this metadata: the answer to a
+        retry whose first attempt was stored though its answer was lost. An upload of the name under way is given
+        SETTLE_WAIT to end first, since it may be that first attempt, committing right now."""
         await self.in_flight.settle(name, SETTLE_WAIT)
         record = await self.store.find(name)
         if record is None or record.lost is not None or (record.size, record.sha256) != (size, sha256):
+            return None
+        if (record.meta or None) != (meta or None):
             return None  # reserving the name then answers error 3 if it is taken
         return Stored(record.size, record.sha256, already=True)
 
@@ -217,7 +222,8 @@ class FileOperations:
             if sending.length != length:
                 raise ProtocolError(f"protocol error: storage node {node.id} answered fetch with the wrong sending")
             body = receive_file(node_conn, sending).through(_from_node)
-            await _to_client(send_file(conn, Sending(record.size, offset, length, record.sha256), body))
+            sending = Sending(record.size, offset, length, record.sha256, meta=record.meta)
+            await _to_client(send_file(conn, sending, body))
 
     async def handle_delete(self, conn: Connection, request: Delete, req: Request) -> None:
         req.fields.update(name=request.name)
@@ -236,9 +242,10 @@ class FileOperations:
     async def handle_list(self, conn: Connection, request: List, req: Request) -> None:
         limit = min(request.limit or MAX_LIST_PAGE, MAX_LIST_PAGE)
         records = await self.store.list_files(request.prefix, request.after, limit + 1)
-        req.fields.update(prefix=request.prefix, count=min(len(records), limit))
-        files = [self._file_info(record) for record in records[:limit]]
-        await conn.send(Listing(files, more=len(records) > limit))
+        page = _fitting(records[:limit])
+        req.fields.update(prefix=request.prefix, count=len(page))
+        files = [self._file_info(record) for record in page]
+        await conn.send(Listing(files, more=len(records) > len(page)))
 
     async def _find(self, name: str) -> FileRecord:
         record = await self.store.find(name)
@@ -257,7 +264,17 @@ class FileOperations:
 
     def _file_info(self, record: FileRecord) -> FileInfo:
         available = self.topology.is_up(record.node) and record.lost is None
-        return FileInfo(record.name, record.size, record.sha256, record.node, record.created, available)
+        return FileInfo(record.name, record.size, record.sha256, record.node, record.created, available, record.meta)
+
+
+def _fitting(records: list[FileRecord]) -> list[FileRecord]:
+    """The first of ``records`` whose names and metadata fit one listing frame (MAX_LISTING_BYTES); at least one."""
+    total = 0
+    for count, record in enumerate(records):
+        total += len(record.name.encode()) + (meta_bytes(record.meta) if record.meta else 0)
+        if total > MAX_LISTING_BYTES and count:
+            return records[:count]
+    return records
 
 
 class _NodeFault(Exception):

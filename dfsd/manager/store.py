@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +47,17 @@ class FileRecord:
     sha256: bytes
     created: float
     lost: float | None
+    meta: dict[str, str] | None = None
+
+
+def file_record(row: tuple[Any, ...]) -> FileRecord:
+    """A ``files`` row (``FILE_COLUMNS``) as a record; its metadata is kept as JSON text."""
+    file_id, name, node, size, sha256, created, lost, meta = row
+    return FileRecord(file_id, name, node, size, sha256, created, lost, None if meta is None else json.loads(meta))
+
+
+def _meta_text(meta: dict[str, str] | None) -> str | None:
+    return None if not meta else json.dumps(meta, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +129,8 @@ class BackupUnsupported(StoreError):
     exit_status = 64  # EX_USAGE: the right tool is another command
 
 
-_FILE_COLUMNS = "id, name, node, size, sha256, created, lost"
-_NEW_FILE_COLUMNS = "id, name, node, size, sha256, created"
+_FILE_COLUMNS = "id, name, node, size, sha256, created, lost, meta"
+_NEW_FILE_COLUMNS = "id, name, node, size, sha256, created, meta"
 _NODE_COLUMNS = "id, host, port, capacity, free, last_seen, draining"
 FIND_SQL = f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ?"
 
@@ -279,18 +291,34 @@ class MetadataStore(ABC):
         """The file ids of the uploads under way."""
         return {file_id for file_id in self._reserved.values() if file_id} | self._replacing
 
-    async def commit(self, file_id: int, name: str, node: int, size: int, sha256: bytes, created: float) -> None:
-        """The upload's bytes are durable on ``node``: record the file, which makes it visible."""
+    async def commit(
+        self,
+        file_id: int,
+        name: str,
+        node: int,
+        size: int,
+        sha256: bytes,
+        created: float,
+        meta: dict[str, str] | None = None,
+    ) -> None:
+        """The upload's bytes are durable on ``node``: record the file (with its metadata), which makes it visible."""
         rows = await self._write(
-            f"INSERT INTO files ({_NEW_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO files ({_NEW_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (name) DO NOTHING RETURNING id",
-            (file_id, name, node, size, sha256, created),
+            (file_id, name, node, size, sha256, created, _meta_text(meta)),
         )
         if not rows:  # only if the reservation was released early (the upload was cancelled)
             raise _name_exists(name)
 
     async def commit_replacing(
-        self, file_id: int, name: str, node: int, size: int, sha256: bytes, created: float
+        self,
+        file_id: int,
+        name: str,
+        node: int,
+        size: int,
+        sha256: bytes,
+        created: float,
+        meta: dict[str, str] | None = None,
     ) -> FileRecord | None:
         """Like ``commit``, but a file stored under ``name`` is replaced: the name's row switches to the new file in
         one statement, so a reader finds the old file or the new one, never neither. Returns the replaced file, whose
@@ -300,15 +328,15 @@ class MetadataStore(ABC):
             current = await self.find(name)
             if current is None:
                 rows = await self._write(
-                    f"INSERT INTO files ({_NEW_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+                    f"INSERT INTO files ({_NEW_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (name) DO NOTHING RETURNING id",
-                    (file_id, name, node, size, sha256, created),
+                    (file_id, name, node, size, sha256, created, _meta_text(meta)),
                 )
             else:
                 rows = await self._write(
-                    "UPDATE files SET id = ?, node = ?, size = ?, sha256 = ?, created = ?, lost = NULL "
+                    "UPDATE files SET id = ?, node = ?, size = ?, sha256 = ?, created = ?, lost = NULL, meta = ? "
                     "WHERE name = ? AND id = ? RETURNING id",
-                    (file_id, node, size, sha256, created, name, current.id),
+                    (file_id, node, size, sha256, created, _meta_text(meta), name, current.id),
                 )
             if rows:
                 return current
@@ -317,12 +345,12 @@ class MetadataStore(ABC):
 
     async def find(self, name: str) -> FileRecord | None:
         rows = await self._read(FIND_SQL, (name,))
-        return FileRecord(*rows[0]) if rows else None
+        return file_record(rows[0]) if rows else None
 
     async def remove(self, name: str) -> FileRecord | None:
         """Delete the stored file ``name`` and return what it was, or None if there was none."""
         rows = await self._write(f"DELETE FROM files WHERE name = ? RETURNING {_FILE_COLUMNS}", (name,))
-        return FileRecord(*rows[0]) if rows else None
+        return file_record(rows[0]) if rows else None
 
     async def list_files(self, prefix: str, after: str | None, limit: int) -> list[FileRecord]:
         """Stored files whose names start with ``prefix``, in byte order, after ``after``, at most ``limit``."""
@@ -337,7 +365,7 @@ class MetadataStore(ABC):
             params.append(after)
         query += " ORDER BY name LIMIT ?"
         params.append(limit)
-        return [FileRecord(*row) for row in await self._read(query, params)]
+        return [file_record(row) for row in await self._read(query, params)]
 
     async def ids_on_node(self, node: int) -> tuple[set[int], set[int], set[int]]:
         """In one snapshot: ids of the files recorded on ``node``, those of them marked lost, and the ids of every
@@ -378,7 +406,7 @@ class MetadataStore(ABC):
         rows = await self._read(
             f"SELECT {_FILE_COLUMNS} FROM files WHERE node = ? AND id > ? ORDER BY id LIMIT ?", (node, after_id, limit)
         )
-        return [FileRecord(*row) for row in rows]
+        return [file_record(row) for row in rows]
 
     async def movable(self, node: int, limit: int, exclude: set[int]) -> list[FileRecord]:
         """Up to ``limit`` stored, present files on ``node``, skipping the ids in ``exclude``."""
@@ -386,7 +414,7 @@ class MetadataStore(ABC):
             f"SELECT {_FILE_COLUMNS} FROM files WHERE node = ? AND lost IS NULL ORDER BY id LIMIT ?",
             (node, limit + len(exclude)),
         )
-        return [FileRecord(*row) for row in rows if row[0] not in exclude][:limit]
+        return [file_record(row) for row in rows if row[0] not in exclude][:limit]
 
     async def relocate(self, file_id: int, source: int, target: int) -> bool:
         """Point file ``file_id`` at ``target`` if it is still stored on ``source``; False if it changed meanwhile."""

@@ -65,6 +65,8 @@ SCHEMA_STEPS = [
         draining  INTEGER NOT NULL DEFAULT 0  -- being retired: its files move to other nodes, it gets no new ones
     );
     """,
+    # Version 2: a file's metadata (``put.meta``), as JSON text; NULL when its put carried none.
+    "ALTER TABLE files ADD COLUMN meta TEXT",
 ]
 
 # What asyncpg raises when the server cannot be reached, refuses us, or goes away.
