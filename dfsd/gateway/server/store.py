@@ -8,12 +8,11 @@ Until the manager keeps bucket records, object metadata and multipart state itse
 they are dfsd files too, under ``.s3/`` (a name no bucket can have, so S3 never lists them, though ``dfs-ls .s3/``
 shows them): a bucket is the small file ``.s3/buckets/NAME`` holding its owner, an upload is ``.s3/uploads/ID``
 (its bucket, key and owner) and its parts ``.s3/uploads/ID/NNNNN``, each with ``NNNNN.etag`` holding its MD5.
-Completing an upload streams the parts, in
-order, into the object through this process (bounded memory, never whole); when the manager can compose parts on a
-node, ``complete_upload`` becomes one call. Likewise, a PUT of a key that is taken deletes the old object and puts
-again (``replace`` will make that one atomic call), and an object's ETag is the quoted MD5 only where it is known
-(the PUT's answer); elsewhere it is derived from the SHA-256 the manager records, in the multipart form ``"HEX-1"``,
-so that no client mistakes it for an MD5 it could check.
+Completing an upload streams the parts, in order, into the object through this process (bounded memory, never
+whole); when the manager can compose parts on a node, ``complete_upload`` becomes one call. An object's ETag is the
+quoted MD5 only where it is known (the PUT's answer); elsewhere it is derived from the SHA-256 the manager records, in
+the multipart form ``"HEX-1"``, so that no client mistakes it for an MD5 it could check. A PUT over an existing key
+replaces it atomically (``Client.put(..., replace=True)``).
 """
 
 from __future__ import annotations
@@ -61,10 +60,6 @@ MAX_RECORD_BYTES = 64 * 1024
 BUCKET_TRUST_SECONDS = 1.0
 MAX_TRUSTED_BUCKETS = 10_000  # records kept; past that the memory starts afresh
 
-# Bodies up to this size are read whole before a PUT, so that a PUT over an existing key can send them again after
-# deleting the old object (the client library sends bodies this small inside the request, read beforehand anyway).
-SMALL_BODY = 64 * 1024
-
 # A part NNNNN is complete once NNNNN.etag records its MD5 (hex).
 ETAG_SUFFIX = ".etag"
 
@@ -109,19 +104,6 @@ class ObjectInfo:
 
     def entry(self) -> ObjectEntry:
         return ObjectEntry(self.key, self.size, self.etag, self.last_modified)
-
-
-class _Untouched:
-    """A streamed body whose reading can be told: ``started`` once its first chunk was asked for."""
-
-    def __init__(self, body: AsyncIterable[bytes]) -> None:
-        self._body = body
-        self.started = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        self.started = True
-        async for chunk in self._body:
-            yield chunk
 
 
 def sha256_etag(sha256: bytes) -> str:
@@ -213,26 +195,10 @@ class Store:
     # --- objects -------------------------------------------------------------------------------------------------
 
     async def put(self, bucket: str, key: str, body: AsyncIterable[bytes], *, size: int | None) -> Stored:
-        """Store ``body`` as the object, replacing any object of that key.
-
-        The put is tried first, so a new key costs one request. If the key is taken, the old object is deleted and
-        the put sent again, which needs the body's bytes once more: a small body is read whole beforehand (at most
-        ``SMALL_BODY`` bytes), and a streamed one is refused at its header, before any of it was read. A streamed
-        body that was started anyway is ``OperationAborted`` (another write got there first): the client retries.
-        """
-        name = dfs_name(bucket, key)
-        source: bytes | _Untouched = (
-            b"".join([chunk async for chunk in body]) if size is not None and size <= SMALL_BODY else _Untouched(body)
-        )
+        """Store ``body`` as the object, replacing any object of that key atomically: a reader gets the old object or
+        the new one, whole, and the old bytes are removed afterwards."""
         async with self.pool.client() as client:
-            try:
-                return await client.put(name, source, size=size)
-            except NameExists:
-                if isinstance(source, _Untouched) and source.started:
-                    raise
-            with contextlib.suppress(FileNotFound):
-                await client.delete(name)
-            return await client.put(name, source, size=size)
+            return await client.put(dfs_name(bucket, key), body, size=size, replace=True)
 
     async def stat(self, bucket: str, key: str) -> ObjectInfo:
         async with self.pool.client() as client:
@@ -309,12 +275,11 @@ class Store:
         """Store part ``number`` (a part sent again replaces the old one); return its MD5."""
         name = f"{UPLOADS}{upload.upload_id}/{number:05d}"
         async with self.pool.client() as client:
-            for old in (name + ETAG_SUFFIX, name):
-                with contextlib.suppress(FileNotFound):
-                    await client.delete(old)
-            await client.put(name, body, size=body.size)
+            with contextlib.suppress(FileNotFound):  # until the new MD5 is recorded, the part counts as absent
+                await client.delete(name + ETAG_SUFFIX)
+            await client.put(name, body, size=body.size, replace=True)
             assert body.md5 is not None
-            await client.put(name + ETAG_SUFFIX, body.md5.hex().encode())
+            await client.put(name + ETAG_SUFFIX, body.md5.hex().encode(), replace=True)
         return body.md5
 
     async def parts(self, upload: Upload) -> list[Part]:
