@@ -106,7 +106,9 @@ def test_put_replaces_an_existing_key(live_gateway: LiveGateway) -> None:
     s3, bucket = live_gateway.s3(), live_gateway.bucket()
     s3.put_object(Bucket=bucket, Key="k", Body=b"old bytes")
     s3.put_object(Bucket=bucket, Key="k", Body=b"new")
-    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"new"
+    got = s3.get_object(Bucket=bucket, Key="k")
+    assert got["Body"].read() == b"new" and got["ETag"] == f'"{hashlib.md5(b"new").hexdigest()}"'
+    assert live_gateway.names(bucket + "/") == [f"{bucket}/k"]
 
 
 def test_wrong_content_md5_is_bad_digest_and_keeps_nothing(live_gateway: LiveGateway) -> None:
@@ -416,3 +418,52 @@ def test_abandoned_uploads_expire_with_their_parts(live_gateway: LiveGateway, tm
         assert "uploads_expired" in expiring.daemon.log.read_text()
     finally:
         expiring.daemon.terminate()
+
+
+def test_metadata_is_stored_returned_copied_and_replaced(live_gateway: LiveGateway) -> None:
+    s3, bucket = live_gateway.s3(), live_gateway.bucket()
+    data = b"<html>hello</html>"
+    md5 = hashlib.md5(data).digest()
+    s3.put_object(
+        Bucket=bucket,
+        Key="page",
+        Body=data,
+        ContentType="text/html",
+        CacheControl="max-age=60",
+        ContentDisposition='inline; filename="page.html"',
+        Metadata={"author": "alice"},
+        ContentMD5=base64.b64encode(md5).decode(),
+    )
+    head = s3.head_object(Bucket=bucket, Key="page")
+    assert head["ContentType"] == "text/html" and head["CacheControl"] == "max-age=60"
+    assert head["ContentDisposition"] == 'inline; filename="page.html"' and head["Metadata"] == {"author": "alice"}
+    assert head["ETag"] == f'"{md5.hex()}"'  # Content-MD5 made the ETag known before the bytes were stored
+    assert s3.get_object(Bucket=bucket, Key="page")["ContentType"] == "text/html"
+    s3.copy_object(Bucket=bucket, Key="copy", CopySource={"Bucket": bucket, "Key": "page"})
+    assert s3.head_object(Bucket=bucket, Key="copy")["Metadata"] == {"author": "alice"}
+    s3.copy_object(
+        Bucket=bucket,
+        Key="page",
+        CopySource={"Bucket": bucket, "Key": "page"},
+        MetadataDirective="REPLACE",
+        ContentType="text/plain",
+        Metadata={"author": "bob"},
+    )
+    replaced = s3.get_object(Bucket=bucket, Key="page")
+    assert replaced["ContentType"] == "text/plain" and replaced["Metadata"] == {"author": "bob"}
+    assert replaced["Body"].read() == data
+    with pytest.raises(ClientError) as excinfo:
+        s3.copy_object(Bucket=bucket, Key="page", CopySource={"Bucket": bucket, "Key": "page"})
+    assert error_code(excinfo) == "InvalidRequest"
+
+
+def test_multipart_object_keeps_its_etag_and_metadata(live_gateway: LiveGateway) -> None:
+    s3, bucket = live_gateway.s3(), live_gateway.bucket()
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="mp", ContentType="video/mp4")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="mp", UploadId=upload_id, PartNumber=1, Body=b"only part")["ETag"]
+    result = s3.complete_multipart_upload(
+        Bucket=bucket, Key="mp", UploadId=upload_id, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    )
+    head = s3.head_object(Bucket=bucket, Key="mp")
+    assert head["ETag"] == result["ETag"] and head["ETag"].endswith('-1"') and head["ContentType"] == "video/mp4"
+    assert [o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == [result["ETag"]]

@@ -3,8 +3,9 @@
 Theory of operation. PutObject, CopyObject (REPLACE) and CreateMultipartUpload carry an object's metadata in headers:
 Content-Type, Content-Encoding, Content-Disposition, Content-Language, Cache-Control, Expires and any number of
 ``x-amz-meta-*``. ``object_metadata`` picks them out as a ``dict`` of lower-case names to values, which is what the
-manager keeps with the object; ``response_headers`` turns it back into the headers of a GET or HEAD. User metadata
-is limited as S3 limits it (2 KiB of names and values), so a client cannot make every record of a bucket large.
+manager keeps with the object; ``response_headers`` turns it back into the headers of a GET or HEAD. The ETag, when
+known before the upload, travels in the same map (``ETAG_KEY``). User metadata is limited as S3 limits it (2 KiB of
+names and values), so a client cannot make every record of a bucket large.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ USER_PREFIX = "x-amz-meta-"
 MAX_USER_METADATA = 2 * 1024
 
 DEFAULT_CONTENT_TYPE = "binary/octet-stream"
+
+# The object's ETag (quoted), kept beside the headers when it is known before the bytes are stored: from Content-MD5,
+# or a completed multipart upload's. Never a header of its own: GET and HEAD answer it as ETag.
+ETAG_KEY = "etag"
 
 
 def object_metadata(headers: Iterable[tuple[str, str]]) -> dict[str, str]:

@@ -41,6 +41,11 @@ from .store import Bucket, ObjectInfo, Part, Store
 # How long a client should wait before retrying when the cluster is unavailable (503): a node's heartbeat timeout.
 RETRY_AFTER_SECONDS = 3
 
+# Object bodies up to this size are read whole before they are stored, so their MD5 (the ETag) is stored with them;
+# the client library sends bodies this small inside its put request anyway (larger ones stream, and their MD5 is
+# known only once the last byte has gone).
+SMALL_BODY = 64 * 1024
+
 # The largest XML body read whole (DeleteObjects, CompleteMultipartUpload).
 MAX_XML_BODY = s3xml.MAX_XML_BODY
 
@@ -319,9 +324,20 @@ class S3Api:
     # --- objects -------------------------------------------------------------------------------------------------
 
     async def put_object(self, request: HttpRequest, context: Context) -> None:
-        metadata.object_metadata(request.headers)  # refused (MetadataTooLarge) before any byte moves
+        meta = metadata.object_metadata(request.headers)  # refused (MetadataTooLarge) before any byte moves
+        content_md5 = request.header("content-md5")
+        if content_md5 is not None:  # the ETag is known now: the upload fails unless the bytes match it
+            meta[metadata.ETAG_KEY] = f'"{parse_content_md5(content_md5).hex()}"'
         body = _checked_body(request, context)
-        await self.store.put(context.bucket_name, context.key_name, body, size=body.size)
+        if body.size is not None and body.size <= SMALL_BODY and metadata.ETAG_KEY not in meta:
+            # Small enough to read whole first (it travels inside the put request anyway): its MD5 is then known
+            # before the put, and the ETag is stored with the object.
+            data = b"".join([chunk async for chunk in body])
+            assert body.md5 is not None
+            meta[metadata.ETAG_KEY] = f'"{body.md5.hex()}"'
+            await self.store.put(context.bucket_name, context.key_name, data, size=len(data), meta=meta)
+        else:
+            await self.store.put(context.bucket_name, context.key_name, body, size=body.size, meta=meta)
         assert body.md5 is not None
         await request.respond(200, [*_ids(context), ("etag", f'"{body.md5.hex()}"')])
 
@@ -378,13 +394,17 @@ class S3Api:
 
     async def copy_object(self, request: HttpRequest, context: Context) -> None:
         info = await self._copy_source_info(request, context)
-        if (info.bucket, info.key) == (context.bucket, context.key):
-            # Onto itself: the bytes are already there (metadata, once stored, is what REPLACE changes).
-            await _xml(request, context, s3xml.render_copy_result(info.etag, time.time()))
-            return
+        replace = (request.header("x-amz-metadata-directive") or "COPY").upper() == "REPLACE"
+        if not replace and (info.bucket, info.key) == (context.bucket, context.key):
+            raise S3Error(
+                "InvalidRequest",
+                "This copy request is illegal because it is trying to copy an object to itself without changing the "
+                "object's metadata; use x-amz-metadata-directive: REPLACE.",
+            )
+        meta = metadata.object_metadata(request.headers) if replace else dict(info.meta)
         async with self.store.get(info.bucket, info.key) as download:
             copied = Md5Stream(download, info.size)
-            await self.store.put(context.bucket_name, context.key_name, copied, size=info.size)
+            await self.store.put(context.bucket_name, context.key_name, copied, size=info.size, meta=meta)
         assert copied.md5 is not None
         await _xml(request, context, s3xml.render_copy_result(f'"{copied.md5.hex()}"', time.time()))
 
@@ -400,8 +420,8 @@ class S3Api:
     # --- multipart uploads ---------------------------------------------------------------------------------------
 
     async def create_upload(self, request: HttpRequest, context: Context) -> None:
-        metadata.object_metadata(request.headers)  # MetadataTooLarge now, not at completion
-        upload_id = await self.store.create_upload(context.bucket_name, context.key_name, context.user)
+        meta = metadata.object_metadata(request.headers)  # MetadataTooLarge now, not at completion
+        upload_id = await self.store.create_upload(context.bucket_name, context.key_name, context.user, meta)
         await _xml(request, context, s3xml.render_initiate_multipart(context.bucket_name, context.key_name, upload_id))
 
     async def upload_part(self, request: HttpRequest, context: Context) -> None:

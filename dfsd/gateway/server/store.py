@@ -38,6 +38,7 @@ from dfsd.client import (
 from ..errors import S3Error
 from ..etags import multipart_etag
 from ..listing import ObjectEntry
+from ..metadata import ETAG_KEY
 from ..naming import dfs_name, dfs_prefix
 from .bodies import CheckedBody, Md5Stream
 
@@ -96,11 +97,12 @@ class ObjectInfo:
     size: int
     etag: str  # quoted
     last_modified: float
-    meta: Mapping[str, str] = field(default_factory=dict)  # ``metadata.object_metadata``, once the manager keeps it
+    meta: Mapping[str, str] = field(default_factory=dict)  # ``metadata.object_metadata``, as stored with the object
 
     @classmethod
     def of(cls, bucket: str, key: str, info: FileInfo) -> ObjectInfo:
-        return cls(bucket, key, info.size, sha256_etag(info.sha256), info.created)
+        meta = info.meta or {}
+        return cls(bucket, key, info.size, meta.get(ETAG_KEY) or sha256_etag(info.sha256), info.created, meta)
 
     def entry(self) -> ObjectEntry:
         return ObjectEntry(self.key, self.size, self.etag, self.last_modified)
@@ -125,6 +127,19 @@ class Upload:
     key: str
     owner: str
     initiated: float
+    meta: Mapping[str, str] = field(default_factory=dict)  # what the completed object is stored with
+
+    @classmethod
+    def of(cls, upload_id: str, record: Mapping[str, Any]) -> Upload:
+        meta = record.get("meta")
+        return cls(
+            upload_id,
+            str(record["bucket"]),
+            str(record["key"]),
+            str(record["owner"]),
+            float(record["initiated"]),
+            {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {},
+        )
 
 
 @dataclass(frozen=True)
@@ -194,11 +209,13 @@ class Store:
 
     # --- objects -------------------------------------------------------------------------------------------------
 
-    async def put(self, bucket: str, key: str, body: AsyncIterable[bytes], *, size: int | None) -> Stored:
-        """Store ``body`` as the object, replacing any object of that key atomically: a reader gets the old object or
-        the new one, whole, and the old bytes are removed afterwards."""
+    async def put(
+        self, bucket: str, key: str, body: bytes | AsyncIterable[bytes], *, size: int | None, meta: Mapping[str, str]
+    ) -> Stored:
+        """Store ``body`` as the object with ``meta``, replacing any object of that key atomically: a reader gets the
+        old object or the new one, whole, and the old bytes are removed afterwards."""
         async with self.pool.client() as client:
-            return await client.put(dfs_name(bucket, key), body, size=size, replace=True)
+            return await client.put(dfs_name(bucket, key), body, size=size, replace=True, meta=dict(meta) or None)
 
     async def stat(self, bucket: str, key: str) -> ObjectInfo:
         async with self.pool.client() as client:
@@ -228,10 +245,10 @@ class Store:
 
     # --- multipart uploads ---------------------------------------------------------------------------------------
 
-    async def create_upload(self, bucket: str, key: str, owner: str) -> str:
+    async def create_upload(self, bucket: str, key: str, owner: str, meta: Mapping[str, str]) -> str:
         dfs_name(bucket, key)  # a key too long for the cluster is refused now, not when the upload completes
         upload_id = secrets.token_hex(16)
-        record = {"bucket": bucket, "key": key, "owner": owner, "initiated": time.time()}
+        record = {"bucket": bucket, "key": key, "owner": owner, "initiated": time.time(), "meta": dict(meta)}
         async with self.pool.client() as client:
             await client.put(UPLOADS + upload_id, json.dumps(record).encode())
         return upload_id
@@ -241,7 +258,7 @@ class Store:
         record = await self._record(UPLOADS + upload_id) if upload_id.isalnum() else None
         if record is None or (record.get("bucket"), record.get("key")) != (bucket, key):
             raise S3Error("NoSuchUpload")
-        return Upload(upload_id, bucket, key, str(record["owner"]), float(record["initiated"]))
+        return Upload.of(upload_id, record)
 
     async def uploads(self, bucket: str | None) -> list[Upload]:
         """The uploads in progress in ``bucket`` (None: in every bucket), by key and age."""
@@ -253,15 +270,7 @@ class Store:
                 continue
             record = await self._record(UPLOADS + upload_id)
             if record is not None and bucket in (None, record.get("bucket")):
-                found.append(
-                    Upload(
-                        upload_id,
-                        str(record["bucket"]),
-                        str(record["key"]),
-                        str(record["owner"]),
-                        float(record["initiated"]),
-                    )
-                )
+                found.append(Upload.of(upload_id, record))
         return sorted(found, key=lambda upload: (upload.key, upload.initiated))
 
     async def expire_uploads(self, age: float, now: float) -> int:
@@ -312,9 +321,11 @@ class Store:
                 raise S3Error(
                     "EntityTooSmall", f"Part {part.number} is {part.size} bytes; every part but the last needs 5 MiB."
                 )
-        await self.put(upload.bucket, upload.key, self._joined(chosen), size=sum(part.size for part in chosen))
+        etag = multipart_etag([part.md5 for part in chosen])
+        meta = {**upload.meta, ETAG_KEY: etag}
+        await self.put(upload.bucket, upload.key, self._joined(chosen), size=sum(p.size for p in chosen), meta=meta)
         await self.abort_upload(upload)
-        return multipart_etag([part.md5 for part in chosen])
+        return etag
 
     async def _joined(self, parts: Sequence[Part]) -> AsyncIterator[bytes]:
         async with self.pool.client() as client:
