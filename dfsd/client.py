@@ -20,6 +20,7 @@ programs, the bundled tools included, import nothing else of dfsd.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import dataclasses
 import hashlib
 import os
@@ -32,6 +33,10 @@ from .protocol import (
     CHUNK_SIZE,
     MAX_META_BYTES,
     BadRequest,
+    BucketExists,
+    BucketNotEmpty,
+    BucketNotYours,
+    BucketOwnedByYou,
     ChecksumMismatch,
     DfsError,
     ErrorCode,
@@ -40,6 +45,7 @@ from .protocol import (
     InternalError,
     NameExists,
     NodeIdInUse,
+    NoSuchBucket,
     NotAuthorised,
     ProtocolError,
     ServersUnavailable,
@@ -48,16 +54,22 @@ from .protocol import (
     check_name,
 )
 from .protocol.messages import (
+    Bucket,
+    BucketInfo,
+    Buckets,
     Buffer,
     ClusterStatus,
+    CreateBucket,
     Data,
     Delete,
+    DeleteBucket,
     Drain,
     End,
     FileInfo,
     Get,
     Info,
     List,
+    ListBuckets,
     Listing,
     Message,
     NodeInfo,
@@ -69,6 +81,7 @@ from .protocol.messages import (
     ScrubReport,
     Sending,
     Stat,
+    StatBucket,
     Status,
     Stored,
 )
@@ -79,11 +92,11 @@ from .wire import Connection, ConnectionLost, conversation_of
 # The client, its settings, the error classes (one per wire code) and the records the calls return.
 __all__ = [
     "CHUNK_SIZE", "DEFAULT_MANAGER", "MAX_META_BYTES", "SECRET_ENV", "SECRET_FILE_ENV", "TLS_CA_ENV", "BadRequest",
-    "ChecksumMismatch", "Client", "ClusterStatus", "DfsError", "Download", "ErrorCode", "FileInfo", "FileNotFound",
-    "FileUnavailable", "InternalError", "ManagerLost", "NameExists", "NodeIdInUse", "NodeInfo", "NotAuthorised",
-    "ProtocolError", "RebalanceInfo",
-    "ScrubReport", "Security", "Sending", "ServersUnavailable", "Source", "StorageFull", "Stored", "file_size",
-    "manager_address", "run",
+    "BucketExists", "BucketInfo", "BucketNotEmpty", "BucketNotYours", "BucketOwnedByYou", "ChecksumMismatch", "Client",
+    "ClusterStatus", "DfsError", "Download", "ErrorCode", "FileInfo", "FileNotFound", "FileUnavailable",
+    "InternalError", "ManagerLost", "NameExists", "NoSuchBucket", "NodeIdInUse", "NodeInfo", "NotAuthorised",
+    "ProtocolError", "RebalanceInfo", "ScrubReport", "Security", "Sending", "ServersUnavailable", "Source",
+    "StorageFull", "Stored", "file_size", "manager_address", "run",
 ]  # fmt: skip
 
 DEFAULT_MANAGER = "127.0.0.1:8000"
@@ -299,6 +312,24 @@ class Client:
     async def rebalance(self) -> ClusterStatus:
         """Start a rebalance (if none is running); returns the status as it starts."""
         return await self._call(Rebalance(), ClusterStatus)
+
+    async def create_bucket(self, name: str, owner: str) -> BucketInfo:
+        """Record bucket ``name`` (its objects are the files named ``name/KEY``), owned by ``owner``.
+        ``BucketOwnedByYou`` or ``BucketExists`` if the name is taken."""
+        return (await self._call(CreateBucket(name, owner), Bucket)).bucket
+
+    async def delete_bucket(self, name: str, owner: str) -> None:
+        """Forget bucket ``name``: ``NoSuchBucket``, ``BucketNotYours`` unless ``owner`` owns it, ``BucketNotEmpty``
+        while any file name starts with ``name/``."""
+        await self._call(DeleteBucket(name, owner), Ok)
+
+    async def bucket(self, name: str) -> BucketInfo:
+        """The record of bucket ``name``, or ``NoSuchBucket``."""
+        return (await self._call(StatBucket(name), Bucket)).bucket
+
+    async def buckets(self) -> builtins.list[BucketInfo]:
+        """Every bucket (of every owner), in byte order of the names."""
+        return (await self._call(ListBuckets(), Buckets)).buckets
 
     async def _call(self, request: Message, answer: type[M]) -> M:
         conn = await self._connection()

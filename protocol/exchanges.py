@@ -51,9 +51,13 @@ from collections.abc import Iterable
 from .errors import ErrorCode, LocalProtocolError, ProtocolError
 from .limits import INLINE_MAX
 from .messages import (
+    Bucket,
+    Buckets,
     ClusterStatus,
+    CreateBucket,
     Data,
     Delete,
+    DeleteBucket,
     Drain,
     End,
     Error,
@@ -63,6 +67,7 @@ from .messages import (
     Info,
     Inventory,
     List,
+    ListBuckets,
     Listing,
     Message,
     Ok,
@@ -74,6 +79,7 @@ from .messages import (
     ScrubReport,
     Sending,
     Stat,
+    StatBucket,
     Status,
     Store,
     Stored,
@@ -107,7 +113,23 @@ CONTROL_ROLE = "node"
 
 # What a listener takes from each role (PROTOCOL.md, 4.1); the control session's frames follow their own order.
 REQUESTS: dict[str, frozenset[type[Message]]] = {
-    "client": frozenset({Put, Get, Delete, Stat, List, Status, Rebalance, Drain, Scrub}),
+    "client": frozenset(
+        {
+            Put,
+            Get,
+            Delete,
+            Stat,
+            List,
+            Status,
+            Rebalance,
+            Drain,
+            Scrub,
+            CreateBucket,
+            DeleteBucket,
+            StatBucket,
+            ListBuckets,
+        }
+    ),
     "manager": frozenset({Store, Fetch, Remove, Transfer, Verify}),
     "peer": frozenset({Store}),
     CONTROL_ROLE: frozenset({Register, Inventory, Heartbeat}),
@@ -129,6 +151,10 @@ _ANSWERS: dict[type[Message], type[Message]] = {
     Drain: ClusterStatus,
     Scrub: ScrubReport,
     Transfer: Stored,
+    CreateBucket: Bucket,
+    DeleteBucket: Ok,
+    StatBucket: Bucket,
+    ListBuckets: Buckets,
 }
 
 # Whose frame each state waits for: the side that owes the next frame (BEATING: the dialer owes heartbeats, and the

@@ -34,6 +34,14 @@ MAX_META_BYTES = 8 * 1024
 # 1000 files with the longest names and the most metadata still come in frames below MAX_FRAME_SIZE.
 MAX_LISTING_BYTES = 3 * 1024 * 1024
 
+# A bucket's name: S3's longest (63); its owner's name. Both short, so that every bucket fits one ``buckets`` frame.
+MAX_BUCKET_NAME_BYTES = 63
+MAX_OWNER_BYTES = 255
+
+# Buckets a cluster may hold: ``buckets`` answers them all in one frame (about 350 bytes each at most), and S3 itself
+# allows an account 100 by default, 10,000 on request.
+MAX_BUCKETS = 10_000
+
 # File ids per inventory page: 100,000 ids of up to 9 bytes each stay under 1 MiB.
 INVENTORY_PAGE = 100_000
 
@@ -64,6 +72,18 @@ def check_sha256(digest: bytes | None) -> None:
     """A SHA-256 given with an upload must be 32 bytes: refuse it before any byte moves, not after the last."""
     if digest is not None and len(digest) != 32:
         raise BadRequest(f"bad request: a SHA-256 is 32 bytes, this one {len(digest)}")
+
+
+def check_bucket(name: str, owner: str | None = None) -> None:
+    """Refuse (``BadRequest``) a bucket name that could not prefix file names as ``NAME/``, or an owner's name that is
+    empty or too long. The S3 naming rules are the gateway's to apply; these are the cluster's."""
+    if not name or len(name.encode("utf-8", "surrogatepass")) > MAX_BUCKET_NAME_BYTES:
+        raise BadRequest(f"bad request: a bucket name holds 1 to {MAX_BUCKET_NAME_BYTES} bytes of UTF-8")
+    if "/" in name or "\x00" in name:
+        raise BadRequest("bad request: a bucket name holds no / and no NUL")
+    check_name(name)  # valid UTF-8
+    if owner is not None and not 0 < len(owner.encode("utf-8", "surrogatepass")) <= MAX_OWNER_BYTES:
+        raise BadRequest(f"bad request: a bucket's owner is named by 1 to {MAX_OWNER_BYTES} bytes of UTF-8")
 
 
 def check_meta(meta: dict[str, str] | None) -> None:

@@ -42,6 +42,15 @@ class FileInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class BucketInfo:
+    """One bucket as the manager records it: the files under ``name/`` are its objects."""
+
+    name: str
+    owner: str
+    created: float  # unix time it was created
+
+
+@dataclass(frozen=True, slots=True)
 class NodeInfo:
     """One storage node as the manager knows it."""
 
@@ -230,6 +239,56 @@ class Listing(Message):
     TYPE = "listing"
     files: list[FileInfo]
     more: bool  # true if names after the last one returned may match: ask again with ``after``
+
+
+@dataclass(frozen=True, slots=True)
+class CreateBucket(Message):
+    """Client → manager: record bucket ``name``, owned by ``owner``; answered by ``bucket``."""
+
+    TYPE = "create_bucket"
+    name: str
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteBucket(Message):
+    """Client → manager: forget bucket ``name`` (``owner`` must own it; no file name may start with ``name/``);
+    answered by ``ok``."""
+
+    TYPE = "delete_bucket"
+    name: str
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatBucket(Message):
+    """Client → manager: the record of bucket ``name``; answered by ``bucket``."""
+
+    TYPE = "stat_bucket"
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListBuckets(Message):
+    """Client → manager: every bucket, by name; answered by ``buckets``."""
+
+    TYPE = "list_buckets"
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket(Message):
+    """The answer to ``create_bucket`` and ``stat_bucket``."""
+
+    TYPE = "bucket"
+    bucket: BucketInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Buckets(Message):
+    """The answer to ``list_buckets``: all of them (at most MAX_BUCKETS), in byte order of their names."""
+
+    TYPE = "buckets"
+    buckets: list[BucketInfo]
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,7 +552,7 @@ CATALOGUE: dict[str, type[Message]] = {
     for cls in (
         Hello, Welcome, Auth, Error, Ok, Data, End, Put, Stored, Get, Sending, Delete, Stat, Info, List, Listing,
         Status, ClusterStatus, Rebalance, Drain, Scrub, ScrubReport, Register, Inventory, Heartbeat, Store, Fetch,
-        Transfer, Verify, Remove,
+        Transfer, Verify, Remove, CreateBucket, DeleteBucket, StatBucket, ListBuckets, Bucket, Buckets,
     )
 }  # fmt: skip
 

@@ -17,9 +17,14 @@ from dfsd.protocol.errors import LocalProtocolError
 from dfsd.protocol.exchanges import REQUESTS, Conversation, Side, State
 from dfsd.protocol.messages import (
     Auth,
+    Bucket,
+    BucketInfo,
+    Buckets,
     ClusterStatus,
+    CreateBucket,
     Data,
     Delete,
+    DeleteBucket,
     Drain,
     End,
     Error,
@@ -31,6 +36,7 @@ from dfsd.protocol.messages import (
     Info,
     Inventory,
     List,
+    ListBuckets,
     Listing,
     Message,
     Ok,
@@ -42,6 +48,7 @@ from dfsd.protocol.messages import (
     ScrubReport,
     Sending,
     Stat,
+    StatBucket,
     Status,
     Store,
     Stored,
@@ -78,6 +85,7 @@ POOL: list[Message] = [
 ]  # fmt: skip
 
 # Each exchange's legal sequences, frame by frame, in lockstep; every one ends where it began.
+BUCKET = BucketInfo("b", "alice", 1.0)
 EXCHANGES: dict[str, tuple[str, list[tuple[Side, Message]]]] = {
     "put inline": ("client", [(DIALER, Put("a", 2, SHA, b"ab")), (LISTENER, STORED)]),
     "put inline refused": ("client", [(DIALER, Put("a", 2, SHA, b"ab")), (LISTENER, FAILED)]),
@@ -109,6 +117,11 @@ EXCHANGES: dict[str, tuple[str, list[tuple[Side, Message]]]] = {
     "rebalance": ("client", [(DIALER, Rebalance()), (LISTENER, STATUS)]),
     "drain": ("client", [(DIALER, Drain(1)), (LISTENER, STATUS)]),
     "scrub": ("client", [(DIALER, Scrub()), (LISTENER, ScrubReport(1, 2, [], [], 0))]),
+    "create_bucket": ("client", [(DIALER, CreateBucket("b", "alice")), (LISTENER, Bucket(BUCKET))]),
+    "create_bucket refused": ("client", [(DIALER, CreateBucket("b", "bob")), (LISTENER, Error(13, "taken"))]),
+    "delete_bucket": ("client", [(DIALER, DeleteBucket("b", "alice")), (LISTENER, Ok())]),
+    "stat_bucket": ("client", [(DIALER, StatBucket("b")), (LISTENER, Bucket(BUCKET))]),
+    "list_buckets": ("client", [(DIALER, ListBuckets()), (LISTENER, Buckets([BUCKET]))]),
     "store inline": ("manager", [(DIALER, Store(1, 2, SHA, b"ab")), (LISTENER, STORED)]),
     "store streamed": ("manager", [
         (DIALER, Store(1, BIG, SHA)), (LISTENER, Ok()), (DIALER, Data(CHUNK)), (DIALER, Data(CHUNK)), (DIALER, End()),

@@ -155,7 +155,7 @@ async def test_a_database_of_a_newer_schema_is_refused(db_location: Location) ->
 async def test_reopening_keeps_the_schema_version(db_location: Location) -> None:
     await (await MetadataStore.open(db_location)).close()
     await (await MetadataStore.open(db_location)).close()
-    assert await _execute(db_location, "SELECT version FROM schema_version") == [(2,)]
+    assert await _execute(db_location, "SELECT version FROM schema_version") == [(3,)]
 
 
 async def test_a_database_from_before_schema_versions_is_adopted(tmp_path: Path) -> None:
@@ -179,7 +179,7 @@ async def test_a_database_from_before_schema_versions_is_adopted(tmp_path: Path)
         assert await store.reserve("new") >= 2048
     finally:
         await store.close()
-    assert await _execute(path, "SELECT version FROM schema_version") == [(2,)]
+    assert await _execute(path, "SELECT version FROM schema_version") == [(3,)]
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ connection) and storage nodes (a control session of register, then heartbeats). 
 - ``nodes.py``: node sessions (register, inventory and reconciliation, heartbeats, orphan removal after a join);
 - ``files.py``: file operations (put, get, delete, stat, list) and the relays that carry their bytes;
 - ``admin.py``: status, scrub, drain and rebalance requests;
+- ``buckets.py``: bucket records (create, delete, look up, list), for the gateways;
 - ``rebalance.py``: the rebalancer, one task owned here, which moves files between nodes.
 
 They share the state that outlives a request: who is where (``topology.py``, which alone changes it), the uploads and
@@ -24,11 +25,26 @@ from collections.abc import Callable
 import structlog
 
 from .. import metrics
-from ..protocol.messages import Delete, Drain, Get, List, Put, Rebalance, Scrub, Stat, Status
+from ..protocol.messages import (
+    CreateBucket,
+    Delete,
+    DeleteBucket,
+    Drain,
+    Get,
+    List,
+    ListBuckets,
+    Put,
+    Rebalance,
+    Scrub,
+    Stat,
+    StatBucket,
+    Status,
+)
 from ..service import Listener, serve_requests
 from ..settings import Limits, Security
 from ..wire import OPEN
 from .admin import Admin
+from .buckets import BucketOperations
 from .files import FileOperations
 from .inflight import InFlight
 from .lost import LostFiles
@@ -90,6 +106,7 @@ class Manager:
             self.rebalancer = Rebalancer(self.store, self.topology, self.pool, in_flight, self.auto_rebalance)
             rejoining = Rejoining(self.topology)
             files = FileOperations(self.store, self.topology, self.pool, in_flight, rejoining, self.limits)
+            buckets = BucketOperations(self.store)
             admin = Admin(self.store, self.topology, self.pool, self.rebalancer, in_flight, lost)
             nodes = NodeSessions(
                 self.store, self.topology, self.pool, self.rebalancer, in_flight, lost, rejoining, self.node_timeout
@@ -104,6 +121,10 @@ class Manager:
                 Rebalance: admin.handle_rebalance,
                 Drain: admin.handle_drain,
                 Scrub: admin.handle_scrub,
+                CreateBucket: buckets.handle_create_bucket,
+                DeleteBucket: buckets.handle_delete_bucket,
+                StatBucket: buckets.handle_stat_bucket,
+                ListBuckets: buckets.handle_list_buckets,
             }
             listener: Listener
             sessions = {

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ..protocol import NameExists
+from ..protocol import MAX_BUCKETS, NameExists
+from ..protocol.messages import BucketInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,6 +431,36 @@ class MetadataStore(ABC):
             "SELECT node, count(*), CAST(coalesce(sum(size), 0) AS BIGINT) FROM files GROUP BY node"
         )
         return {node: (files, size) for node, files, size in rows}
+
+    # --- buckets ------------------------------------------------------------------------------------------------------
+
+    async def create_bucket(self, name: str, owner: str, created: float) -> bool:
+        """Record bucket ``name``; False if a bucket of that name exists, or MAX_BUCKETS do."""
+        rows = await self._write(
+            "INSERT INTO buckets (name, owner, created) SELECT ?, ?, ? WHERE (SELECT count(*) FROM buckets) < ? "
+            "ON CONFLICT (name) DO NOTHING RETURNING name",
+            (name, owner, created, MAX_BUCKETS),
+        )
+        return bool(rows)
+
+    async def bucket(self, name: str) -> BucketInfo | None:
+        rows = await self._read("SELECT name, owner, created FROM buckets WHERE name = ?", (name,))
+        return BucketInfo(*rows[0]) if rows else None
+
+    async def buckets(self) -> list[BucketInfo]:
+        """Every bucket, in byte order of the names."""
+        return [BucketInfo(*row) for row in await self._read("SELECT name, owner, created FROM buckets ORDER BY name")]
+
+    async def delete_bucket(self, name: str, owner: str) -> bool:
+        """Forget bucket ``name`` if ``owner`` owns it and no stored file's name starts with ``name/``, in one
+        statement (a file committed meanwhile keeps the bucket); False if not."""
+        prefix = name + "/"
+        rows = await self._write(
+            "DELETE FROM buckets WHERE name = ? AND owner = ? "
+            "AND NOT EXISTS (SELECT 1 FROM files WHERE name >= ? AND name < ?) RETURNING name",
+            (name, owner, prefix, _prefix_end(prefix)),
+        )
+        return bool(rows)
 
     # --- nodes --------------------------------------------------------------------------------------------------------
 
