@@ -119,15 +119,14 @@ def test_cluster_errors_map_to_503_with_retry_after_and_404(bare_cluster: LocalC
         bare_cluster, bare_cluster.start_gateway(credentials=write_credentials(tmp_path / "u", ALICE))
     )
     s3 = gateway.s3()
-    # No node is up: not even a bucket record can be stored.
-    url = f"{gateway.endpoint}/errors"
+    s3.create_bucket(Bucket="errors")  # a record of the manager's: no node needed
+    url = f"{gateway.endpoint}/errors/k"  # but no node is up to hold an object
     status, headers, body = send("PUT", url, signed_request("PUT", url, payload_hash=EMPTY_SHA256)[0])
     assert status == 503 and headers["retry-after"] == "3" and b"ServiceUnavailable" in body
     basic = "Basic " + base64.b64encode(f"{ALICE.access_key}:{ALICE.secret_key}".encode()).decode()
     status, _, body = send("POST", f"{gateway.endpoint}/file?filename=x", {"host": "h", "authorization": basic}, b"x")
     assert status == 503 and json.loads(body)["code"] == 1
     bare_cluster.start_node(100)
-    s3.create_bucket(Bucket="errors")
     s3.put_object(Bucket="errors", Key="k", Body=b"held by node 100")
     with pytest.raises(ClientError) as excinfo:
         s3.get_object(Bucket="errors", Key="absent")

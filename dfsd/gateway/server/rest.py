@@ -46,6 +46,11 @@ HTTP_STATUS = {
     ErrorCode.NOT_AUTHORISED: 500,
     ErrorCode.INTERNAL: 500,
     ErrorCode.NODE_ID_IN_USE: 500,
+    ErrorCode.BUCKET_OWNED_BY_YOU: 409,
+    ErrorCode.BUCKET_EXISTS: 409,
+    ErrorCode.BUCKET_NOT_EMPTY: 409,
+    ErrorCode.NO_SUCH_BUCKET: 404,
+    ErrorCode.BUCKET_NOT_YOURS: 403,
 }
 
 # An urlencoded form carries the file as base64 text in one field, so it must be read whole: 64 MiB of it at most.

@@ -18,11 +18,16 @@ from urllib.parse import quote, unquote
 
 from dfsd.client import (
     BadRequest,
+    BucketExists,
+    BucketNotEmpty,
+    BucketNotYours,
+    BucketOwnedByYou,
     ChecksumMismatch,
     DfsError,
     FileNotFound,
     FileUnavailable,
     NameExists,
+    NoSuchBucket,
     ServersUnavailable,
     StorageFull,
 )
@@ -60,10 +65,23 @@ RESPONSE_OVERRIDES = {
 }
 
 
+# The manager's bucket errors and the S3 codes they are answered with.
+BUCKET_ERRORS: tuple[tuple[type[DfsError], str], ...] = (
+    (NoSuchBucket, "NoSuchBucket"),
+    (BucketOwnedByYou, "BucketAlreadyOwnedByYou"),
+    (BucketExists, "BucketAlreadyExists"),
+    (BucketNotEmpty, "BucketNotEmpty"),
+    (BucketNotYours, "AccessDenied"),
+)
+
+
 def s3_error_of(error: DfsError) -> S3Error:
     """The S3 error a cluster error is answered with (README, "Error mapping")."""
     if isinstance(error, FileNotFound):
         return S3Error("NoSuchKey")
+    for kind, code in BUCKET_ERRORS:
+        if isinstance(error, kind):
+            return S3Error(code, error.message)
     if isinstance(error, ServersUnavailable | FileUnavailable):
         return S3Error("ServiceUnavailable", error.message)
     if isinstance(error, NameExists):
@@ -234,7 +252,7 @@ class S3Api:
         await request.respond(200, [*_ids(context), ("x-amz-bucket-region", self.region)])
 
     async def delete_bucket(self, request: HttpRequest, context: Context) -> None:
-        await self.store.delete_bucket(context.bucket_name)
+        await self.store.delete_bucket(context.bucket_name, context.user)
         await request.respond(204, _ids(context))
 
     async def get_location(self, request: HttpRequest, context: Context) -> None:

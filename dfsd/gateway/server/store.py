@@ -4,9 +4,10 @@ Theory of operation. The gateway is stateless: every fact lives in the cluster, 
 (one per request in flight, from a small pool, since a client holds one connection and a download owns it until its
 last chunk). An object ``key`` in bucket ``b`` is the dfsd file ``b/key`` (``naming.dfs_name``).
 
-Until the manager keeps bucket records, object metadata and multipart state itself (issue 13, the manager side),
-they are dfsd files too, under ``.s3/`` (a name no bucket can have, so S3 never lists them, though ``dfs-ls .s3/``
-shows them): a bucket is the small file ``.s3/buckets/NAME`` holding its owner, an upload is ``.s3/uploads/ID``
+Buckets are the manager's records (``Client.create_bucket`` and friends) and an object's metadata is kept with its
+file (``Client.put(..., meta=...)``). Until the manager keeps multipart state itself (issue 13, the manager side),
+it is dfsd files, under ``.s3/`` (a name no bucket can have, so S3 never lists them, though ``dfs-ls .s3/``
+shows them): an upload is ``.s3/uploads/ID``
 (its bucket, key and owner) and its parts ``.s3/uploads/ID/NNNNN``, each with ``NNNNN.etag`` holding its MD5.
 Completing an upload streams the parts, in order, into the object through this process (bounded memory, never
 whole); when the manager can compose parts on a node, ``complete_upload`` becomes one call. An object's ETag is the
@@ -30,7 +31,7 @@ from dfsd.client import (
     Download,
     FileInfo,
     FileNotFound,
-    NameExists,
+    NoSuchBucket,
     Security,
     Stored,
 )
@@ -43,7 +44,6 @@ from ..naming import dfs_name, dfs_prefix
 from .bodies import CheckedBody, Md5Stream
 
 RECORDS = ".s3/"
-BUCKETS = RECORDS + "buckets/"
 UPLOADS = RECORDS + "uploads/"
 
 # Idle clients (each one open connection to the manager) kept for the next request; more are opened on demand.
@@ -168,44 +168,33 @@ class Store:
         known = self._buckets.get(name)
         if known is not None and time.monotonic() - known[0] < BUCKET_TRUST_SECONDS:
             return known[1]
-        record = await self._record(BUCKETS + name)
-        if record is None:
+        try:
+            async with self.pool.client() as client:
+                info = await client.bucket(name)
+        except NoSuchBucket:
             self._buckets.pop(name, None)
             return None
-        bucket = Bucket(name, str(record["owner"]), float(record["created"]))
+        bucket = Bucket(info.name, info.owner, info.created)
         if len(self._buckets) > MAX_TRUSTED_BUCKETS:
             self._buckets.clear()
         self._buckets[name] = (time.monotonic(), bucket)
         return bucket
 
     async def buckets(self, owner: str) -> list[Bucket]:
-        found = []
         async with self.pool.client() as client:
-            names = [info.name async for info in client.list(BUCKETS)]
-        for name in names:
-            bucket = await self.bucket(name[len(BUCKETS) :])
-            if bucket is not None and bucket.owner == owner:
-                found.append(bucket)
-        return found
+            infos = await client.buckets()
+        return [Bucket(info.name, info.owner, info.created) for info in infos if info.owner == owner]
 
     async def create_bucket(self, name: str, owner: str) -> None:
-        record = json.dumps({"owner": owner, "created": time.time()}).encode()
-        try:
-            async with self.pool.client() as client:
-                await client.put(BUCKETS + name, record)
-        except NameExists:
-            existing = await self.bucket(name)
-            if existing is not None and existing.owner == owner:
-                raise S3Error("BucketAlreadyOwnedByYou") from None
-            raise S3Error("BucketAlreadyExists") from None
+        """Record the bucket (``BucketOwnedByYou``, ``BucketExists`` if the name is taken)."""
+        async with self.pool.client() as client:
+            await client.create_bucket(name, owner)
 
-    async def delete_bucket(self, name: str) -> None:
-        async with contextlib.aclosing(self.objects(name, "")) as objects:
-            async for _ in objects:
-                raise S3Error("BucketNotEmpty")
+    async def delete_bucket(self, name: str, owner: str) -> None:
+        """Forget the bucket (``BucketNotEmpty`` while any object is in it)."""
         self._buckets.pop(name, None)
         async with self.pool.client() as client:
-            await client.delete(BUCKETS + name)
+            await client.delete_bucket(name, owner)
 
     # --- objects -------------------------------------------------------------------------------------------------
 
