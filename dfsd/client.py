@@ -25,7 +25,7 @@ import dataclasses
 import hashlib
 import os
 import stat
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from typing import BinaryIO, TypeVar
 
 from .aio import run
@@ -59,6 +59,7 @@ from .protocol.messages import (
     Buckets,
     Buffer,
     ClusterStatus,
+    Compose,
     CreateBucket,
     Data,
     Delete,
@@ -312,6 +313,17 @@ class Client:
     async def rebalance(self) -> ClusterStatus:
         """Start a rebalance (if none is running); returns the status as it starts."""
         return await self._call(Rebalance(), ClusterStatus)
+
+    async def compose(
+        self, name: str, parts: Sequence[str], *, meta: dict[str, str] | None = None, replace: bool = True
+    ) -> Stored:
+        """Store under ``name`` the stored files ``parts`` joined in order (a multipart upload's completion): the
+        manager has one storage node build the file, fetching parts held elsewhere straight from their nodes, so no
+        process holds it whole; it is committed like a ``put`` (``replace``, ``meta``), and then the parts are
+        deleted. Returns the new file's size and SHA-256."""
+        check_name(name)
+        check_meta(meta)
+        return await self._call(Compose(name, list(parts), replace or None, meta or None), Stored)
 
     async def create_bucket(self, name: str, owner: str) -> BucketInfo:
         """Record bucket ``name`` (its objects are the files named ``name/KEY``), owned by ``owner``.

@@ -53,7 +53,9 @@ from .limits import INLINE_MAX
 from .messages import (
     Bucket,
     Buckets,
+    Build,
     ClusterStatus,
+    Compose,
     CreateBucket,
     Data,
     Delete,
@@ -124,14 +126,15 @@ REQUESTS: dict[str, frozenset[type[Message]]] = {
             Rebalance,
             Drain,
             Scrub,
+            Compose,
             CreateBucket,
             DeleteBucket,
             StatBucket,
             ListBuckets,
         }
     ),
-    "manager": frozenset({Store, Fetch, Remove, Transfer, Verify}),
-    "peer": frozenset({Store}),
+    "manager": frozenset({Store, Fetch, Remove, Transfer, Verify, Build}),
+    "peer": frozenset({Store, Fetch}),
     CONTROL_ROLE: frozenset({Register, Inventory, Heartbeat}),
 }
 
@@ -155,6 +158,8 @@ _ANSWERS: dict[type[Message], type[Message]] = {
     DeleteBucket: Ok,
     StatBucket: Bucket,
     ListBuckets: Buckets,
+    Compose: Stored,
+    Build: Stored,
 }
 
 # Whose frame each state waits for: the side that owes the next frame (BEATING: the dialer owes heartbeats, and the

@@ -42,6 +42,9 @@ MAX_OWNER_BYTES = 255
 # allows an account 100 by default, 10,000 on request.
 MAX_BUCKETS = 10_000
 
+# Parts one ``compose`` may join: S3's most parts in a multipart upload.
+MAX_COMPOSE_PARTS = 10_000
+
 # File ids per inventory page: 100,000 ids of up to 9 bytes each stay under 1 MiB.
 INVENTORY_PAGE = 100_000
 

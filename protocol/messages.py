@@ -51,6 +51,17 @@ class BucketInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class PartInfo:
+    """One source of a ``build``: stored file ``file_id`` of ``size`` bytes, held by the node at ``host``:``port``, or
+    by the building node itself when they are absent."""
+
+    file_id: int
+    size: int
+    host: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class NodeInfo:
     """One storage node as the manager knows it."""
 
@@ -242,6 +253,18 @@ class Listing(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Compose(Message):
+    """Client → manager: store under ``name`` one file made of the stored files ``parts``, in order, built on one
+    storage node (no process holds the whole); the parts are deleted once it is committed. Answered by ``stored``."""
+
+    TYPE = "compose"
+    name: str
+    parts: list[str]
+    replace: bool | None = None  # as put's
+    meta: dict[str, str] | None = None  # as put's
+
+
+@dataclass(frozen=True, slots=True)
 class CreateBucket(Message):
     """Client → manager: record bucket ``name``, owned by ``owner``; answered by ``bucket``."""
 
@@ -384,6 +407,16 @@ class Store(Message):
     size: int | None = None
     sha256: bytes | None = None
     data: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Build(Message):
+    """Manager → storage node: write the new file ``file_id`` as the bytes of ``parts``, in order (its own read from its
+    disk, the others fetched from the nodes that hold them); answered by ``stored``."""
+
+    TYPE = "build"
+    file_id: int
+    parts: list[PartInfo]
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,6 +586,7 @@ CATALOGUE: dict[str, type[Message]] = {
         Hello, Welcome, Auth, Error, Ok, Data, End, Put, Stored, Get, Sending, Delete, Stat, Info, List, Listing,
         Status, ClusterStatus, Rebalance, Drain, Scrub, ScrubReport, Register, Inventory, Heartbeat, Store, Fetch,
         Transfer, Verify, Remove, CreateBucket, DeleteBucket, StatBucket, ListBuckets, Bucket, Buckets,
+        Compose, Build,
     )
 }  # fmt: skip
 

@@ -18,12 +18,14 @@ import time
 from collections.abc import AsyncIterator
 
 from ..protocol import (
+    MAX_COMPOSE_PARTS,
     MAX_LIST_PAGE,
     MAX_LISTING_BYTES,
     BadRequest,
     DfsError,
     FileNotFound,
     FileUnavailable,
+    InternalError,
     ProtocolError,
     ServersUnavailable,
     StorageFull,
@@ -35,6 +37,8 @@ from ..protocol import (
     meta_bytes,
 )
 from ..protocol.messages import (
+    Build,
+    Compose,
     Data,
     Delete,
     End,
@@ -45,6 +49,7 @@ from ..protocol.messages import (
     List,
     Listing,
     Ok,
+    PartInfo,
     Put,
     Sending,
     Stat,
@@ -117,7 +122,7 @@ class FileOperations:
             except StorageFull:
                 self.topology.filled(node)
                 raise
-            replaced = await self._commit(file_id, request, node.id, stored)
+            replaced = await self._commit(file_id, request.name, node.id, stored, request.replace, request.meta)
             self.topology.stored(node.id, stored.size)
         req.fields.update(size=stored.size)
         if replaced is not None:
@@ -125,11 +130,12 @@ class FileOperations:
             await self._remove_bytes(replaced)
         await conn.send(stored)
 
-    async def _commit(self, file_id: int, request: Put, node: int, stored: Stored) -> FileRecord | None:
+    async def _commit(
+        self, file_id: int, name: str, node: int, stored: Stored, replace: bool | None, meta: dict[str, str] | None
+    ) -> FileRecord | None:
         """Record the stored file; with ``replace``, in place of the file its name held, which is returned."""
-        commit = self.store.commit_replacing if request.replace else self.store.commit
-        row = (file_id, request.name, node, stored.size, stored.sha256, time.time(), request.meta or None)
-        return await commit(*row)
+        commit = self.store.commit_replacing if replace else self.store.commit
+        return await commit(file_id, name, node, stored.size, stored.sha256, time.time(), meta or None)
 
     async def _remove_bytes(self, record: FileRecord) -> None:
         """The row of ``record`` is gone (deleted or replaced): remove its bytes from its node (if the node is down,
@@ -182,6 +188,58 @@ class FileOperations:
         limit = self.limits.max_file_size
         if limit is not None and size > limit:
             raise BadRequest(f"bad request: files may hold at most {limit} bytes on this cluster")
+
+    async def handle_compose(self, conn: Connection, request: Compose, req: Request) -> None:
+        """Join stored files into one on a single node (``build``), commit it like a put, then delete the parts."""
+        check_name(request.name, self.limits.max_name_bytes)
+        check_meta(request.meta)
+        if not 0 < len(request.parts) <= MAX_COMPOSE_PARTS:
+            raise BadRequest(f"bad request: a compose joins 1 to {MAX_COMPOSE_PARTS} parts, not {len(request.parts)}")
+        req.fields.update(name=request.name, parts=len(request.parts))
+        records = [await self._find(name) for name in request.parts]
+        for record in records:
+            self._node_of(record)
+            if record.lost is not None:
+                raise FileUnavailable(f"file unavailable: the part {record.name!r} is lost")
+        size = sum(record.size for record in records)
+        self._check_size(size)
+        node = choose_node(self.topology.nodes.values(), size)
+        parts = [self._part_for(record, node) for record in records]
+        async with self.in_flight.upload(request.name, node, replace=bool(request.replace)) as file_id:
+            req.fields.update(node=node.id, file_id=file_id, size=size)
+            stored = await self._build(node, Build(file_id, parts))
+            if stored.size != size:
+                raise InternalError(f"internal error: node {node.id} built {stored.size} bytes of {size}")
+            replaced = await self._commit(file_id, request.name, node.id, stored, request.replace, request.meta)
+            self.topology.stored(node.id, stored.size)
+        if replaced is not None:
+            await self._remove_bytes(replaced)
+        for record in records:  # a part replaced or deleted meanwhile is another file now: left alone
+            removed = await self.store.remove_exact(record.name, record.id)
+            if removed is not None:
+                await self._remove_bytes(removed)
+        await conn.send(stored)
+
+    def _part_for(self, record: FileRecord, target: NodeState) -> PartInfo:
+        """Where ``target`` finds the bytes of ``record``: its own disk, or the node holding them."""
+        if record.node == target.id:
+            return PartInfo(record.id, record.size)
+        holder = self._node_of(record)
+        return PartInfo(record.id, record.size, holder.host, holder.port)
+
+    async def _build(self, node: NodeState, build: Build) -> Stored:
+        try:
+            async with self.pool.connection(node.address) as node_conn:
+                await node_conn.send(build)
+                return await node_conn.expect(Stored)
+        except StorageFull:
+            self.topology.filled(node)
+            raise
+        except (ConnectionLost, ProtocolError) as err:
+            raise ServersUnavailable(
+                f"servers unavailable: storage node {node.id} failed while composing ({err}); nothing was kept, "
+                "try again"
+            ) from err
 
     async def handle_get(self, conn: Connection, request: Get, req: Request) -> None:
         req.fields.update(name=request.name)

@@ -4,7 +4,7 @@ One port takes both kinds of peer, told apart by the role in their hello: client
 connection) and storage nodes (a control session of register, then heartbeats). Each job has its own module:
 
 - ``nodes.py``: node sessions (register, inventory and reconciliation, heartbeats, orphan removal after a join);
-- ``files.py``: file operations (put, get, delete, stat, list) and the relays that carry their bytes;
+- ``files.py``: file operations (put, get, delete, stat, list, compose) and the relays that carry their bytes;
 - ``admin.py``: status, scrub, drain and rebalance requests;
 - ``buckets.py``: bucket records (create, delete, look up, list), for the gateways;
 - ``rebalance.py``: the rebalancer, one task owned here, which moves files between nodes.
@@ -26,6 +26,7 @@ import structlog
 
 from .. import metrics
 from ..protocol.messages import (
+    Compose,
     CreateBucket,
     Delete,
     DeleteBucket,
@@ -117,6 +118,7 @@ class Manager:
                 Delete: files.handle_delete,
                 Stat: files.handle_stat,
                 List: files.handle_list,
+                Compose: files.handle_compose,
                 Status: admin.handle_status,
                 Rebalance: admin.handle_rebalance,
                 Drain: admin.handle_drain,

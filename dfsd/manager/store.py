@@ -353,6 +353,13 @@ class MetadataStore(ABC):
         rows = await self._write(f"DELETE FROM files WHERE name = ? RETURNING {_FILE_COLUMNS}", (name,))
         return file_record(rows[0]) if rows else None
 
+    async def remove_exact(self, name: str, file_id: int) -> FileRecord | None:
+        """Delete the stored file ``name`` only if it is still file ``file_id``; return it, or None."""
+        rows = await self._write(
+            f"DELETE FROM files WHERE name = ? AND id = ? RETURNING {_FILE_COLUMNS}", (name, file_id)
+        )
+        return file_record(rows[0]) if rows else None
+
     async def list_files(self, prefix: str, after: str | None, limit: int) -> list[FileRecord]:
         """Stored files whose names start with ``prefix``, in byte order, after ``after``, at most ``limit``."""
         query = f"SELECT {_FILE_COLUMNS} FROM files WHERE name >= ?"
