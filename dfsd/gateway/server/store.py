@@ -9,8 +9,8 @@ file (``Client.put(..., meta=...)``). Until the manager keeps multipart state it
 it is dfsd files, under ``.s3/`` (a name no bucket can have, so S3 never lists them, though ``dfs-ls .s3/``
 shows them): an upload is ``.s3/uploads/ID``
 (its bucket, key and owner) and its parts ``.s3/uploads/ID/NNNNN``, each with ``NNNNN.etag`` holding its MD5.
-Completing an upload streams the parts, in order, into the object through this process (bounded memory, never
-whole); when the manager can compose parts on a node, ``complete_upload`` becomes one call. An object's ETag is the
+Completing an upload is one ``Client.compose``: a storage node joins the parts into the object's one file, so no
+process holds it, and the parts are deleted. An object's ETag is the
 quoted MD5 only where it is known (the PUT's answer); elsewhere it is derived from the SHA-256 the manager records, in
 the multipart form ``"HEX-1"``, so that no client mistakes it for an MD5 it could check. A PUT over an existing key
 replaces it atomically (``Client.put(..., replace=True)``).
@@ -312,15 +312,10 @@ class Store:
                 )
         etag = multipart_etag([part.md5 for part in chosen])
         meta = {**upload.meta, ETAG_KEY: etag}
-        await self.put(upload.bucket, upload.key, self._joined(chosen), size=sum(p.size for p in chosen), meta=meta)
-        await self.abort_upload(upload)
+        async with self.pool.client() as client:  # one storage node joins the parts; no process holds the object
+            await client.compose(dfs_name(upload.bucket, upload.key), [part.name for part in chosen], meta=meta)
+        await self.abort_upload(upload)  # the parts not chosen, the MD5 records, the upload's own record
         return etag
-
-    async def _joined(self, parts: Sequence[Part]) -> AsyncIterator[bytes]:
-        async with self.pool.client() as client:
-            for part in parts:
-                async for chunk in await client.get(part.name):
-                    yield bytes(chunk)
 
     async def abort_upload(self, upload: Upload) -> None:
         async with self.pool.client() as client:
