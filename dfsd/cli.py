@@ -82,30 +82,60 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds without an answer from the manager before reconnecting (default 5)",
     )
 
+    gateway = commands.add_parser("gateway", help="run an S3 and REST gateway (HTTP) in front of a manager")
+    gateway.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    gateway.add_argument("--port", type=int, default=9000, help="port to listen on; 0 picks a free one (default 9000)")
+    add_manager_option(gateway)
+    gateway.add_argument(
+        "--credentials",
+        type=Path,
+        help="TOML file of [[user]] tables (name, access_key, secret_key); default: $DFS_S3_ACCESS_KEY and "
+        "$DFS_S3_SECRET_KEY",
+    )
+    gateway.add_argument(
+        "--anonymous", action="store_true", help="serve unsigned requests too, as the user 'anonymous' (unsafe)"
+    )
+    gateway.add_argument(
+        "--upload-expiry",
+        type=float,
+        default=24.0,
+        metavar="HOURS",
+        help="abort multipart uploads begun longer ago than this, with their parts (default 24)",
+    )
+    gateway.add_argument(
+        "--domain",
+        default="",
+        help="serve virtual-host-style requests for BUCKET.DOMAIN (default: path-style only)",
+    )
+
     cluster = commands.add_parser("cluster", help="run a manager and storage nodes on this machine until Ctrl-C")
     cluster.add_argument("--nodes", type=int, default=3, help="how many storage nodes (default 3)")
     cluster.add_argument("--port", type=int, default=8000, help="the manager's port (default 8000)")
     cluster.add_argument("--data", type=Path, default=DEFAULT_DATA, help="where everything is kept (default dfs-data)")
+    cluster.add_argument("--gateway-port", type=int, default=9000, help="the S3 gateway's port (default 9000)")
+    cluster.add_argument("--no-gateway", dest="gateway", action="store_false", help="do not start the S3 gateway")
 
     for tool in (status, rebalance, scrub, drain):
         tool.add_parser(commands)
     backup.add_parser(commands, DEFAULT_DATA / "manager.db")
 
     for sub in (manager, storage):
-        _add_security_flags(sub)
         _add_limit_flags(sub)
+    for sub in (manager, storage, gateway):
         sub.add_argument(
             "--metrics-port",
             type=int,
             help="serve Prometheus metrics at http://HOST:PORT/metrics (HOST: --host; default: no metrics)",
         )
+    for sub in (manager, storage, gateway):
+        _add_security_flags(sub)
         sub.add_argument(
             "--grace",
             type=float,
             default=10.0,
             help="on SIGTERM or Ctrl-C, seconds requests in flight may take to finish before they are cut off (10)",
         )
-    for sub in (manager, storage, cluster):
+    for sub in (manager, storage, gateway, cluster):
         sub.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
         sub.add_argument("--log-json", action="store_true", default=None, help="log JSON lines even on a terminal")
 
@@ -126,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(_manager(args), "dfsd manager")
     if args.command == "storage":
         return _serve(_storage(args), f"dfsd storage {args.id}")
+    if args.command == "gateway":
+        return _serve(_gateway(args), "dfsd gateway")
     return _cluster(args)
 
 
@@ -273,6 +305,41 @@ def _storage(args: argparse.Namespace) -> Daemon:
     )
 
 
+def _gateway(args: argparse.Namespace) -> Daemon:
+    from .gateway.server import credentials
+    from .gateway.server.daemon import Gateway
+
+    log = structlog.get_logger("dfsd.gateway")
+    try:
+        users = credentials.load(args.credentials)
+    except credentials.CredentialsError as err:
+        raise SystemExit(f"dfsd gateway: {err}") from None
+    if not users.users and not args.anonymous:
+        raise SystemExit(
+            "dfsd gateway: no credentials: give --credentials FILE (TOML [[user]] tables with name, access_key and "
+            f"secret_key) or set {credentials.ACCESS_KEY_ENV} and {credentials.SECRET_KEY_ENV}; --anonymous serves "
+            "everyone without them"
+        )
+    if args.anonymous:
+        log.warning("anonymous_access", hint="unsigned requests are served as the user 'anonymous'")
+    log.info("credentials", users=sorted(user.name for user in users.users.values()))
+    security = Security.load(args.secret_file, None, None, args.tls_ca)
+    return Gateway(
+        args.host,
+        args.port,
+        f"{manager_address(args.manager)[0]}:{manager_address(args.manager)[1]}",
+        users,
+        anonymous=args.anonymous,
+        security=security,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        grace=args.grace,
+        domain=args.domain,
+        metrics_port=args.metrics_port,
+        upload_expiry=args.upload_expiry * 3600,
+    )
+
+
 def _ready(line: str) -> None:
     print(line, flush=True)
 
@@ -307,6 +374,7 @@ def _cluster(args: argparse.Namespace) -> int:
             node_id = 100 + index
             start("storage", "--id", str(node_id), "--manager", address, "--data", str(data / f"node-{node_id}"))
         _wait_for_nodes(address, args.nodes)
+        gateway_lines = _start_gateway(start, address, data, args.gateway_port) if args.gateway else ""
         manager_flag = "" if address == "127.0.0.1:8000" else f" --manager {address}"
         push, cat, ls = (_command(name) + manager_flag for name in ("dfs-push", "dfs-cat", "dfs-ls"))
         print(
@@ -314,6 +382,7 @@ def _cluster(args: argparse.Namespace) -> int:
             f"In another terminal, store and read back a first file:\n"
             f"  echo hello > hello.txt\n  {push} hello.txt\n  {cat} hello.txt\n  {ls} -l\n"
             f"  {_command('dfsd')} status{manager_flag}\n"
+            f"{gateway_lines}"
             "Ctrl-C stops everything.",
             flush=True,
         )
@@ -329,6 +398,35 @@ def _cluster(args: argparse.Namespace) -> int:
     finally:
         # Nodes first, so they leave the manager cleanly.
         processes.stop(children[::-1], grace=15.0)
+
+
+def _start_gateway(start: Callable[..., str], manager: str, data: Path, port: int) -> str:
+    """Start the cluster's S3 gateway with fresh credentials (kept in DATA, mode 0600); return the lines to print."""
+    from .gateway.server import credentials
+
+    path = data / "gateway-credentials.toml"
+    user = credentials.generate(path)
+    address = start("gateway", "--port", str(port), "--manager", manager, "--credentials", str(path))
+    return "".join(f"{line}\n" for line in client_lines(address, user.access_key, user.secret_key, path))
+
+
+def client_lines(address: str, access_key: str, secret_key: str, credentials_file: Path) -> list[str]:
+    """What `dfsd cluster` prints for the S3 gateway at ``address``: aws-cli and rclone lines that work as they are."""
+    endpoint = f"http://{address}"
+    aws = f"AWS_ACCESS_KEY_ID={access_key} AWS_SECRET_ACCESS_KEY={secret_key} AWS_DEFAULT_REGION=us-east-1"
+    rclone = (
+        f"RCLONE_S3_PROVIDER=Other RCLONE_S3_ENDPOINT={endpoint} RCLONE_S3_ACCESS_KEY_ID={access_key} "
+        f"RCLONE_S3_SECRET_ACCESS_KEY={secret_key}"
+    )
+    return [
+        f"S3 gateway on {endpoint} (credentials in {credentials_file}). With aws-cli:",
+        f"  export {aws}",
+        f"  aws --endpoint-url {endpoint} s3 mb s3://demo",
+        f"  aws --endpoint-url {endpoint} s3 cp hello.txt s3://demo/",
+        "With rclone:",
+        f"  export {rclone}",
+        "  rclone copy hello.txt :s3:demo && rclone ls :s3:demo",
+    ]
 
 
 def _command(name: str) -> str:

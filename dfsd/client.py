@@ -20,16 +20,23 @@ programs, the bundled tools included, import nothing else of dfsd.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import dataclasses
 import hashlib
 import os
 import stat
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from typing import BinaryIO, TypeVar
 
 from .aio import run
 from .protocol import (
     CHUNK_SIZE,
+    MAX_META_BYTES,
     BadRequest,
+    BucketExists,
+    BucketNotEmpty,
+    BucketNotYours,
+    BucketOwnedByYou,
     ChecksumMismatch,
     DfsError,
     ErrorCode,
@@ -38,23 +45,32 @@ from .protocol import (
     InternalError,
     NameExists,
     NodeIdInUse,
+    NoSuchBucket,
     NotAuthorised,
     ProtocolError,
     ServersUnavailable,
     StorageFull,
+    check_meta,
     check_name,
 )
 from .protocol.messages import (
+    Bucket,
+    BucketInfo,
+    Buckets,
     Buffer,
     ClusterStatus,
+    Compose,
+    CreateBucket,
     Data,
     Delete,
+    DeleteBucket,
     Drain,
     End,
     FileInfo,
     Get,
     Info,
     List,
+    ListBuckets,
     Listing,
     Message,
     NodeInfo,
@@ -66,6 +82,7 @@ from .protocol.messages import (
     ScrubReport,
     Sending,
     Stat,
+    StatBucket,
     Status,
     Stored,
 )
@@ -75,12 +92,12 @@ from .wire import Connection, ConnectionLost, conversation_of
 
 # The client, its settings, the error classes (one per wire code) and the records the calls return.
 __all__ = [
-    "CHUNK_SIZE", "DEFAULT_MANAGER", "SECRET_ENV", "SECRET_FILE_ENV", "TLS_CA_ENV", "BadRequest", "ChecksumMismatch",
-    "Client", "ClusterStatus", "DfsError", "Download", "ErrorCode", "FileInfo", "FileNotFound", "FileUnavailable",
-    "InternalError", "ManagerLost", "NameExists", "NodeIdInUse", "NodeInfo", "NotAuthorised", "ProtocolError",
-    "RebalanceInfo",
-    "ScrubReport", "Security", "Sending", "ServersUnavailable", "Source", "StorageFull", "Stored", "file_size",
-    "manager_address", "run",
+    "CHUNK_SIZE", "DEFAULT_MANAGER", "MAX_META_BYTES", "SECRET_ENV", "SECRET_FILE_ENV", "TLS_CA_ENV", "BadRequest",
+    "BucketExists", "BucketInfo", "BucketNotEmpty", "BucketNotYours", "BucketOwnedByYou", "ChecksumMismatch", "Client",
+    "ClusterStatus", "DfsError", "Download", "ErrorCode", "FileInfo", "FileNotFound", "FileUnavailable",
+    "InternalError", "ManagerLost", "NameExists", "NoSuchBucket", "NodeIdInUse", "NodeInfo", "NotAuthorised",
+    "ProtocolError", "RebalanceInfo", "ScrubReport", "Security", "Sending", "ServersUnavailable", "Source",
+    "StorageFull", "Stored", "file_size", "manager_address", "run",
 ]  # fmt: skip
 
 DEFAULT_MANAGER = "127.0.0.1:8000"
@@ -169,8 +186,17 @@ class Client:
         size: int | None = None,
         sha256: bytes | None = None,
         on_retry: Callable[[str], None] | None = None,
+        replace: bool = False,
+        meta: dict[str, str] | None = None,
     ) -> Stored:
         """Upload ``source`` as ``name``; returns its size and SHA-256 once it is durable.
+
+        ``meta`` (text names to text values, at most MAX_META_BYTES of UTF-8 in all) is kept with the file and given
+        back by ``stat``, ``list`` and ``get`` (``Download.info.meta``).
+
+        A name that is taken is error 3 (``NameExists``), unless ``replace``: then the stored file is replaced
+        atomically (a reader gets the old file or the new one, whole) once the new one is durable, and its bytes are
+        removed; of concurrent replacements, the last to be stored wins.
 
         If the connection to the manager breaks on the way, the upload may or may not have been stored. When the
         client knows the file's SHA-256 by then (it had sent the whole file, or it can read the source again: bytes, a
@@ -179,16 +205,20 @@ class Client:
         told why, first. Otherwise, and if the second attempt fails too, it raises ``ManagerLost``.
         """
         check_name(name)
+        check_meta(meta)
         if isinstance(source, str | os.PathLike):
             with open(source, "rb") as file:
                 size = size if size is not None else file_size(file)
-                return await self.put(name, file, size=size, sha256=sha256, on_retry=on_retry)
+                return await self.put(
+                    name, file, size=size, sha256=sha256, on_retry=on_retry, replace=replace, meta=meta
+                )
         if isinstance(source, bytes):
             size = len(source) if size is None else size
         rewind = _rewinder(source)
         sent = _Sent()
+        header = Put(name, size, sha256, replace=replace or None, meta=meta or None)
         try:
-            return await self._put(name, source, size, sha256, sent)
+            return await self._put(header, source, sent)
         except ManagerLost as lost:
             if sent.sha256 is None and rewind is None:
                 raise ManagerLost(
@@ -200,30 +230,24 @@ class Client:
                 assert rewind is not None
                 rewind()
                 sent.size, sent.sha256 = await _digest(source)  # type: ignore[arg-type]
+            again = dataclasses.replace(header, size=sent.size, sha256=sent.sha256)
             if rewind is None:
-                return await self._ask_again(name, sent.size, sent.sha256)
+                return await self._ask_again(again)
             rewind()
-            return await self._put(name, source, sent.size, sent.sha256, _Sent())
+            return await self._put(again, source, _Sent())
 
-    async def _put(
-        self,
-        name: str,
-        source: BinaryIO | bytes | AsyncIterable[bytes],
-        size: int | None,
-        sha256: bytes | None,
-        sent: _Sent,
-    ) -> Stored:
+    async def _put(self, header: Put, source: BinaryIO | bytes | AsyncIterable[bytes], sent: _Sent) -> Stored:
         conn = await self._connection()
         async with self._using(conn):
-            return await send_file(conn, Put(name, size, sha256), _frames(_chunks(source), sent))
+            return await send_file(conn, header, _frames(_chunks(source), sent))
 
-    async def _ask_again(self, name: str, size: int | None, sha256: bytes | None) -> Stored:
+    async def _ask_again(self, header: Put) -> Stored:
         """Repeat a put whose source cannot be read again, naming its size and SHA-256: answered ``stored`` at once if
         the first attempt was stored (there are no bytes to send if it was not)."""
         conn = await self._connection()
         try:
             async with self._using(conn):
-                return await send_upload(conn, Put(name, size, sha256), _frames(_cannot_resend(), _Sent()))
+                return await send_upload(conn, header, _frames(_cannot_resend(), _Sent()))
         except _CannotResend:
             raise ManagerLost(
                 "servers unavailable: the connection to the manager broke after the whole file was sent, and it was "
@@ -289,6 +313,35 @@ class Client:
     async def rebalance(self) -> ClusterStatus:
         """Start a rebalance (if none is running); returns the status as it starts."""
         return await self._call(Rebalance(), ClusterStatus)
+
+    async def compose(
+        self, name: str, parts: Sequence[str], *, meta: dict[str, str] | None = None, replace: bool = True
+    ) -> Stored:
+        """Store under ``name`` the stored files ``parts`` joined in order (a multipart upload's completion): the
+        manager has one storage node build the file, fetching parts held elsewhere straight from their nodes, so no
+        process holds it whole; it is committed like a ``put`` (``replace``, ``meta``), and then the parts are
+        deleted. Returns the new file's size and SHA-256."""
+        check_name(name)
+        check_meta(meta)
+        return await self._call(Compose(name, list(parts), replace or None, meta or None), Stored)
+
+    async def create_bucket(self, name: str, owner: str) -> BucketInfo:
+        """Record bucket ``name`` (its objects are the files named ``name/KEY``), owned by ``owner``.
+        ``BucketOwnedByYou`` or ``BucketExists`` if the name is taken."""
+        return (await self._call(CreateBucket(name, owner), Bucket)).bucket
+
+    async def delete_bucket(self, name: str, owner: str) -> None:
+        """Forget bucket ``name``: ``NoSuchBucket``, ``BucketNotYours`` unless ``owner`` owns it, ``BucketNotEmpty``
+        while any file name starts with ``name/``."""
+        await self._call(DeleteBucket(name, owner), Ok)
+
+    async def bucket(self, name: str) -> BucketInfo:
+        """The record of bucket ``name``, or ``NoSuchBucket``."""
+        return (await self._call(StatBucket(name), Bucket)).bucket
+
+    async def buckets(self) -> builtins.list[BucketInfo]:
+        """Every bucket (of every owner), in byte order of the names."""
+        return (await self._call(ListBuckets(), Buckets)).buckets
 
     async def _call(self, request: Message, answer: type[M]) -> M:
         conn = await self._connection()

@@ -6,6 +6,7 @@ Each ``SyncClient`` runs a private uvloop event loop and keeps its connection to
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 from collections.abc import Callable, Iterator
 from typing import BinaryIO
@@ -13,7 +14,7 @@ from typing import BinaryIO
 import uvloop
 
 from .client import Client, Source
-from .protocol.messages import ClusterStatus, FileInfo, Sending, Stored
+from .protocol.messages import BucketInfo, ClusterStatus, FileInfo, Sending, Stored
 
 
 class SyncClient:
@@ -39,8 +40,11 @@ class SyncClient:
         size: int | None = None,
         sha256: bytes | None = None,
         on_retry: Callable[[str], None] | None = None,
+        replace: bool = False,
+        meta: dict[str, str] | None = None,
     ) -> Stored:
-        return self._runner.run(self._client.put(name, source, size=size, sha256=sha256, on_retry=on_retry))
+        put = self._client.put(name, source, size=size, sha256=sha256, on_retry=on_retry, replace=replace, meta=meta)
+        return self._runner.run(put)
 
     def get_file(
         self, name: str, target: str | os.PathLike[str] | BinaryIO, *, offset: int = 0, length: int | None = None
@@ -70,3 +74,15 @@ class SyncClient:
 
     def status(self) -> ClusterStatus:
         return self._runner.run(self._client.status())
+
+    def create_bucket(self, name: str, owner: str) -> BucketInfo:
+        return self._runner.run(self._client.create_bucket(name, owner))
+
+    def delete_bucket(self, name: str, owner: str) -> None:
+        self._runner.run(self._client.delete_bucket(name, owner))
+
+    def bucket(self, name: str) -> BucketInfo:
+        return self._runner.run(self._client.bucket(name))
+
+    def buckets(self) -> builtins.list[BucketInfo]:
+        return self._runner.run(self._client.buckets())

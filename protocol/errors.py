@@ -26,6 +26,11 @@ class ErrorCode(IntEnum):
     NOT_AUTHORISED = 9
     INTERNAL = 10
     NODE_ID_IN_USE = 11
+    BUCKET_OWNED_BY_YOU = 12
+    BUCKET_EXISTS = 13
+    BUCKET_NOT_EMPTY = 14
+    NO_SUCH_BUCKET = 15
+    BUCKET_NOT_YOURS = 16
 
 
 class DfsError(Exception):
@@ -109,6 +114,31 @@ class InternalError(DfsError):
 class NodeIdInUse(DfsError):
     code = ErrorCode.NODE_ID_IN_USE
     title = "another live storage node already uses this id; give this node another --id"
+
+
+class BucketOwnedByYou(DfsError):
+    code = ErrorCode.BUCKET_OWNED_BY_YOU
+    title = "the bucket already exists, and it is yours"
+
+
+class BucketExists(DfsError):
+    code = ErrorCode.BUCKET_EXISTS
+    title = "the bucket already exists, and belongs to another owner; choose another name"
+
+
+class BucketNotEmpty(DfsError):
+    code = ErrorCode.BUCKET_NOT_EMPTY
+    title = "the bucket is not empty; delete the files under its name first"
+
+
+class NoSuchBucket(DfsError):
+    code = ErrorCode.NO_SUCH_BUCKET
+    title = "no such bucket"
+
+
+class BucketNotYours(DfsError):
+    code = ErrorCode.BUCKET_NOT_YOURS
+    title = "the bucket belongs to another owner"
 
 
 _BY_CODE: dict[int, type[DfsError]] = {cls.code: cls for cls in DfsError.__subclasses__()}

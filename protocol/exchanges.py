@@ -51,9 +51,15 @@ from collections.abc import Iterable
 from .errors import ErrorCode, LocalProtocolError, ProtocolError
 from .limits import INLINE_MAX
 from .messages import (
+    Bucket,
+    Buckets,
+    Build,
     ClusterStatus,
+    Compose,
+    CreateBucket,
     Data,
     Delete,
+    DeleteBucket,
     Drain,
     End,
     Error,
@@ -63,6 +69,7 @@ from .messages import (
     Info,
     Inventory,
     List,
+    ListBuckets,
     Listing,
     Message,
     Ok,
@@ -74,6 +81,7 @@ from .messages import (
     ScrubReport,
     Sending,
     Stat,
+    StatBucket,
     Status,
     Store,
     Stored,
@@ -107,9 +115,26 @@ CONTROL_ROLE = "node"
 
 # What a listener takes from each role (PROTOCOL.md, 4.1); the control session's frames follow their own order.
 REQUESTS: dict[str, frozenset[type[Message]]] = {
-    "client": frozenset({Put, Get, Delete, Stat, List, Status, Rebalance, Drain, Scrub}),
-    "manager": frozenset({Store, Fetch, Remove, Transfer, Verify}),
-    "peer": frozenset({Store}),
+    "client": frozenset(
+        {
+            Put,
+            Get,
+            Delete,
+            Stat,
+            List,
+            Status,
+            Rebalance,
+            Drain,
+            Scrub,
+            Compose,
+            CreateBucket,
+            DeleteBucket,
+            StatBucket,
+            ListBuckets,
+        }
+    ),
+    "manager": frozenset({Store, Fetch, Remove, Transfer, Verify, Build}),
+    "peer": frozenset({Store, Fetch}),
     CONTROL_ROLE: frozenset({Register, Inventory, Heartbeat}),
 }
 
@@ -129,6 +154,12 @@ _ANSWERS: dict[type[Message], type[Message]] = {
     Drain: ClusterStatus,
     Scrub: ScrubReport,
     Transfer: Stored,
+    CreateBucket: Bucket,
+    DeleteBucket: Ok,
+    StatBucket: Bucket,
+    ListBuckets: Buckets,
+    Compose: Stored,
+    Build: Stored,
 }
 
 # Whose frame each state waits for: the side that owes the next frame (BEATING: the dialer owes heartbeats, and the

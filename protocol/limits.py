@@ -25,6 +25,26 @@ MAX_NAME_BYTES = 1024
 # One listing page; with MAX_NAME_BYTES names the page still fits well inside MAX_FRAME_SIZE.
 MAX_LIST_PAGE = 1000
 
+# A file's metadata (``put.meta``): names and values together, in bytes of UTF-8. S3 allows 2 KiB of user metadata,
+# and the headers a gateway keeps beside it (Content-Type and the like, an MD5) take a few hundred more; 8 KiB holds
+# that with room to spare while a listing page of such files still fits a frame (``MAX_LISTING_BYTES``).
+MAX_META_BYTES = 8 * 1024
+
+# What one listing page may carry in names and metadata: the manager ends a page early rather than pass this, so that
+# 1000 files with the longest names and the most metadata still come in frames below MAX_FRAME_SIZE.
+MAX_LISTING_BYTES = 3 * 1024 * 1024
+
+# A bucket's name: S3's longest (63); its owner's name. Both short, so that every bucket fits one ``buckets`` frame.
+MAX_BUCKET_NAME_BYTES = 63
+MAX_OWNER_BYTES = 255
+
+# Buckets a cluster may hold: ``buckets`` answers them all in one frame (about 350 bytes each at most), and S3 itself
+# allows an account 100 by default, 10,000 on request.
+MAX_BUCKETS = 10_000
+
+# Parts one ``compose`` may join: S3's most parts in a multipart upload.
+MAX_COMPOSE_PARTS = 10_000
+
 # File ids per inventory page: 100,000 ids of up to 9 bytes each stay under 1 MiB.
 INVENTORY_PAGE = 100_000
 
@@ -55,6 +75,35 @@ def check_sha256(digest: bytes | None) -> None:
     """A SHA-256 given with an upload must be 32 bytes: refuse it before any byte moves, not after the last."""
     if digest is not None and len(digest) != 32:
         raise BadRequest(f"bad request: a SHA-256 is 32 bytes, this one {len(digest)}")
+
+
+def check_bucket(name: str, owner: str | None = None) -> None:
+    """Refuse (``BadRequest``) a bucket name that could not prefix file names as ``NAME/``, or an owner's name that is
+    empty or too long. The S3 naming rules are the gateway's to apply; these are the cluster's."""
+    if not name or len(name.encode("utf-8", "surrogatepass")) > MAX_BUCKET_NAME_BYTES:
+        raise BadRequest(f"bad request: a bucket name holds 1 to {MAX_BUCKET_NAME_BYTES} bytes of UTF-8")
+    if "/" in name or "\x00" in name:
+        raise BadRequest("bad request: a bucket name holds no / and no NUL")
+    check_name(name)  # valid UTF-8
+    if owner is not None and not 0 < len(owner.encode("utf-8", "surrogatepass")) <= MAX_OWNER_BYTES:
+        raise BadRequest(f"bad request: a bucket's owner is named by 1 to {MAX_OWNER_BYTES} bytes of UTF-8")
+
+
+def check_meta(meta: dict[str, str] | None) -> None:
+    """Refuse (``BadRequest``) metadata larger than MAX_META_BYTES, before any byte of its file moves."""
+    if meta is None:
+        return
+    try:
+        size = meta_bytes(meta)
+    except UnicodeEncodeError:
+        raise BadRequest("bad request: the metadata is not valid UTF-8 (it holds a lone surrogate)") from None
+    if size > MAX_META_BYTES:
+        raise BadRequest(f"bad request: the metadata holds {size} bytes of UTF-8; the limit is {MAX_META_BYTES}")
+
+
+def meta_bytes(meta: dict[str, str]) -> int:
+    """The size of ``meta`` as the limit counts it: its names and values in UTF-8."""
+    return sum(len(key.encode("utf-8")) + len(value.encode("utf-8")) for key, value in meta.items())
 
 
 def check_range(size: int, offset: int, length: int | None) -> int:

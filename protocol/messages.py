@@ -38,6 +38,27 @@ class FileInfo:
     node: int  # id of the storage node that holds it
     created: float  # unix time the upload was acknowledged
     available: bool  # false while its node is down
+    meta: dict[str, str] | None = None  # the metadata its put carried (none: absent)
+
+
+@dataclass(frozen=True, slots=True)
+class BucketInfo:
+    """One bucket as the manager records it: the files under ``name/`` are its objects."""
+
+    name: str
+    owner: str
+    created: float  # unix time it was created
+
+
+@dataclass(frozen=True, slots=True)
+class PartInfo:
+    """One source of a ``build``: stored file ``file_id`` of ``size`` bytes, held by the node at ``host``:``port``, or
+    by the building node itself when they are absent."""
+
+    file_id: int
+    size: int
+    host: str | None = None
+    port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +177,8 @@ class Put(Message):
     size: int | None = None  # if given, the upload fails unless exactly this many bytes arrive
     sha256: bytes | None = None  # if given, the upload fails unless the bytes hash to it
     data: bytes | None = None  # the whole file, if it is small
+    replace: bool | None = None  # true: a stored file of this name is replaced (atomically) instead of error 3
+    meta: dict[str, str] | None = None  # text names to text values kept with the file (at most MAX_META_BYTES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +212,7 @@ class Sending(Message):
     length: int
     sha256: bytes | None = None  # SHA-256 of the whole file, when the sender knows it
     data: bytes | None = None  # the bytes themselves, exactly when length <= INLINE_MAX
+    meta: dict[str, str] | None = None  # manager → client: the file's metadata, if its put carried any
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +250,68 @@ class Listing(Message):
     TYPE = "listing"
     files: list[FileInfo]
     more: bool  # true if names after the last one returned may match: ask again with ``after``
+
+
+@dataclass(frozen=True, slots=True)
+class Compose(Message):
+    """Client → manager: store under ``name`` one file made of the stored files ``parts``, in order, built on one
+    storage node (no process holds the whole); the parts are deleted once it is committed. Answered by ``stored``."""
+
+    TYPE = "compose"
+    name: str
+    parts: list[str]
+    replace: bool | None = None  # as put's
+    meta: dict[str, str] | None = None  # as put's
+
+
+@dataclass(frozen=True, slots=True)
+class CreateBucket(Message):
+    """Client → manager: record bucket ``name``, owned by ``owner``; answered by ``bucket``."""
+
+    TYPE = "create_bucket"
+    name: str
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteBucket(Message):
+    """Client → manager: forget bucket ``name`` (``owner`` must own it; no file name may start with ``name/``);
+    answered by ``ok``."""
+
+    TYPE = "delete_bucket"
+    name: str
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatBucket(Message):
+    """Client → manager: the record of bucket ``name``; answered by ``bucket``."""
+
+    TYPE = "stat_bucket"
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListBuckets(Message):
+    """Client → manager: every bucket, by name; answered by ``buckets``."""
+
+    TYPE = "list_buckets"
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket(Message):
+    """The answer to ``create_bucket`` and ``stat_bucket``."""
+
+    TYPE = "bucket"
+    bucket: BucketInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Buckets(Message):
+    """The answer to ``list_buckets``: all of them (at most MAX_BUCKETS), in byte order of their names."""
+
+    TYPE = "buckets"
+    buckets: list[BucketInfo]
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +410,16 @@ class Store(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class Build(Message):
+    """Manager → storage node: write the new file ``file_id`` as the bytes of ``parts``, in order (its own read from its
+    disk, the others fetched from the nodes that hold them); answered by ``stored``."""
+
+    TYPE = "build"
+    file_id: int
+    parts: list[PartInfo]
+
+
+@dataclass(frozen=True, slots=True)
 class Fetch(Message):
     """Manager → storage node: send bytes of file ``file_id``; answered like ``get``."""
 
@@ -396,6 +492,15 @@ def _optional(read: Reader) -> Reader:
     return lambda value: None if value is None else read(value)
 
 
+def _map_of(read_key: Reader, read_value: Reader) -> Reader:
+    def read_map(value: Any) -> dict[Any, Any]:
+        if type(value) is not dict:
+            raise ProtocolError(f"protocol error: expected a map, got {_kind(value)}")
+        return {read_key(key): read_value(item) for key, item in value.items()}
+
+    return read_map
+
+
 def _list_of(read: Reader) -> Reader:
     def read_list(value: Any) -> list[Any]:
         if type(value) is not list:
@@ -428,6 +533,8 @@ def _reader_for(hint: Any) -> Reader:
         return _optional(_reader_for(inner))
     if typing.get_origin(hint) is list:
         return _list_of(_reader_for(args[0]))
+    if typing.get_origin(hint) is dict:
+        return _map_of(_reader_for(args[0]), _reader_for(args[1]))
     if dataclasses.is_dataclass(hint):
         return _record_reader(hint)
     raise TypeError(f"no wire type for {hint!r}")
@@ -478,7 +585,8 @@ CATALOGUE: dict[str, type[Message]] = {
     for cls in (
         Hello, Welcome, Auth, Error, Ok, Data, End, Put, Stored, Get, Sending, Delete, Stat, Info, List, Listing,
         Status, ClusterStatus, Rebalance, Drain, Scrub, ScrubReport, Register, Inventory, Heartbeat, Store, Fetch,
-        Transfer, Verify, Remove,
+        Transfer, Verify, Remove, CreateBucket, DeleteBucket, StatBucket, ListBuckets, Bucket, Buckets,
+        Compose, Build,
     )
 }  # fmt: skip
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import uvloop
+from gateway_live import LiveGateway, running_gateway
 from harness import LocalCluster
 from postgres import PostgresServer
 
@@ -33,6 +34,12 @@ def cluster(bare_cluster: LocalCluster) -> LocalCluster:
     for node_id in (100, 101, 102):
         bare_cluster.start_node(node_id)
     return bare_cluster
+
+
+@pytest.fixture(scope="module")
+def live_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveGateway]:
+    """A manager, two storage nodes and an S3/REST gateway (users alice and bob), shared by a test module."""
+    yield from running_gateway(tmp_path_factory.mktemp("gateway"))
 
 
 @pytest.fixture(scope="session")

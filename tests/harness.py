@@ -1,4 +1,4 @@
-"""Real dfsd processes on 127.0.0.1 for the integration tests: a manager, storage nodes and the client tools.
+"""Real dfsd processes on 127.0.0.1 for the integration tests: a manager, storage nodes, gateways and the client tools.
 
 Every process is started as ``python -m dfsd ...`` from a temporary directory, on a free port (port 0), and waited for
 through the one line it prints when it is listening; nothing sleeps for a guessed time. ``LocalCluster.stop`` kills
@@ -81,6 +81,7 @@ class LocalCluster:
     root: Path
     manager: Daemon | None = None
     nodes: dict[int, Daemon] = field(default_factory=dict)
+    gateways: list[Daemon] = field(default_factory=list)
     manager_port: int = 0
     env: dict[str, str] = field(default_factory=dict)  # added to every daemon's environment, and to status polls
     security: Security | None = None  # how the test's own status polls connect
@@ -153,8 +154,20 @@ class LocalCluster:
     def wait_node_down(self, node_id: int) -> None:
         self.wait_for(lambda status: any(n.id == node_id and not n.up for n in status.nodes), f"node {node_id} down")
 
+    def start_gateway(self, *extra: str, credentials: Path | None = None, env: dict[str, str] | None = None) -> Daemon:
+        """Start an S3/REST gateway in front of the manager on a free port (``credentials``: its TOML file)."""
+        flags = ["--credentials", str(credentials)] if credentials is not None else []
+        gateway = start_daemon(
+            ["gateway", "--port", "0", "--manager", self.address, *flags, *extra],
+            self.root,
+            self.root / f"gateway-{len(self.gateways)}.log",
+            {**self.env, **(env or {})},
+        )
+        self.gateways.append(gateway)
+        return gateway
+
     def stop(self) -> None:
-        for daemon in [*self.nodes.values(), *([self.manager] if self.manager else [])]:
+        for daemon in [*self.gateways, *self.nodes.values(), *([self.manager] if self.manager else [])]:
             daemon.kill()
 
     def wait_balanced(self, timeout: float = 60.0) -> None:

@@ -65,6 +65,7 @@ from dfsd.client import (
 from dfsd.client import run as run_async
 
 from . import bench_baselines as baselines
+from . import bench_gateway
 from .common import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -194,6 +195,8 @@ class Setup:
     relay: Child  # the baseline's first hop; its sink writes ``sink_file``
     sink: Child
     echo: Child
+    gateway: Child  # ``dfsd gateway`` in front of the manager, with the access key ``gateway_keys``
+    gateway_keys: tuple[str, str]
     manager: Child | None = None  # None: an existing cluster, whose processes are not ours to measure
     node: Child | None = None
     prefix: str = field(default_factory=lambda: f"dfs-bench-{secrets.token_hex(4)}/")  # every name stored starts so
@@ -204,7 +207,12 @@ class Setup:
 
     @property
     def children(self) -> list[Child]:
-        return [c for c in (self.manager, self.node, self.relay, self.sink, self.echo) if c is not None]
+        return [c for c in (self.manager, self.node, self.gateway, self.relay, self.sink, self.echo) if c is not None]
+
+    @property
+    def bucket(self) -> str:
+        """The gateway's bucket: its objects are the dfsd names under ``prefix``."""
+        return self.prefix.rstrip("/")
 
 
 def start_processes(root: Path, manager: str | None, children: list[Child]) -> Setup:
@@ -223,9 +231,22 @@ def start_processes(root: Path, manager: str | None, children: list[Child]) -> S
     sink = start("baseline sink", *BASELINE, "sink", "--file", str(root / SINK_FILE))
     relay = start("baseline relay", *BASELINE, "relay", "--to", sink.address)
     echo = start("baseline echo server", *BASELINE, "echo")
+    keys = ("DFSBENCH" + secrets.token_hex(6).upper(), secrets.token_urlsafe(24))
+
+    def start_gateway(address: str) -> Child:
+        child = Child.start(
+            "dfsd gateway",
+            processes.dfsd_command("gateway", "--port", "0", "--manager", address),
+            root,
+            {**env, "DFS_S3_ACCESS_KEY": keys[0], "DFS_S3_SECRET_KEY": keys[1]},
+        )
+        children.append(child)
+        return child
+
     if manager is not None:
         host, port = manager_address(manager)
-        return Setup(f"{host}:{port}", Security.load(), root, env, relay, sink, echo)
+        gateway = start_gateway(f"{host}:{port}")
+        return Setup(f"{host}:{port}", Security.load(), root, env, relay, sink, echo, gateway, keys)
     manager_child = start(
         "dfsd manager", *processes.dfsd_command("manager", "--port", "0", "--db", str(root / "manager.db"))
     )
@@ -235,7 +256,8 @@ def start_processes(root: Path, manager: str | None, children: list[Child]) -> S
             "storage", "--id", "100", "--manager", manager_child.address, "--data", str(root / "node-100")
         ),
     )
-    return Setup(manager_child.address, Security(), root, env, relay, sink, echo, manager_child, node)
+    gateway = start_gateway(manager_child.address)
+    return Setup(manager_child.address, Security(), root, env, relay, sink, echo, gateway, keys, manager_child, node)
 
 
 # --- measuring --------------------------------------------------------------------------------------------------------
@@ -387,6 +409,7 @@ async def measure(plan: Plan, setup: Setup, note: Callable[[str], None]) -> tupl
             figures, reset = await large_file(plan, setup, client, note)
             for size in plan.sizes:
                 figures += await small_files(plan, setup, size, note)
+            figures += await gateway_figures(plan, setup, figures, note)
         finally:
             if setup.manager is None:  # someone else's cluster: take away what this run stored
                 await remove_leftovers(client, setup.prefix)
@@ -668,6 +691,122 @@ async def large_file(
     return figures, large.memory.reset
 
 
+GATEWAY_SMALL_SIZE = 4096
+
+
+async def gateway_figures(plan: Plan, setup: Setup, figures: list[Figure], note: Callable[[str], None]) -> list[Figure]:
+    """The large file and 4 KiB objects through the gateway, each against the CBOR client's figure of this run."""
+    cbor = {figure.key: figure for figure in figures}
+    pattern, size = Pattern(), plan.large_size
+    gateway = setup.gateway.host_port
+    client = await bench_gateway.HttpClient.open(gateway, setup.gateway_keys)
+    try:
+        await client.expect(200, "PUT", f"/{setup.bucket}")
+        async with phase("the gateway upload", setup):
+            setup.gateway.reset_peak_memory()
+            up = await bench_gateway.timed_put(client, f"/{setup.bucket}/large", pattern.chunks(size), size)
+            up_memory = setup.gateway.peak_memory()
+        async with phase("the gateway download", setup):
+            setup.gateway.reset_peak_memory()
+            check = pattern.checker(size, "the gateway")
+            started = time.perf_counter()
+            status, length = await client.request("GET", f"/{setup.bucket}/large")
+            async for chunk in client.body(length):
+                check.feed(chunk)
+            check.finish()
+            if status != 200:
+                raise BenchFailed(f"the gateway answered a GET of the large file with {status}")
+            down = time.perf_counter() - started
+            down_memory = setup.gateway.peak_memory()
+        await client.expect(204, "DELETE", f"/{setup.bucket}/large")
+        note(f"gateway: upload {size / up / MB:.1f} MB/s, download {size / down / MB:.1f} MB/s")
+        label = human_size(size)
+        result = [
+            Figure(
+                "gateway.large.upload",
+                f"gateway PUT {label} vs CBOR",
+                "MB/s",
+                size / up / MB,
+                cbor["large.upload"].dfsd,
+                True,
+            ),
+            Figure(
+                "gateway.large.download",
+                f"gateway GET {label} vs CBOR",
+                "MB/s",
+                size / down / MB,
+                cbor["large.download"].dfsd,
+                True,
+            ),
+        ]
+        for direction, peak in (("upload", up_memory), ("download", down_memory)):
+            result.append(
+                Figure(
+                    f"gateway.large.{direction}.peak_memory",
+                    f"gateway peak memory, {direction} (vs manager's)",
+                    "MiB",
+                    None if peak is None else peak / MiB,
+                    cbor[f"large.{direction}.manager_peak_memory"].dfsd,
+                    False,
+                )
+            )
+        result += await gateway_small(plan, setup, note)
+        await client.expect(204, "DELETE", f"/{setup.bucket}")
+    finally:
+        await client.close()
+    return result
+
+
+async def gateway_small(plan: Plan, setup: Setup, note: Callable[[str], None]) -> list[Figure]:
+    """4 KiB objects written and read back by ``plan.clients`` connections: the CBOR client first, then the gateway."""
+    size, tag = GATEWAY_SMALL_SIZE, "4KiB"
+    base = os.urandom(size)
+    order = list(range(plan.files))
+    shares = [order[k :: plan.clients] for k in range(plan.clients)]
+    cbor_names = [f"{setup.prefix}cbor-{tag}/{index:06d}" for index in order]
+
+    async def cbor_write(client: Client, index: int) -> None:
+        await client.put(cbor_names[index], payload(index, size, base))
+
+    async def cbor_read(client: Client, index: int) -> None:
+        if await client.read(cbor_names[index]) != payload(index, size, base):
+            raise ChecksumMismatch(f"checksum mismatch: {cbor_names[index]} read back differs")
+
+    async def http_write(client: bench_gateway.HttpClient, index: int) -> None:
+        await client.expect(200, "PUT", f"/{setup.bucket}/{tag}/{index:06d}", payload(index, size, base))
+
+    async def http_read(client: bench_gateway.HttpClient, index: int) -> None:
+        if await client.expect(200, "GET", f"/{setup.bucket}/{tag}/{index:06d}") != payload(index, size, base):
+            raise ChecksumMismatch(f"checksum mismatch: {tag}/{index:06d} read back through the gateway differs")
+
+    figures: list[Figure] = []
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(Client(setup.address, setup.security)) for _ in range(plan.clients)]
+        https = [await bench_gateway.HttpClient.open(setup.gateway.host_port, setup.gateway_keys) for _ in shares]
+        for http in https:
+            stack.push_async_callback(http.close)
+        for what, cbor_request, http_request in (("write", cbor_write, http_write), ("read", cbor_read, http_read)):
+            async with phase(f"the CBOR {tag} {what}s", setup):
+                cbor_timings = await run_workers(clients, shares, cbor_request)
+            async with phase(f"the gateway {tag} {what}s", setup):
+                http_timings = await run_workers(https, shares, http_request)
+            note(f"{tag} {what}: CBOR {cbor_timings.rate:,.0f}/s, gateway {http_timings.rate:,.0f}/s")
+            figures.append(
+                Figure(
+                    f"gateway.small.{tag}.{what}.rate",
+                    f"gateway {tag} {what} vs CBOR",
+                    "req/s",
+                    http_timings.rate,
+                    cbor_timings.rate,
+                    True,
+                )
+            )
+        for index in order:
+            await clients[0].delete(cbor_names[index])
+            await https[0].expect(204, "DELETE", f"/{setup.bucket}/{tag}/{index:06d}")
+    return figures
+
+
 def payload(index: int, size: int, base: bytes) -> bytes:
     """Small file ``index``'s bytes: its index, then the shared random bytes."""
     return index.to_bytes(8, "big") + base[8:size]
@@ -852,6 +991,8 @@ def table(report: dict[str, Any]) -> list[str]:
         "dfs-cat's); dfs-push, dfs-cat and the baseline's client are timed as processes, start-up included. "
         f"For small files, bare CBOR request/answer frames over loopback, "
         f"{settings['clients']} connections, one hop, the same payloads, nothing stored. "
+        "Gateway rows: the same work through dfsd gateway (S3 over HTTP, one keep-alive connection per client), "
+        "against the CBOR client's figure of this run (memory: against the manager's). "
         "Ratio = dfsd / baseline: for rates, below 1 is slower; for latencies and memory, above 1 is more. "
         f"Peak memory: {report['peak_memory']}."
     )

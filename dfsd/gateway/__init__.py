@@ -2,7 +2,7 @@
 
 Like ``dfsd.protocol``, everything here is values in, values out, and time is passed in as ``now``, so it is tested
 and fuzzed without a server (``tests/unit/test_gateway_sourcecode.py`` keeps it that way). The HTTP server that uses it
-(routes, the manager, bucket and object records, multipart composition) is built on top and lives beside it.
+(routes, the manager, bucket and object records, multipart composition) is built on top, in ``dfsd.gateway.server``.
 
 - ``errors``: the S3 error registry (code -> HTTP status) and ``S3Error``.
 - ``auth``: ``authenticate``, the one call the server makes, whichever signature a request carries.
@@ -14,6 +14,8 @@ and fuzzed without a server (``tests/unit/test_gateway_sourcecode.py`` keeps it 
 - ``naming``: bucket-name and key rules, path-style and virtual-host addressing, the dfsd name of an object.
 - ``listing``: ListObjects V1/V2 and ListObjectVersions pages over a sorted run of keys.
 - ``etags`` and ``conditional``: ETags, Content-MD5, Range and If-* preconditions.
+- ``metadata``: the headers stored with an object (Content-Type, ``x-amz-meta-*``, ...) and given back.
+- ``formdata``: an incremental multipart/form-data parser, for the REST API's uploads.
 
 The HTTP layer: granian (ASGI), run embedded in the gateway's own event loop, chosen by measurement. Measured here,
 loopback only, one server process, the same streaming ASGI app for uvicorn and granian (aiohttp: the same handlers in

@@ -41,12 +41,14 @@ S3_ERRORS: dict[str, ErrorSpec] = {
     "InvalidURI": ErrorSpec(400, "Couldn't parse the specified URI."),
     "KeyTooLongError": ErrorSpec(400, "Your key is too long."),
     "MalformedXML": ErrorSpec(400, "The XML you provided was not well-formed or did not validate against our schema."),
+    "MetadataTooLarge": ErrorSpec(400, "Your metadata headers exceed the maximum allowed metadata size."),
     "MethodNotAllowed": ErrorSpec(405, "The specified method is not allowed against this resource."),
     "MissingContentLength": ErrorSpec(411, "You must provide the Content-Length HTTP header."),
     "NoSuchBucket": ErrorSpec(404, "The specified bucket does not exist."),
     "NoSuchKey": ErrorSpec(404, "The specified key does not exist."),
     "NoSuchUpload": ErrorSpec(404, "The specified multipart upload does not exist."),
     "NotImplemented": ErrorSpec(501, "A header or query you provided implies functionality that is not implemented."),
+    "OperationAborted": ErrorSpec(409, "A conflicting operation is in progress on this object; try again."),
     "PreconditionFailed": ErrorSpec(412, "At least one of the preconditions you specified did not hold."),
     "RequestTimeTooSkewed": ErrorSpec(
         403, "The difference between the request time and the server's time is too large."

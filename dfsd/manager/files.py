@@ -18,20 +18,27 @@ import time
 from collections.abc import AsyncIterator
 
 from ..protocol import (
+    MAX_COMPOSE_PARTS,
     MAX_LIST_PAGE,
+    MAX_LISTING_BYTES,
     BadRequest,
     DfsError,
     FileNotFound,
     FileUnavailable,
+    InternalError,
     ProtocolError,
     ServersUnavailable,
     StorageFull,
     check_inline,
+    check_meta,
     check_name,
     check_range,
     check_sha256,
+    meta_bytes,
 )
 from ..protocol.messages import (
+    Build,
+    Compose,
     Data,
     Delete,
     End,
@@ -42,6 +49,7 @@ from ..protocol.messages import (
     List,
     Listing,
     Ok,
+    PartInfo,
     Put,
     Sending,
     Stat,
@@ -93,37 +101,59 @@ class FileOperations:
     async def handle_put(self, conn: Connection, request: Put, req: Request) -> None:
         check_name(request.name, self.limits.max_name_bytes)
         check_sha256(request.sha256)
+        check_meta(request.meta)
         check_inline(request.data, request.size)
         size = len(request.data) if request.data is not None else request.size
         self._check_size(size or 0)
         req.fields.update(name=request.name)
         if request.sha256 is not None and size is not None:
-            already = await self._already_stored(request.name, size, request.sha256)
+            already = await self._already_stored(request.name, size, request.sha256, request.meta)
             if already is not None:
                 req.fields.update(size=size, already=True)
                 await conn.send(already)
                 return
         await self.rejoining.wait()
         node = choose_node(self.topology.nodes.values(), request.size)
-        async with self.in_flight.upload(request.name, node) as file_id:
+        replace = bool(request.replace)
+        async with self.in_flight.upload(request.name, node, replace=replace) as file_id:
             req.fields.update(node=node.id, file_id=file_id)
             try:
                 stored = await self._relay_upload(conn, request, Store(file_id, request.size, request.sha256), node)
             except StorageFull:
                 self.topology.filled(node)
                 raise
-            await self.store.commit(file_id, request.name, node.id, stored.size, stored.sha256, time.time())
+            replaced = await self._commit(file_id, request.name, node.id, stored, request.replace, request.meta)
             self.topology.stored(node.id, stored.size)
         req.fields.update(size=stored.size)
+        if replaced is not None:
+            req.fields.update(replaced=replaced.id)
+            await self._remove_bytes(replaced)
         await conn.send(stored)
 
-    async def _already_stored(self, name: str, size: int, sha256: bytes) -> Stored | None:
-        """``stored`` (marked ``already``) if ``name`` holds exactly these bytes: the answer to a retry whose first
-        attempt was stored though its answer was lost. An upload of the name under way is given SETTLE_WAIT to end
-        first, since it may be that first attempt, committing right now."""
+    async def _commit(
+        self, file_id: int, name: str, node: int, stored: Stored, replace: bool | None, meta: dict[str, str] | None
+    ) -> FileRecord | None:
+        """Record the stored file; with ``replace``, in place of the file its name held, which is returned."""
+        commit = self.store.commit_replacing if replace else self.store.commit
+        return await commit(file_id, name, node, stored.size, stored.sha256, time.time(), meta or None)
+
+    async def _remove_bytes(self, record: FileRecord) -> None:
+        """The row of ``record`` is gone (deleted or replaced): remove its bytes from its node (if the node is down,
+        reconciliation removes them when it registers again)."""
+        self.topology.removed(record.node, record.size)
+        node = self.topology.nodes.get(record.node)
+        if node is not None:
+            await remove_copy(self.pool, node, record.id)
+
+    async def _already_stored(self, name: str, size: int, sha256: bytes, meta: dict[str, str] | None) -> Stored | None:
+        """``stored`` (marked ``already``) if ``name`` holds exactly these bytes and this metadata: the answer to a
+        retry whose first attempt was stored though its answer was lost. An upload of the name under way is given
+        SETTLE_WAIT to end first, since it may be that first attempt, committing right now."""
         await self.in_flight.settle(name, SETTLE_WAIT)
         record = await self.store.find(name)
         if record is None or record.lost is not None or (record.size, record.sha256) != (size, sha256):
+            return None
+        if (record.meta or None) != (meta or None):
             return None  # reserving the name then answers error 3 if it is taken
         return Stored(record.size, record.sha256, already=True)
 
@@ -159,6 +189,58 @@ class FileOperations:
         if limit is not None and size > limit:
             raise BadRequest(f"bad request: files may hold at most {limit} bytes on this cluster")
 
+    async def handle_compose(self, conn: Connection, request: Compose, req: Request) -> None:
+        """Join stored files into one on a single node (``build``), commit it like a put, then delete the parts."""
+        check_name(request.name, self.limits.max_name_bytes)
+        check_meta(request.meta)
+        if not 0 < len(request.parts) <= MAX_COMPOSE_PARTS:
+            raise BadRequest(f"bad request: a compose joins 1 to {MAX_COMPOSE_PARTS} parts, not {len(request.parts)}")
+        req.fields.update(name=request.name, parts=len(request.parts))
+        records = [await self._find(name) for name in request.parts]
+        for record in records:
+            self._node_of(record)
+            if record.lost is not None:
+                raise FileUnavailable(f"file unavailable: the part {record.name!r} is lost")
+        size = sum(record.size for record in records)
+        self._check_size(size)
+        node = choose_node(self.topology.nodes.values(), size)
+        parts = [self._part_for(record, node) for record in records]
+        async with self.in_flight.upload(request.name, node, replace=bool(request.replace)) as file_id:
+            req.fields.update(node=node.id, file_id=file_id, size=size)
+            stored = await self._build(node, Build(file_id, parts))
+            if stored.size != size:
+                raise InternalError(f"internal error: node {node.id} built {stored.size} bytes of {size}")
+            replaced = await self._commit(file_id, request.name, node.id, stored, request.replace, request.meta)
+            self.topology.stored(node.id, stored.size)
+        if replaced is not None:
+            await self._remove_bytes(replaced)
+        for record in records:  # a part replaced or deleted meanwhile is another file now: left alone
+            removed = await self.store.remove_exact(record.name, record.id)
+            if removed is not None:
+                await self._remove_bytes(removed)
+        await conn.send(stored)
+
+    def _part_for(self, record: FileRecord, target: NodeState) -> PartInfo:
+        """Where ``target`` finds the bytes of ``record``: its own disk, or the node holding them."""
+        if record.node == target.id:
+            return PartInfo(record.id, record.size)
+        holder = self._node_of(record)
+        return PartInfo(record.id, record.size, holder.host, holder.port)
+
+    async def _build(self, node: NodeState, build: Build) -> Stored:
+        try:
+            async with self.pool.connection(node.address) as node_conn:
+                await node_conn.send(build)
+                return await node_conn.expect(Stored)
+        except StorageFull:
+            self.topology.filled(node)
+            raise
+        except (ConnectionLost, ProtocolError) as err:
+            raise ServersUnavailable(
+                f"servers unavailable: storage node {node.id} failed while composing ({err}); nothing was kept, "
+                "try again"
+            ) from err
+
     async def handle_get(self, conn: Connection, request: Get, req: Request) -> None:
         req.fields.update(name=request.name)
         record = await self._find(request.name)
@@ -175,9 +257,12 @@ class FileOperations:
             except FileNotFound as err:
                 # Before any byte went out. A move may have just taken the file to another node: follow it.
                 current = await self.in_flight.missing(record, node.id)
-                if current is None:
-                    raise FileNotFound(f"file does not exist: {record.name!r} (deleted meanwhile)") from err
-                if current.node != node.id:
+                if current is None:  # deleted meanwhile, or replaced: then the reader gets the new file
+                    current = await self.store.find(record.name)
+                    if current is None:
+                        raise FileNotFound(f"file does not exist: {record.name!r} (deleted meanwhile)") from err
+                    length = check_range(current.size, request.offset, request.length)
+                if current.id != record.id or current.node != node.id:
                     record = current
                     continue
                 raise FileUnavailable(
@@ -195,7 +280,8 @@ class FileOperations:
             if sending.length != length:
                 raise ProtocolError(f"protocol error: storage node {node.id} answered fetch with the wrong sending")
             body = receive_file(node_conn, sending).through(_from_node)
-            await _to_client(send_file(conn, Sending(record.size, offset, length, record.sha256), body))
+            sending = Sending(record.size, offset, length, record.sha256, meta=record.meta)
+            await _to_client(send_file(conn, sending, body))
 
     async def handle_delete(self, conn: Connection, request: Delete, req: Request) -> None:
         req.fields.update(name=request.name)
@@ -203,10 +289,7 @@ class FileOperations:
         if record is None:
             raise FileNotFound(f"file does not exist: {request.name!r}")
         req.fields.update(node=record.node, size=record.size)
-        self.topology.removed(record.node, record.size)
-        node = self.topology.nodes.get(record.node)
-        if node is not None:
-            await remove_copy(self.pool, node, record.id)
+        await self._remove_bytes(record)
         await conn.send(Ok())
 
     async def handle_stat(self, conn: Connection, request: Stat, req: Request) -> None:
@@ -217,9 +300,10 @@ class FileOperations:
     async def handle_list(self, conn: Connection, request: List, req: Request) -> None:
         limit = min(request.limit or MAX_LIST_PAGE, MAX_LIST_PAGE)
         records = await self.store.list_files(request.prefix, request.after, limit + 1)
-        req.fields.update(prefix=request.prefix, count=min(len(records), limit))
-        files = [self._file_info(record) for record in records[:limit]]
-        await conn.send(Listing(files, more=len(records) > limit))
+        page = _fitting(records[:limit])
+        req.fields.update(prefix=request.prefix, count=len(page))
+        files = [self._file_info(record) for record in page]
+        await conn.send(Listing(files, more=len(records) > len(page)))
 
     async def _find(self, name: str) -> FileRecord:
         record = await self.store.find(name)
@@ -238,7 +322,17 @@ class FileOperations:
 
     def _file_info(self, record: FileRecord) -> FileInfo:
         available = self.topology.is_up(record.node) and record.lost is None
-        return FileInfo(record.name, record.size, record.sha256, record.node, record.created, available)
+        return FileInfo(record.name, record.size, record.sha256, record.node, record.created, available, record.meta)
+
+
+def _fitting(records: list[FileRecord]) -> list[FileRecord]:
+    """The first of ``records`` whose names and metadata fit one listing frame (MAX_LISTING_BYTES); at least one."""
+    total = 0
+    for count, record in enumerate(records):
+        total += len(record.name.encode()) + (meta_bytes(record.meta) if record.meta else 0)
+        if total > MAX_LISTING_BYTES and count:
+            return records[:count]
+    return records
 
 
 class _NodeFault(Exception):

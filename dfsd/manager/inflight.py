@@ -35,21 +35,25 @@ class InFlight:
         self._settled: dict[str, asyncio.Event] = {}  # name -> set when the upload of that name under way ends
 
     @contextlib.asynccontextmanager
-    async def upload(self, name: str, node: NodeState) -> AsyncIterator[int]:
-        """Reserve ``name`` for an upload to ``node`` and give its new file id; ``NameExists`` if the name is taken.
+    async def upload(self, name: str, node: NodeState, *, replace: bool = False) -> AsyncIterator[int]:
+        """Reserve ``name`` for an upload to ``node`` and give its new file id; ``NameExists`` if the name is taken
+        (a ``replace`` upload reserves only the id: it may replace the stored file, and races with other replacements).
 
         The reservation, and the node's count of uploads under way, last until the block ends: commit inside it.
         """
         self._topology.upload_started(node)  # before any await, so that concurrent uploads see it
         try:
-            file_id = await self._store.reserve(name)
-            self._settled[name] = settled = asyncio.Event()
+            file_id = await self._store.reserve(name, replace=replace)
+            settled = None if replace else asyncio.Event()
+            if settled is not None:
+                self._settled[name] = settled
             try:
                 yield file_id
             finally:
-                self._store.release(name)
-                del self._settled[name]
-                settled.set()
+                self._store.release(name, file_id)
+                if settled is not None:
+                    del self._settled[name]
+                    settled.set()
         finally:
             self._topology.upload_ended(node)
 

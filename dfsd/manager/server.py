@@ -4,8 +4,9 @@ One port takes both kinds of peer, told apart by the role in their hello: client
 connection) and storage nodes (a control session of register, then heartbeats). Each job has its own module:
 
 - ``nodes.py``: node sessions (register, inventory and reconciliation, heartbeats, orphan removal after a join);
-- ``files.py``: file operations (put, get, delete, stat, list) and the relays that carry their bytes;
+- ``files.py``: file operations (put, get, delete, stat, list, compose) and the relays that carry their bytes;
 - ``admin.py``: status, scrub, drain and rebalance requests;
+- ``buckets.py``: bucket records (create, delete, look up, list), for the gateways;
 - ``rebalance.py``: the rebalancer, one task owned here, which moves files between nodes.
 
 They share the state that outlives a request: who is where (``topology.py``, which alone changes it), the uploads and
@@ -24,11 +25,27 @@ from collections.abc import Callable
 import structlog
 
 from .. import metrics
-from ..protocol.messages import Delete, Drain, Get, List, Put, Rebalance, Scrub, Stat, Status
+from ..protocol.messages import (
+    Compose,
+    CreateBucket,
+    Delete,
+    DeleteBucket,
+    Drain,
+    Get,
+    List,
+    ListBuckets,
+    Put,
+    Rebalance,
+    Scrub,
+    Stat,
+    StatBucket,
+    Status,
+)
 from ..service import Listener, serve_requests
 from ..settings import Limits, Security
 from ..wire import OPEN
 from .admin import Admin
+from .buckets import BucketOperations
 from .files import FileOperations
 from .inflight import InFlight
 from .lost import LostFiles
@@ -90,6 +107,7 @@ class Manager:
             self.rebalancer = Rebalancer(self.store, self.topology, self.pool, in_flight, self.auto_rebalance)
             rejoining = Rejoining(self.topology)
             files = FileOperations(self.store, self.topology, self.pool, in_flight, rejoining, self.limits)
+            buckets = BucketOperations(self.store)
             admin = Admin(self.store, self.topology, self.pool, self.rebalancer, in_flight, lost)
             nodes = NodeSessions(
                 self.store, self.topology, self.pool, self.rebalancer, in_flight, lost, rejoining, self.node_timeout
@@ -100,10 +118,15 @@ class Manager:
                 Delete: files.handle_delete,
                 Stat: files.handle_stat,
                 List: files.handle_list,
+                Compose: files.handle_compose,
                 Status: admin.handle_status,
                 Rebalance: admin.handle_rebalance,
                 Drain: admin.handle_drain,
                 Scrub: admin.handle_scrub,
+                CreateBucket: buckets.handle_create_bucket,
+                DeleteBucket: buckets.handle_delete_bucket,
+                StatBucket: buckets.handle_stat_bucket,
+                ListBuckets: buckets.handle_list_buckets,
             }
             listener: Listener
             sessions = {

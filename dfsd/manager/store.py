@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ..protocol import NameExists
+from ..protocol import MAX_BUCKETS, NameExists
+from ..protocol.messages import BucketInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,17 @@ class FileRecord:
     sha256: bytes
     created: float
     lost: float | None
+    meta: dict[str, str] | None = None
+
+
+def file_record(row: tuple[Any, ...]) -> FileRecord:
+    """A ``files`` row (``FILE_COLUMNS``) as a record; its metadata is kept as JSON text."""
+    file_id, name, node, size, sha256, created, lost, meta = row
+    return FileRecord(file_id, name, node, size, sha256, created, lost, None if meta is None else json.loads(meta))
+
+
+def _meta_text(meta: dict[str, str] | None) -> str | None:
+    return None if not meta else json.dumps(meta, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +130,8 @@ class BackupUnsupported(StoreError):
     exit_status = 64  # EX_USAGE: the right tool is another command
 
 
-_FILE_COLUMNS = "id, name, node, size, sha256, created, lost"
+_FILE_COLUMNS = "id, name, node, size, sha256, created, lost, meta"
+_NEW_FILE_COLUMNS = "id, name, node, size, sha256, created, meta"
 _NODE_COLUMNS = "id, host, port, capacity, free, last_seen, draining"
 FIND_SQL = f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ?"
 
@@ -149,7 +163,8 @@ class MetadataStore(ABC):
     def __init__(self) -> None:
         self._queued: list[Write] = []
         self._committer: asyncio.Task[None] | None = None
-        self._reserved: dict[str, int] = {}  # name -> file id of every upload under way
+        self._reserved: dict[str, int] = {}  # name -> file id of every upload under way that claimed its name
+        self._replacing: set[int] = set()  # file ids of the replacing uploads under way (they claim no name)
         self._next_id = self._id_limit = 0  # the block of ids in hand; empty until the first upload claims one
         self._extending: asyncio.Task[None] | None = None
 
@@ -231,23 +246,33 @@ class MetadataStore(ABC):
 
     # --- uploads ------------------------------------------------------------------------------------------------------
 
-    async def reserve(self, name: str) -> int:
+    async def reserve(self, name: str, *, replace: bool = False) -> int:
         """Claim ``name`` for an upload and return the new file's id; ``NameExists`` if it is taken. The claim lasts
-        until ``release``."""
+        until ``release``. A ``replace`` upload claims no name (it may replace a stored file, and races with other
+        replacements are settled by their commits), only a new id."""
+        if replace:
+            file_id = await self._new_id()
+            self._replacing.add(file_id)
+            return file_id
         if name in self._reserved:
             raise _name_exists(name)
         self._reserved[name] = 0  # before any await: a racing upload of the same name sees it
         try:
             if await self.find(name) is not None:
                 raise _name_exists(name)
-            while self._next_id >= self._id_limit:
-                if self._extending is None or self._extending.done():
-                    self._extending = asyncio.create_task(self._next_block())
-                await asyncio.shield(self._extending)
+            file_id = await self._new_id()
         except BaseException:
             del self._reserved[name]
             raise
-        self._reserved[name] = file_id = self._next_id
+        self._reserved[name] = file_id
+        return file_id
+
+    async def _new_id(self) -> int:
+        while self._next_id >= self._id_limit:
+            if self._extending is None or self._extending.done():
+                self._extending = asyncio.create_task(self._next_block())
+            await asyncio.shield(self._extending)
+        file_id = self._next_id
         self._next_id += 1
         return file_id
 
@@ -255,34 +280,85 @@ class MetadataStore(ABC):
         first = await self._claim_ids()
         self._next_id, self._id_limit = first, first + ID_BLOCK
 
-    def release(self, name: str) -> None:
-        """The upload of ``name`` is over (committed or failed): free its reservation."""
-        self._reserved.pop(name, None)
+    def release(self, name: str, file_id: int | None = None) -> None:
+        """The upload of ``name`` (a replacement: the one with ``file_id``) is over (committed or failed): free its
+        reservation."""
+        if file_id is not None and file_id in self._replacing:
+            self._replacing.discard(file_id)
+        else:
+            self._reserved.pop(name, None)
 
     def uploading(self) -> set[int]:
         """The file ids of the uploads under way."""
-        return {file_id for file_id in self._reserved.values() if file_id}
+        return {file_id for file_id in self._reserved.values() if file_id} | self._replacing
 
-    async def commit(self, file_id: int, name: str, node: int, size: int, sha256: bytes, created: float) -> None:
-        """The upload's bytes are durable on ``node``: record the file, which makes it visible."""
+    async def commit(
+        self,
+        file_id: int,
+        name: str,
+        node: int,
+        size: int,
+        sha256: bytes,
+        created: float,
+        meta: dict[str, str] | None = None,
+    ) -> None:
+        """The upload's bytes are durable on ``node``: record the file (with its metadata), which makes it visible."""
         rows = await self._write(
-            "INSERT INTO files (id, name, node, size, sha256, created) VALUES (?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO files ({_NEW_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (name) DO NOTHING RETURNING id",
-            (file_id, name, node, size, sha256, created),
+            (file_id, name, node, size, sha256, created, _meta_text(meta)),
         )
         if not rows:  # only if the reservation was released early (the upload was cancelled)
             raise _name_exists(name)
+
+    async def commit_replacing(
+        self,
+        file_id: int,
+        name: str,
+        node: int,
+        size: int,
+        sha256: bytes,
+        created: float,
+        meta: dict[str, str] | None = None,
+    ) -> FileRecord | None:
+        """Like ``commit``, but a file stored under ``name`` is replaced: the name's row switches to the new file in
+        one statement, so a reader finds the old file or the new one, never neither. Returns the replaced file, whose
+        bytes the caller removes, or None. Of concurrent replacements the last to commit wins: the switch applies only
+        to the row this call read, and is tried again on the current one if another commit came between."""
+        while True:
+            current = await self.find(name)
+            if current is None:
+                rows = await self._write(
+                    f"INSERT INTO files ({_NEW_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (name) DO NOTHING RETURNING id",
+                    (file_id, name, node, size, sha256, created, _meta_text(meta)),
+                )
+            else:
+                rows = await self._write(
+                    "UPDATE files SET id = ?, node = ?, size = ?, sha256 = ?, created = ?, lost = NULL, meta = ? "
+                    "WHERE name = ? AND id = ? RETURNING id",
+                    (file_id, node, size, sha256, created, _meta_text(meta), name, current.id),
+                )
+            if rows:
+                return current
 
     # --- files --------------------------------------------------------------------------------------------------------
 
     async def find(self, name: str) -> FileRecord | None:
         rows = await self._read(FIND_SQL, (name,))
-        return FileRecord(*rows[0]) if rows else None
+        return file_record(rows[0]) if rows else None
 
     async def remove(self, name: str) -> FileRecord | None:
         """Delete the stored file ``name`` and return what it was, or None if there was none."""
         rows = await self._write(f"DELETE FROM files WHERE name = ? RETURNING {_FILE_COLUMNS}", (name,))
-        return FileRecord(*rows[0]) if rows else None
+        return file_record(rows[0]) if rows else None
+
+    async def remove_exact(self, name: str, file_id: int) -> FileRecord | None:
+        """Delete the stored file ``name`` only if it is still file ``file_id``; return it, or None."""
+        rows = await self._write(
+            f"DELETE FROM files WHERE name = ? AND id = ? RETURNING {_FILE_COLUMNS}", (name, file_id)
+        )
+        return file_record(rows[0]) if rows else None
 
     async def list_files(self, prefix: str, after: str | None, limit: int) -> list[FileRecord]:
         """Stored files whose names start with ``prefix``, in byte order, after ``after``, at most ``limit``."""
@@ -297,7 +373,7 @@ class MetadataStore(ABC):
             params.append(after)
         query += " ORDER BY name LIMIT ?"
         params.append(limit)
-        return [FileRecord(*row) for row in await self._read(query, params)]
+        return [file_record(row) for row in await self._read(query, params)]
 
     async def ids_on_node(self, node: int) -> tuple[set[int], set[int], set[int]]:
         """In one snapshot: ids of the files recorded on ``node``, those of them marked lost, and the ids of every
@@ -338,7 +414,7 @@ class MetadataStore(ABC):
         rows = await self._read(
             f"SELECT {_FILE_COLUMNS} FROM files WHERE node = ? AND id > ? ORDER BY id LIMIT ?", (node, after_id, limit)
         )
-        return [FileRecord(*row) for row in rows]
+        return [file_record(row) for row in rows]
 
     async def movable(self, node: int, limit: int, exclude: set[int]) -> list[FileRecord]:
         """Up to ``limit`` stored, present files on ``node``, skipping the ids in ``exclude``."""
@@ -346,7 +422,7 @@ class MetadataStore(ABC):
             f"SELECT {_FILE_COLUMNS} FROM files WHERE node = ? AND lost IS NULL ORDER BY id LIMIT ?",
             (node, limit + len(exclude)),
         )
-        return [FileRecord(*row) for row in rows if row[0] not in exclude][:limit]
+        return [file_record(row) for row in rows if row[0] not in exclude][:limit]
 
     async def relocate(self, file_id: int, source: int, target: int) -> bool:
         """Point file ``file_id`` at ``target`` if it is still stored on ``source``; False if it changed meanwhile."""
@@ -362,6 +438,36 @@ class MetadataStore(ABC):
             "SELECT node, count(*), CAST(coalesce(sum(size), 0) AS BIGINT) FROM files GROUP BY node"
         )
         return {node: (files, size) for node, files, size in rows}
+
+    # --- buckets ------------------------------------------------------------------------------------------------------
+
+    async def create_bucket(self, name: str, owner: str, created: float) -> bool:
+        """Record bucket ``name``; False if a bucket of that name exists, or MAX_BUCKETS do."""
+        rows = await self._write(
+            "INSERT INTO buckets (name, owner, created) SELECT ?, ?, ? WHERE (SELECT count(*) FROM buckets) < ? "
+            "ON CONFLICT (name) DO NOTHING RETURNING name",
+            (name, owner, created, MAX_BUCKETS),
+        )
+        return bool(rows)
+
+    async def bucket(self, name: str) -> BucketInfo | None:
+        rows = await self._read("SELECT name, owner, created FROM buckets WHERE name = ?", (name,))
+        return BucketInfo(*rows[0]) if rows else None
+
+    async def buckets(self) -> list[BucketInfo]:
+        """Every bucket, in byte order of the names."""
+        return [BucketInfo(*row) for row in await self._read("SELECT name, owner, created FROM buckets ORDER BY name")]
+
+    async def delete_bucket(self, name: str, owner: str) -> bool:
+        """Forget bucket ``name`` if ``owner`` owns it and no stored file's name starts with ``name/``, in one
+        statement (a file committed meanwhile keeps the bucket); False if not."""
+        prefix = name + "/"
+        rows = await self._write(
+            "DELETE FROM buckets WHERE name = ? AND owner = ? "
+            "AND NOT EXISTS (SELECT 1 FROM files WHERE name >= ? AND name < ?) RETURNING name",
+            (name, owner, prefix, _prefix_end(prefix)),
+        )
+        return bool(rows)
 
     # --- nodes --------------------------------------------------------------------------------------------------------
 

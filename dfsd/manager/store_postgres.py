@@ -65,6 +65,16 @@ SCHEMA_STEPS = [
         draining  INTEGER NOT NULL DEFAULT 0  -- being retired: its files move to other nodes, it gets no new ones
     );
     """,
+    # Version 2: a file's metadata (``put.meta``), as JSON text; NULL when its put carried none.
+    "ALTER TABLE files ADD COLUMN meta TEXT",
+    # Version 3: buckets, whose objects are the files named ``BUCKET/KEY``.
+    """
+    CREATE TABLE buckets (
+        name    TEXT COLLATE "C" PRIMARY KEY,
+        owner   TEXT NOT NULL,
+        created DOUBLE PRECISION NOT NULL
+    );
+    """,
 ]
 
 # What asyncpg raises when the server cannot be reached, refuses us, or goes away.

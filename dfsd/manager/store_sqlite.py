@@ -17,7 +17,17 @@ from pathlib import Path
 
 import aiosqlite
 
-from .store import FIND_SQL, ID_BLOCK, FileRecord, MetadataStore, NoDatabase, Rows, Write, schema_steps_to_run
+from .store import (
+    FIND_SQL,
+    ID_BLOCK,
+    FileRecord,
+    MetadataStore,
+    NoDatabase,
+    Rows,
+    Write,
+    file_record,
+    schema_steps_to_run,
+)
 
 # Step i takes a database from schema version i to i + 1. Version 1 is the schema dfsd had before versions were
 # recorded, so its step (all IF NOT EXISTS) also adopts such a database as it is.
@@ -47,6 +57,16 @@ SCHEMA_STEPS = [
         free      INTEGER NOT NULL,
         last_seen REAL NOT NULL,
         draining  INTEGER NOT NULL DEFAULT 0  -- being retired: its files move to other nodes, it gets no new ones
+    );
+    """,
+    # Version 2: a file's metadata (``put.meta``), as JSON text; NULL when its put carried none.
+    "ALTER TABLE files ADD COLUMN meta TEXT",
+    # Version 3: buckets, whose objects are the files named ``BUCKET/KEY``.
+    """
+    CREATE TABLE buckets (
+        name    TEXT PRIMARY KEY,
+        owner   TEXT NOT NULL,
+        created REAL NOT NULL
     );
     """,
 ]
@@ -96,7 +116,7 @@ class SqliteStore(MetadataStore):
 
     async def find(self, name: str) -> FileRecord | None:
         row = self._reader.execute(FIND_SQL, (name,)).fetchone()
-        return None if row is None else FileRecord(*row)
+        return None if row is None else file_record(row)
 
     async def _read(self, sql: str, params: Sequence[object] = ()) -> Rows:
         return [tuple(row) for row in await self._db.execute_fetchall(sql, params)]

@@ -46,6 +46,7 @@ from ..protocol import (
     check_sha256,
 )
 from ..protocol.messages import (
+    Build,
     Data,
     End,
     Fetch,
@@ -53,6 +54,7 @@ from ..protocol.messages import (
     Inventory,
     Message,
     Ok,
+    PartInfo,
     Register,
     Remove,
     Sending,
@@ -137,8 +139,9 @@ class StorageNode:
             Remove: self.handle_remove,
             Transfer: self.handle_transfer,
             Verify: self.handle_verify,
+            Build: self.handle_build,
         }
-        from_peer = {Store: self.handle_store}
+        from_peer = {Store: self.handle_store, Fetch: self.handle_fetch}
         listener: Listener
         sessions = {
             "manager": lambda conn: self._serve_manager(conn, from_manager, listener),  # type: ignore[arg-type]
@@ -296,6 +299,56 @@ class StorageNode:
             finally:
                 peer.abort()
         await conn.send(stored)
+
+    async def handle_build(self, conn: Connection, request: Build, req: Request) -> None:
+        """Write a new file from parts, in order: those held here read from this disk, the others fetched from the
+        nodes that hold them (a ``fetch`` on a peer connection), a chunk at a time, through one ``DurableWrite``."""
+        size = sum(part.size for part in request.parts)
+        req.fields.update(file_id=request.file_id, parts=len(request.parts), size=size)
+        async with DurableWrite(self.disk, self.layout, request.file_id, size) as file:
+            await file.create()
+            for part in request.parts:
+                if part.host is None or part.port is None:
+                    await self._copy_local(part, file)
+                else:
+                    await self._copy_remote(part, file)
+            stored = Stored(*await file.publish())
+            if conn.closed or conn.peer_closed:  # as in handle_store: nobody would record it
+                raise InternalError(f"internal error: file id {request.file_id} was abandoned before it was committed")
+            await conn.send(stored)
+
+    async def _copy_local(self, part: PartInfo, file: DurableWrite) -> None:
+        with self._open(part.file_id) as source:
+            if os.fstat(source.fileno()).st_size != part.size:
+                raise FileNotFound(f"file does not exist: file id {part.file_id} here is not of {part.size} bytes")
+            async for message in _read_frames(source, part.file_id, 0, part.size):
+                if type(message) is Data:
+                    file.write(message.data)
+
+    async def _copy_remote(self, part: PartInfo, file: DurableWrite) -> None:
+        assert part.host is not None and part.port is not None
+        try:
+            peer = await Connection.open(part.host, part.port, role="peer", security=self.security)
+            peer.timeout = self.limits.request_timeout
+        except (ConnectionLost, DfsError) as err:
+            raise FileUnavailable(
+                f"file unavailable: the node holding file id {part.file_id} cannot be reached ({err})"
+            ) from None
+        try:
+            await peer.send(Fetch(part.file_id))
+            sending = await peer.expect(Sending)
+            if sending.size != part.size:
+                raise FileNotFound(f"file does not exist: file id {part.file_id} there is not of {part.size} bytes")
+            body = receive_file(peer, sending)
+            if body.data is not None:
+                file.write(body.data)
+            else:
+                assert body.frames is not None
+                await _write_stream(file, body.frames)
+        except ConnectionLost as err:
+            raise FileUnavailable(f"file unavailable: the node holding file id {part.file_id} failed ({err})") from None
+        finally:
+            peer.abort()
 
     async def handle_verify(self, conn: Connection, request: Verify, req: Request) -> None:
         """Scrubbing: hash the file as it is on disk now (in a thread: it may be large) and compare."""

@@ -29,6 +29,12 @@ EXPECTED_KEYS = {
         for what in ("rate", "p50", "p99")
     ),
     *(f"small.{tag}.write.disk" for tag in ("1KiB", "64KiB")),
+    "gateway.large.upload",
+    "gateway.large.download",
+    "gateway.large.upload.peak_memory",
+    "gateway.large.download.peak_memory",
+    "gateway.small.4KiB.write.rate",
+    "gateway.small.4KiB.read.rate",
 }
 
 

@@ -155,11 +155,12 @@ async def test_a_database_of_a_newer_schema_is_refused(db_location: Location) ->
 async def test_reopening_keeps_the_schema_version(db_location: Location) -> None:
     await (await MetadataStore.open(db_location)).close()
     await (await MetadataStore.open(db_location)).close()
-    assert await _execute(db_location, "SELECT version FROM schema_version") == [(1,)]
+    assert await _execute(db_location, "SELECT version FROM schema_version") == [(3,)]
 
 
 async def test_a_database_from_before_schema_versions_is_adopted(tmp_path: Path) -> None:
-    """SQLite databases written before the schema version was recorded are version 1, and open as they are."""
+    """SQLite databases written before the schema version was recorded are version 1, and open as they are (then
+    upgraded to the current version)."""
     path = tmp_path / "old.db"
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.executescript(
@@ -178,7 +179,7 @@ async def test_a_database_from_before_schema_versions_is_adopted(tmp_path: Path)
         assert await store.reserve("new") >= 2048
     finally:
         await store.close()
-    assert await _execute(path, "SELECT version FROM schema_version") == [(1,)]
+    assert await _execute(path, "SELECT version FROM schema_version") == [(3,)]
 
 
 @pytest.mark.parametrize(

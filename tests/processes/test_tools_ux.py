@@ -242,7 +242,8 @@ def test_ls_long_is_an_aligned_table_and_json_is_exact(cluster: LocalCluster) ->
     listed = json.loads(run_tool("dfs-ls", "--json", manager=cluster.address).stdout)
     assert [entry["name"] for entry in listed] == ["big", "small", "two\nlines"]
     small = listed[1]
-    assert set(small) == {"name", "size", "sha256", "node", "created", "available"}
+    assert set(small) == {"name", "size", "sha256", "node", "created", "available", "meta"}
+    assert small["meta"] is None  # FileInfo.meta: what the put carried (none here)
     assert small["size"] == 23 and small["available"] is True and small["node"] in cluster.nodes
     assert small["sha256"] == hashlib.sha256(b"x" * 23).hexdigest()
     assert json.loads(run_tool("dfs-ls", "--json", "nothing-here", manager=cluster.address).stdout) == []

@@ -21,6 +21,10 @@ from dfsd.protocol import (
     MAX_NAME_BYTES,
     PROTOCOL_VERSION,
     BadRequest,
+    BucketExists,
+    BucketNotEmpty,
+    BucketNotYours,
+    BucketOwnedByYou,
     ChecksumMismatch,
     DfsError,
     ErrorCode,
@@ -31,6 +35,7 @@ from dfsd.protocol import (
     Message,
     NameExists,
     NodeIdInUse,
+    NoSuchBucket,
     NotAuthorised,
     ProtocolError,
     ServersUnavailable,
@@ -45,9 +50,16 @@ from dfsd.protocol import (
 from dfsd.protocol.limits import MAX_UINT
 from dfsd.protocol.messages import (
     Auth,
+    Bucket,
+    BucketInfo,
+    Buckets,
+    Build,
     ClusterStatus,
+    Compose,
+    CreateBucket,
     Data,
     Delete,
+    DeleteBucket,
     Drain,
     End,
     Error,
@@ -59,9 +71,11 @@ from dfsd.protocol.messages import (
     Info,
     Inventory,
     List,
+    ListBuckets,
     Listing,
     NodeInfo,
     Ok,
+    PartInfo,
     Put,
     Rebalance,
     RebalanceInfo,
@@ -71,6 +85,7 @@ from dfsd.protocol.messages import (
     ScrubReport,
     Sending,
     Stat,
+    StatBucket,
     Status,
     Store,
     Stored,
@@ -146,6 +161,19 @@ EXAMPLES: list[Message] = [
     Fetch(7, 1, 2),
     Transfer(7, "10.0.0.6", 9002, SHA),
     Remove(MAX_UINT),
+    Put("obj", 3, SHA, b"abc", True, {"content-type": "text/plain", "x-amz-meta-ünï": "cødé", "": ""}),
+    Sending(3, 0, 3, SHA, b"abc", {"content-type": "text/plain"}),
+    Info(dataclasses.replace(FILE, meta={"etag": "0" * 32})),
+    Compose("obj", ["p1", "p2"]),
+    Compose("bucket/key", [".uploads/1/00001"], True, {"etag": "x-1"}),
+    Build(9, [PartInfo(1, 10), PartInfo(2, 20, "10.0.0.6", 9002)]),
+    CreateBucket("photos", "alice"),
+    DeleteBucket("photos", "alice"),
+    StatBucket("photos"),
+    ListBuckets(),
+    Bucket(BucketInfo("photos", "alice", 1.5)),
+    Buckets([]),
+    Buckets([BucketInfo("a", "alice", 1.0), BucketInfo("b", "bob", 2.0)]),
 ]
 
 
@@ -669,6 +697,11 @@ EXPECTED_CLASSES: dict[ErrorCode, type[DfsError]] = {
     ErrorCode.NOT_AUTHORISED: NotAuthorised,
     ErrorCode.INTERNAL: InternalError,
     ErrorCode.NODE_ID_IN_USE: NodeIdInUse,
+    ErrorCode.BUCKET_OWNED_BY_YOU: BucketOwnedByYou,
+    ErrorCode.BUCKET_EXISTS: BucketExists,
+    ErrorCode.BUCKET_NOT_EMPTY: BucketNotEmpty,
+    ErrorCode.NO_SUCH_BUCKET: NoSuchBucket,
+    ErrorCode.BUCKET_NOT_YOURS: BucketNotYours,
 }
 
 
@@ -700,7 +733,7 @@ def test_error_from_wire_with_empty_message_uses_the_title(code: ErrorCode) -> N
     assert err.message == EXPECTED_CLASSES[code].title
 
 
-@pytest.mark.parametrize("code", [0, 12, 99, 2**40, -1])
+@pytest.mark.parametrize("code", [0, max(ErrorCode) + 1, 99, 2**40, -1])
 def test_error_from_wire_unknown_code_is_internal_error(code: int) -> None:
     err = error_from_wire(code, "from the future")
     assert type(err) is InternalError

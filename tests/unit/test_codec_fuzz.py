@@ -129,7 +129,8 @@ class Unpredictable(Exception):
 
 
 def hint_parts(hint: Any) -> tuple[str, Any]:
-    """Classify a field's type hint: ("scalar", type), ("optional", inner), ("list", item) or ("record", class)."""
+    """Classify a field's type hint: ("scalar", type), ("optional", inner), ("list", item), ("map", (key, value))
+    or ("record", class)."""
     if hint in (int, float, str, bool, bytes):
         return "scalar", hint
     if hint == Buffer:
@@ -140,6 +141,8 @@ def hint_parts(hint: Any) -> tuple[str, Any]:
         return "optional", inner
     if typing.get_origin(hint) is list:
         return "list", args[0]
+    if typing.get_origin(hint) is dict:
+        return "map", args
     if dataclasses.is_dataclass(hint):
         return "record", hint
     raise TypeError(f"no strategy for {hint!r}")
@@ -165,6 +168,10 @@ def expect_value(hint: Any, value: Any) -> Any:
         if type(value) is not list:
             raise Mismatch
         return [expect_value(arg, item) for item in value]
+    if kind == "map":
+        if type(value) is not dict:
+            raise Mismatch
+        return {expect_value(arg[0], key): expect_value(arg[1], item) for key, item in value.items()}
     if kind == "record":
         return expect_record(arg, value)
     if arg is int:
@@ -226,6 +233,8 @@ def is_valid(hint: Any, value: Any) -> bool:
         return value is None or is_valid(arg, value)
     if kind == "list":
         return type(value) is list and all(is_valid(arg, item) for item in value)
+    if kind == "map":
+        return type(value) is dict and all(is_valid(arg[0], k) and is_valid(arg[1], v) for k, v in value.items())
     if kind == "record":
         return type(value) is arg and all(is_valid(h, getattr(value, n)) for n, h, _ in fields_of(arg))
     if arg is int:
@@ -310,6 +319,8 @@ def strategy_for(hint: Any) -> st.SearchStrategy[Any]:
         return st.none() | strategy_for(arg)
     if kind == "list":
         return st.lists(strategy_for(arg), max_size=3)
+    if kind == "map":
+        return st.dictionaries(strategy_for(arg[0]), strategy_for(arg[1]), max_size=3)
     if kind == "record":
         return st.builds(arg, **{name: strategy_for(h) for name, h, _ in fields_of(arg)})
     scalars: dict[type, st.SearchStrategy[Any]] = {

@@ -17,9 +17,16 @@ from dfsd.protocol.errors import LocalProtocolError
 from dfsd.protocol.exchanges import REQUESTS, Conversation, Side, State
 from dfsd.protocol.messages import (
     Auth,
+    Bucket,
+    BucketInfo,
+    Buckets,
+    Build,
     ClusterStatus,
+    Compose,
+    CreateBucket,
     Data,
     Delete,
+    DeleteBucket,
     Drain,
     End,
     Error,
@@ -31,9 +38,11 @@ from dfsd.protocol.messages import (
     Info,
     Inventory,
     List,
+    ListBuckets,
     Listing,
     Message,
     Ok,
+    PartInfo,
     Put,
     Rebalance,
     Register,
@@ -42,6 +51,7 @@ from dfsd.protocol.messages import (
     ScrubReport,
     Sending,
     Stat,
+    StatBucket,
     Status,
     Store,
     Stored,
@@ -78,6 +88,7 @@ POOL: list[Message] = [
 ]  # fmt: skip
 
 # Each exchange's legal sequences, frame by frame, in lockstep; every one ends where it began.
+BUCKET = BucketInfo("b", "alice", 1.0)
 EXCHANGES: dict[str, tuple[str, list[tuple[Side, Message]]]] = {
     "put inline": ("client", [(DIALER, Put("a", 2, SHA, b"ab")), (LISTENER, STORED)]),
     "put inline refused": ("client", [(DIALER, Put("a", 2, SHA, b"ab")), (LISTENER, FAILED)]),
@@ -109,6 +120,15 @@ EXCHANGES: dict[str, tuple[str, list[tuple[Side, Message]]]] = {
     "rebalance": ("client", [(DIALER, Rebalance()), (LISTENER, STATUS)]),
     "drain": ("client", [(DIALER, Drain(1)), (LISTENER, STATUS)]),
     "scrub": ("client", [(DIALER, Scrub()), (LISTENER, ScrubReport(1, 2, [], [], 0))]),
+    "compose": ("client", [(DIALER, Compose("obj", ["p1", "p2"])), (LISTENER, STORED)]),
+    "compose refused": ("client", [(DIALER, Compose("obj", ["absent"])), (LISTENER, Error(2, "no part"))]),
+    "build": ("manager", [(DIALER, Build(9, [PartInfo(1, 2), PartInfo(3, 4, "h", 1)])), (LISTENER, STORED)]),
+    "fetch from a peer": ("peer", [(DIALER, Fetch(1)), (LISTENER, INLINE_SENDING)]),
+    "create_bucket": ("client", [(DIALER, CreateBucket("b", "alice")), (LISTENER, Bucket(BUCKET))]),
+    "create_bucket refused": ("client", [(DIALER, CreateBucket("b", "bob")), (LISTENER, Error(13, "taken"))]),
+    "delete_bucket": ("client", [(DIALER, DeleteBucket("b", "alice")), (LISTENER, Ok())]),
+    "stat_bucket": ("client", [(DIALER, StatBucket("b")), (LISTENER, Bucket(BUCKET))]),
+    "list_buckets": ("client", [(DIALER, ListBuckets()), (LISTENER, Buckets([BUCKET]))]),
     "store inline": ("manager", [(DIALER, Store(1, 2, SHA, b"ab")), (LISTENER, STORED)]),
     "store streamed": ("manager", [
         (DIALER, Store(1, BIG, SHA)), (LISTENER, Ok()), (DIALER, Data(CHUNK)), (DIALER, Data(CHUNK)), (DIALER, End()),
@@ -240,7 +260,7 @@ def test_whose_turn(
         ("client", [], DIALER, Data(b"x"), "data is not a request this server takes"),
         ("client", [], DIALER, Store(1), "store is not a request this server takes"),
         ("manager", [], DIALER, Put("a"), "put is not a request this server takes"),
-        ("peer", [], DIALER, Fetch(1), "fetch is not a request this server takes"),
+        ("peer", [], DIALER, Remove(1), "remove is not a request this server takes"),
         ("client", [(DIALER, Put("a"))], DIALER, Data(b"x"), "expected ok or error, got data"),
         ("client", [(DIALER, Put("a"))], LISTENER, STORED, "expected ok or error, got stored"),
         ("client", [(DIALER, Put("a", 2))], LISTENER, STORED, "expected ok or error, got stored"),

@@ -1,7 +1,8 @@
 """The gateway's protocol package stays sans-I/O, like protocol/: no sockets, event loop, clock, files or database.
 
 The S3 logic (signatures, aws-chunked, XML, names, listings) is bytes and values in, values out, with time passed in as
-``now``, so it is tested and fuzzed without a server. The HTTP server that uses it will live beside it, not in it.
+``now``, so it is tested and fuzzed without a server. The HTTP server that uses it lives in its ``server`` sub-package,
+which does I/O and is not read here.
 This reads the source (an import hidden in a function counts), with test_sourcecode.py's checker.
 """
 

@@ -1,0 +1,104 @@
+"""A request body on its way into dfsd: decoded, counted and checked as it streams, never held whole.
+
+``CheckedBody`` is the source handed to ``Client.put``. It decodes aws-chunked bodies (``chunked.AwsChunkedDecoder``),
+hashes a SIGNED payload's raw bytes (``sigv4.PayloadHasher``), computes the MD5 that becomes the ETag, counts the bytes
+against Content-Length, and checks an ``x-amz-checksum-*`` header if one came. Every check that can only be made at
+the end (the SHA-256, Content-MD5, the last chunk's signature, the checksum, the length) raises its ``S3Error``
+*before* the iterator ends, so the client library never sends the upload's end frame: the manager drops the partial
+file and nothing is kept. ``Md5Stream`` is the same for bytes copied from another object (CopyObject, UploadPartCopy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterable, AsyncIterator
+
+from ..checksums import ALGORITHMS, ChecksumVerifier, algorithm_of_header, decode_checksum
+from ..chunked import AwsChunkedDecoder
+from ..errors import S3Error
+from ..etags import check_content_md5
+from ..sigv4 import Authorised, PayloadHasher
+from .http import ClientGone, HttpRequest
+
+
+class CheckedBody:
+    """The payload of ``request`` as an async iterable of chunks; ``md5`` is its digest once it has ended."""
+
+    def __init__(self, request: HttpRequest, auth: Authorised | None, content_md5: bytes | None) -> None:
+        self._request = request
+        self._content_md5 = content_md5
+        self._hasher = PayloadHasher(auth.content_sha256) if auth and auth.content_sha256 else None
+        self._decoder: AwsChunkedDecoder | None = None
+        if auth is not None and auth.payload.is_chunked:
+            decoded = request.header("x-amz-decoded-content-length")
+            self._decoder = AwsChunkedDecoder(
+                decoded_length=int(decoded) if decoded and decoded.isdigit() else None,
+                signing=auth.chunk_signing,
+                trailer=request.header("x-amz-trailer"),
+            )
+        self._checksum = _header_checksum(request) if self._decoder is None else None
+        self._md5 = hashlib.md5()
+        self.md5: bytes | None = None
+
+    @property
+    def size(self) -> int | None:
+        """The payload's size, when the request says it."""
+        if self._decoder is not None:
+            decoded = self._request.header("x-amz-decoded-content-length")
+            return int(decoded) if decoded and decoded.isdigit() else None
+        return self._request.content_length
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        expected = self._request.content_length
+        received = 0
+        try:
+            async for raw in self._request.body():
+                received += len(raw)
+                if self._hasher is not None:
+                    self._hasher.update(raw)
+                for piece in self._decoder.feed(raw) if self._decoder is not None else (raw,):
+                    self._md5.update(piece)
+                    if self._checksum is not None:
+                        self._checksum[0].update(piece)
+                    yield piece
+        except ClientGone:
+            raise S3Error("IncompleteBody", "The client went away before the body ended; nothing was kept.") from None
+        if expected is not None and received != expected:
+            raise S3Error("IncompleteBody", f"The body held {received} bytes; Content-Length said {expected}.")
+        if self._decoder is not None:
+            self._decoder.close()
+        if self._hasher is not None:
+            self._hasher.verify()
+        if self._checksum is not None:
+            verifier, announced = self._checksum
+            verifier.verify(announced)
+        digest = self._md5.digest()
+        if self._content_md5 is not None:
+            check_content_md5(self._content_md5, digest)
+        self.md5 = digest
+
+
+def _header_checksum(request: HttpRequest) -> tuple[ChecksumVerifier, str] | None:
+    """The x-amz-checksum-* header of a body that is not aws-chunked, checked for form before any byte moves."""
+    for name, value in request.headers:
+        algorithm = algorithm_of_header(name)
+        if algorithm is not None and algorithm in ALGORITHMS:
+            decode_checksum(algorithm, value)
+            return ChecksumVerifier(algorithm), value
+    return None
+
+
+class Md5Stream:
+    """Bytes of ``source`` (a download being copied) passed on while their MD5 is computed: ``md5`` once all passed."""
+
+    def __init__(self, source: AsyncIterable[bytes | memoryview], size: int) -> None:
+        self._source = source
+        self.size: int | None = size
+        self.md5: bytes | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        md5 = hashlib.md5()
+        async for chunk in self._source:
+            md5.update(chunk)
+            yield bytes(chunk)
+        self.md5 = md5.digest()

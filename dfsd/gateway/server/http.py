@@ -1,0 +1,129 @@
+"""The ASGI edge of the gateway: one request as a value with a streamed body, and responses sent back.
+
+``HttpRequest`` holds what the handlers read (method, the raw path and query as sent, headers) and hands the body
+out as an async iterator of chunks straight from the server, so no body is ever held whole: the handlers stream it
+through hashers and decoders into the client library. A client that goes away mid-body ends the iterator with
+``ClientGone``; a body shorter than its Content-Length is noticed by whoever counts it (``body_source``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from ..sigv4 import SignedRequest
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = list[tuple[str, str]]
+
+
+class ClientGone(Exception):
+    """The HTTP client disconnected before its request body ended."""
+
+
+@dataclass
+class HttpRequest:
+    method: str
+    raw_path: str  # still percent-encoded, as sent
+    query: str  # the raw text after '?'
+    headers: Headers
+    receive: Receive = field(repr=False)
+    send: Send = field(repr=False)
+    body_started: bool = False
+    body_done: bool = False
+    response_started: bool = False
+    operation: str = "unknown"  # what the request asked, for its log line and metrics (e.g. "s3.put_object")
+
+    @classmethod
+    def from_scope(cls, scope: Scope, receive: Receive, send: Send) -> HttpRequest:
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        return cls(
+            method=scope["method"].upper(),
+            raw_path=raw_path.decode("latin-1").partition("?")[0],
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers=[(name.decode("latin-1").lower(), value.decode("latin-1")) for name, value in scope["headers"]],
+            receive=receive,
+            send=send,
+        )
+
+    def header(self, name: str) -> str | None:
+        values = [value for key, value in self.headers if key == name]
+        return ",".join(values) if values else None
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The query's parameters, decoded (the last of a repeated one wins)."""
+        return dict(parse_qsl(self.query, keep_blank_values=True))
+
+    @property
+    def signed(self) -> SignedRequest:
+        return SignedRequest(self.method, self.raw_path, self.query, self.headers)
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.header("content-length")
+        return int(value) if value is not None and value.isdigit() else None
+
+    @property
+    def body_unread(self) -> bool:
+        """Some of the body was not read: an answer now must close the connection, which cannot carry another
+        request while the rest of this body is in the way."""
+        if self.body_done:
+            return False
+        return self.body_started or bool(self.content_length) or self.header("transfer-encoding") is not None
+
+    async def body(self) -> AsyncIterator[bytes]:
+        """The body's chunks as they arrive (each at most what the server read at once)."""
+        self.body_started = True
+        while not self.body_done:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone("the client disconnected before its request body ended")
+            self.body_done = not message.get("more_body", False)
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+
+    async def read_small(self, limit: int) -> bytes:
+        """A body that must be small (XML, a form): at most ``limit`` bytes, else ``ValueError``."""
+        parts: list[bytes] = []
+        total = 0
+        async for chunk in self.body():
+            total += len(chunk)
+            if total > limit:
+                raise ValueError(f"the request body is over {limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def respond(
+        self, status: int, headers: Iterable[tuple[str, str]] = (), body: bytes = b"", *, more: bool = False
+    ) -> None:
+        """Start the response (and send ``body``, the whole of it unless ``more``)."""
+        self.response_started = True
+        await self.send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers],
+            }
+        )
+        await self.send({"type": "http.response.body", "body": body, "more_body": more})
+
+    async def stream(self, chunks: AsyncIterable[memoryview | bytes], *, end: bool = True) -> None:
+        """Send the next part of a response started with ``more=True`` (the last part, if ``end``); the server's
+        writes pace the reads. The iterator is closed on the way out, so a download cut short lets go of its
+        connection at once."""
+        iterator = aiter(chunks)
+        try:
+            async for chunk in iterator:
+                await self.send({"type": "http.response.body", "body": bytes(chunk), "more_body": True})
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                await close()
+        if end:
+            await self.send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -1,0 +1,595 @@
+"""The S3 API: each operation a handler over ``Store``, chosen by method, bucket, key and sub-resource.
+
+Theory of operation. ``S3Api.handle`` authenticates the request (``auth.authenticate``; an ``--anonymous`` gateway
+takes unsigned requests as the anonymous user), finds the bucket and key (path-style ``/bucket/key`` or
+virtual-host ``bucket.DOMAIN``), checks that the caller owns the bucket, and runs the operation. Handlers raise
+``S3Error``; errors of the cluster (``DfsError``) are mapped to S3 codes by ``s3_error_of`` (the table in the README),
+and the server renders either as S3's XML error body. Bodies stream (``bodies.CheckedBody``); downloads stream from
+the client library to the socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote, unquote
+
+from dfsd.client import (
+    BadRequest,
+    BucketExists,
+    BucketNotEmpty,
+    BucketNotYours,
+    BucketOwnedByYou,
+    ChecksumMismatch,
+    DfsError,
+    FileNotFound,
+    FileUnavailable,
+    NameExists,
+    NoSuchBucket,
+    ServersUnavailable,
+    StorageFull,
+)
+
+from .. import conditional, listing, metadata, s3xml
+from ..auth import authenticate
+from ..errors import S3Error
+from ..etags import parse_content_md5
+from ..naming import check_bucket_name, check_key, parse_path_style, virtual_host_bucket
+from ..sigv4 import Authorised
+from .bodies import CheckedBody, Md5Stream
+from .credentials import ANONYMOUS, Credentials
+from .http import HttpRequest
+from .store import Bucket, ObjectInfo, Part, Store
+
+# How long a client should wait before retrying when the cluster is unavailable (503): a node's heartbeat timeout.
+RETRY_AFTER_SECONDS = 3
+
+# Object bodies up to this size are read whole before they are stored, so their MD5 (the ETag) is stored with them;
+# the client library sends bodies this small inside its put request anyway (larger ones stream, and their MD5 is
+# known only once the last byte has gone).
+SMALL_BODY = 64 * 1024
+
+# The largest XML body read whole (DeleteObjects, CompleteMultipartUpload).
+MAX_XML_BODY = s3xml.MAX_XML_BODY
+
+# Headers of an object that GetObject's response-* query parameters may override.
+RESPONSE_OVERRIDES = {
+    "response-content-type": "content-type",
+    "response-content-language": "content-language",
+    "response-expires": "expires",
+    "response-cache-control": "cache-control",
+    "response-content-disposition": "content-disposition",
+    "response-content-encoding": "content-encoding",
+}
+
+
+# The manager's bucket errors and the S3 codes they are answered with.
+BUCKET_ERRORS: tuple[tuple[type[DfsError], str], ...] = (
+    (NoSuchBucket, "NoSuchBucket"),
+    (BucketOwnedByYou, "BucketAlreadyOwnedByYou"),
+    (BucketExists, "BucketAlreadyExists"),
+    (BucketNotEmpty, "BucketNotEmpty"),
+    (BucketNotYours, "AccessDenied"),
+)
+
+
+def s3_error_of(error: DfsError) -> S3Error:
+    """The S3 error a cluster error is answered with (README, "Error mapping")."""
+    if isinstance(error, FileNotFound):
+        return S3Error("NoSuchKey")
+    for kind, code in BUCKET_ERRORS:
+        if isinstance(error, kind):
+            return S3Error(code, error.message)
+    if isinstance(error, ServersUnavailable | FileUnavailable):
+        return S3Error("ServiceUnavailable", error.message)
+    if isinstance(error, NameExists):
+        return S3Error("OperationAborted", error.message)
+    if isinstance(error, BadRequest):
+        return S3Error("InvalidArgument", error.message)
+    if isinstance(error, StorageFull):
+        return S3Error("EntityTooLarge", error.message)
+    if isinstance(error, ChecksumMismatch):
+        return S3Error("BadDigest", error.message)
+    return S3Error("InternalError", error.message)
+
+
+Handler = Callable[["S3Api", HttpRequest, "Context"], Awaitable[None]]
+
+
+class Context:
+    """One request's caller, bucket and key, as the handlers need them."""
+
+    def __init__(self, user: str, auth: Authorised | None, bucket: str | None, key: str | None, request_id: str):
+        self.user = user
+        self.auth = auth
+        self.bucket = bucket
+        self.key = key
+        self.request_id = request_id
+
+    @property
+    def bucket_name(self) -> str:
+        assert self.bucket is not None
+        return self.bucket
+
+    @property
+    def key_name(self) -> str:
+        assert self.key is not None
+        return self.key
+
+
+class S3Api:
+    def __init__(
+        self, store: Store, credentials: Credentials, *, anonymous: bool, region: str = "us-east-1", domain: str = ""
+    ) -> None:
+        self.store = store
+        self.credentials = credentials
+        self.anonymous = anonymous
+        self.region = region
+        self.domain = domain
+
+    async def handle(self, request: HttpRequest) -> None:
+        request_id = uuid.uuid4().hex[:16].upper()
+        resource = unquote(request.raw_path)
+        try:
+            context = self._context(request, request_id)
+            resource = "/" + "/".join(part for part in (context.bucket, context.key) if part)
+            handler = self._route(request, context)
+            request.operation = f"s3.{handler.__name__}"
+            if context.bucket is not None and handler not in (S3Api.create_bucket,):
+                await self._check_owner(context)
+            await handler(self, request, context)
+        except DfsError as error:
+            await self.fail(request, s3_error_of(error), resource, request_id)
+        except S3Error as error:
+            await self.fail(request, error, resource, request_id)
+
+    async def fail(self, request: HttpRequest, error: S3Error, resource: str, request_id: str) -> None:
+        if request.response_started:
+            raise error  # mid-download: only cutting the connection tells the client
+        headers = [("content-type", "application/xml"), ("x-amz-request-id", request_id)]
+        if error.code == "ServiceUnavailable":
+            headers.append(("retry-after", str(RETRY_AFTER_SECONDS)))
+        body = b"" if request.method == "HEAD" else s3xml.render_error(error, resource, request_id)
+        if request.body_unread:
+            headers.append(("connection", "close"))  # the rest of the body is not read: this connection is done
+        await request.respond(error.status, headers, body)
+
+    def _context(self, request: HttpRequest, request_id: str) -> Context:
+        host = request.header("host") or ""
+        bucket = virtual_host_bucket(host, self.domain) if self.domain else None
+        auth: Authorised | None = None
+        if self.anonymous and not _is_signed(request):
+            user = ANONYMOUS
+        else:
+            auth = authenticate(request.signed, self.credentials.secret, time.time(), virtual_host_bucket=bucket)
+            found = self.credentials.user(auth.access_key)
+            assert found is not None
+            user = found.name
+        if bucket is not None:
+            path = request.raw_path[1:]
+            key = unquote(path) if path else None
+        else:
+            bucket, key = parse_path_style(request.raw_path)
+        if bucket is not None:
+            check_bucket_name(bucket)
+        if key is not None:
+            check_key(key)
+        return Context(user, auth, bucket, key, request_id)
+
+    def _route(self, request: HttpRequest, context: Context) -> Handler:
+        params = request.params
+        method = request.method
+        if context.bucket is None:
+            if method == "GET":
+                return S3Api.list_buckets
+            raise S3Error("MethodNotAllowed")
+        if context.key is None:
+            routes: dict[str, Handler] = {
+                "PUT": S3Api.create_bucket,
+                "HEAD": S3Api.head_bucket,
+                "DELETE": S3Api.delete_bucket,
+            }
+            if method == "GET":
+                for name, handler in (
+                    ("location", S3Api.get_location),
+                    ("versioning", S3Api.get_versioning),
+                    ("versions", S3Api.list_versions),
+                    ("uploads", S3Api.list_uploads),
+                ):
+                    if name in params:
+                        return handler
+                return S3Api.list_objects_v2 if params.get("list-type") == "2" else S3Api.list_objects_v1
+            if method == "POST" and "delete" in params:
+                return S3Api.delete_objects
+            if method in routes:
+                return routes[method]
+            raise S3Error("MethodNotAllowed")
+        if "uploadId" in params:
+            upload_routes: dict[str, Handler] = {
+                "PUT": S3Api.upload_part,
+                "GET": S3Api.list_parts,
+                "DELETE": S3Api.abort_upload,
+                "POST": S3Api.complete_upload,
+            }
+            if method in upload_routes:
+                return upload_routes[method]
+            raise S3Error("MethodNotAllowed")
+        if method == "POST" and "uploads" in params:
+            return S3Api.create_upload
+        object_routes: dict[str, Handler] = {
+            "PUT": S3Api.copy_object if request.header("x-amz-copy-source") else S3Api.put_object,
+            "GET": S3Api.get_object,
+            "HEAD": S3Api.head_object,
+            "DELETE": S3Api.delete_object,
+        }
+        if method in object_routes:
+            return object_routes[method]
+        raise S3Error("MethodNotAllowed")
+
+    async def _check_owner(self, context: Context) -> Bucket:
+        bucket = await self.store.bucket(context.bucket_name)
+        if bucket is None:
+            raise S3Error("NoSuchBucket", f"The bucket {context.bucket!r} does not exist; create it first.")
+        if bucket.owner != context.user:
+            raise S3Error("AccessDenied", f"The bucket {context.bucket!r} belongs to another user.")
+        return bucket
+
+    # --- buckets -------------------------------------------------------------------------------------------------
+
+    async def list_buckets(self, request: HttpRequest, context: Context) -> None:
+        buckets = await self.store.buckets(context.user)
+        entries = [s3xml.BucketEntry(bucket.name, bucket.created) for bucket in sorted(buckets, key=_name)]
+        await _xml(request, context, s3xml.render_list_buckets(_owner(context.user), entries))
+
+    async def create_bucket(self, request: HttpRequest, context: Context) -> None:
+        await request.read_small(MAX_XML_BODY)  # a CreateBucketConfiguration; any region is this one
+        await self.store.create_bucket(context.bucket_name, context.user)
+        await request.respond(200, [*_ids(context), ("location", "/" + context.bucket_name)])
+
+    async def head_bucket(self, request: HttpRequest, context: Context) -> None:
+        await request.respond(200, [*_ids(context), ("x-amz-bucket-region", self.region)])
+
+    async def delete_bucket(self, request: HttpRequest, context: Context) -> None:
+        await self.store.delete_bucket(context.bucket_name, context.user)
+        await request.respond(204, _ids(context))
+
+    async def get_location(self, request: HttpRequest, context: Context) -> None:
+        await _xml(request, context, s3xml.render_bucket_location(self.region))
+
+    async def get_versioning(self, request: HttpRequest, context: Context) -> None:
+        await _xml(request, context, s3xml.render_bucket_versioning())
+
+    # --- listings ------------------------------------------------------------------------------------------------
+
+    async def _page(
+        self, context: Context, prefix: str, delimiter: str | None, max_keys: int, after: str
+    ) -> listing.ListResult:
+        """One listing page: the objects after the marker, fed to the builder until the page is full (keys inside a
+        common prefix that ended the previous page are skipped by the builder)."""
+        builder = listing.ListingBuilder(prefix=prefix, delimiter=delimiter, max_keys=max_keys, after=after)
+        async with contextlib.aclosing(self.store.objects(context.bucket_name, prefix, after)) as objects:
+            async for info in objects:  # closed on the way out: its client goes back to the pool at once
+                if not builder.add(info.entry()):
+                    break
+        return builder.result()
+
+    async def list_objects_v1(self, request: HttpRequest, context: Context) -> None:
+        params = request.params
+        prefix, delimiter, marker = params.get("prefix", ""), params.get("delimiter") or None, params.get("marker", "")
+        max_keys = listing.parse_max_keys(params.get("max-keys"))
+        encoding = listing.check_encoding_type(params.get("encoding-type"))
+        result = await self._page(context, prefix, delimiter, max_keys, marker)
+        body = s3xml.render_list_objects_v1(
+            context.bucket_name,
+            result,
+            prefix=prefix,
+            delimiter=delimiter,
+            marker=marker,
+            max_keys=max_keys,
+            encoding_type=encoding,
+            owner=_owner(context.user),
+        )
+        await _xml(request, context, body)
+
+    async def list_objects_v2(self, request: HttpRequest, context: Context) -> None:
+        params = request.params
+        prefix, delimiter = params.get("prefix", ""), params.get("delimiter") or None
+        token, start_after = params.get("continuation-token"), params.get("start-after")
+        max_keys = listing.parse_max_keys(params.get("max-keys"))
+        encoding = listing.check_encoding_type(params.get("encoding-type"))
+        result = await self._page(context, prefix, delimiter, max_keys, listing.v2_start(token, start_after))
+        next_token = (
+            listing.continuation_token(result.next_marker) if result.is_truncated and result.next_marker else None
+        )
+        body = s3xml.render_list_objects_v2(
+            context.bucket_name,
+            result,
+            prefix=prefix,
+            delimiter=delimiter,
+            max_keys=max_keys,
+            encoding_type=encoding,
+            continuation_token=token,
+            start_after=start_after,
+            next_continuation_token=next_token,
+            owner=_owner(context.user) if params.get("fetch-owner") == "true" else None,
+        )
+        await _xml(request, context, body)
+
+    async def list_versions(self, request: HttpRequest, context: Context) -> None:
+        params = request.params
+        prefix, delimiter, marker = (
+            params.get("prefix", ""),
+            params.get("delimiter") or None,
+            params.get("key-marker", ""),
+        )
+        max_keys = listing.parse_max_keys(params.get("max-keys"))
+        encoding = listing.check_encoding_type(params.get("encoding-type"))
+        result = await self._page(context, prefix, delimiter, max_keys, marker)
+        body = s3xml.render_list_object_versions(
+            context.bucket_name,
+            result,
+            prefix=prefix,
+            delimiter=delimiter,
+            key_marker=marker,
+            max_keys=max_keys,
+            encoding_type=encoding,
+            owner=_owner(context.user),
+        )
+        await _xml(request, context, body)
+
+    # --- objects -------------------------------------------------------------------------------------------------
+
+    async def put_object(self, request: HttpRequest, context: Context) -> None:
+        meta = metadata.object_metadata(request.headers)  # refused (MetadataTooLarge) before any byte moves
+        content_md5 = request.header("content-md5")
+        if content_md5 is not None:  # the ETag is known now: the upload fails unless the bytes match it
+            meta[metadata.ETAG_KEY] = f'"{parse_content_md5(content_md5).hex()}"'
+        body = _checked_body(request, context)
+        if body.size is not None and body.size <= SMALL_BODY and metadata.ETAG_KEY not in meta:
+            # Small enough to read whole first (it travels inside the put request anyway): its MD5 is then known
+            # before the put, and the ETag is stored with the object.
+            data = b"".join([chunk async for chunk in body])
+            assert body.md5 is not None
+            meta[metadata.ETAG_KEY] = f'"{body.md5.hex()}"'
+            await self.store.put(context.bucket_name, context.key_name, data, size=len(data), meta=meta)
+        else:
+            await self.store.put(context.bucket_name, context.key_name, body, size=body.size, meta=meta)
+        assert body.md5 is not None
+        await request.respond(200, [*_ids(context), ("etag", f'"{body.md5.hex()}"')])
+
+    async def head_object(self, request: HttpRequest, context: Context) -> None:
+        info = await self.store.stat(context.bucket_name, context.key_name)
+        status = _preconditions(request, info)
+        byte_range = conditional.parse_range(request.header("range"), info.size) if status == 200 else None
+        headers = [*_ids(context), *_object_headers(request, info)]
+        if byte_range is not None:
+            status = 206
+            headers += [("content-range", byte_range.content_range), ("content-length", str(byte_range.length))]
+        elif status == 200:
+            headers.append(("content-length", str(info.size)))
+        if status == 412:
+            raise S3Error("PreconditionFailed")
+        await request.respond(status, headers)
+
+    async def get_object(self, request: HttpRequest, context: Context) -> None:
+        info = await self.store.stat(context.bucket_name, context.key_name)
+        status = _preconditions(request, info)
+        if status == 412:
+            raise S3Error("PreconditionFailed")
+        headers = [*_ids(context), *_object_headers(request, info)]
+        if status == 304:
+            await request.respond(304, headers)
+            return
+        byte_range = conditional.parse_range(request.header("range"), info.size)
+        offset, length = (byte_range.start, byte_range.length) if byte_range else (0, info.size)
+        if byte_range is not None:
+            headers.append(("content-range", byte_range.content_range))
+        headers.append(("content-length", str(length)))
+        async with self.store.get(context.bucket_name, context.key_name, offset, length) as download:
+            await request.respond(206 if byte_range else 200, headers, more=True)
+            await request.stream(download)
+
+    async def delete_object(self, request: HttpRequest, context: Context) -> None:
+        await self.store.delete(context.bucket_name, context.key_name)
+        await request.respond(204, _ids(context))
+
+    async def delete_objects(self, request: HttpRequest, context: Context) -> None:
+        wanted = s3xml.delete_objects_request(await _xml_body(request))
+        deleted, failures = [], []
+        for key in wanted.keys:
+            try:
+                check_key(key)
+                await self.store.delete(context.bucket_name, key)
+                deleted.append(key)
+            except S3Error as error:
+                failures.append(s3xml.DeleteFailure(key, error.code, error.message))
+            except DfsError as error:
+                mapped = s3_error_of(error)
+                failures.append(s3xml.DeleteFailure(key, mapped.code, mapped.message))
+        await _xml(request, context, s3xml.render_delete_result(deleted, failures, quiet=wanted.quiet))
+
+    async def copy_object(self, request: HttpRequest, context: Context) -> None:
+        info = await self._copy_source_info(request, context)
+        replace = (request.header("x-amz-metadata-directive") or "COPY").upper() == "REPLACE"
+        if not replace and (info.bucket, info.key) == (context.bucket, context.key):
+            raise S3Error(
+                "InvalidRequest",
+                "This copy request is illegal because it is trying to copy an object to itself without changing the "
+                "object's metadata; use x-amz-metadata-directive: REPLACE.",
+            )
+        meta = metadata.object_metadata(request.headers) if replace else dict(info.meta)
+        async with self.store.get(info.bucket, info.key) as download:
+            copied = Md5Stream(download, info.size)
+            await self.store.put(context.bucket_name, context.key_name, copied, size=info.size, meta=meta)
+        assert copied.md5 is not None
+        await _xml(request, context, s3xml.render_copy_result(f'"{copied.md5.hex()}"', time.time()))
+
+    async def _copy_source_info(self, request: HttpRequest, context: Context) -> ObjectInfo:
+        """The object x-amz-copy-source names, once the caller's ownership and the copy's conditions are checked."""
+        bucket, key = _copy_source(request.header("x-amz-copy-source") or "")
+        await self._check_owner(Context(context.user, None, bucket, key, context.request_id))
+        info = await self.store.stat(bucket, key)
+        if _preconditions(request, info, prefix="x-amz-copy-source-") != 200:
+            raise S3Error("PreconditionFailed")
+        return info
+
+    # --- multipart uploads ---------------------------------------------------------------------------------------
+
+    async def create_upload(self, request: HttpRequest, context: Context) -> None:
+        meta = metadata.object_metadata(request.headers)  # MetadataTooLarge now, not at completion
+        upload_id = await self.store.create_upload(context.bucket_name, context.key_name, context.user, meta)
+        await _xml(request, context, s3xml.render_initiate_multipart(context.bucket_name, context.key_name, upload_id))
+
+    async def upload_part(self, request: HttpRequest, context: Context) -> None:
+        params = request.params
+        number = params.get("partNumber", "")
+        if not number.isdigit() or not 1 <= int(number) <= 10_000:
+            raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000.")
+        upload = await self.store.upload(params["uploadId"], context.bucket_name, context.key_name)
+        if not request.header("x-amz-copy-source"):
+            md5 = await self.store.put_part(upload, int(number), _checked_body(request, context))
+            await request.respond(200, [*_ids(context), ("etag", f'"{md5.hex()}"')])
+            return
+        # UploadPartCopy: the part is (a range of) another object.
+        info = await self._copy_source_info(request, context)
+        byte_range = _copy_range(request.header("x-amz-copy-source-range"), info.size)
+        offset, length = (byte_range.start, byte_range.length) if byte_range else (0, info.size)
+        async with self.store.get(info.bucket, info.key, offset, length) as download:
+            md5 = await self.store.put_part(upload, int(number), Md5Stream(download, length))
+        await _xml(request, context, s3xml.render_copy_result(f'"{md5.hex()}"', time.time(), part=True))
+
+    async def list_parts(self, request: HttpRequest, context: Context) -> None:
+        params = request.params
+        upload = await self.store.upload(params["uploadId"], context.bucket_name, context.key_name)
+        marker = int(params.get("part-number-marker", "0") or 0)
+        max_parts = listing.parse_max_keys(params.get("max-parts"))
+        parts = [part for part in sorted(await self.store.parts(upload), key=_number) if part.number > marker]
+        page = parts[:max_parts]
+        entries = [s3xml.PartEntry(p.number, p.etag, p.size, p.last_modified) for p in page]
+        body = s3xml.render_list_parts(
+            context.bucket_name,
+            context.key_name,
+            upload.upload_id,
+            entries,
+            part_number_marker=marker,
+            max_parts=max_parts,
+            is_truncated=len(parts) > max_parts,
+            owner=_owner(upload.owner),
+        )
+        await _xml(request, context, body)
+
+    async def list_uploads(self, request: HttpRequest, context: Context) -> None:
+        params = request.params
+        prefix = params.get("prefix", "")
+        max_uploads = listing.parse_max_keys(params.get("max-uploads"))
+        uploads = [u for u in await self.store.uploads(context.bucket_name) if u.key.startswith(prefix)]
+        entries = [s3xml.UploadEntry(u.key, u.upload_id, u.initiated, _owner(u.owner)) for u in uploads[:max_uploads]]
+        body = s3xml.render_list_multipart_uploads(
+            context.bucket_name,
+            entries,
+            prefix=prefix,
+            key_marker=params.get("key-marker", ""),
+            upload_id_marker=params.get("upload-id-marker", ""),
+            max_uploads=max_uploads,
+            is_truncated=len(uploads) > max_uploads,
+        )
+        await _xml(request, context, body)
+
+    async def abort_upload(self, request: HttpRequest, context: Context) -> None:
+        upload = await self.store.upload(request.params["uploadId"], context.bucket_name, context.key_name)
+        await self.store.abort_upload(upload)
+        await request.respond(204, _ids(context))
+
+    async def complete_upload(self, request: HttpRequest, context: Context) -> None:
+        upload = await self.store.upload(request.params["uploadId"], context.bucket_name, context.key_name)
+        parts = s3xml.complete_multipart_parts(await _xml_body(request))
+        etag = await self.store.complete_upload(upload, [(part.part_number, part.etag) for part in parts])
+        location = f"/{quote(context.bucket_name)}/{quote(context.key_name)}"
+        body = s3xml.render_complete_multipart(location, context.bucket_name, context.key_name, etag)
+        await _xml(request, context, body)
+
+
+# --- helpers ----------------------------------------------------------------------------------------------------------
+
+
+def _is_signed(request: HttpRequest) -> bool:
+    query = request.query
+    return request.header("authorization") is not None or "X-Amz-Signature=" in query or "Signature=" in query
+
+
+def _name(bucket: Bucket) -> str:
+    return bucket.name
+
+
+def _number(part: Part) -> int:
+    return part.number
+
+
+def _owner(user: str) -> s3xml.Owner:
+    return s3xml.Owner(user, user)
+
+
+def _ids(context: Context) -> list[tuple[str, str]]:
+    return [("x-amz-request-id", context.request_id), ("server", "dfsd")]
+
+
+async def _xml(request: HttpRequest, context: Context, body: bytes) -> None:
+    await request.respond(200, [*_ids(context), ("content-type", "application/xml")], body)
+
+
+async def _xml_body(request: HttpRequest) -> s3xml.XmlNode:
+    parser = s3xml.XmlBody()
+    async for chunk in request.body():
+        parser.feed(chunk)
+    return parser.close()
+
+
+def _checked_body(request: HttpRequest, context: Context) -> CheckedBody:
+    content_md5 = request.header("content-md5")
+    return CheckedBody(request, context.auth, parse_content_md5(content_md5) if content_md5 is not None else None)
+
+
+def _preconditions(request: HttpRequest, info: ObjectInfo, prefix: str = "") -> int:
+    conditions = conditional.Conditions(
+        if_match=request.header(prefix + "if-match"),
+        if_none_match=request.header(prefix + "if-none-match"),
+        if_modified_since=request.header(prefix + "if-modified-since"),
+        if_unmodified_since=request.header(prefix + "if-unmodified-since"),
+    )
+    return conditional.evaluate(conditions, info.etag, info.last_modified, method=request.method).value
+
+
+def _object_headers(request: HttpRequest, info: ObjectInfo) -> list[tuple[str, str]]:
+    """An object's headers in GET and HEAD answers, with the response-* overrides of a signed request applied."""
+    headers = {
+        "etag": info.etag,
+        "last-modified": conditional.http_date(info.last_modified),
+        "accept-ranges": "bytes",
+        **dict(metadata.response_headers(info.meta)),
+    }
+    params = request.params
+    for parameter, header in RESPONSE_OVERRIDES.items():
+        if parameter in params:
+            headers[header] = params[parameter]
+    return list(headers.items())
+
+
+def _copy_range(header: str | None, size: int) -> conditional.ByteRange | None:
+    """x-amz-copy-source-range (``bytes=FIRST-LAST``, both required and inside the object), or InvalidArgument."""
+    if header is None:
+        return None
+    first, _, last = header.removeprefix("bytes=").partition("-")
+    if not first.isdigit() or not last.isdigit() or int(first) > int(last) or int(last) >= size:
+        raise S3Error("InvalidArgument", f"x-amz-copy-source-range {header!r} is not bytes=FIRST-LAST within {size}.")
+    return conditional.ByteRange(int(first), int(last) - int(first) + 1, size)
+
+
+def _copy_source(header: str) -> tuple[str, str]:
+    """(bucket, key) of x-amz-copy-source (``bucket/key`` or ``/bucket/key``, URL-encoded, maybe ?versionId=)."""
+    path = header.partition("?")[0].lstrip("/")
+    bucket, _, key = unquote(path).partition("/")
+    if not bucket or not key:
+        raise S3Error("InvalidArgument", "x-amz-copy-source must be BUCKET/KEY.")
+    return check_bucket_name(bucket), check_key(key)

@@ -1,0 +1,339 @@
+"""What the gateway keeps in dfsd, through the client library: buckets, objects and multipart uploads.
+
+Theory of operation. The gateway is stateless: every fact lives in the cluster, reached through ``dfsd.client.Client``
+(one per request in flight, from a small pool, since a client holds one connection and a download owns it until its
+last chunk). An object ``key`` in bucket ``b`` is the dfsd file ``b/key`` (``naming.dfs_name``).
+
+Buckets are the manager's records (``Client.create_bucket`` and friends) and an object's metadata is kept with its
+file (``Client.put(..., meta=...)``). Until the manager keeps multipart state itself (issue 13, the manager side),
+it is dfsd files, under ``.s3/`` (a name no bucket can have, so S3 never lists them, though ``dfs-ls .s3/``
+shows them): an upload is ``.s3/uploads/ID``
+(its bucket, key and owner) and its parts ``.s3/uploads/ID/NNNNN``, each with ``NNNNN.etag`` holding its MD5.
+Completing an upload is one ``Client.compose``: a storage node joins the parts into the object's one file, so no
+process holds it, and the parts are deleted. An object's ETag is the
+quoted MD5 only where it is known (the PUT's answer); elsewhere it is derived from the SHA-256 the manager records, in
+the multipart form ``"HEX-1"``, so that no client mistakes it for an MD5 it could check. A PUT over an existing key
+replaces it atomically (``Client.put(..., replace=True)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dfsd.client import (
+    Client,
+    Download,
+    FileInfo,
+    FileNotFound,
+    NoSuchBucket,
+    Security,
+    Stored,
+)
+
+from ..errors import S3Error
+from ..etags import multipart_etag
+from ..listing import ObjectEntry
+from ..metadata import ETAG_KEY
+from ..naming import dfs_name, dfs_prefix
+from .bodies import CheckedBody, Md5Stream
+
+RECORDS = ".s3/"
+UPLOADS = RECORDS + "uploads/"
+
+# Idle clients (each one open connection to the manager) kept for the next request; more are opened on demand.
+POOL_SIZE = 32
+
+# S3's smallest part, except the last: below it, completing an upload is EntityTooSmall.
+MIN_PART_SIZE = 5 * 1024 * 1024
+
+# A record (bucket, upload) is a few hundred bytes of JSON; reading more means it is not ours.
+MAX_RECORD_BYTES = 64 * 1024
+
+# How long a bucket record read from the cluster is trusted before it is read again. Every S3 request checks its
+# bucket's owner, and a bucket changes owner only by being deleted and created again: one second of trust saves a
+# round trip per request and lets another gateway's delete be seen a second late at most (this gateway's own, at once).
+BUCKET_TRUST_SECONDS = 1.0
+MAX_TRUSTED_BUCKETS = 10_000  # records kept; past that the memory starts afresh
+
+# A part NNNNN is complete once NNNNN.etag records its MD5 (hex).
+ETAG_SUFFIX = ".etag"
+
+
+class ClientPool:
+    """Clients of one manager, each used by one request at a time."""
+
+    def __init__(self, address: str, security: Security | None) -> None:
+        self.address = address
+        self.security = security
+        self._idle: list[Client] = []
+
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[Client]:
+        client = self._idle.pop() if self._idle else Client(self.address, self.security)
+        try:
+            yield client
+        finally:
+            if len(self._idle) < POOL_SIZE:
+                self._idle.append(client)
+            else:
+                await client.close()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for client in idle:
+            await client.close()
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    bucket: str
+    key: str
+    size: int
+    etag: str  # quoted
+    last_modified: float
+    meta: Mapping[str, str] = field(default_factory=dict)  # ``metadata.object_metadata``, as stored with the object
+
+    @classmethod
+    def of(cls, bucket: str, key: str, info: FileInfo) -> ObjectInfo:
+        meta = info.meta or {}
+        return cls(bucket, key, info.size, meta.get(ETAG_KEY) or sha256_etag(info.sha256), info.created, meta)
+
+    def entry(self) -> ObjectEntry:
+        return ObjectEntry(self.key, self.size, self.etag, self.last_modified)
+
+
+def sha256_etag(sha256: bytes) -> str:
+    """An ETag for an object whose MD5 is not recorded: stable, and in a form no client checks against an MD5."""
+    return f'"{sha256[:16].hex()}-1"'
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str
+    owner: str
+    created: float
+
+
+@dataclass(frozen=True)
+class Upload:
+    upload_id: str
+    bucket: str
+    key: str
+    owner: str
+    initiated: float
+    meta: Mapping[str, str] = field(default_factory=dict)  # what the completed object is stored with
+
+    @classmethod
+    def of(cls, upload_id: str, record: Mapping[str, Any]) -> Upload:
+        meta = record.get("meta")
+        return cls(
+            upload_id,
+            str(record["bucket"]),
+            str(record["key"]),
+            str(record["owner"]),
+            float(record["initiated"]),
+            {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {},
+        )
+
+
+@dataclass(frozen=True)
+class Part:
+    number: int
+    md5: bytes
+    size: int
+    last_modified: float
+    name: str  # its dfsd file
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.md5.hex()}"'
+
+
+class Store:
+    """Buckets, objects and uploads of one cluster, as the S3 and REST handlers use them."""
+
+    def __init__(self, pool: ClientPool) -> None:
+        self.pool = pool
+        self._buckets: dict[str, tuple[float, Bucket]] = {}  # name -> (read at, record), see BUCKET_TRUST_SECONDS
+
+    # --- buckets -------------------------------------------------------------------------------------------------
+
+    async def bucket(self, name: str) -> Bucket | None:
+        known = self._buckets.get(name)
+        if known is not None and time.monotonic() - known[0] < BUCKET_TRUST_SECONDS:
+            return known[1]
+        try:
+            async with self.pool.client() as client:
+                info = await client.bucket(name)
+        except NoSuchBucket:
+            self._buckets.pop(name, None)
+            return None
+        bucket = Bucket(info.name, info.owner, info.created)
+        if len(self._buckets) > MAX_TRUSTED_BUCKETS:
+            self._buckets.clear()
+        self._buckets[name] = (time.monotonic(), bucket)
+        return bucket
+
+    async def buckets(self, owner: str) -> list[Bucket]:
+        async with self.pool.client() as client:
+            infos = await client.buckets()
+        return [Bucket(info.name, info.owner, info.created) for info in infos if info.owner == owner]
+
+    async def create_bucket(self, name: str, owner: str) -> None:
+        """Record the bucket (``BucketOwnedByYou``, ``BucketExists`` if the name is taken)."""
+        async with self.pool.client() as client:
+            await client.create_bucket(name, owner)
+
+    async def delete_bucket(self, name: str, owner: str) -> None:
+        """Forget the bucket (``BucketNotEmpty`` while any object is in it)."""
+        self._buckets.pop(name, None)
+        async with self.pool.client() as client:
+            await client.delete_bucket(name, owner)
+
+    # --- objects -------------------------------------------------------------------------------------------------
+
+    async def put(
+        self, bucket: str, key: str, body: bytes | AsyncIterable[bytes], *, size: int | None, meta: Mapping[str, str]
+    ) -> Stored:
+        """Store ``body`` as the object with ``meta``, replacing any object of that key atomically: a reader gets the
+        old object or the new one, whole, and the old bytes are removed afterwards."""
+        async with self.pool.client() as client:
+            return await client.put(dfs_name(bucket, key), body, size=size, replace=True, meta=dict(meta) or None)
+
+    async def stat(self, bucket: str, key: str) -> ObjectInfo:
+        async with self.pool.client() as client:
+            info = await client.stat(dfs_name(bucket, key))
+        return ObjectInfo.of(bucket, key, info)
+
+    @contextlib.asynccontextmanager
+    async def get(self, bucket: str, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[Download]:
+        """A download of the object (or a range of it); the client stays taken until the block ends."""
+        async with self.pool.client() as client:
+            yield await client.get(dfs_name(bucket, key), offset=offset, length=length)
+
+    async def delete(self, bucket: str, key: str) -> None:
+        """Delete the object; one that is not there is no error (S3 answers 204 either way)."""
+        with contextlib.suppress(FileNotFound):
+            async with self.pool.client() as client:
+                await client.delete(dfs_name(bucket, key))
+
+    async def objects(self, bucket: str, prefix: str, after: str = "") -> AsyncGenerator[ObjectInfo]:
+        """The bucket's objects whose keys start with ``prefix`` (and sort after ``after``), in key order."""
+        start = len(dfs_prefix(bucket))
+        async with self.pool.client() as client:
+            async for info in client.list(dfs_prefix(bucket, prefix)):
+                key = info.name[start:]
+                if key > after:
+                    yield ObjectInfo.of(bucket, key, info)
+
+    # --- multipart uploads ---------------------------------------------------------------------------------------
+
+    async def create_upload(self, bucket: str, key: str, owner: str, meta: Mapping[str, str]) -> str:
+        dfs_name(bucket, key)  # a key too long for the cluster is refused now, not when the upload completes
+        upload_id = secrets.token_hex(16)
+        record = {"bucket": bucket, "key": key, "owner": owner, "initiated": time.time(), "meta": dict(meta)}
+        async with self.pool.client() as client:
+            await client.put(UPLOADS + upload_id, json.dumps(record).encode())
+        return upload_id
+
+    async def upload(self, upload_id: str, bucket: str, key: str) -> Upload:
+        """The upload ``upload_id`` of this object, or NoSuchUpload."""
+        record = await self._record(UPLOADS + upload_id) if upload_id.isalnum() else None
+        if record is None or (record.get("bucket"), record.get("key")) != (bucket, key):
+            raise S3Error("NoSuchUpload")
+        return Upload.of(upload_id, record)
+
+    async def uploads(self, bucket: str | None) -> list[Upload]:
+        """The uploads in progress in ``bucket`` (None: in every bucket), by key and age."""
+        async with self.pool.client() as client:
+            ids = [info.name[len(UPLOADS) :] async for info in client.list(UPLOADS)]
+        found = []
+        for upload_id in ids:
+            if "/" in upload_id:
+                continue
+            record = await self._record(UPLOADS + upload_id)
+            if record is not None and bucket in (None, record.get("bucket")):
+                found.append(Upload.of(upload_id, record))
+        return sorted(found, key=lambda upload: (upload.key, upload.initiated))
+
+    async def expire_uploads(self, age: float, now: float) -> int:
+        """Abort every upload begun more than ``age`` seconds before ``now``, with its parts; return how many."""
+        expired = [upload for upload in await self.uploads(None) if now - upload.initiated > age]
+        for upload in expired:
+            await self.abort_upload(upload)
+        return len(expired)
+
+    async def put_part(self, upload: Upload, number: int, body: CheckedBody | Md5Stream) -> bytes:
+        """Store part ``number`` (a part sent again replaces the old one); return its MD5."""
+        name = f"{UPLOADS}{upload.upload_id}/{number:05d}"
+        async with self.pool.client() as client:
+            with contextlib.suppress(FileNotFound):  # until the new MD5 is recorded, the part counts as absent
+                await client.delete(name + ETAG_SUFFIX)
+            await client.put(name, body, size=body.size, replace=True)
+            assert body.md5 is not None
+            await client.put(name + ETAG_SUFFIX, body.md5.hex().encode(), replace=True)
+        return body.md5
+
+    async def parts(self, upload: Upload) -> list[Part]:
+        """The upload's complete parts (those whose MD5 is recorded), in part order."""
+        prefix = f"{UPLOADS}{upload.upload_id}/"
+        async with self.pool.client() as client:
+            infos = {info.name: info async for info in client.list(prefix)}
+            parts = []
+            for name in infos:
+                if not name.endswith(ETAG_SUFFIX) or name[: -len(ETAG_SUFFIX)] not in infos:
+                    continue
+                data = infos[name[: -len(ETAG_SUFFIX)]]
+                with contextlib.suppress(FileNotFound, ValueError):
+                    md5 = bytes.fromhex((await client.read(name)).decode("ascii"))
+                    number = int(data.name[len(prefix) :])
+                    parts.append(Part(number, md5, data.size, data.created, data.name))
+        return sorted(parts, key=lambda part: part.number)
+
+    async def complete_upload(self, upload: Upload, wanted: Sequence[tuple[int, str]]) -> str:
+        """Join the parts ``wanted`` (number, ETag) into the object; return its ETag."""
+        have = {part.number: part for part in await self.parts(upload)}
+        chosen = []
+        for number, etag in wanted:
+            part = have.get(number)
+            if part is None or part.md5.hex() != etag.lower():
+                raise S3Error("InvalidPart", f"Part {number} was not uploaded, or its ETag is not {etag!r}.")
+            chosen.append(part)
+        for part in chosen[:-1]:
+            if part.size < MIN_PART_SIZE:
+                raise S3Error(
+                    "EntityTooSmall", f"Part {part.number} is {part.size} bytes; every part but the last needs 5 MiB."
+                )
+        etag = multipart_etag([part.md5 for part in chosen])
+        meta = {**upload.meta, ETAG_KEY: etag}
+        async with self.pool.client() as client:  # one storage node joins the parts; no process holds the object
+            await client.compose(dfs_name(upload.bucket, upload.key), [part.name for part in chosen], meta=meta)
+        await self.abort_upload(upload)  # the parts not chosen, the MD5 records, the upload's own record
+        return etag
+
+    async def abort_upload(self, upload: Upload) -> None:
+        async with self.pool.client() as client:
+            names = [info.name async for info in client.list(f"{UPLOADS}{upload.upload_id}/")]
+            for name in [*names, UPLOADS + upload.upload_id]:
+                with contextlib.suppress(FileNotFound):
+                    await client.delete(name)
+
+    # --- records -------------------------------------------------------------------------------------------------
+
+    async def _record(self, name: str) -> dict[str, Any] | None:
+        try:
+            async with self.pool.client() as client:
+                data = await client.read(name)
+        except FileNotFound:
+            return None
+        try:
+            record = json.loads(data[:MAX_RECORD_BYTES])
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None

@@ -1,0 +1,136 @@
+"""dfs-bench's gateway rows: the same work through ``dfsd gateway`` (S3 over HTTP) as through the CBOR client, in
+the same run, so the ratio says what the HTTP layer costs.
+
+Theory of operation. A private gateway is started beside the cluster with a generated access key. The large file is
+PUT and GET through it with one keep-alive HTTP/1.1 connection (UNSIGNED-PAYLOAD, as SDKs send over TLS), streamed
+from and checked against the same on-the-fly pattern as the CBOR figures; the baseline is the CBOR client's own
+upload and download of the same size in this run. Small objects (4 KiB) are PUT and GET by ``clients`` concurrent
+keep-alive connections, every request signed (SigV4 with the body's SHA-256), against the CBOR client's rate for the
+same files at the same concurrency, measured right before. The client here is a minimal HTTP/1.1 client on asyncio
+streams and a SigV4 signer of its own (independent of the gateway's code), so the figures measure the gateway, not a
+heavy client library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from collections.abc import AsyncIterable, AsyncIterator
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+REGION = "us-east-1"
+UNSIGNED = "UNSIGNED-PAYLOAD"
+
+# The longest response head we read (status line and headers).
+MAX_HEAD = 64 * 1024
+
+
+class HttpFailed(Exception):
+    """The gateway answered with an unexpected status, or broke the connection."""
+
+
+def _hmac(key: bytes, text: str) -> bytes:
+    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+
+
+def signed_headers(
+    method: str, host: str, path: str, payload_hash: str, access_key: str, secret_key: str, extra: dict[str, str]
+) -> dict[str, str]:
+    """SigV4 Authorization and its companions for a request with no query (path already URI-encoded)."""
+    now = datetime.now(UTC)
+    amz_date, date = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    headers = {"host": host, "x-amz-content-sha256": payload_hash, "x-amz-date": amz_date, **extra}
+    names = sorted(headers)
+    canonical = "\n".join(
+        [method, path, "", *(f"{name}:{headers[name].strip()}" for name in names), "", ";".join(names), payload_hash]
+    )
+    scope = f"{date}/{REGION}/s3/aws4_request"
+    to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
+    key = _hmac(_hmac(_hmac(_hmac(f"AWS4{secret_key}".encode(), date), REGION), "s3"), "aws4_request")
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["authorization"] = (
+        f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={';'.join(names)}, Signature={signature}"
+    )
+    return headers
+
+
+class HttpClient:
+    """One keep-alive HTTP/1.1 connection to the gateway, signing every request."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, keys: tuple[str, str]):
+        self._reader, self._writer, self._host, self._keys = reader, writer, host, keys
+
+    @classmethod
+    async def open(cls, address: tuple[str, int], keys: tuple[str, str]) -> HttpClient:
+        reader, writer = await asyncio.open_connection(*address, limit=MAX_HEAD)
+        return cls(reader, writer, f"{address[0]}:{address[1]}", keys)
+
+    async def close(self) -> None:
+        self._writer.close()
+        await self._writer.wait_closed()
+
+    async def request(
+        self, method: str, path: str, body: bytes | AsyncIterable[bytes] = b"", *, size: int | None = None
+    ) -> tuple[int, int]:
+        """Send a request (``body`` signed if bytes, else streamed UNSIGNED-PAYLOAD); return status and the answer's
+        Content-Length, whose bytes ``body`` must then read (or ``skip``)."""
+        path = quote(path, safe="/")
+        payload_hash = hashlib.sha256(body).hexdigest() if isinstance(body, bytes) else UNSIGNED
+        length = len(body) if isinstance(body, bytes) else size
+        headers = signed_headers(method, self._host, path, payload_hash, *self._keys, {})
+        head = [f"{method} {path} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items()), f"content-length: {length}"]
+        self._writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+        if isinstance(body, bytes):
+            self._writer.write(body)
+        else:
+            async for chunk in body:
+                self._writer.write(chunk)
+                await self._writer.drain()
+        await self._writer.drain()
+        return await self._answer()
+
+    async def _answer(self) -> tuple[int, int]:
+        try:
+            head = await self._reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
+            raise HttpFailed(f"the gateway closed the connection or sent a malformed answer ({err})") from None
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value.strip())
+        return status, length
+
+    async def body(self, length: int) -> AsyncIterator[bytes]:
+        remaining = length
+        while remaining:
+            chunk = await self._reader.read(min(remaining, 1024 * 1024))
+            if not chunk:
+                raise HttpFailed("the gateway closed the connection mid-answer")
+            remaining -= len(chunk)
+            yield chunk
+
+    async def read(self, length: int) -> bytes:
+        return b"".join([chunk async for chunk in self.body(length)])
+
+    async def expect(self, wanted: int, method: str, path: str, body: bytes = b"") -> bytes:
+        """A request with a small answer, which must have status ``wanted``; returns the answer's body."""
+        status, length = await self.request(method, path, body)
+        answer = await self.read(length)
+        if status != wanted:
+            raise HttpFailed(f"{method} {path} answered {status}: {answer[:300]!r}")
+        return answer
+
+
+async def timed_put(client: HttpClient, path: str, chunks: AsyncIterable[bytes], size: int) -> float:
+    started = time.perf_counter()
+    status, length = await client.request("PUT", path, chunks, size=size)
+    answer = await client.read(length)
+    if status != 200:
+        raise HttpFailed(f"PUT {path} answered {status}: {answer[:300]!r}")
+    return time.perf_counter() - started
