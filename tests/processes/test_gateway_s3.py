@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aws_chunked import chunk_signatures, encode_signed, encode_unsigned, split
 from botocore.exceptions import ClientError
 from gateway_live import (
     ALICE,
@@ -28,7 +29,6 @@ from gateway_live import (
     signed_request,
     write_credentials,
 )
-from test_gateway_chunked import chunk_signatures, encode_signed, encode_unsigned, split
 
 from dfsd.gateway.chunked import EMPTY_SHA256
 
