@@ -22,7 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Callab
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from .protocol import INLINE_MAX, error_from_wire
+from .protocol import INLINE_MAX
 from .protocol.messages import Data, End, Error, Message, Ok, Put, Sending, Store, Stored
 from .wire import Connection, ConnectionLost, conversation_of
 
@@ -115,7 +115,7 @@ async def receive_stream(conn: Connection) -> Stream:
     while True:
         message = await conn.recv()
         if isinstance(message, Error):
-            raise error_from_wire(message.code, message.message)
+            raise conn.error_of(message)
         assert isinstance(message, Data | End)  # the conversation lets nothing else through
         yield message
         if type(message) is End:
@@ -152,7 +152,7 @@ async def send_upload(conn: Connection, request: Put | Store, stream: AsyncItera
     await conn.send(request)
     accepted = await conn.recv()
     if isinstance(accepted, Error):
-        raise error_from_wire(accepted.code, accepted.message)
+        raise conn.error_of(accepted)
     if isinstance(accepted, Stored):  # in place of ok: the conversation checked it repeats the request's size and hash
         return accepted
     sender = asyncio.ensure_future(send_stream(conn, stream))
@@ -174,7 +174,7 @@ async def send_upload(conn: Connection, request: Put | Store, stream: AsyncItera
             task.cancel()
         await asyncio.gather(sender, early, return_exceptions=True)  # retrieves every outcome, errors included
     if isinstance(message, Error):
-        raise error_from_wire(message.code, message.message)
+        raise conn.error_of(message)
     assert isinstance(message, Stored)  # the conversation lets nothing else through
     return message
 

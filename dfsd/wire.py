@@ -79,11 +79,28 @@ class ConnectionLost(Exception):
     """The peer closed the connection or the network dropped it."""
 
 
+# A process that relays (the manager between a client and a node) must tell whose fault a failure is: the peer it
+# serves, whose error goes back as it was, or a server it dialed on that peer's behalf, whose failure the peer is told
+# about as "servers unavailable". The type says which: a connection this process dialed fails with these subclasses.
+
+
+class ServerLost(ConnectionLost):
+    """A server this process dialed closed the connection, stalled, or the network dropped it."""
+
+
+class ServerProtocolError(ProtocolError):
+    """A server this process dialed sent garbage or a frame out of order (or answered that we did)."""
+
+
 class Connection:
     """One peer: ``recv`` and ``send`` whole messages."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_frame_size: int = MAX_FRAME_SIZE
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        max_frame_size: int = MAX_FRAME_SIZE,
+        dialed: bool = False,
     ) -> None:
         self._reader = reader
         self._writer = writer
@@ -97,6 +114,9 @@ class Connection:
         self._handed = 0  # bytes handed to the transport so far, to tell how many the peer has taken
         # The order of frames once the handshake is done (None before: the handshake machine has it then).
         self.conversation: Conversation | None = None
+        # Whose fault a failure is, in its type: a server we dialed, or a peer that dialed us.
+        self._lost: type[ConnectionLost] = ServerLost if dialed else ConnectionLost
+        self._garbage: type[ProtocolError] = ServerProtocolError if dialed else ProtocolError
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         tune_socket(writer)
@@ -115,7 +135,7 @@ class Connection:
                     ssl=security.client_tls,
                     server_hostname=host if security.client_tls else None,
                 )
-                conn = cls(reader, writer)
+                conn = cls(reader, writer, dialed=True)
                 try:
                     await conn._introduce(role, security.secret, f"{host}:{port}")
                 except BaseException:
@@ -124,11 +144,11 @@ class Connection:
                 conn.conversation = Conversation(role, Side.DIALER)
                 return conn
         except TimeoutError:
-            raise ConnectionLost(f"{host}:{port} did not answer within {timeout:g} s") from None
+            raise ServerLost(f"{host}:{port} did not answer within {timeout:g} s") from None
         except ssl.SSLError as err:
             raise NotAuthorised(f"not authorised: TLS with {host}:{port} failed ({err.reason or err})") from None
         except OSError as err:
-            raise ConnectionLost(f"cannot connect to {host}:{port}: {err.strerror or err}") from None
+            raise ServerLost(f"cannot connect to {host}:{port}: {err.strerror or err}") from None
 
     async def _introduce(self, role: str, secret: bytes | None, server: str) -> None:
         nonce = os.urandom(NONCE_BYTES) if secret else None
@@ -148,19 +168,24 @@ class Connection:
         peer may stay silent for ``idle`` seconds (None: forever) before it starts one; once its first byte is in, the
         rest is owed.
         """
-        while True:
-            message = self._decoder.next_message()
-            if message is not None:
-                if self.conversation is not None:
-                    self.conversation.receive(message)
-                return message
-            data = await self._read(idle)
-            metrics.BYTES_IN.inc(len(data))
-            if not data:
-                if self._decoder.buffered:
-                    raise ConnectionLost(f"{self.peer} closed the connection in the middle of a frame")
-                raise ConnectionLost(f"{self.peer} closed the connection")
-            self._decoder.receive_data(data)
+        try:
+            while True:
+                message = self._decoder.next_message()
+                if message is not None:
+                    if self.conversation is not None:
+                        self.conversation.receive(message)
+                    return message
+                data = await self._read(idle)
+                metrics.BYTES_IN.inc(len(data))
+                if not data:
+                    if self._decoder.buffered:
+                        raise self._lost(f"{self.peer} closed the connection in the middle of a frame")
+                    raise self._lost(f"{self.peer} closed the connection")
+                self._decoder.receive_data(data)
+        except ProtocolError as err:
+            if isinstance(err, self._garbage):
+                raise
+            raise self._garbage(err.message) from err
 
     async def _read(self, idle: float | None) -> bytes:
         """The peer's next bytes, under the timer that applies (PROTOCOL.md 9.5)."""
@@ -173,7 +198,7 @@ class Connection:
                     async with asyncio.timeout(limit):
                         return await self._read_chunk()
                 except TimeoutError:
-                    raise ConnectionLost(f"{self.peer} sent nothing for {limit:g} s") from None
+                    raise self._lost(f"{self.peer} sent nothing for {limit:g} s") from None
             # The peer still has bytes of ours to take (the end of a download, say): it is judged on taking them, and
             # its own silence is timed only once it has taken them all.
             data = await self._while_taking(self._read_chunk, until_taken=True, period=limit)
@@ -189,7 +214,7 @@ class Connection:
         try:
             return await self._reader.read(READ_SIZE)
         except OSError as err:
-            raise ConnectionLost(f"connection to {self.peer} failed: {err.strerror or err}") from None
+            raise self._lost(f"connection to {self.peer} failed: {err.strerror or err}") from None
 
     async def expect(self, kind: type[M]) -> M:
         """The next message, which must be ``kind``; an ``error`` frame in its place (which the conversation lets
@@ -198,8 +223,14 @@ class Connection:
         if isinstance(message, kind):
             return message
         if isinstance(message, Error):
-            raise error_from_wire(message.code, message.message)
-        raise ProtocolError(f"protocol error: expected {kind.TYPE}, got {message.TYPE}")
+            raise self.error_of(message)
+        raise self._garbage(f"protocol error: expected {kind.TYPE}, got {message.TYPE}")
+
+    def error_of(self, message: Error) -> DfsError:
+        """The exception an ``error`` frame from the peer stands for. A server we dialed that says we broke the
+        protocol has failed us as surely as one that broke it: either way it is that server's failure."""
+        err = error_from_wire(message.code, message.message)
+        return self._garbage(err.message) if isinstance(err, ProtocolError) else err
 
     async def send(self, message: Message) -> None:
         """Queue ``message`` and wait only if the peer is not keeping up.
@@ -208,7 +239,7 @@ class Connection:
         out in one system call; a message that makes the queue reach COALESCE_BYTES is written at once.
         """
         if self._writer.is_closing():
-            raise ConnectionLost(f"connection to {self.peer} is closed")
+            raise self._lost(f"connection to {self.peer} is closed")
         if self.conversation is not None:
             self.conversation.send(message)  # LocalProtocolError: a bug of ours, and nothing is sent
         parts = encode_parts(message)
@@ -226,7 +257,7 @@ class Connection:
         try:
             await self._while_taking(self._writer.drain, until_taken=False, period=0.0)
         except OSError as err:
-            raise ConnectionLost(f"connection to {self.peer} failed: {err.strerror or err}") from None
+            raise self._lost(f"connection to {self.peer} failed: {err.strerror or err}") from None
 
     async def _while_taking(self, wait: Callable[[], Awaitable[X]], until_taken: bool, period: float) -> X | None:
         """Await ``wait()`` while the peer takes the bytes we sent: with a ``timeout``, it must take some within every
@@ -252,7 +283,7 @@ class Connection:
             if now_taken > taken:
                 taken, since = now_taken, loop.time()
             elif self.timeout is not None and loop.time() >= since + self.timeout - CLOCK_SLACK:
-                raise ConnectionLost(f"{self.peer} took nothing from us for {self.timeout:g} s")
+                raise self._lost(f"{self.peer} took nothing from us for {self.timeout:g} s")
 
     def _untaken(self) -> int:
         """Bytes we sent that the peer has not taken yet: in our transport's buffer or our kernel's send queue."""

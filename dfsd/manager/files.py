@@ -3,7 +3,8 @@
 File bytes never rest in the manager: an upload is relayed frame by frame from the client's connection to a pooled
 data connection to the chosen node, and a download the other way, each hop awaiting the next one's write buffer, so
 memory stays flat whatever the file size; what arrived inline goes on inline, a stream as a stream (``transfer.py``).
-A failure on the client's side of a relay is told apart from the node's (``_ClientFault``): the client's own error
+A failure on the client's side of a relay is told apart from the node's by its type (a connection the manager dialed
+fails with ``ServerLost`` or ``ServerProtocolError``): the client's own error
 goes back as it was, a node's becomes "servers unavailable" (put) or "file unavailable" (get).
 
 An upload's name is reserved (``inflight.py``) before any byte moves and committed only after the node has answered
@@ -22,11 +23,9 @@ from ..protocol import (
     MAX_LIST_PAGE,
     MAX_LISTING_BYTES,
     BadRequest,
-    DfsError,
     FileNotFound,
     FileUnavailable,
     InternalError,
-    ProtocolError,
     ServersUnavailable,
     StorageFull,
     check_inline,
@@ -59,7 +58,7 @@ from ..protocol.messages import (
 from ..service import Request
 from ..settings import Limits
 from ..transfer import Frames, receive_file, send_file
-from ..wire import Connection, ConnectionLost
+from ..wire import Connection, ServerLost, ServerProtocolError
 from .inflight import InFlight
 from .nodes import Rejoining
 from .placement import choose_node
@@ -70,15 +69,6 @@ from .topology import NodeState, Topology
 # A put naming the size and SHA-256 of an upload of the same name still under way (typically its own first attempt,
 # whose answer was lost, still committing) waits this long for that upload to end before it is answered.
 SETTLE_WAIT = 10.0
-
-
-class _ClientFault(Exception):
-    """Something went wrong on the client's side of a relay (it left, or broke the protocol, or sent too much) while a
-    node's connection was in use: carried apart from the node's own errors, then re-raised as it was."""
-
-    def __init__(self, error: Exception) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 class FileOperations:
@@ -162,23 +152,18 @@ class FileOperations:
         when the node has said ok to ``store``: when the node's side first asks for the client's stream."""
 
         async def from_client(frames: Frames) -> AsyncIterator[Data | End]:
-            try:
-                received = 0
-                async for message in frames:
-                    if type(message) is Data:
-                        received += len(message.data)
-                        self._check_size(received)
-                    yield message
-            except (ConnectionLost, DfsError) as err:
-                raise _ClientFault(err) from err
+            received = 0
+            async for message in frames:
+                if type(message) is Data:
+                    received += len(message.data)
+                    self._check_size(received)
+                yield message
 
         body = receive_file(conn, request).through(from_client)
         try:
             async with self.pool.connection(node.address) as node_conn:
                 return await send_file(node_conn, store, body)
-        except _ClientFault as fault:
-            raise fault.error from None
-        except (ConnectionLost, ProtocolError) as err:
+        except (ServerLost, ServerProtocolError) as err:
             raise ServersUnavailable(
                 f"servers unavailable: storage node {node.id} failed during the upload ({err}); nothing was kept, "
                 "try again"
@@ -235,7 +220,7 @@ class FileOperations:
         except StorageFull:
             self.topology.filled(node)
             raise
-        except (ConnectionLost, ProtocolError) as err:
+        except (ServerLost, ServerProtocolError) as err:
             raise ServersUnavailable(
                 f"servers unavailable: storage node {node.id} failed while composing ({err}); nothing was kept, "
                 "try again"
@@ -252,8 +237,6 @@ class FileOperations:
             try:
                 await self._relay_download(conn, record, request.offset, length, node)
                 return
-            except _ClientFault as fault:
-                raise fault.error from None
             except FileNotFound as err:
                 # Before any byte went out. A move may have just taken the file to another node: follow it.
                 current = await self.in_flight.missing(record, node.id)
@@ -268,20 +251,24 @@ class FileOperations:
                 raise FileUnavailable(
                     f"file unavailable: storage node {node.id} no longer has the bytes of {record.name!r} (lost)"
                 ) from err
-            except (ConnectionLost, ProtocolError, _NodeFault) as err:
+            except (ServerLost, ServerProtocolError) as err:
                 raise FileUnavailable(
                     f"file unavailable: storage node {node.id} failed while sending {record.name!r} ({err}); try again"
                 ) from err
 
-    async def _relay_download(self, conn: Connection, record: FileRecord, offset: int, length: int, node: NodeState):
+    async def _relay_download(
+        self, conn: Connection, record: FileRecord, offset: int, length: int, node: NodeState
+    ) -> None:
         async with self.pool.connection(node.address) as node_conn:
             await node_conn.send(Fetch(record.id, offset, length))
             sending = await node_conn.expect(Sending)
             if sending.length != length:
-                raise ProtocolError(f"protocol error: storage node {node.id} answered fetch with the wrong sending")
-            body = receive_file(node_conn, sending).through(_from_node)
+                raise ServerProtocolError(
+                    f"protocol error: storage node {node.id} answered fetch with the wrong sending"
+                )
+            body = receive_file(node_conn, sending)
             sending = Sending(record.size, offset, length, record.sha256, meta=record.meta)
-            await _to_client(send_file(conn, sending, body))
+            await send_file(conn, sending, body)
 
     async def handle_delete(self, conn: Connection, request: Delete, req: Request) -> None:
         req.fields.update(name=request.name)
@@ -333,25 +320,3 @@ def _fitting(records: list[FileRecord]) -> list[FileRecord]:
         if total > MAX_LISTING_BYTES and count:
             return records[:count]
     return records
-
-
-class _NodeFault(Exception):
-    """The node's connection failed in the middle of a download's relay: carried apart from the client's connection,
-    whose loss is a ``ConnectionLost`` too."""
-
-
-async def _from_node(frames: Frames) -> AsyncIterator[Data | End]:
-    """The node's stream, whose failures are the node's, not the client's."""
-    try:
-        async for message in frames:
-            yield message
-    except (ConnectionLost, ProtocolError) as err:
-        raise _NodeFault(str(err)) from err
-
-
-async def _to_client(sending: object) -> None:
-    """Await a send to the client, telling its failure apart from a node's."""
-    try:
-        await sending  # type: ignore[misc]
-    except ConnectionLost as err:
-        raise _ClientFault(err) from err
