@@ -25,7 +25,7 @@ from typing import Protocol
 import structlog
 
 from . import aio, logs, processes
-from .client import Client, manager_address
+from .client import Client, manager_addresses
 from .config import apply_defaults, config_path
 from .manager.store import StoreError, database_location
 from .protocol import MAX_FRAME_SIZE, MAX_NAME_BYTES
@@ -260,7 +260,7 @@ def _storage(args: argparse.Namespace) -> Daemon:
     return StorageNode(
         args.id,
         args.data or DEFAULT_DATA / f"node-{args.id}",
-        manager_address(args.manager),
+        manager_addresses(args.manager),
         host=args.host,
         port=args.port,
         advertise=_advertise(args.advertise),

@@ -57,7 +57,8 @@ from dfsd.client import (
     ProtocolError,
     Security,
     ServersUnavailable,
-    manager_address,
+    format_address,
+    manager_addresses,
 )
 from dfsd.client import run as run_async
 
@@ -206,8 +207,8 @@ def start_processes(root: Path, manager: str | None, children: list[Child]) -> S
     relay = start("baseline relay", *BASELINE, "relay", "--to", sink.address)
     echo = start("baseline echo server", *BASELINE, "echo")
     if manager is not None:
-        host, port = manager_address(manager)
-        return Setup(f"{host}:{port}", Security.load(), relay, sink, sink_file, echo)
+        addresses = ",".join(format_address(address) for address in manager_addresses(manager))
+        return Setup(addresses, Security.load(), relay, sink, sink_file, echo)
     manager_child = start(
         "dfsd manager", *processes.dfsd_command("manager", "--port", "0", "--db", str(root / "manager.db"))
     )
@@ -729,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--large-size: {err}")
     if args.manager is not None:
         try:
-            manager_address(args.manager)
+            manager_addresses(args.manager)
         except ValueError as err:
             parser.error(f"--manager: {err}")
     files = args.files if args.files is not None else QUICK_FILES if args.quick else DEFAULT_FILES
