@@ -1,6 +1,7 @@
 """Admin requests: status, scrub, drain and rebalance, the operator's view of the cluster and levers on it.
 
-``status`` is built from the topology (who is up, how full) and the metadata store (which files are lost). ``drain``,
+``status`` is built from the topology (who is up, how full), the metadata store (which files are lost) and the
+managers' records (``coordination.py``). ``drain``,
 ``rebalance`` and ``forget`` change what the rebalancer aims at and then ask it to run; they answer with a status at
 once, without waiting for the moves. ``scrub`` asks every node to re-read and hash every file recorded on it, one file
 at a time per node and all nodes at once, since each node's disk is the bottleneck; a file a node no longer has is
@@ -26,9 +27,9 @@ from ..protocol.messages import (
 )
 from ..service import Request
 from ..wire import Connection, ConnectionLost
+from .coordination import Coordination
 from .inflight import InFlight
 from .lost import LostFiles
-from .nodes import save_node
 from .pool import NodeConnections
 from .rebalance import Rebalancer
 from .store import MetadataStore
@@ -49,7 +50,9 @@ class Admin:
         rebalancer: Rebalancer,
         in_flight: InFlight,
         lost: LostFiles,
+        coordination: Coordination,
     ) -> None:
+        self.coordination = coordination
         self.store = store
         self.topology = topology
         self.pool = pool
@@ -71,7 +74,7 @@ class Admin:
             log.info("node_forgotten", node=node.id)
         else:
             self.topology.drain(node, not request.undo)
-            await save_node(self.store, node)
+            await self.store.set_draining(node.id, not request.undo)
             self.rebalancer.request()
         await conn.send(await self._status())
 
@@ -133,4 +136,5 @@ class Admin:
             bytes=sum(node.used for node in nodes),
             lost=lost_names,
             rebalance=self.rebalancer.info(),
+            managers=await self.coordination.managers(),
         )

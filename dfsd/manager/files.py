@@ -104,7 +104,8 @@ class FileOperations:
                 await conn.send(already)
                 return
         await self.rejoining.wait()
-        node = choose_node(self.topology.nodes.values(), request.size)
+        stored = await self.store.files_per_node()
+        node = choose_node(self.topology.nodes.values(), request.size, stored)
         async with self.in_flight.upload(request.name, node) as file_id:
             req.fields.update(node=node.id, file_id=file_id)
             try:
@@ -112,7 +113,11 @@ class FileOperations:
             except StorageFull:
                 self.topology.filled(node)
                 raise
-            await self.store.commit(file_id, request.name, node.id, stored.size, stored.sha256, time.time())
+            try:
+                await self.store.commit(file_id, request.name, node.id, stored.size, stored.sha256, time.time())
+            except ServersUnavailable:
+                self.in_flight.doubt(node.id, file_id)  # its bytes go once the database says it has no row
+                raise
             self.topology.stored(node.id, stored.size)
         req.fields.update(size=stored.size)
         await conn.send(stored)

@@ -16,6 +16,7 @@ starting at once do not both create it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from collections.abc import Sequence
@@ -23,10 +24,12 @@ from pathlib import Path
 
 import asyncpg
 
+from ..protocol import ServersUnavailable
 from .store import (
     ID_BLOCK,
     BackupUnsupported,
     DatabaseUnavailable,
+    ManagerRecord,
     MetadataStore,
     PostgresURL,
     Rows,
@@ -65,22 +68,79 @@ SCHEMA_STEPS = [
         draining  INTEGER NOT NULL DEFAULT 0  -- being retired: its files move to other nodes, it gets no new ones
     );
     """,
+    """
+    CREATE TABLE uploads (  -- uploads in flight, through any manager: their names are taken, their bytes no orphans
+        name     TEXT COLLATE "C" PRIMARY KEY,
+        file_id  BIGINT NOT NULL,
+        node     BIGINT NOT NULL,
+        manager  TEXT NOT NULL,
+        started  DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE managers (  -- every manager sharing this database, renewing its lease
+        id          TEXT PRIMARY KEY,
+        address     TEXT NOT NULL,
+        started     DOUBLE PRECISION NOT NULL,
+        last_seen   DOUBLE PRECISION NOT NULL,  -- by the database's clock, so managers' clocks need not agree
+        coordinator BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    """,
 ]
+
+# The database's clock, in seconds since the Unix epoch: the one clock every manager's lease is measured by.
+_NOW = "CAST(extract(epoch from clock_timestamp()) AS DOUBLE PRECISION)"
 
 # What asyncpg raises when the server cannot be reached, refuses us, or goes away.
 _UNAVAILABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
+# What asyncpg raises, once connected, when the server has gone away, is restarting, or does not answer: the request
+# fails with error 1, and the pool opens fresh connections once the server is back.
+_LOST = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+# Seconds a statement, or the wait for a pooled connection, may take before the request fails with error 1 instead
+# of hanging on a database that does not answer.
+DB_TIMEOUT = 10.0
+
+# The advisory lock the coordinator holds on a connection of its own ('dfsc' in ASCII).
+COORDINATOR_LOCK = 0x64667363
+
+# The coordinator's lock connection: the server notices a holder cut off (and frees its lock) within about
+# idle + interval * count seconds; the holder notices within LOCK_CHECK_TIMEOUT of its next check.
+_KEEPALIVE = {"tcp_keepalives_idle": "2", "tcp_keepalives_interval": "1", "tcp_keepalives_count": "2"}
+LOCK_CHECK_TIMEOUT = 2.0
+
+
+def _unreachable(err: BaseException) -> ServersUnavailable:
+    return ServersUnavailable(
+        f"servers unavailable: the metadata database is unreachable ({type(err).__name__}: {err}); nothing was "
+        "changed by this request, the manager reconnects by itself: try again shortly"
+    )
+
 
 class PostgresStore(MetadataStore):
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    shared = True
+
+    def __init__(self, pool: asyncpg.Pool, location: PostgresURL) -> None:
         super().__init__()
         self._pool = pool
+        self._location = location
+        self._lock_conn: asyncpg.Connection | None = None  # holds COORDINATOR_LOCK while this manager coordinates
 
     @classmethod
     async def connect(cls, location: PostgresURL) -> PostgresStore:
         try:
             pool = await asyncpg.create_pool(
-                location.url, min_size=1, max_size=POOL_SIZE, server_settings={"application_name": "dfsd manager"}
+                location.url,
+                min_size=1,
+                max_size=POOL_SIZE,
+                command_timeout=DB_TIMEOUT,
+                timeout=DB_TIMEOUT,
+                server_settings={"application_name": "dfsd manager"},
             )
         except _UNAVAILABLE as err:
             raise DatabaseUnavailable(
@@ -92,7 +152,7 @@ class PostgresStore(MetadataStore):
         except BaseException:
             await pool.close()
             raise
-        return cls(pool)
+        return cls(pool, location)
 
     @classmethod
     async def backup_to(cls, location: PostgresURL, dest: Path) -> int:
@@ -102,10 +162,15 @@ class PostgresStore(MetadataStore):
         )
 
     async def _disconnect(self) -> None:
+        await self._drop_lock()
         await self._pool.close()
 
     async def _read(self, sql: str, params: Sequence[object] = ()) -> Rows:
-        return [tuple(row) for row in await self._pool.fetch(_numbered(sql), *params)]
+        try:
+            async with self._pool.acquire(timeout=DB_TIMEOUT) as conn:
+                return [tuple(row) for row in await conn.fetch(_numbered(sql), *params)]
+        except _LOST as err:
+            raise _unreachable(err) from err
 
     async def _claim_ids(self) -> int:
         (first,) = (await self._write("SELECT nextval('file_ids')"))[0]
@@ -114,6 +179,8 @@ class PostgresStore(MetadataStore):
     async def _transaction(self, batch: list[Write]) -> list[Rows | Exception]:
         try:
             return list(await self._in_one_transaction(batch))
+        except _LOST as err:
+            raise _unreachable(err) from err
         except asyncpg.PostgresError:
             if len(batch) == 1:
                 raise
@@ -122,12 +189,104 @@ class PostgresStore(MetadataStore):
     async def _alone(self, write: Write) -> Rows | Exception:
         try:
             return (await self._in_one_transaction([write]))[0]
+        except _LOST as err:
+            return _unreachable(err)
         except asyncpg.PostgresError as err:
             return err
 
     async def _in_one_transaction(self, batch: list[Write]) -> list[Rows]:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire(timeout=DB_TIMEOUT) as conn, conn.transaction():
             return [[tuple(row) for row in await conn.fetch(_numbered(w.sql), *w.params)] for w in batch]
+
+    # --- uploads in flight, shared by every manager -------------------------------------------------------------------
+
+    async def _hold(self, name: str, file_id: int, node: int) -> bool:
+        rows = await self._write(
+            f"INSERT INTO uploads (name, file_id, node, manager, started) VALUES (?, ?, ?, ?, {_NOW}) "
+            "ON CONFLICT (name) DO NOTHING RETURNING file_id",
+            (name, file_id, node, self.manager_id),
+        )
+        return bool(rows)
+
+    async def _unhold(self, name: str) -> None:
+        with contextlib.suppress(ServersUnavailable):  # the row stays; tidy_reservations drops it later
+            await self._write("DELETE FROM uploads WHERE name = ? AND manager = ?", (name, self.manager_id))
+
+    async def _held_elsewhere(self) -> set[int]:
+        return {file_id for (file_id,) in await self._read("SELECT file_id FROM uploads")}
+
+    async def tidy_reservations(self, manager_lease: float) -> None:
+        await self._write(
+            "DELETE FROM uploads WHERE manager = ? AND NOT (name = ANY(?::text[]))",
+            (self.manager_id, list(self._reserved)),
+        )
+        await self._write(
+            f"DELETE FROM uploads WHERE manager <> ? AND manager NOT IN "
+            f"(SELECT id FROM managers WHERE last_seen > {_NOW} - ?)",
+            (self.manager_id, manager_lease),
+        )
+
+    async def files_per_node(self) -> dict[int, int] | None:
+        rows = await self._read(
+            "SELECT node, sum(n) FROM (SELECT node, count(*) AS n FROM files GROUP BY node UNION ALL "
+            "SELECT node, count(*) AS n FROM uploads WHERE manager <> ? GROUP BY node) AS counts GROUP BY node",
+            (self.manager_id,),
+        )
+        return {node: int(count) for node, count in rows}
+
+    # --- managers and their coordinator -------------------------------------------------------------------------------
+
+    async def try_coordinate(self) -> bool:
+        try:
+            if self._lock_conn is None:
+                self._lock_conn = await asyncpg.connect(
+                    self._location.url,
+                    timeout=LOCK_CHECK_TIMEOUT,
+                    server_settings={"application_name": "dfsd coordinator", **_KEEPALIVE},
+                )
+                if not await self._lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", COORDINATOR_LOCK):
+                    await self._drop_lock()
+                    return False
+                return True
+            await self._lock_conn.fetchval("SELECT 1", timeout=LOCK_CHECK_TIMEOUT)  # still connected: still held
+            return True
+        except (*_LOST, asyncpg.PostgresError):
+            await self._drop_lock()
+            return False
+
+    async def _drop_lock(self) -> None:
+        """Let go of the coordinator lock (closing its connection frees it on the server)."""
+        conn, self._lock_conn = self._lock_conn, None
+        if conn is not None:
+            conn.terminate()
+
+    async def renew_manager(self, manager: ManagerRecord, coordinating: bool) -> None:
+        await self._write(
+            f"INSERT INTO managers (id, address, started, last_seen, coordinator) VALUES (?, ?, ?, {_NOW}, ?) "
+            f"ON CONFLICT (id) DO UPDATE SET last_seen = {_NOW}, coordinator = excluded.coordinator",
+            (manager.id, manager.address, manager.started, coordinating),
+        )
+        if coordinating:  # a coordinator that died did not clear its own flag
+            await self._write("UPDATE managers SET coordinator = FALSE WHERE id <> ? AND coordinator", (manager.id,))
+
+    async def managers(self, lease: float) -> list[ManagerRecord] | None:
+        rows = await self._read(
+            f"SELECT id, address, started, last_seen > {_NOW} - ?, coordinator FROM managers ORDER BY address, id",
+            (lease,),
+        )
+        return [
+            ManagerRecord(id_, address, started, up, up and coordinator)
+            for id_, address, started, up, coordinator in rows
+        ]
+
+    # --- copying to another database (dfsd migrate) -------------------------------------------------------------------
+
+    async def next_file_id(self) -> int:
+        (last, called), *_ = await self._read("SELECT last_value, is_called FROM file_ids")
+        return int(last) + ID_BLOCK if called else int(last)
+
+    async def set_next_file_id(self, next_id: int) -> None:
+        await self._write("SELECT setval('file_ids', ?, false)", (next_id,))  # the next nextval gives next_id
 
 
 async def _upgrade(pool: asyncpg.Pool, location: PostgresURL) -> None:
