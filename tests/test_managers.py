@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 from harness import LocalCluster, stalled
+from postgres import PostgresServer
 
-from dfsd.client import Client, ManagerLost, NameExists
+from dfsd.client import Client, ManagerLost, NameExists, ServersUnavailable
 from dfsd.manager.store import PostgresURL
 
 NODES = (100, 101, 102)
@@ -181,3 +182,58 @@ async def test_an_upload_killed_with_its_manager_leaves_no_name_and_no_bytes(two
     await check_files(
         cluster, {"kept": b"acknowledged before the kill", "interrupted": b"through the survivor"}, [0, 1]
     )
+
+
+async def test_the_database_restarted_under_load(tmp_path: Path) -> None:
+    """PostgreSQL stopped (as by a crash) and started again while clients write and read through both managers:
+    requests fail at once with error 1 naming the database, none hangs, every acknowledged file survives, and
+    service resumes by itself. The server is the test's own, so stopping it disturbs no other test."""
+    server = PostgresServer()
+    server.start()
+    cluster = LocalCluster(tmp_path, database=server.create_database())
+    try:
+        cluster.start_manager()
+        cluster.start_manager(number=1)
+        for node_id in NODES:
+            cluster.start_node(node_id)
+        acknowledged: dict[str, bytes] = {}
+        refusals: list[str] = []
+        stop = asyncio.Event()
+
+        async def load(number: int) -> None:
+            async with Client(address(cluster, number)) as client:
+                for index in range(10_000):
+                    if stop.is_set():
+                        return
+                    name, data = f"m{number}/{index}", os.urandom(1000 + 97 * index)
+                    try:
+                        async with asyncio.timeout(30):  # a hang fails the test instead of stalling it
+                            await client.put(name, data)
+                            acknowledged[name] = data
+                            assert await client.read(name) == data
+                    except ServersUnavailable as err:
+                        refusals.append(err.message)
+                        await asyncio.sleep(0.05)
+
+        async def until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+            async with asyncio.timeout(60):
+                while not condition():
+                    await asyncio.sleep(0.05)
+
+        loads = [asyncio.create_task(load(number)) for number in (0, 1)]
+        await until(lambda: len(acknowledged) >= 20, "uploads before the outage")
+        server.halt()
+        await until(lambda: len(refusals) >= 4, "requests refused during the outage")
+        acknowledged_in_outage = len(acknowledged)
+        server.resume()
+        resumed = time.monotonic()
+        await until(lambda: len(acknowledged) >= acknowledged_in_outage + 20, "uploads after the outage")
+        print(f"\ndatabase back -> 20 more uploads acknowledged: {time.monotonic() - resumed:.2f} s")
+        stop.set()
+        await asyncio.gather(*loads)
+
+        assert all("the metadata database is unreachable" in message for message in refusals), refusals
+        await check_files(cluster, acknowledged, via=[0, 1])
+    finally:
+        cluster.stop()
+        server.stop()

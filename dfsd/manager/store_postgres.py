@@ -8,6 +8,15 @@ then fails only its own caller, as on SQLite.
 File ids come from the sequence ``file_ids``, which steps by ID_BLOCK: each ``nextval`` claims a whole block, and it
 is claimed inside a committed transaction, so the claim is on disk before any id of it is used.
 
+Several managers may share the database (``shared``): schema version 2 adds the table of uploads in flight (each
+reservation is a row, so names are unique across managers and every manager's orphan checks see every upload) and the
+table of managers (each renews its row; ``coordination.py``). The coordinator is whoever holds COORDINATOR_LOCK, a
+session advisory lock on a connection of its own, which the server frees when that connection ends.
+
+When the server cannot be reached, or goes away mid-request, every call fails at once with ``ServersUnavailable``
+(error 1, naming the database) instead of an asyncpg error; a statement, or the wait for a pooled connection, gives up
+after DB_TIMEOUT. The pool opens fresh connections as they are needed, so service resumes by itself.
+
 Names are compared in the "C" collation (UTF-8 byte order, as SQLite's BINARY), whatever the database's locale, so
 listings page and prefix-match the same on both backends. The SQL stays within what PostgreSQL-compatible databases
 commonly run (no extensions); only the schema's creation takes a PostgreSQL advisory lock, so that two processes
@@ -136,7 +145,7 @@ class PostgresStore(MetadataStore):
         try:
             pool = await asyncpg.create_pool(
                 location.url,
-                min_size=1,
+                min_size=0,  # no floor to restore: asyncpg would log a traceback each time the database is away
                 max_size=POOL_SIZE,
                 command_timeout=DB_TIMEOUT,
                 timeout=DB_TIMEOUT,
