@@ -30,6 +30,7 @@ import functools
 import hashlib
 import os
 import stat
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import BinaryIO, TypeVar
 
@@ -92,6 +93,11 @@ __all__ = [
 ]  # fmt: skip
 
 DEFAULT_MANAGER = "127.0.0.1:8000"
+
+# How long a retried upload waits for its name to be freed by the attempt a lost manager left in flight (its lease,
+# 5 s, and the coordinator's round to notice, with room to spare), and how often it asks.
+HELD_NAME_WAIT = 30.0
+HELD_NAME_POLL = 0.5
 
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
@@ -235,7 +241,8 @@ class Client:
         client knows the file's SHA-256 by then (it had sent the whole file, or it can read the source again: bytes, a
         path, a seekable file), it asks once more, naming the size and SHA-256: the manager answers ``stored`` with
         ``already`` set if the first attempt was stored, and takes the upload afresh if it was not. ``on_retry`` is
-        told why, first (default: the client's). With several managers, the second attempt goes to the next one.
+        told why, first (default: the client's). With several managers, the second attempt goes to the next one, and
+        is repeated while the lost attempt still holds the name (at most HELD_NAME_WAIT seconds).
         Otherwise, and if the second attempt fails too, it raises ``ManagerLost``.
         """
         on_retry = on_retry or self.on_retry
@@ -262,10 +269,35 @@ class Client:
                 assert rewind is not None
                 rewind()
                 sent.size, sent.sha256 = await _digest(source)  # type: ignore[arg-type]
-            if rewind is None:
-                return await self._ask_again(name, sent.size, sent.sha256)
-            rewind()
-            return await self._put(name, source, sent.size, sent.sha256, _Sent())
+            size, sha256 = sent.size, sent.sha256
+
+            async def again() -> Stored:
+                if rewind is None:
+                    return await self._ask_again(name, size, sha256)
+                rewind()
+                return await self._put(name, source, size, sha256, _Sent())  # type: ignore[arg-type]
+
+            return await self._while_held(name, again)
+
+    async def _while_held(self, name: str, attempt: Callable[[], Awaitable[Stored]]) -> Stored:
+        """Repeat a retried upload while its name is held by the lost attempt itself: with several managers, the
+        database keeps a lost manager's uploads in flight until its lease runs out, and only then frees their names.
+        A name held by a stored file (of other bytes: the same ones are answered ``stored``) is refused at once."""
+        deadline = time.monotonic() + HELD_NAME_WAIT
+        while True:
+            try:
+                return await attempt()
+            except NameExists:
+                if time.monotonic() > deadline or await self._exists(name):
+                    raise
+            await asyncio.sleep(HELD_NAME_POLL)
+
+    async def _exists(self, name: str) -> bool:
+        try:
+            await self.stat(name)
+        except FileNotFound:
+            return False
+        return True
 
     async def _put(
         self,
