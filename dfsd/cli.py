@@ -1,7 +1,7 @@
 """The ``dfsd`` command: run a manager, a storage node or a whole local cluster.
 
-The operator's commands (``dfsd status``, ``rebalance``, ``scrub``, ``drain``, ``backup``) are tools like dfs-ls and
-live beside them in ``dfsd.tools``; each adds its own subcommand here and runs when it is chosen.
+The operator's commands (``dfsd status``, ``rebalance``, ``scrub``, ``drain``, ``backup``, ``migrate``) are tools like
+dfs-ls and live beside them in ``dfsd.tools``; each adds its own subcommand here and runs when it is chosen.
 
 Daemons log to standard error and print exactly one line to standard output once they accept connections
 (``dfsd manager listening on HOST:PORT``), so scripts and tests wait for that line instead of sleeping.
@@ -31,7 +31,7 @@ from .manager.store import StoreError, database_location
 from .protocol import MAX_FRAME_SIZE, MAX_NAME_BYTES
 from .protocol.limits import CHUNK_SIZE
 from .settings import Limits, Security
-from .tools import backup, drain, rebalance, scrub, status
+from .tools import backup, drain, migrate, rebalance, scrub, status
 from .tools.common import UsageParser, add_manager_option
 
 # A data frame holds a whole CHUNK_SIZE chunk plus a small header: no smaller frame limit can carry an upload.
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     for tool in (status, rebalance, scrub, drain):
         tool.add_parser(commands)
     backup.add_parser(commands, DEFAULT_DATA / "manager.db")
+    migrate.add_parser(commands)
 
     for sub in (manager, storage):
         _add_security_flags(sub)
