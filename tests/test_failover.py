@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import json
 import os
 import socket
 import time
@@ -182,3 +183,19 @@ async def test_upload_cut_by_a_killed_manager_is_stored_once(managers: TwoManage
     while managers.cluster.ids_on_disk(100) != recorded or managers.cluster.partial_files(100):
         assert time.monotonic() < deadline, (managers.cluster.ids_on_disk(100), recorded)
         await asyncio.sleep(0.05)
+
+
+def test_status_lists_every_manager_and_the_coordinator(managers: TwoManagers) -> None:
+    managers.start_node(100)
+    result = run_tool("dfsd", "status", "--json", manager=managers.both)
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)["managers"]
+    assert sorted(manager["address"] for manager in listed) == sorted([managers.a.address, managers.b.address])
+    assert all(manager["up"] and manager["database"] == str(managers.url) for manager in listed), listed
+    assert sum(manager["coordinator"] for manager in listed) == 1, listed
+    table = run_tool("dfsd", "status", manager=managers.both).stdout.decode().splitlines()
+    header = table.index(next(line for line in table if line.startswith("MANAGER")))
+    assert table[header].split() == ["MANAGER", "STATE", "ROLE", "DATABASE"]
+    rows = [line.split() for line in table[header + 1 :]]
+    assert sorted(row[0] for row in rows) == sorted([managers.a.address, managers.b.address])
+    assert sorted(row[2] for row in rows) == ["-", "coordinator"]
