@@ -65,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
 
     storage = commands.add_parser("storage", help="run a storage node")
     storage.add_argument("--id", type=int, help="this node's id, unique in the cluster (required)")
-    add_manager_option(storage)
+    add_manager_option(
+        storage,
+        "the manager, or several as HOST:PORT,HOST:PORT,... (sharing one database): the node keeps a session with "
+        "each (default: $DFS_MANAGER, else 127.0.0.1:8000)",
+    )
     storage.add_argument("--data", type=Path, help="data directory (default dfs-data/node-ID)")
     storage.add_argument("--host", default="127.0.0.1", help="address to serve data on (default 127.0.0.1)")
     storage.add_argument("--port", type=int, default=0, help="port to serve data on; 0 picks a free one (default)")

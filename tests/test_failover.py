@@ -8,21 +8,19 @@ upload, and the client must finish the request on the other one: byte-exact, and
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import hashlib
 import json
 import os
 import socket
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 import pytest
-from harness import Daemon, LocalCluster, run_tool, start_daemon
+from harness import Daemon, LocalCluster, run_tool
 
-from dfsd import aio
 from dfsd.client import Client, ServersUnavailable, format_address
 from dfsd.manager.store import PostgresURL
 
@@ -32,62 +30,44 @@ BIG = 24 * 1024 * 1024
 
 @dataclass
 class TwoManagers:
-    """Managers A (the cluster's own) and B on one database, and storage nodes registered with both."""
+    """Managers A (number 0) and B (number 1) on one database, and storage nodes registered with both."""
 
     cluster: LocalCluster
-    b: Daemon
     url: PostgresURL
 
     @property
     def a(self) -> Daemon:
-        assert self.cluster.manager is not None
-        return self.cluster.manager
+        return self.cluster.managers[0]
+
+    @property
+    def b(self) -> Daemon:
+        return self.cluster.managers[1]
 
     @property
     def both(self) -> str:
-        return f"{self.a.address},{self.b.address}"
+        return self.cluster.manager_addresses
 
     def start_node(self, node_id: int) -> None:
-        """A node told of both managers, up in both managers' status."""
-        self.cluster.start_node(node_id, True, self.both)
-        wait_up_in(self.b.address, node_id)
+        """A node told of both managers, up at each of them that runs."""
+        self.cluster.start_node(node_id)
 
-
-def wait_up_in(address: str, node_id: int, timeout: float = 15.0) -> None:
-    """Poll the manager at ``address`` until it has node ``node_id`` up."""
-
-    async def up() -> bool:
-        async with Client(address) as client:
-            return any(node.id == node_id and node.up for node in (await client.status()).nodes)
-
-    deadline = time.monotonic() + timeout
-    while not _in_a_thread(up):
-        assert time.monotonic() < deadline, f"node {node_id} not up at {address} within {timeout:g} s"
-        time.sleep(0.05)
-
-
-def _in_a_thread(work: Callable[[], Coroutine[None, None, bool]]) -> bool:
-    """Run ``work`` on an event loop of its own, in a thread, so that async tests (inside a loop) can call it too."""
-    with concurrent.futures.ThreadPoolExecutor(1) as thread:
-        return thread.submit(lambda: aio.run(work())).result()
+    def wait_up_at(self, address: str, node_id: int) -> None:
+        self.cluster.wait_for(
+            lambda status: any(node.id == node_id and node.up for node in status.nodes),
+            f"node {node_id} up at {address}",
+            via=address,
+        )
 
 
 @pytest.fixture
 def managers(tmp_path: Path, postgres_url: PostgresURL) -> Iterator[TwoManagers]:
-    cluster = LocalCluster(tmp_path)
-    b: Daemon | None = None
+    cluster = LocalCluster(tmp_path, database=postgres_url)
     try:
-        cluster.start_manager("--db", postgres_url.url)
-        b = start_daemon(
-            ["manager", "--port", "0", "--db", postgres_url.url, "--node-timeout", "1.0"],
-            tmp_path,
-            tmp_path / "manager-b.log",
-        )
-        yield TwoManagers(cluster, b, postgres_url)
+        cluster.start_manager()
+        cluster.start_manager(number=1)
+        yield TwoManagers(cluster, postgres_url)
     finally:
         cluster.stop()
-        if b is not None:
-            b.kill()
 
 
 def unused_address() -> str:
@@ -107,7 +87,8 @@ async def stored_ids(url: PostgresURL, name: str) -> list[int]:
 
 def test_node_with_two_managers_is_up_in_both(managers: TwoManagers) -> None:
     managers.start_node(100)
-    managers.cluster.wait_for(lambda status: [n.id for n in status.nodes if n.up] == [100], "node 100 up at A")
+    for manager in (managers.a, managers.b):
+        managers.wait_up_at(manager.address, 100)
 
 
 async def test_client_skips_a_manager_that_is_down(managers: TwoManagers) -> None:
@@ -199,3 +180,10 @@ def test_status_lists_every_manager_and_the_coordinator(managers: TwoManagers) -
     rows = [line.split() for line in table[header + 1 :]]
     assert sorted(row[0] for row in rows) == sorted([managers.a.address, managers.b.address])
     assert sorted(row[2] for row in rows) == ["-", "coordinator"]
+
+
+def test_node_joins_while_one_manager_is_down_and_registers_when_it_is_back(managers: TwoManagers) -> None:
+    managers.a.kill()
+    managers.start_node(100)  # A is down: the node is up through B alone
+    managers.cluster.start_manager()  # A again, on its old port
+    managers.wait_up_at(managers.a.address, 100)  # the node's own loop for A found it back
