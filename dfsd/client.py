@@ -264,7 +264,7 @@ class Client:
                 ) from lost
             self._next_manager()
             if on_retry is not None:
-                on_retry(f"{lost}; the upload may have been stored: asking {self._where()} again with its checksum")
+                on_retry(f"{lost}; the upload may have been stored: asking again with its checksum{self._which()}")
             if sent.sha256 is None:
                 assert rewind is not None
                 rewind()
@@ -418,6 +418,10 @@ class Client:
 
     def _where(self) -> str:
         return format_address(self.address)
+
+    def _which(self) -> str:
+        """`` (of HOST:PORT)``, naming the manager asked, when there are several."""
+        return f" (of {self._where()})" if len(self.addresses) > 1 else ""
 
     async def _connection(self) -> Connection:
         if self._conn is not None and (self._conn.closed or self._conn.peer_closed):
