@@ -16,7 +16,8 @@ always coordinates.
 
 The same tick tidies what a database outage left behind (reservations, the bytes of uploads whose commit failed), and
 refreshes, on a shared database, what other managers may have changed: nodes' file counts (placement
-and the rebalancer plan from them) and drains.
+and the rebalancer plan from them) and drains. While another manager is up, placement also counts each node's files
+from the database at every upload (``files.py``); alone, a manager saves that query.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Coordination:
         self._rebalance = rebalance  # asks for a rebalance: when this manager starts coordinating, or a drain changed
         self._record: ManagerRecord | None = None
         self.coordinating = not store.shared  # on SQLite from the start; on PostgreSQL once the lock is taken
+        self.alone = True  # no other manager is up: placement may trust this manager's own counts
         self._decided = asyncio.Event()  # set once the first tick has tried to take the lock
         self._unreachable = False  # the database failed the last tick (logged once per outage)
 
@@ -99,6 +101,8 @@ class Coordination:
         await self._store.tidy_reservations(LEASE)
         await self._in_flight.resolve_doubts(self._pool)
         if self._store.shared:
+            others = [m for m in await self._store.managers(LEASE) or () if m.up and m.id != record.id]
+            self.alone = not others
             await self._refresh_nodes()
 
     def _step_down(self) -> None:

@@ -52,6 +52,7 @@ from ..service import Request
 from ..settings import Limits
 from ..transfer import Frames, receive_file, send_file
 from ..wire import Connection, ConnectionLost
+from .coordination import Coordination
 from .inflight import InFlight
 from .nodes import Rejoining
 from .placement import choose_node
@@ -82,7 +83,9 @@ class FileOperations:
         in_flight: InFlight,
         rejoining: Rejoining,
         limits: Limits,
+        coordination: Coordination,
     ) -> None:
+        self.coordination = coordination  # whether other managers place files too
         self.store = store
         self.topology = topology
         self.pool = pool
@@ -104,7 +107,7 @@ class FileOperations:
                 await conn.send(already)
                 return
         await self.rejoining.wait()
-        stored = await self.store.files_per_node()
+        stored = None if self.coordination.alone else await self.store.files_per_node()
         node = choose_node(self.topology.nodes.values(), request.size, stored)
         async with self.in_flight.upload(request.name, node) as file_id:
             req.fields.update(node=node.id, file_id=file_id)

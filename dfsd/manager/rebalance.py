@@ -142,6 +142,8 @@ class Rebalancer:
                     raise ChecksumMismatch(f"checksum mismatch: the copy of file id {record.id} differs")
                 if not target.up:  # it left during the copy: keep the file where it is (its copy becomes an orphan)
                     raise FileUnavailable(f"file unavailable: node {target.id} went down during the move")
+                if not self.coordinating():  # another manager reconciles nodes now, blind to this move: give it up
+                    raise FileUnavailable("file unavailable: this manager stopped coordinating during the move")
                 relocated = await self.store.relocate(record.id, source.id, target.id)
                 if not relocated:  # deleted or moved meanwhile: the new copy is an orphan
                     await self._remove_copy(target, record.id)

@@ -103,7 +103,9 @@ class Manager:
                 self.store, self.topology, self.pool, in_flight, self.auto_rebalance, lambda: coordination.coordinating
             )
             rejoining = Rejoining(self.topology)
-            files = FileOperations(self.store, self.topology, self.pool, in_flight, rejoining, self.limits)
+            files = FileOperations(
+                self.store, self.topology, self.pool, in_flight, rejoining, self.limits, coordination
+            )
             admin = Admin(self.store, self.topology, self.pool, self.rebalancer, in_flight, lost, coordination)
             nodes = NodeSessions(
                 self.store,

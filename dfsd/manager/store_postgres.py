@@ -142,22 +142,23 @@ class PostgresStore(MetadataStore):
 
     @classmethod
     async def connect(cls, location: PostgresURL) -> PostgresStore:
+        pool = asyncpg.create_pool(
+            location.url,
+            min_size=0,  # no floor to restore: asyncpg would log a traceback each time the database is away
+            max_size=POOL_SIZE,
+            command_timeout=DB_TIMEOUT,
+            timeout=DB_TIMEOUT,
+            server_settings={"application_name": "dfsd manager"},
+        )
         try:
-            pool = await asyncpg.create_pool(
-                location.url,
-                min_size=0,  # no floor to restore: asyncpg would log a traceback each time the database is away
-                max_size=POOL_SIZE,
-                command_timeout=DB_TIMEOUT,
-                timeout=DB_TIMEOUT,
-                server_settings={"application_name": "dfsd manager"},
-            )
+            await pool  # with no floor, this connects nobody: the upgrade's connection is the first
+            await _upgrade(pool, location)
         except _UNAVAILABLE as err:
+            await pool.close()
             raise DatabaseUnavailable(
                 f"cannot open the PostgreSQL database {location}: {err}; check --db, that the server runs, "
                 "that the database exists and that the user may log in"
             ) from err
-        try:
-            await _upgrade(pool, location)
         except BaseException:
             await pool.close()
             raise
