@@ -12,6 +12,8 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ import asyncpg
 import pytest
 from harness import Daemon, LocalCluster, run_tool
 
-from dfsd.client import Client, ServersUnavailable, format_address
+from dfsd.client import CHUNK_SIZE, Client, ServersUnavailable, format_address
 from dfsd.manager.store import PostgresURL
 
 # Large enough that a manager killed after the first chunk has not yet relayed the whole file into socket buffers.
@@ -187,3 +189,31 @@ def test_node_joins_while_one_manager_is_down_and_registers_when_it_is_back(mana
     managers.start_node(100)  # A is down: the node is up through B alone
     managers.cluster.start_manager()  # A again, on its old port
     managers.wait_up_at(managers.a.address, 100)  # the node's own loop for A found it back
+
+
+def test_dfs_cat_cut_off_by_a_killed_manager_says_so_and_finishes(managers: TwoManagers, tmp_path: Path) -> None:
+    managers.start_node(100)
+    payload = os.urandom(BIG)
+    source = tmp_path / "big.bin"
+    source.write_bytes(payload)
+    assert run_tool("dfs-push", str(source), manager=managers.a.address).returncode == 0
+    cat = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dfs-cat"), "big.bin"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "DFS_MANAGER": managers.both},
+    )
+    try:
+        assert cat.stdout is not None
+        first = cat.stdout.read(CHUNK_SIZE)  # dfs-cat now waits on the pipe, and A on dfs-cat
+        managers.a.kill()
+        rest, err = cat.communicate(timeout=120)
+    finally:
+        if cat.poll() is None:
+            cat.kill()
+            cat.wait()
+    assert cat.returncode == 0, err
+    assert first + rest == payload
+    notices = err.decode().splitlines()
+    assert len(notices) == 1 and notices[0].startswith("dfs-cat: servers unavailable: lost the connection"), notices
+    assert "reading the rest of 'big.bin' from another manager" in notices[0]
