@@ -237,3 +237,38 @@ async def test_the_database_restarted_under_load(tmp_path: Path) -> None:
     finally:
         cluster.stop()
         server.stop()
+
+
+async def test_a_drain_and_a_rebalance_sent_to_another_manager_are_run_by_the_coordinator(
+    two_managers: LocalCluster,
+) -> None:
+    cluster = two_managers
+    cluster.wait_for(lambda status: len(coordinators(status)) == 1, "one coordinator")
+    async with Client(address(cluster, 0)) as client:
+        (coordinator,) = coordinators(await client.status())
+    other = address(cluster, 1 if coordinator == address(cluster, 0) else 0)
+    files = {f"f{index}": os.urandom(3000 + index) for index in range(9)}
+    async with Client(other) as client:
+        for name, data in files.items():
+            await client.put(name, data)
+        await client.drain(102)
+    cluster.wait_for(
+        lambda status: (
+            [n.files for n in status.nodes if n.id == 102] == [0]
+            and not status.rebalance.running
+            and status.rebalance.moved >= 3
+        ),  # the coordinator's progress, shown by the other manager
+        "node 102 drained",
+        timeout=60,
+        via=other,
+    )
+    async with Client(other) as client:
+        await client.drain(102, undo=True)
+        await client.rebalance()
+    cluster.wait_for(
+        lambda status: {n.files for n in status.nodes} == {3} and not status.rebalance.running,
+        "the files spread again",
+        timeout=60,
+        via=other,
+    )
+    await check_files(cluster, files, via=[0, 1])

@@ -15,24 +15,26 @@ lease row would need its expiry waited out even after a clean death, and clocks 
 always coordinates.
 
 The same tick tidies what a database outage left behind (reservations, the bytes of uploads whose commit failed), and
-refreshes, on a shared database, what other managers may have changed: nodes' file counts (placement
-and the rebalancer plan from them) and drains. While another manager is up, placement also counts each node's files
-from the database at every upload (``files.py``); alone, a manager saves that query.
+refreshes, on a shared database, what other managers may have changed: nodes' file counts (placement and the
+rebalancer plan from them) and drains. The coordinator's rebalancer progress goes into its record, so that ``status``
+shows it through any manager, and an operator's ``rebalance`` sent to another manager reaches it there. While another
+manager is up, placement also counts each node's files from the database at every upload (``files.py``); alone, a
+manager saves that query.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 
 import structlog
 
 from ..protocol import ServersUnavailable
-from ..protocol.messages import ManagerInfo
+from ..protocol.messages import ManagerInfo, RebalanceInfo
 from .inflight import InFlight
 from .pool import NodeConnections
-from .store import Location, ManagerRecord, MetadataStore
+from .rebalance import Rebalancer
+from .store import Location, ManagerRecord, MetadataStore, Progress
 from .topology import Topology
 
 log = structlog.get_logger("dfsd.manager")
@@ -53,14 +55,14 @@ class Coordination:
         in_flight: InFlight,
         pool: NodeConnections,
         database: Location,
-        rebalance: Callable[[], None],
+        rebalancer: Rebalancer,
     ) -> None:
         self._store = store
         self._in_flight = in_flight
         self._pool = pool
         self._topology = topology
         self._database = str(database)
-        self._rebalance = rebalance  # asks for a rebalance: when this manager starts coordinating, or a drain changed
+        self._rebalancer = rebalancer  # runs only while this manager coordinates
         self._record: ManagerRecord | None = None
         self.coordinating = not store.shared  # on SQLite from the start; on PostgreSQL once the lock is taken
         self.alone = True  # no other manager is up: placement may trust this manager's own counts
@@ -91,13 +93,17 @@ class Coordination:
 
     async def _tick(self, record: ManagerRecord) -> None:
         coordinating = await self._store.try_coordinate()
-        await self._store.renew_manager(record, coordinating)
+        info = self._rebalancer.info()
+        progress = Progress(info.running, info.moved, info.failed, info.remaining)
+        asked = await self._store.renew_manager(record, coordinating, progress)
         if coordinating and not self.coordinating:
             self.coordinating = True
             log.info("coordinating", manager=record.id)
-            self._rebalance()
+            self._rebalancer.request(automatic=True)
         elif not coordinating:
             self._step_down()
+        if asked:
+            self._rebalancer.request()
         await self._store.tidy_reservations(LEASE)
         await self._in_flight.resolve_doubts(self._pool)
         if self._store.shared:
@@ -124,11 +130,24 @@ class Coordination:
                 self._topology.drain(node, record.draining)
                 drained = True
         if drained and self.coordinating:
-            self._rebalance()  # a drain asked of another manager: this one moves the files
+            self._rebalancer.request()  # a drain asked of another manager: this one moves the files
 
-    async def managers(self) -> list[ManagerInfo]:
-        """Every manager of the cluster, for ``status``."""
+    async def rebalance(self) -> None:
+        """An operator asked for a rebalance: run it here, or have the coordinator run it."""
+        if self.coordinating:
+            self._rebalancer.request()
+        else:
+            await self._store.ask_rebalance()
+
+    async def status(self) -> tuple[list[ManagerInfo], RebalanceInfo]:
+        """Every manager of the cluster, and the coordinator's rebalancer (as it last renewed its record), for
+        ``status``."""
+        own = self._rebalancer.info()
         records = await self._store.managers(LEASE)
         if records is None:
-            return [ManagerInfo(self._record.address if self._record else "", True, True, self._database)]
-        return [ManagerInfo(r.address, r.up, r.coordinator, self._database) for r in records]
+            return [ManagerInfo(self._record.address if self._record else "", True, True, self._database)], own
+        managers = [ManagerInfo(r.address, r.up, r.coordinator, self._database) for r in records]
+        progress = next((r.progress for r in records if r.coordinator and r.id != self._store.manager_id), None)
+        if self.coordinating or progress is None:
+            return managers, own
+        return managers, RebalanceInfo(progress.running, progress.moved, progress.failed, progress.remaining, own.auto)

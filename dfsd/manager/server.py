@@ -91,22 +91,15 @@ class Manager:
             await self._load_topology()
             lost = LostFiles(self.store)
             in_flight = InFlight(self.store, self.topology, lost)
-            coordination = Coordination(
-                self.store,
-                self.topology,
-                in_flight,
-                self.pool,
-                self.db_path,
-                lambda: self.rebalancer.request(automatic=True),
-            )
             self.rebalancer = Rebalancer(
                 self.store, self.topology, self.pool, in_flight, self.auto_rebalance, lambda: coordination.coordinating
             )
+            coordination = Coordination(self.store, self.topology, in_flight, self.pool, self.db_path, self.rebalancer)
             rejoining = Rejoining(self.topology)
             files = FileOperations(
                 self.store, self.topology, self.pool, in_flight, rejoining, self.limits, coordination
             )
-            admin = Admin(self.store, self.topology, self.pool, self.rebalancer, in_flight, lost, coordination)
+            admin = Admin(self.store, self.topology, self.pool, in_flight, lost, coordination)
             nodes = NodeSessions(
                 self.store,
                 self.topology,

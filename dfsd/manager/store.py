@@ -69,6 +69,17 @@ class ManagerRecord:
     started: float
     up: bool = True  # renewed within its lease
     coordinator: bool = False
+    progress: Progress | None = None  # the coordinator's rebalancer, as it last renewed its record
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A rebalancer's progress (``RebalanceInfo`` without the manager's own ``auto``), shared through the database."""
+
+    running: bool
+    moved: int
+    failed: int
+    remaining: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,8 +331,13 @@ class MetadataStore(ABC):
         lock. On SQLite the one manager always does."""
         return True
 
-    async def renew_manager(self, manager: ManagerRecord, coordinating: bool) -> None:
-        """Record (or refresh) this manager's entry, whose lease it keeps by calling this again and again."""
+    async def renew_manager(self, manager: ManagerRecord, coordinating: bool, progress: Progress) -> bool:
+        """Record (or refresh) this manager's entry, whose lease it keeps by calling this again and again, with its
+        rebalancer's ``progress``; True if another manager asked the coordinator (this one) for a rebalance since."""
+        return False
+
+    async def ask_rebalance(self) -> None:
+        """Ask the coordinator, whichever manager it is, for a rebalance (it learns of it when it next renews)."""
         return None
 
     async def managers(self, lease: float) -> list[ManagerRecord] | None:

@@ -29,6 +29,7 @@ import contextlib
 import functools
 import re
 from collections.abc import Sequence
+from dataclasses import astuple
 from pathlib import Path
 
 import asyncpg
@@ -41,6 +42,7 @@ from .store import (
     ManagerRecord,
     MetadataStore,
     PostgresURL,
+    Progress,
     Rows,
     Write,
     schema_steps_to_run,
@@ -90,7 +92,12 @@ SCHEMA_STEPS = [
         address     TEXT NOT NULL,
         started     DOUBLE PRECISION NOT NULL,
         last_seen   DOUBLE PRECISION NOT NULL,  -- by the database's clock, so managers' clocks need not agree
-        coordinator BOOLEAN NOT NULL DEFAULT FALSE
+        coordinator BOOLEAN NOT NULL DEFAULT FALSE,
+        rebalance_asked BOOLEAN NOT NULL DEFAULT FALSE,  -- another manager asked the coordinator for a rebalance
+        rebalancing BOOLEAN NOT NULL DEFAULT FALSE,  -- the coordinator's rebalancer, as status shows it everywhere
+        moved     BIGINT NOT NULL DEFAULT 0,
+        failed    BIGINT NOT NULL DEFAULT 0,
+        remaining BIGINT NOT NULL DEFAULT 0
     );
     """,
 ]
@@ -270,23 +277,33 @@ class PostgresStore(MetadataStore):
         if conn is not None:
             conn.terminate()
 
-    async def renew_manager(self, manager: ManagerRecord, coordinating: bool) -> None:
+    async def renew_manager(self, manager: ManagerRecord, coordinating: bool, progress: Progress) -> bool:
         await self._write(
-            f"INSERT INTO managers (id, address, started, last_seen, coordinator) VALUES (?, ?, ?, {_NOW}, ?) "
-            f"ON CONFLICT (id) DO UPDATE SET last_seen = {_NOW}, coordinator = excluded.coordinator",
-            (manager.id, manager.address, manager.started, coordinating),
+            "INSERT INTO managers "
+            "(id, address, started, last_seen, coordinator, rebalancing, moved, failed, remaining) "
+            f"VALUES (?, ?, ?, {_NOW}, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = {_NOW}, "
+            "coordinator = excluded.coordinator, rebalancing = excluded.rebalancing, moved = excluded.moved, "
+            "failed = excluded.failed, remaining = excluded.remaining",
+            (manager.id, manager.address, manager.started, coordinating, *astuple(progress)),
         )
-        if coordinating:  # a coordinator that died did not clear its own flag
-            await self._write("UPDATE managers SET coordinator = FALSE WHERE id <> ? AND coordinator", (manager.id,))
+        if not coordinating:
+            return False
+        # A coordinator that died did not clear its own flag; a rebalance asked of it is this one's to run.
+        await self._write("UPDATE managers SET coordinator = FALSE WHERE id <> ? AND coordinator", (manager.id,))
+        return bool(await self._write("UPDATE managers SET rebalance_asked = FALSE WHERE rebalance_asked RETURNING id"))
+
+    async def ask_rebalance(self) -> None:
+        await self._write("UPDATE managers SET rebalance_asked = TRUE WHERE coordinator")
 
     async def managers(self, lease: float) -> list[ManagerRecord] | None:
         rows = await self._read(
-            f"SELECT id, address, started, last_seen > {_NOW} - ?, coordinator FROM managers ORDER BY address, id",
+            f"SELECT id, address, started, last_seen > {_NOW} - ?, coordinator, rebalancing, moved, failed, remaining "
+            "FROM managers ORDER BY address, id",
             (lease,),
         )
         return [
-            ManagerRecord(id_, address, started, up, up and coordinator)
-            for id_, address, started, up, coordinator in rows
+            ManagerRecord(id_, address, started, up, up and coordinator, Progress(*progress))
+            for id_, address, started, up, coordinator, *progress in rows
         ]
 
     # --- copying to another database (dfsd migrate) -------------------------------------------------------------------
