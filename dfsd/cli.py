@@ -1,7 +1,7 @@
 """The ``dfsd`` command: run a manager, a storage node or a whole local cluster.
 
-The operator's commands (``dfsd status``, ``rebalance``, ``scrub``, ``drain``, ``backup``) are tools like dfs-ls and
-live beside them in ``dfsd.tools``; each adds its own subcommand here and runs when it is chosen.
+The operator's commands (``dfsd status``, ``rebalance``, ``scrub``, ``drain``, ``backup``, ``migrate``) are tools like
+dfs-ls and live beside them in ``dfsd.tools``; each adds its own subcommand here and runs when it is chosen.
 
 Daemons log to standard error and print exactly one line to standard output once they accept connections
 (``dfsd manager listening on HOST:PORT``), so scripts and tests wait for that line instead of sleeping.
@@ -25,13 +25,13 @@ from typing import Protocol
 import structlog
 
 from . import aio, logs, processes
-from .client import Client, manager_address
+from .client import Client, format_address, manager_addresses
 from .config import apply_defaults, config_path
 from .manager.store import StoreError, database_location
 from .protocol import MAX_FRAME_SIZE, MAX_NAME_BYTES
 from .protocol.limits import CHUNK_SIZE
 from .settings import Limits, Security
-from .tools import backup, drain, rebalance, scrub, status
+from .tools import backup, drain, migrate, rebalance, scrub, status
 from .tools.common import UsageParser, add_manager_option
 
 # A data frame holds a whole CHUNK_SIZE chunk plus a small header: no smaller frame limit can carry an upload.
@@ -65,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
 
     storage = commands.add_parser("storage", help="run a storage node")
     storage.add_argument("--id", type=int, help="this node's id, unique in the cluster (required)")
-    add_manager_option(storage)
+    add_manager_option(
+        storage,
+        "the manager, or several as HOST:PORT,HOST:PORT,... (sharing one database): the node keeps a session with "
+        "each (default: $DFS_MANAGER, else 127.0.0.1:8000)",
+    )
     storage.add_argument("--data", type=Path, help="data directory (default dfs-data/node-ID)")
     storage.add_argument("--host", default="127.0.0.1", help="address to serve data on (default 127.0.0.1)")
     storage.add_argument("--port", type=int, default=0, help="port to serve data on; 0 picks a free one (default)")
@@ -118,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     for tool in (status, rebalance, scrub, drain):
         tool.add_parser(commands)
     backup.add_parser(commands, DEFAULT_DATA / "manager.db")
+    migrate.add_parser(commands)
 
     for sub in (manager, storage):
         _add_limit_flags(sub)
@@ -292,7 +297,7 @@ def _storage(args: argparse.Namespace) -> Daemon:
     return StorageNode(
         args.id,
         args.data or DEFAULT_DATA / f"node-{args.id}",
-        manager_address(args.manager),
+        manager_addresses(args.manager),
         host=args.host,
         port=args.port,
         advertise=_advertise(args.advertise),
@@ -327,7 +332,7 @@ def _gateway(args: argparse.Namespace) -> Daemon:
     return Gateway(
         args.host,
         args.port,
-        f"{manager_address(args.manager)[0]}:{manager_address(args.manager)[1]}",
+        ",".join(format_address(address) for address in manager_addresses(args.manager)),
         users,
         anonymous=args.anonymous,
         security=security,

@@ -10,6 +10,12 @@ Every failure is a ``DfsError`` subclass with its wire code; an unreachable mana
 and a connection to it that broke in the middle of a request is ``ManagerLost`` (error 1 too: the outcome is unknown).
 An upload whose connection broke is asked once more by ``put`` itself when its SHA-256 is known by then (a put naming
 its size and SHA-256 is always safe to repeat: the manager answers it ``stored`` if the first attempt was stored).
+
+Several managers (``"A,B,C"``, all in front of one database) are one cluster to the client: it talks to one at a time,
+the last that answered, and when that one cannot be reached it tries the next in the list. A request the lost manager
+was serving is asked again of the next one when repeating it is safe: the reads (stat, list, status, and a download,
+which resumes after the bytes already returned, once the new manager's record shows the same file), and an upload as
+above. ``on_retry`` hears one line for each such retry; other requests (delete, drain, ...) fail with ``ManagerLost``.
 ``dfsd.sync_client.SyncClient`` is the same API for scripts without an event loop.
 
 This module is the client library's public surface: ``__all__`` names everything a program needs — the client, the
@@ -22,10 +28,12 @@ from __future__ import annotations
 import asyncio
 import builtins
 import dataclasses
+import functools
 import hashlib
 import os
 import stat
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from typing import BinaryIO, TypeVar
 
 from .aio import run
@@ -97,12 +105,18 @@ __all__ = [
     "ClusterStatus", "DfsError", "Download", "ErrorCode", "FileInfo", "FileNotFound", "FileUnavailable",
     "InternalError", "ManagerLost", "NameExists", "NoSuchBucket", "NodeIdInUse", "NodeInfo", "NotAuthorised",
     "ProtocolError", "RebalanceInfo", "ScrubReport", "Security", "Sending", "ServersUnavailable", "Source",
-    "StorageFull", "Stored", "file_size", "manager_address", "run",
+    "StorageFull", "Stored", "file_size", "format_address", "manager_addresses", "run",
 ]  # fmt: skip
 
 DEFAULT_MANAGER = "127.0.0.1:8000"
 
+# How long a retried upload waits for its name to be freed by the attempt a lost manager left in flight (its lease,
+# 5 s, and the coordinator's round to notice, with room to spare), and how often it asks.
+HELD_NAME_WAIT = 30.0
+HELD_NAME_POLL = 0.5
+
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 Source = str | os.PathLike[str] | BinaryIO | bytes | AsyncIterable[bytes]
 
 
@@ -110,13 +124,22 @@ class ManagerLost(ServersUnavailable):
     """The connection to the manager broke in the middle of a request: its outcome is unknown (error 1)."""
 
 
-def manager_address(address: str | None = None) -> tuple[str, int]:
-    """``HOST:PORT`` from the argument, else ``$DFS_MANAGER``, else 127.0.0.1:8000."""
-    text = address or os.environ.get("DFS_MANAGER") or DEFAULT_MANAGER
+def manager_addresses(addresses: str | None = None) -> list[tuple[str, int]]:
+    """The managers, ``HOST:PORT[,HOST:PORT...]``, from the argument, else ``$DFS_MANAGER``, else 127.0.0.1:8000."""
+    text = addresses or os.environ.get("DFS_MANAGER") or DEFAULT_MANAGER
+    return [_manager_address(part.strip()) for part in text.split(",")]
+
+
+def _manager_address(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"manager address {text!r} is not HOST:PORT")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def format_address(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Download:
@@ -125,24 +148,51 @@ class Download:
     A small file's bytes came inside ``info``; a larger one's follow as a stream on ``conn``, which the download owns
     until its last chunk has been read (the connection's conversation holds it to exactly ``info.length`` bytes)."""
 
-    def __init__(self, client: Client, conn: Connection, info: Sending) -> None:
+    def __init__(self, client: Client, conn: Connection, info: Sending, name: str) -> None:
         self.info = info
         self._client = client
         self._conn = conn
+        self._name = name
         self._body = receive_file(conn, info)
 
     async def __aiter__(self) -> AsyncIterator[memoryview]:
         whole = self.info.offset == 0 and self.info.length == self.info.size and self.info.sha256 is not None
         hasher = hashlib.sha256()
-        async for chunk in self._chunks():
-            if whole:
-                hasher.update(chunk)
-            yield chunk
+        got = 0
+        while True:
+            try:
+                async for chunk in self._chunks():
+                    if whole:
+                        hasher.update(chunk)
+                    got += len(chunk)
+                    yield chunk
+                break
+            except ManagerLost as lost:
+                await self._resume(lost, got)
         if whole and hasher.digest() != self.info.sha256:
             raise ChecksumMismatch(
                 f"checksum mismatch: the bytes received hash to {hasher.hexdigest()}, "
                 f"the manager recorded {self.info.sha256.hex()}; do not trust the copy"  # type: ignore[union-attr]
             )
+
+    async def _resume(self, lost: ManagerLost, got: int) -> None:
+        """Ask another manager for the rest, after the ``got`` bytes already returned; only for the same file (same
+        size and SHA-256), since the returned bytes cannot be taken back."""
+        if not self._client._fail_over(f"{lost}; reading the rest of {self._name!r} from another manager"):
+            raise lost
+        first = self.info
+        rest = await self._client.get(self._name, offset=first.offset + got, length=first.length - got)
+        if (rest.info.size, rest.info.sha256) != (first.size, first.sha256) or first.sha256 is None:
+            rest._abandon()
+            raise ManagerLost(
+                f"{lost}; {self._name!r} changed (or has no recorded checksum) before the rest could be read "
+                "from another manager: read it again"
+            ) from lost
+        self._conn, self._body = rest._conn, rest._body
+
+    def _abandon(self) -> None:
+        if self._body.frames is not None:
+            self._conn.abort()
 
     async def _chunks(self) -> AsyncIterator[memoryview]:
         body = self._body
@@ -159,12 +209,26 @@ class Download:
 
 
 class Client:
-    def __init__(self, address: str | None = None, security: Security | None = None) -> None:
-        """``address`` defaults to $DFS_MANAGER, then 127.0.0.1:8000; ``security`` to the secret and CA named by
-        $DFS_SECRET or $DFS_SECRET_FILE and $DFS_TLS_CA (none: plain TCP to an open cluster)."""
-        self.address = manager_address(address)
+    def __init__(
+        self,
+        address: str | None = None,
+        security: Security | None = None,
+        on_retry: Callable[[str], None] | None = None,
+    ) -> None:
+        """``address`` (``HOST:PORT``, or several managers as ``HOST:PORT,HOST:PORT,...``) defaults to $DFS_MANAGER,
+        then 127.0.0.1:8000; ``security`` to the secret and CA named by $DFS_SECRET or $DFS_SECRET_FILE and
+        $DFS_TLS_CA (none: plain TCP to an open cluster). ``on_retry`` is told, in one line, of every request asked
+        again after its manager was lost (default: nobody)."""
+        self.addresses = manager_addresses(address)
         self.security = security if security is not None else Security.load()
+        self.on_retry = on_retry
+        self._current = 0  # the manager last reached: tried first
         self._conn: Connection | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The manager the client talks to now (the last one reached)."""
+        return self.addresses[self._current]
 
     async def __aenter__(self) -> Client:
         await self._connection()
@@ -202,8 +266,11 @@ class Client:
         client knows the file's SHA-256 by then (it had sent the whole file, or it can read the source again: bytes, a
         path, a seekable file), it asks once more, naming the size and SHA-256: the manager answers ``stored`` with
         ``already`` set if the first attempt was stored, and takes the upload afresh if it was not. ``on_retry`` is
-        told why, first. Otherwise, and if the second attempt fails too, it raises ``ManagerLost``.
+        told why, first (default: the client's). With several managers, the second attempt goes to the next one, and
+        is repeated while the lost attempt still holds the name (at most HELD_NAME_WAIT seconds).
+        Otherwise, and if the second attempt fails too, it raises ``ManagerLost``.
         """
+        on_retry = on_retry or self.on_retry
         check_name(name)
         check_meta(meta)
         if isinstance(source, str | os.PathLike):
@@ -224,17 +291,42 @@ class Client:
                 raise ManagerLost(
                     f"{lost}; the upload was cut short, so it was not stored: send it again"  # no end, no commit
                 ) from lost
+            self._next_manager()
             if on_retry is not None:
-                on_retry(f"{lost}; the upload may have been stored: asking again with its checksum")
+                on_retry(f"{lost}; the upload may have been stored: asking again with its checksum{self._which()}")
             if sent.sha256 is None:
                 assert rewind is not None
                 rewind()
                 sent.size, sent.sha256 = await _digest(source)  # type: ignore[arg-type]
-            again = dataclasses.replace(header, size=sent.size, sha256=sent.sha256)
-            if rewind is None:
-                return await self._ask_again(again)
-            rewind()
-            return await self._put(again, source, _Sent())
+            again_header = dataclasses.replace(header, size=sent.size, sha256=sent.sha256)
+
+            async def again() -> Stored:
+                if rewind is None:
+                    return await self._ask_again(again_header)
+                rewind()
+                return await self._put(again_header, source, _Sent())  # type: ignore[arg-type]
+
+            return await self._while_held(name, again)
+
+    async def _while_held(self, name: str, attempt: Callable[[], Awaitable[Stored]]) -> Stored:
+        """Repeat a retried upload while its name is held by the lost attempt itself: with several managers, the
+        database keeps a lost manager's uploads in flight until its lease runs out, and only then frees their names.
+        A name held by a stored file (of other bytes: the same ones are answered ``stored``) is refused at once."""
+        deadline = time.monotonic() + HELD_NAME_WAIT
+        while True:
+            try:
+                return await attempt()
+            except NameExists:
+                if time.monotonic() > deadline or await self._exists(name):
+                    raise
+            await asyncio.sleep(HELD_NAME_POLL)
+
+    async def _exists(self, name: str) -> bool:
+        try:
+            await self.stat(name)
+        except FileNotFound:
+            return False
+        return True
 
     async def _put(self, header: Put, source: BinaryIO | bytes | AsyncIterable[bytes], sent: _Sent) -> Stored:
         conn = await self._connection()
@@ -259,14 +351,17 @@ class Client:
 
         The download owns the connection until its last chunk has been read; requests made meanwhile use a new one.
         """
-        conn = await self._connection()
-        async with self._using(conn):
-            await conn.send(Get(name, offset, length))
-            info = await conn.expect(Sending)
-        download = Download(self, conn, info)
+        info, conn = await self._retrying(functools.partial(self._ask_get, Get(name, offset, length)))
+        download = Download(self, conn, info, name)
         if not conversation_of(conn).idle:  # a stream follows: the download owns the connection until its end
             self._conn = None
         return download
+
+    async def _ask_get(self, request: Get) -> tuple[Sending, Connection]:
+        conn = await self._connection()
+        async with self._using(conn):
+            await conn.send(request)
+            return await conn.expect(Sending), conn
 
     async def get_file(self, name: str, target: str | os.PathLike[str] | BinaryIO, **range_: int | None) -> Sending:
         """Download ``name`` into a path or a binary file object; returns what was sent."""
@@ -285,13 +380,13 @@ class Client:
         await self._call(Delete(name), Ok)
 
     async def stat(self, name: str) -> FileInfo:
-        return (await self._call(Stat(name), Info)).file
+        return (await self._retrying(functools.partial(self._call, Stat(name), Info))).file
 
     async def list(self, prefix: str = "") -> AsyncIterator[FileInfo]:
         """Every file whose name starts with ``prefix``, in byte order of the names, fetched a page at a time."""
         after: str | None = None
         while True:
-            page = await self._call(List(prefix, after), Listing)
+            page = await self._retrying(functools.partial(self._call, List(prefix, after), Listing))
             for info in page.files:
                 yield info
             if not page.more or not page.files:
@@ -299,7 +394,7 @@ class Client:
             after = page.files[-1].name
 
     async def status(self) -> ClusterStatus:
-        return await self._call(Status(), ClusterStatus)
+        return await self._retrying(functools.partial(self._call, Status(), ClusterStatus))
 
     async def scrub(self) -> ScrubReport:
         """Have every node re-read every file and check it against its recorded SHA-256; waits for the whole report."""
@@ -349,20 +444,58 @@ class Client:
             await conn.send(request)
             return await conn.expect(answer)
 
+    async def _retrying(self, request: Callable[[], Awaitable[T]]) -> T:
+        """Run a request that is safe to repeat; if its manager is lost on the way, ask the next manager, each
+        manager in the list once."""
+        for _ in range(len(self.addresses) - 1):
+            try:
+                return await request()
+            except ManagerLost as lost:
+                if not self._fail_over(f"{lost}; asking the next manager"):
+                    raise
+        return await request()
+
+    def _fail_over(self, why: str) -> bool:
+        """Move on from a lost manager to the next one, and say so; False if there is no other to ask."""
+        if len(self.addresses) == 1:
+            return False
+        self._next_manager()
+        if self.on_retry is not None:
+            self.on_retry(f"{why}: {self._where()}")
+        return True
+
+    def _next_manager(self) -> None:
+        self._current = (self._current + 1) % len(self.addresses)
+
+    def _where(self) -> str:
+        return format_address(self.address)
+
+    def _which(self) -> str:
+        """`` (of HOST:PORT)``, naming the manager asked, when there are several."""
+        return f" (of {self._where()})" if len(self.addresses) > 1 else ""
+
     async def _connection(self) -> Connection:
         if self._conn is not None and (self._conn.closed or self._conn.peer_closed):
             self._conn.abort()  # the manager closed it (idle too long, or restarted): open a fresh one
             self._conn = None
         if self._conn is None:
-            try:
-                self._conn = await Connection.open(*self.address, role="client", security=self.security)
-            except ConnectionLost as err:
-                host, port = self.address
-                raise ServersUnavailable(
-                    f"servers unavailable: cannot reach the manager at {host}:{port} ({err}); start one with "
-                    "`dfsd manager` (or `dfsd cluster`), or point --manager / $DFS_MANAGER at it"
-                ) from None
+            self._conn = await self._open()
         return self._conn
+
+    async def _open(self) -> Connection:
+        """A connection to the first manager that answers, from the one last reached on, in the list's order."""
+        failures = []
+        for _ in self.addresses:
+            try:
+                return await Connection.open(*self.address, role="client", security=self.security)
+            except ConnectionLost as err:
+                failures.append(f"{self._where()} ({err})")
+                self._next_manager()
+        which = "the manager at " if len(failures) == 1 else "any of the managers: "
+        raise ServersUnavailable(
+            f"servers unavailable: cannot reach {which}{', '.join(failures)}; start one with "
+            "`dfsd manager` (or `dfsd cluster`), or point --manager / $DFS_MANAGER at it"
+        ) from None
 
     def _using(self, conn: Connection) -> _Using:
         return _Using(self, conn)

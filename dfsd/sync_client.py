@@ -18,9 +18,11 @@ from .protocol.messages import BucketInfo, ClusterStatus, FileInfo, Sending, Sto
 
 
 class SyncClient:
-    def __init__(self, address: str | None = None) -> None:
+    def __init__(self, address: str | None = None, on_retry: Callable[[str], None] | None = None) -> None:
+        """``address``: one manager or several (``HOST:PORT,HOST:PORT``); ``on_retry``: told of every request asked
+        again of another manager (see ``dfsd.client``)."""
         self._runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-        self._client = Client(address)
+        self._client = Client(address, on_retry=on_retry)
 
     def __enter__(self) -> SyncClient:
         return self

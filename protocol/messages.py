@@ -91,6 +91,16 @@ class RebalanceInfo:
     auto: bool  # whether a node joining starts a rebalance by itself
 
 
+@dataclass(frozen=True, slots=True)
+class ManagerInfo:
+    """One manager of the cluster, as recorded in the metadata database (several share one PostgreSQL database)."""
+
+    address: str  # host:port where clients and storage nodes reach it
+    up: bool  # it has renewed its record within the lease (the one answering is up)
+    coordinator: bool  # it runs the cluster-wide jobs: rebalancing, reconciliation, orphan removal, drains
+    database: str  # its metadata database: a SQLite path or a PostgreSQL URL without its password
+
+
 # --- messages ---------------------------------------------------------------------------------------------------------
 
 
@@ -327,6 +337,7 @@ class ClusterStatus(Message):
     bytes: int
     lost: list[str] | None = None  # names of lost files (at most 100)
     rebalance: RebalanceInfo | None = None
+    managers: list[ManagerInfo] | None = None  # every manager recorded in the database, the answering one included
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,7 @@
-"""Real dfsd processes on 127.0.0.1 for the integration tests: a manager, storage nodes, gateways and the client tools.
+"""Real dfsd processes on 127.0.0.1 for the integration tests: managers, storage nodes, gateways and the client tools.
+
+A cluster has one manager on a SQLite file in its directory, or (given ``database``) one or more managers sharing a
+PostgreSQL database, every storage node then dialing each of them.
 
 Every process is started as ``python -m dfsd ...`` from a temporary directory, on a free port (port 0), and waited for
 through the one line it prints when it is listening; nothing sleeps for a guessed time. ``LocalCluster.stop`` kills
@@ -20,8 +23,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
+
 from dfsd import aio, processes
 from dfsd.client import Client
+from dfsd.manager.store import PostgresURL
 from dfsd.settings import Security
 
 # Short liveness settings so tests see a frozen, killed or cut-off node (or manager) go down quickly.
@@ -79,36 +85,42 @@ def start_daemon(
 @dataclass
 class LocalCluster:
     root: Path
-    manager: Daemon | None = None
+    manager: Daemon | None = None  # the first manager
     nodes: dict[int, Daemon] = field(default_factory=dict)
     gateways: list[Daemon] = field(default_factory=list)
     manager_port: int = 0
     env: dict[str, str] = field(default_factory=dict)  # added to every daemon's environment, and to status polls
     security: Security | None = None  # how the test's own status polls connect
+    database: PostgresURL | None = None  # a PostgreSQL database the managers share, instead of manager.db
+    managers: dict[int, Daemon] = field(default_factory=dict)  # every manager, by its number (the first is 0)
+    manager_ports: dict[int, int] = field(default_factory=dict)  # kept across restarts of each manager
 
     @property
     def address(self) -> str:
         assert self.manager is not None
         return self.manager.address
 
-    def start_manager(self, *extra: str) -> Daemon:
-        self.manager = start_daemon(
-            [
-                "manager",
-                "--port",
-                str(self.manager_port),
-                "--db",
-                str(self.root / "manager.db"),
-                "--node-timeout",
-                NODE_TIMEOUT,
-                *extra,
-            ],
+    @property
+    def manager_addresses(self) -> str:
+        """Every manager's address, comma-separated, as nodes and tools take them."""
+        return ",".join(f"127.0.0.1:{port}" for _, port in sorted(self.manager_ports.items()))
+
+    def start_manager(self, *extra: str, number: int = 0) -> Daemon:
+        """Start manager ``number`` (on the port it had before, if it ran before) and wait until it listens."""
+        database = self.database.url if self.database is not None else str(self.root / "manager.db")
+        port = self.manager_ports.get(number, self.manager_port if number == 0 else 0)
+        daemon = start_daemon(
+            ["manager", "--port", str(port), "--db", database, "--node-timeout", NODE_TIMEOUT, *extra],
             self.root,
-            self.root / "manager.log",
+            self.root / ("manager.log" if number == 0 else f"manager-{number}.log"),
             self.env,
         )
-        self.manager_port = int(self.manager.address.rpartition(":")[2])
-        return self.manager
+        self.managers[number] = daemon
+        self.manager_ports[number] = int(daemon.address.rpartition(":")[2])
+        if number == 0:
+            self.manager = daemon
+            self.manager_port = self.manager_ports[0]
+        return daemon
 
     def data_dir(self, node_id: int) -> Path:
         return self.root / f"node-{node_id}"
@@ -121,7 +133,7 @@ class LocalCluster:
                 "--id",
                 str(node_id),
                 "--manager",
-                manager or self.address,
+                manager or self.manager_addresses,
                 "--data",
                 str(self.data_dir(node_id)),
                 "--heartbeat",
@@ -135,16 +147,22 @@ class LocalCluster:
             self.env,
         )
         if wait:
-            self.wait_for(lambda status: any(n.id == node_id and n.up for n in status.nodes), f"node {node_id} up")
+            for number, daemon in self.managers.items():
+                if manager is None and daemon.process.poll() is None:
+                    self.wait_for(
+                        lambda status: any(n.id == node_id and n.up for n in status.nodes),
+                        f"node {node_id} up at manager {number}",
+                        via=daemon.address,
+                    )
         return self.nodes[node_id]
 
-    def wait_for(self, condition, what: str, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-        """Poll ``dfsd status`` until ``condition(status)`` holds."""
+    def wait_for(self, condition, what: str, timeout: float = 15.0, via: str | None = None) -> None:  # type: ignore[no-untyped-def]
+        """Poll ``dfsd status`` (of manager ``via``, default the first) until ``condition(status)`` holds."""
         deadline = time.monotonic() + timeout
         while True:
             # In a thread of its own, so that async tests (already inside an event loop) can call this too.
             with concurrent.futures.ThreadPoolExecutor(1) as thread:
-                status = thread.submit(aio.run, _status(self.address, self.security)).result()
+                status = thread.submit(aio.run, _status(via or self.address, self.security)).result()
             if condition(status):
                 return
             if time.monotonic() > deadline:
@@ -167,7 +185,7 @@ class LocalCluster:
         return gateway
 
     def stop(self) -> None:
-        for daemon in [*self.gateways, *self.nodes.values(), *([self.manager] if self.manager else [])]:
+        for daemon in [*self.gateways, *self.nodes.values(), *self.managers.values()]:
             daemon.kill()
 
     def wait_balanced(self, timeout: float = 60.0) -> None:
@@ -184,9 +202,12 @@ class LocalCluster:
         self.wait_for(balanced, "a balanced cluster", timeout)
 
     def records(self) -> dict[int, set[int]]:
-        """node id -> ids of the files the manager's database places there (read straight from SQLite)."""
-        with contextlib.closing(sqlite3.connect(f"file:{self.root / 'manager.db'}?mode=ro", uri=True)) as db:
-            rows = db.execute("SELECT node, id FROM files").fetchall()
+        """node id -> ids of the files the managers' database places there (read straight from it)."""
+        if self.database is not None:
+            rows = _query(self.database, "SELECT node, id FROM files")
+        else:
+            with contextlib.closing(sqlite3.connect(f"file:{self.root / 'manager.db'}?mode=ro", uri=True)) as db:
+                rows = db.execute("SELECT node, id FROM files").fetchall()
         placed: dict[int, set[int]] = {node_id: set() for node_id in self.nodes}
         for node_id, file_id in rows:
             placed.setdefault(node_id, set()).add(file_id)
@@ -225,6 +246,20 @@ class LocalCluster:
 
     def all_entries(self) -> list[Path]:
         return [p for node_id in self.nodes for p in self.data_dir(node_id).rglob("*")]
+
+
+def _query(database: PostgresURL, sql: str) -> list[tuple[object, ...]]:
+    """The rows of one query on a PostgreSQL database (from a thread of its own, so async tests can call this too)."""
+
+    async def run() -> list[tuple[object, ...]]:
+        conn = await asyncpg.connect(database.url)
+        try:
+            return [tuple(row) for row in await conn.fetch(sql)]
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, run()).result()
 
 
 async def _status(address: str, security: Security | None):  # type: ignore[no-untyped-def]

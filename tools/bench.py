@@ -60,7 +60,8 @@ from dfsd.client import (
     ProtocolError,
     Security,
     ServersUnavailable,
-    manager_address,
+    format_address,
+    manager_addresses,
 )
 from dfsd.client import run as run_async
 
@@ -244,9 +245,9 @@ def start_processes(root: Path, manager: str | None, children: list[Child]) -> S
         return child
 
     if manager is not None:
-        host, port = manager_address(manager)
-        gateway = start_gateway(f"{host}:{port}")
-        return Setup(f"{host}:{port}", Security.load(), root, env, relay, sink, echo, gateway, keys)
+        addresses = ",".join(format_address(address) for address in manager_addresses(manager))
+        gateway = start_gateway(addresses)
+        return Setup(addresses, Security.load(), root, env, relay, sink, echo, gateway, keys)
     manager_child = start(
         "dfsd manager", *processes.dfsd_command("manager", "--port", "0", "--db", str(root / "manager.db"))
     )
@@ -1126,7 +1127,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--large-size: {err}")
     if args.manager is not None:
         try:
-            manager_address(args.manager)
+            manager_addresses(args.manager)
         except ValueError as err:
             parser.error(f"--manager: {err}")
     old = None

@@ -94,11 +94,13 @@ class ArgumentParser(UsageParser):
 
 
 def add_manager_option(
-    parser: argparse.ArgumentParser, help: str = "the manager (default: $DFS_MANAGER, else 127.0.0.1:8000)"
+    parser: argparse.ArgumentParser,
+    help: str = "the manager, or several as HOST:PORT,HOST:PORT,... tried in turn "
+    "(default: $DFS_MANAGER, else 127.0.0.1:8000)",
 ) -> None:
-    """``--manager HOST:PORT``, for every command that talks to a manager; unset, the client library falls back to
-    $DFS_MANAGER, then 127.0.0.1:8000."""
-    parser.add_argument("--manager", metavar="HOST:PORT", help=help)
+    """``--manager HOST:PORT[,HOST:PORT...]``, for every command that talks to a manager; unset, the client library
+    falls back to $DFS_MANAGER, then 127.0.0.1:8000."""
+    parser.add_argument("--manager", metavar="HOST:PORT[,...]", help=help)
 
 
 class Failures:
@@ -132,10 +134,11 @@ def say(line: str) -> None:
 
 
 def run(prog: str, manager: str | None, work: Callable[[Client], Awaitable[int | None]]) -> int:
-    """Run ``work`` with a connected client; print any error as ``prog: error N: message``; return the exit status."""
+    """Run ``work`` with a connected client; print any error as ``prog: error N: message``, and each request asked
+    again of another manager as one ``prog: ...`` line; return the exit status."""
 
     async def main() -> int | None:
-        async with Client(manager) as client:
+        async with Client(manager, on_retry=lambda reason: say(f"{prog}: {reason}")) as client:
             return await work(client)
 
     try:

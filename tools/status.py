@@ -1,13 +1,13 @@
-"""dfsd status: every storage node (up or down, files, bytes, lost and orphaned files, last heartbeat), the totals,
-the rebalancer and any lost files, as an aligned table (columns as wide as their widest cell), or one JSON object with
---json for scripts."""
+"""dfsd status: every manager (address, up or down, which one coordinates, its database), every storage node (up or
+down, files, bytes, lost and orphaned files, last heartbeat), the totals, the rebalancer and any lost files, as aligned
+tables (columns as wide as their widest cell), or one JSON object with --json for scripts."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 
-from dfsd.client import Client
+from dfsd.client import Client, ClusterStatus
 
 from .common import add_manager_option, dump_json, format_table, human_size, human_time, run
 
@@ -18,9 +18,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     """``dfsd status``, among the subcommands of ``dfsd``."""
     parser = commands.add_parser(
         "status",
-        help="show every storage node and the totals",
-        description="Show every storage node (up or down, files, bytes, lost and orphaned files, last heartbeat),\n"
-        "the totals, the rebalancer and any lost files: an aligned table, or one JSON object with --json.",
+        help="show every manager, every storage node and the totals",
+        description="Show every manager (address, up or down, which one coordinates, its database), every storage\n"
+        "node (up or down, files, bytes, lost and orphaned files, last heartbeat), the totals, the rebalancer and\n"
+        "any lost files: aligned tables, or one JSON object with --json.",
         epilog="exit status:\n  0      success\n  1      the manager cannot be reached (start it, or fix --manager)\n"
         "  2-11   another error from the cluster, as for dfs-push (see its --help)\n  64     wrong command line",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -28,7 +29,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--json",
         action="store_true",
-        help="one JSON object for scripts: nodes (a list), files, bytes, lost (names), rebalance (or null)",
+        help="one JSON object for scripts: managers and nodes (lists), files, bytes, lost (names), rebalance (or null)",
     )
     add_manager_option(parser)
     parser.set_defaults(execute=execute)
@@ -82,4 +83,23 @@ async def print_status(client: Client, as_json: bool = False) -> int:
         print(f"LOST FILES ({len(status.lost)} shown; their nodes no longer have the bytes):")
         for name in status.lost:
             print(f"  {name!r}")
+    _print_managers(status)
     return 0
+
+
+def _print_managers(status: ClusterStatus) -> None:
+    """One row per manager sharing the database (one, on SQLite), after a blank line."""
+    if not status.managers:
+        return
+    print()
+    rows = [
+        (
+            manager.address,
+            "up" if manager.up else "DOWN",
+            "coordinator" if manager.coordinator else "-",
+            manager.database,
+        )
+        for manager in status.managers
+    ]
+    for line in format_table(("MANAGER", "STATE", "ROLE", "DATABASE"), rows, (False, False, False, False)):
+        print(line)

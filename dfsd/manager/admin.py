@@ -1,8 +1,9 @@
 """Admin requests: status, scrub, drain and rebalance, the operator's view of the cluster and levers on it.
 
-``status`` is built from the topology (who is up, how full) and the metadata store (which files are lost). ``drain``,
-``rebalance`` and ``forget`` change what the rebalancer aims at and then ask it to run; they answer with a status at
-once, without waiting for the moves. ``scrub`` asks every node to re-read and hash every file recorded on it, one file
+``status`` is built from the topology (who is up, how full), the metadata store (which files are lost) and the
+managers' records (``coordination.py``). ``drain``, ``rebalance`` and ``forget`` change what the rebalancer aims at
+and then ask it to run, on whichever manager coordinates; they answer with a status at once, without waiting for the
+moves. ``scrub`` asks every node to re-read and hash every file recorded on it, one file
 at a time per node and all nodes at once, since each node's disk is the bottleneck; a file a node no longer has is
 marked lost, unless a delete or a move changed its row while the scrub ran.
 """
@@ -26,11 +27,10 @@ from ..protocol.messages import (
 )
 from ..service import Request
 from ..wire import Connection, ConnectionLost
+from .coordination import Coordination
 from .inflight import InFlight
 from .lost import LostFiles
-from .nodes import save_node
 from .pool import NodeConnections
-from .rebalance import Rebalancer
 from .store import MetadataStore
 from .topology import NodeState, Topology
 
@@ -46,14 +46,14 @@ class Admin:
         store: MetadataStore,
         topology: Topology,
         pool: NodeConnections,
-        rebalancer: Rebalancer,
         in_flight: InFlight,
         lost: LostFiles,
+        coordination: Coordination,
     ) -> None:
+        self.coordination = coordination
         self.store = store
         self.topology = topology
         self.pool = pool
-        self.rebalancer = rebalancer
         self.in_flight = in_flight
         self.lost = lost
 
@@ -71,12 +71,12 @@ class Admin:
             log.info("node_forgotten", node=node.id)
         else:
             self.topology.drain(node, not request.undo)
-            await save_node(self.store, node)
-            self.rebalancer.request()
+            await self.store.set_draining(node.id, not request.undo)
+            await self.coordination.rebalance()
         await conn.send(await self._status())
 
     async def handle_rebalance(self, conn: Connection, request: Rebalance, req: Request) -> None:
-        self.rebalancer.request()
+        await self.coordination.rebalance()
         await conn.send(await self._status())
 
     async def handle_scrub(self, conn: Connection, request: Scrub, req: Request) -> None:
@@ -127,10 +127,12 @@ class Admin:
         nodes = sorted(self.topology.nodes.values(), key=lambda node: node.id)
         lost_by_node = await self.store.lost_by_node()
         lost_names = await self.lost.refresh()
+        managers, rebalance = await self.coordination.status()
         return ClusterStatus(
             [node.info(lost_by_node.get(node.id, 0)) for node in nodes],
             files=sum(node.files for node in nodes),
             bytes=sum(node.used for node in nodes),
             lost=lost_names,
-            rebalance=self.rebalancer.info(),
+            rebalance=rebalance,
+            managers=managers,
         )

@@ -59,6 +59,7 @@ from ..service import Request
 from ..settings import Limits
 from ..transfer import Frames, receive_file, send_file
 from ..wire import Connection, ServerLost, ServerProtocolError
+from .coordination import Coordination
 from .inflight import InFlight
 from .nodes import Rejoining
 from .placement import choose_node
@@ -80,7 +81,9 @@ class FileOperations:
         in_flight: InFlight,
         rejoining: Rejoining,
         limits: Limits,
+        coordination: Coordination,
     ) -> None:
+        self.coordination = coordination  # whether other managers place files too
         self.store = store
         self.topology = topology
         self.pool = pool
@@ -103,7 +106,8 @@ class FileOperations:
                 await conn.send(already)
                 return
         await self.rejoining.wait()
-        node = choose_node(self.topology.nodes.values(), request.size)
+        stored = None if self.coordination.alone else await self.store.files_per_node()
+        node = choose_node(self.topology.nodes.values(), request.size, stored)
         replace = bool(request.replace)
         async with self.in_flight.upload(request.name, node, replace=replace) as file_id:
             req.fields.update(node=node.id, file_id=file_id)
@@ -112,7 +116,11 @@ class FileOperations:
             except StorageFull:
                 self.topology.filled(node)
                 raise
-            replaced = await self._commit(file_id, request.name, node.id, stored, request.replace, request.meta)
+            try:
+                replaced = await self._commit(file_id, request.name, node.id, stored, request.replace, request.meta)
+            except ServersUnavailable:
+                self.in_flight.doubt(node.id, file_id)  # its bytes go once the database says it has no row
+                raise
             self.topology.stored(node.id, stored.size)
         req.fields.update(size=stored.size)
         if replaced is not None:

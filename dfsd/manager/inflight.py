@@ -11,8 +11,13 @@ with what a node holds asks this owner, so none of them can forget a kind of fli
   that very file on that node (``missing``). A delete or a finished move explains the absence instead; a move in
   flight never does, because the source deletes its copy only after the row names the target.
 
-Uploads are reserved in the metadata store, which keeps names unique between racing uploads and hands out the ids,
-and counted on their node in the topology, where placement sees them; moves are held here.
+An upload whose commit failed because the database could not be reached is *in doubt*: its row may or may not have
+been written. Its bytes stay on the node until the database answers again and ``resolve_doubts`` finds the row
+missing; only then are they removed (an orphan otherwise, until that node's next registration).
+
+Uploads are reserved in the metadata store, which keeps names unique between racing uploads (through any manager
+sharing the database) and hands out the ids, and counted on their node in the topology, where placement sees them;
+moves are held here, since only the coordinator moves files and only it removes orphans (``coordination.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
+from ..protocol import ServersUnavailable
 from .lost import LostFiles
+from .pool import NodeConnections, remove_copy
 from .store import FileRecord, MetadataStore
 from .topology import NodeState, Topology
 
@@ -33,6 +40,7 @@ class InFlight:
         self._lost = lost
         self._moving: set[int] = set()  # file ids being copied now: not orphans on their target
         self._settled: dict[str, asyncio.Event] = {}  # name -> set when the upload of that name under way ends
+        self._doubtful: dict[int, set[int]] = {}  # node id -> ids of uploads to it whose commit may have failed
 
     @contextlib.asynccontextmanager
     async def upload(self, name: str, node: NodeState, *, replace: bool = False) -> AsyncIterator[int]:
@@ -43,19 +51,39 @@ class InFlight:
         """
         self._topology.upload_started(node)  # before any await, so that concurrent uploads see it
         try:
-            file_id = await self._store.reserve(name, replace=replace)
+            file_id = await self._store.reserve(name, node.id, replace=replace)
             settled = None if replace else asyncio.Event()
             if settled is not None:
                 self._settled[name] = settled
             try:
                 yield file_id
             finally:
-                self._store.release(name, file_id)
-                if settled is not None:
-                    del self._settled[name]
-                    settled.set()
+                try:
+                    await self._store.release(name, file_id)
+                finally:
+                    if settled is not None:
+                        del self._settled[name]
+                        settled.set()
         finally:
             self._topology.upload_ended(node)
+
+    def doubt(self, node_id: int, file_id: int) -> None:
+        """The commit of upload ``file_id`` to ``node_id`` failed on an unreachable database: it may have happened."""
+        self._doubtful.setdefault(node_id, set()).add(file_id)
+
+    async def resolve_doubts(self, pool: NodeConnections) -> None:
+        """Remove the bytes of the uploads in doubt whose rows the database (reachable again) does not have."""
+        doubtful, self._doubtful = self._doubtful, {}
+        for node_id, ids in doubtful.items():
+            try:
+                unrecorded = await self._store.unrecorded_on(node_id, sorted(ids))
+            except ServersUnavailable:
+                self._doubtful.setdefault(node_id, set()).update(ids)
+                continue
+            node = self._topology.nodes.get(node_id)
+            if node is not None:
+                for file_id in sorted(unrecorded):
+                    await remove_copy(pool, node, file_id)
 
     async def settle(self, name: str, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for an upload of ``name`` under way (if any) to be committed or given up."""

@@ -10,6 +10,9 @@ connection to it aborted with it.
 Uploads and moves in flight are not orphans: both the reconciliation and the orphan removal after the join, a task
 owned by the session, ask ``inflight.py`` which ids are (the removal looks again just before, since an upload or a
 move may have committed one of them meanwhile). Then the session asks for a rebalance.
+
+With several managers the node keeps a session with each (each judges its liveness for itself), and only the
+coordinator reconciles its inventory and removes orphans (``coordination.py``); the others just take it up.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import time
 import structlog
 
 from .. import metrics
-from ..protocol import DfsError
+from ..protocol import DfsError, ServersUnavailable
 from ..protocol.messages import Heartbeat, Inventory, Ok, Register
 from ..wire import HANDSHAKE_TIMEOUT, Connection, ConnectionLost
+from .coordination import Coordination
 from .inflight import InFlight
 from .lost import LostFiles
 from .pool import NodeConnections, remove_copy
@@ -86,7 +90,9 @@ class NodeSessions:
         lost: LostFiles,
         rejoining: Rejoining,
         node_timeout: float,
+        coordination: Coordination,
     ) -> None:
+        self.coordination = coordination
         self.store = store
         self.topology = topology
         self.pool = pool
@@ -120,7 +126,8 @@ class NodeSessions:
             await self.rejoining.joined()
             await conn.send(Ok())
             node_log.info("node_up", address=f"{node.host}:{node.port}", free=node.free, files=node.files)
-            cleanup = asyncio.create_task(self._after_join(node, orphans))
+            if self.coordination.coordinating:
+                cleanup = asyncio.create_task(self._after_join(node, orphans))
             while True:
                 async with asyncio.timeout(self.node_timeout):
                     beat = await conn.expect(Heartbeat)
@@ -137,10 +144,18 @@ class NodeSessions:
             if cleanup is not None:
                 cleanup.cancel()
                 await asyncio.gather(cleanup, return_exceptions=True)
-        await save_node(self.store, node)
+        try:
+            await save_node(self.store, node)
+        except ServersUnavailable as err:  # the database is down: its record keeps the last state saved
+            node_log.warning("node_not_saved", error=err.message)
 
     async def _reconcile(self, node: NodeState, held: set[int], node_log: Log) -> list[int]:
-        """Compare the node's files with the records; mark lost and found; return the orphans to remove."""
+        """Compare the node's files with the records; mark lost and found; return the orphans to remove. Only the
+        coordinator does: the node registers with every manager, and one reconciliation is enough."""
+        await self.coordination.decided()
+        if not self.coordination.coordinating:
+            node_log.info("reconciliation_left_to_coordinator", held=len(held))
+            return []
         recorded, recorded_lost, in_flight = await self.in_flight.on_node(node.id)
         result = reconcile(recorded, recorded_lost, held, in_flight)
         await self.lost.mark(node.id, lost=result.lost, found=result.found)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from ..protocol import ServersUnavailable, StorageFull
 from .topology import NodeState
 
 
-def choose_node(nodes: Iterable[NodeState], size: int | None) -> NodeState:
+def choose_node(nodes: Iterable[NodeState], size: int | None, stored: Mapping[int, int] | None = None) -> NodeState:
     """The up node with the fewest files (counting uploads under way); ties go to most free space, then lowest id.
+
+    ``stored``: the files on each node as a database shared with other managers counts them (with their uploads under
+    way), instead of this manager's own count; this manager's uploads under way are added either way.
 
     Nodes without room for a file of known ``size``, or that refused a file for want of space and have not gained room
     since, are passed over. Raises ``ServersUnavailable`` when no node is up
@@ -24,7 +27,8 @@ def choose_node(nodes: Iterable[NodeState], size: int | None) -> NodeState:
     if not roomy:
         wanted = "this file" if size is None else f"{size} bytes"
         raise StorageFull(f"storage full: no storage node that is up has room for {wanted}; free space or add a node")
-    return min(roomy, key=lambda node: (node.files + node.uploading, -node.free, node.id))
+    counts = {node.id: node.files for node in roomy} if stored is None else stored
+    return min(roomy, key=lambda node: (counts.get(node.id, 0) + node.uploading, -node.free, node.id))
 
 
 def plan_moves(

@@ -14,11 +14,15 @@ the rest of the manager's capacity to clients. One move:
 At every instant the row names a node that holds the whole file, so every file stays readable. While a move is under
 way its file is in flight (``inflight.py``), so the copy on the target is not taken for an orphan. A crash at any step
 leaves at worst a second copy that no row names: an orphan, removed when that node next registers.
+
+With several managers on one database only the coordinator rebalances; one that stops coordinating finishes the round's
+moves under way and plans no more.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import structlog
 
@@ -43,13 +47,20 @@ PARALLEL = 2
 
 class Rebalancer:
     def __init__(
-        self, store: MetadataStore, topology: Topology, pool: NodeConnections, in_flight: InFlight, auto: bool
+        self,
+        store: MetadataStore,
+        topology: Topology,
+        pool: NodeConnections,
+        in_flight: InFlight,
+        auto: bool,
+        coordinating: Callable[[], bool],
     ) -> None:
         self.store = store
         self.topology = topology
         self.pool = pool
         self.in_flight = in_flight  # holds the moves under way: their copies are not orphans on their targets
         self.auto = auto
+        self.coordinating = coordinating  # only the coordinator moves files (``coordination.py``)
         self.moved = 0
         self.failed = 0
         self.remaining = 0
@@ -69,6 +80,8 @@ class Rebalancer:
         while True:
             await self._wanted.wait()
             self._wanted.clear()
+            if not self.coordinating():
+                continue  # the coordinator rebalances; this manager asks it again when it becomes the coordinator
             self.running = True
             try:
                 await self._rebalance()
@@ -79,7 +92,7 @@ class Rebalancer:
                 self.remaining = 0
 
     async def _rebalance(self) -> None:
-        while True:
+        while self.coordinating():
             up = [node for node in self.topology.nodes.values() if node.up]
             moves = plan_moves(
                 {node.id: node.files for node in up}, ROUND, frozenset(node.id for node in up if node.draining)
@@ -129,6 +142,8 @@ class Rebalancer:
                     raise ChecksumMismatch(f"checksum mismatch: the copy of file id {record.id} differs")
                 if not target.up:  # it left during the copy: keep the file where it is (its copy becomes an orphan)
                     raise FileUnavailable(f"file unavailable: node {target.id} went down during the move")
+                if not self.coordinating():  # another manager reconciles nodes now, blind to this move: give it up
+                    raise FileUnavailable("file unavailable: this manager stopped coordinating during the move")
                 relocated = await self.store.relocate(record.id, source.id, target.id)
                 if not relocated:  # deleted or moved meanwhile: the new copy is an orphan
                     await self._remove_copy(target, record.id)

@@ -7,14 +7,17 @@ connection) and storage nodes (a control session of register, then heartbeats). 
 - ``files.py``: file operations (put, get, delete, stat, list, compose) and the relays that carry their bytes;
 - ``admin.py``: status, scrub, drain and rebalance requests;
 - ``buckets.py``: bucket records (create, delete, look up, list), for the gateways;
-- ``rebalance.py``: the rebalancer, one task owned here, which moves files between nodes.
+- ``rebalance.py``: the rebalancer, one task owned here, which moves files between nodes;
+- ``coordination.py``: this manager's record among those sharing the database, and whether it coordinates (runs the
+  jobs that must run once: rebalancing, reconciliation, orphan removal), one task owned here.
 
 They share the state that outlives a request: who is where (``topology.py``, which alone changes it), the uploads and
 moves in flight (``inflight.py``), the lost files (``lost.py``), the data connections (``pool.py``) and the metadata
 store.
 
 Start-up loads the known nodes from the metadata store (down until they register), then listens; shutdown stops
-accepting, gives requests in flight ``grace`` seconds, stops the rebalancer and closes the store last.
+accepting, gives requests in flight ``grace`` seconds, stops the rebalancer and the coordination task, and closes
+the store last.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from ..settings import Limits, Security
 from ..wire import OPEN
 from .admin import Admin
 from .buckets import BucketOperations
+from .coordination import Coordination
 from .files import FileOperations
 from .inflight import InFlight
 from .lost import LostFiles
@@ -104,13 +108,26 @@ class Manager:
             await self._load_topology()
             lost = LostFiles(self.store)
             in_flight = InFlight(self.store, self.topology, lost)
-            self.rebalancer = Rebalancer(self.store, self.topology, self.pool, in_flight, self.auto_rebalance)
+            self.rebalancer = Rebalancer(
+                self.store, self.topology, self.pool, in_flight, self.auto_rebalance, lambda: coordination.coordinating
+            )
+            coordination = Coordination(self.store, self.topology, in_flight, self.pool, self.db_path, self.rebalancer)
             rejoining = Rejoining(self.topology)
-            files = FileOperations(self.store, self.topology, self.pool, in_flight, rejoining, self.limits)
+            files = FileOperations(
+                self.store, self.topology, self.pool, in_flight, rejoining, self.limits, coordination
+            )
             buckets = BucketOperations(self.store)
-            admin = Admin(self.store, self.topology, self.pool, self.rebalancer, in_flight, lost)
+            admin = Admin(self.store, self.topology, self.pool, in_flight, lost, coordination)
             nodes = NodeSessions(
-                self.store, self.topology, self.pool, self.rebalancer, in_flight, lost, rejoining, self.node_timeout
+                self.store,
+                self.topology,
+                self.pool,
+                self.rebalancer,
+                in_flight,
+                lost,
+                rejoining,
+                self.node_timeout,
+                coordination,
             )
             handlers = {
                 Put: files.handle_put,
@@ -148,14 +165,18 @@ class Manager:
                 log.info("metrics", url=f"http://{self.host}:{metrics.serve(self.host, self.metrics_port)}/metrics")
             if on_ready is not None:
                 on_ready(self.host, self.port)
-            rebalancing = asyncio.create_task(self.rebalancer.run())
+            tasks = [
+                asyncio.create_task(self.rebalancer.run()),
+                asyncio.create_task(coordination.run(f"{self.host}:{self.port}")),
+            ]
             try:
                 await self._stopping.wait()
                 log.info("shutting_down", grace_s=self.grace)
                 await listener.shutdown(self.grace)
             finally:
-                rebalancing.cancel()
-                await asyncio.gather(rebalancing, return_exceptions=True)
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
             log.info("stopped")
         finally:
             self.pool.close()

@@ -6,10 +6,12 @@ extensions); a backend module (``store_sqlite.py``, ``store_postgres.py``) suppl
 the file-id blocks and the transactions, and is the only code that imports a database driver.
 
 Theory of operation: a file's row is written once, when its storage node has fsynced the bytes. Until then the upload
-is only a *reservation* in memory (its name and its new file id): of two racing uploads of one name exactly one gets
-it, and reads do not see it. A reservation costs no commit, so an upload waits for one transaction, not two; a crash
-forgets reservations with the rest of memory, and the bytes such an upload may have left on a node are an orphan that
-the node's next registration removes.
+is only a *reservation* (its name, its new file id, its node): of two racing uploads of one name exactly one gets it,
+and reads do not see it. On SQLite, where one manager is the only writer, reservations live in its memory: they cost no
+commit, and a crash forgets them with the rest. On PostgreSQL, which several managers share, each is also a row of
+``uploads`` (with the manager that holds it), so that a name is unique across managers and an orphan check anywhere
+sees every upload in flight; a manager that dies leaves rows whose lease runs out, and the others drop them. Either
+way the bytes a dead upload left on a node are an orphan that the node's next registration removes.
 
 File ids are never reused, so a node still holding the bytes of a deleted or abandoned file can never confuse them with
 a new one. They are handed out from memory, in blocks of ID_BLOCK claimed durably from the database (SQLite: a counter
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -70,6 +73,26 @@ class NodeRecord:
     free: int
     last_seen: float
     draining: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerRecord:
+    id: str  # chosen at random when the manager starts
+    address: str  # host:port where it listens
+    started: float
+    up: bool = True  # renewed within its lease
+    coordinator: bool = False
+    progress: Progress | None = None  # the coordinator's rebalancer, as it last renewed its record
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A rebalancer's progress (``RebalanceInfo`` without the manager's own ``auto``), shared through the database."""
+
+    running: bool
+    moved: int
+    failed: int
+    remaining: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +183,8 @@ def _name_exists(name: str) -> NameExists:
 class MetadataStore(ABC):
     """The whole interface the manager sees. ``open`` picks the backend from the location."""
 
+    shared: ClassVar[bool] = False  # several managers may use this database at once (PostgreSQL)
+
     def __init__(self) -> None:
         self._queued: list[Write] = []
         self._committer: asyncio.Task[None] | None = None
@@ -167,6 +192,7 @@ class MetadataStore(ABC):
         self._replacing: set[int] = set()  # file ids of the replacing uploads under way (they claim no name)
         self._next_id = self._id_limit = 0  # the block of ids in hand; empty until the first upload claims one
         self._extending: asyncio.Task[None] | None = None
+        self.manager_id = uuid.uuid4().hex[:16]  # this manager, in the records that several managers share
 
     @staticmethod
     async def open(location: Location) -> MetadataStore:
@@ -246,10 +272,10 @@ class MetadataStore(ABC):
 
     # --- uploads ------------------------------------------------------------------------------------------------------
 
-    async def reserve(self, name: str, *, replace: bool = False) -> int:
-        """Claim ``name`` for an upload and return the new file's id; ``NameExists`` if it is taken. The claim lasts
-        until ``release``. A ``replace`` upload claims no name (it may replace a stored file, and races with other
-        replacements are settled by their commits), only a new id."""
+    async def reserve(self, name: str, node: int, *, replace: bool = False) -> int:
+        """Claim ``name`` for an upload to ``node`` and return the new file's id; ``NameExists`` if it is taken. The
+        claim lasts until ``release``. A ``replace`` upload claims no name (it may replace a stored file, and races
+        with other replacements are settled by their commits), only a new id."""
         if replace:
             file_id = await self._new_id()
             self._replacing.add(file_id)
@@ -257,12 +283,20 @@ class MetadataStore(ABC):
         if name in self._reserved:
             raise _name_exists(name)
         self._reserved[name] = 0  # before any await: a racing upload of the same name sees it
+        held = False
         try:
+            file_id = await self._new_id()
+            # Held first, then looked up: an upload of the name that commits elsewhere meanwhile releases its hold
+            # only after its row is written, so one of the two steps sees it.
+            if not await self._hold(name, file_id, node):
+                raise _name_exists(name)
+            held = True
             if await self.find(name) is not None:
                 raise _name_exists(name)
-            file_id = await self._new_id()
         except BaseException:
             del self._reserved[name]
+            if held:
+                await self._unhold(name)
             raise
         self._reserved[name] = file_id
         return file_id
@@ -280,17 +314,63 @@ class MetadataStore(ABC):
         first = await self._claim_ids()
         self._next_id, self._id_limit = first, first + ID_BLOCK
 
-    def release(self, name: str, file_id: int | None = None) -> None:
+    async def release(self, name: str, file_id: int | None = None) -> None:
         """The upload of ``name`` (a replacement: the one with ``file_id``) is over (committed or failed): free its
         reservation."""
         if file_id is not None and file_id in self._replacing:
             self._replacing.discard(file_id)
-        else:
-            self._reserved.pop(name, None)
+        elif self._reserved.pop(name, None):
+            await self._unhold(name)
 
-    def uploading(self) -> set[int]:
-        """The file ids of the uploads under way."""
-        return {file_id for file_id in self._reserved.values() if file_id} | self._replacing
+    async def uploading(self) -> set[int]:
+        """The file ids of the uploads under way, through this manager or (on a shared database) any other."""
+        mine = {file_id for file_id in self._reserved.values() if file_id} | self._replacing
+        return mine | await self._held_elsewhere()
+
+    # Reservations seen by other managers: only a shared database (PostgreSQL) has them. On SQLite, the one manager's
+    # memory is the whole truth, and these do nothing.
+
+    async def _hold(self, name: str, file_id: int, node: int) -> bool:
+        """Record the reservation where other managers see it; False if one of them holds the name."""
+        return True
+
+    async def _unhold(self, name: str) -> None:
+        """Drop the recorded reservation of ``name`` (failures are left to ``tidy_reservations``)."""
+        return None
+
+    async def _held_elsewhere(self) -> set[int]:
+        return set()
+
+    async def tidy_reservations(self, manager_lease: float) -> None:
+        """Drop recorded reservations that no upload holds any more: this manager's own that a failed release left
+        behind (the database was down), and those of managers whose lease expired (they died)."""
+        return None
+
+    async def files_per_node(self) -> dict[int, int] | None:
+        """node id -> files stored there plus uploads to it through other managers, as the database says now; None
+        where this manager alone places files and its own counts are the truth (SQLite)."""
+        return None
+
+    # --- several managers ---------------------------------------------------------------------------------------------
+
+    async def try_coordinate(self) -> bool:
+        """Whether this manager coordinates (runs the cluster-wide jobs) now: take or keep the database's coordinator
+        lock. On SQLite the one manager always does."""
+        return True
+
+    async def renew_manager(self, manager: ManagerRecord, coordinating: bool, progress: Progress) -> bool:
+        """Record (or refresh) this manager's entry, whose lease it keeps by calling this again and again, with its
+        rebalancer's ``progress``; True if another manager asked the coordinator (this one) for a rebalance since."""
+        return False
+
+    async def ask_rebalance(self) -> None:
+        """Ask the coordinator, whichever manager it is, for a rebalance (it learns of it when it next renews)."""
+        return None
+
+    async def managers(self, lease: float) -> list[ManagerRecord] | None:
+        """Every manager recorded in the database, with ``up`` meaning renewed within ``lease`` seconds by the
+        database's clock; None where there is no such record (SQLite: one manager)."""
+        return None
 
     async def commit(
         self,
@@ -378,13 +458,13 @@ class MetadataStore(ABC):
     async def ids_on_node(self, node: int) -> tuple[set[int], set[int], set[int]]:
         """In one snapshot: ids of the files recorded on ``node``, those of them marked lost, and the ids of every
         upload still under way (on any node)."""
-        uploading = self.uploading()  # before the await: an upload committed meanwhile is in the rows instead
+        uploading = await self.uploading()  # first: an upload committed meanwhile is in the rows instead
         rows = await self._read("SELECT id, lost FROM files WHERE node = ?", (node,))
         return {row[0] for row in rows}, {row[0] for row in rows if row[1] is not None}, uploading
 
     async def unrecorded_on(self, node: int, ids: list[int]) -> set[int]:
         """Those of ``ids`` that no record places on ``node`` and no upload is writing now."""
-        known = self.uploading()
+        known = await self.uploading()
         for start in range(0, len(ids), _BATCH):
             batch = ids[start : start + _BATCH]
             rows = await self._read(
@@ -475,9 +555,13 @@ class MetadataStore(ABC):
         await self._write(
             f"INSERT INTO nodes ({_NODE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
             "host = excluded.host, port = excluded.port, capacity = excluded.capacity, free = excluded.free, "
-            "last_seen = excluded.last_seen, draining = excluded.draining",
+            "last_seen = excluded.last_seen",
             (node.id, node.host, node.port, node.capacity, node.free, node.last_seen, int(node.draining)),
         )
+
+    async def set_draining(self, node_id: int, draining: bool) -> None:
+        """Only ``drain`` changes this: a node's record, saved by every manager that has a session with it, keeps it."""
+        await self._write("UPDATE nodes SET draining = ? WHERE id = ?", (int(draining), node_id))
 
     async def forget_node(self, node_id: int) -> None:
         await self._write("DELETE FROM nodes WHERE id = ?", (node_id,))
@@ -488,6 +572,40 @@ class MetadataStore(ABC):
             NodeRecord(node_id, host, port, capacity, free, last_seen, bool(draining))
             for node_id, host, port, capacity, free, last_seen, draining in rows
         ]
+
+    # --- copying to another database (dfsd migrate) -------------------------------------------------------------------
+
+    # What ``dfsd migrate`` copies, and the columns of each, in the order a digest reads them. Uploads in flight,
+    # reservations and managers' leases are not copied: the cluster is stopped, so none of them is alive.
+    MIGRATED_TABLES: ClassVar[dict[str, str]] = {"files": _FILE_COLUMNS, "nodes": _NODE_COLUMNS}
+
+    async def row_counts(self) -> dict[str, int]:
+        """How many rows each copied table holds."""
+        return {table: (await self._read(f"SELECT count(*) FROM {table}"))[0][0] for table in self.MIGRATED_TABLES}
+
+    async def export_rows(self, table: str, after_id: int, limit: int) -> Rows:
+        """A page of ``table``'s rows, in id order, with ids above ``after_id``: a walk over the whole table."""
+        return await self._read(
+            f"SELECT {self.MIGRATED_TABLES[table]} FROM {table} WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        )
+
+    async def import_rows(self, table: str, rows: Rows) -> None:
+        """Insert ``rows`` (as ``export_rows`` gives them) into ``table``, in one transaction."""
+        if not rows:
+            return
+        columns = self.MIGRATED_TABLES[table]
+        row = f"({', '.join('?' * len(rows[0]))})"
+        await self._write(
+            f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(rows))}", [v for r in rows for v in r]
+        )
+
+    @abstractmethod
+    async def next_file_id(self) -> int:
+        """The first file id of the next block to be claimed: no id at or above it has been handed out."""
+
+    @abstractmethod
+    async def set_next_file_id(self, next_id: int) -> None:
+        """Make ``next_id`` the first id of the next block claimed (a copy must never hand out an id again)."""
 
 
 def schema_steps_to_run(recorded: int, steps: Sequence[str], where: object) -> range:

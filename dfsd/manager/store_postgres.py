@@ -8,6 +8,15 @@ then fails only its own caller, as on SQLite.
 File ids come from the sequence ``file_ids``, which steps by ID_BLOCK: each ``nextval`` claims a whole block, and it
 is claimed inside a committed transaction, so the claim is on disk before any id of it is used.
 
+Several managers may share the database (``shared``): schema version 4 adds the table of uploads in flight (each
+reservation is a row, so names are unique across managers and every manager's orphan checks see every upload) and the
+table of managers (each renews its row; ``coordination.py``). The coordinator is whoever holds COORDINATOR_LOCK, a
+session advisory lock on a connection of its own, which the server frees when that connection ends.
+
+When the server cannot be reached, or goes away mid-request, every call fails at once with ``ServersUnavailable``
+(error 1, naming the database) instead of an asyncpg error; a statement, or the wait for a pooled connection, gives up
+after DB_TIMEOUT. The pool opens fresh connections as they are needed, so service resumes by itself.
+
 Names are compared in the "C" collation (UTF-8 byte order, as SQLite's BINARY), whatever the database's locale, so
 listings page and prefix-match the same on both backends. The SQL stays within what PostgreSQL-compatible databases
 commonly run (no extensions); only the schema's creation takes a PostgreSQL advisory lock, so that two processes
@@ -16,19 +25,24 @@ starting at once do not both create it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from collections.abc import Sequence
+from dataclasses import astuple
 from pathlib import Path
 
 import asyncpg
 
+from ..protocol import ServersUnavailable
 from .store import (
     ID_BLOCK,
     BackupUnsupported,
     DatabaseUnavailable,
+    ManagerRecord,
     MetadataStore,
     PostgresURL,
+    Progress,
     Rows,
     Write,
     schema_steps_to_run,
@@ -75,34 +89,98 @@ SCHEMA_STEPS = [
         created DOUBLE PRECISION NOT NULL
     );
     """,
+    # Version 4: several managers sharing the database.
+    """
+    CREATE TABLE uploads (  -- uploads in flight, through any manager: their names are taken, their bytes no orphans
+        name     TEXT COLLATE "C" PRIMARY KEY,
+        file_id  BIGINT NOT NULL,
+        node     BIGINT NOT NULL,
+        manager  TEXT NOT NULL,
+        started  DOUBLE PRECISION NOT NULL
+    );
+    CREATE TABLE managers (  -- every manager sharing this database, renewing its lease
+        id          TEXT PRIMARY KEY,
+        address     TEXT NOT NULL,
+        started     DOUBLE PRECISION NOT NULL,
+        last_seen   DOUBLE PRECISION NOT NULL,  -- by the database's clock, so managers' clocks need not agree
+        coordinator BOOLEAN NOT NULL DEFAULT FALSE,
+        rebalance_asked BOOLEAN NOT NULL DEFAULT FALSE,  -- another manager asked the coordinator for a rebalance
+        rebalancing BOOLEAN NOT NULL DEFAULT FALSE,  -- the coordinator's rebalancer, as status shows it everywhere
+        moved     BIGINT NOT NULL DEFAULT 0,
+        failed    BIGINT NOT NULL DEFAULT 0,
+        remaining BIGINT NOT NULL DEFAULT 0
+    );
+    """,
 ]
+
+# The database's clock, in seconds since the Unix epoch: the one clock every manager's lease is measured by.
+_NOW = "CAST(extract(epoch from clock_timestamp()) AS DOUBLE PRECISION)"
 
 # What asyncpg raises when the server cannot be reached, refuses us, or goes away.
 _UNAVAILABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
+# What asyncpg raises, once connected, when the server has gone away, is restarting, or does not answer: the request
+# fails with error 1, and the pool opens fresh connections once the server is back.
+_LOST = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+# Seconds a statement, or the wait for a pooled connection, may take before the request fails with error 1 instead
+# of hanging on a database that does not answer.
+DB_TIMEOUT = 10.0
+
+# The advisory lock the coordinator holds on a connection of its own ('dfsc' in ASCII).
+COORDINATOR_LOCK = 0x64667363
+
+# The coordinator's lock connection: the server notices a holder cut off (and frees its lock) within about
+# idle + interval * count seconds; the holder notices within LOCK_CHECK_TIMEOUT of its next check.
+_KEEPALIVE = {"tcp_keepalives_idle": "2", "tcp_keepalives_interval": "1", "tcp_keepalives_count": "2"}
+LOCK_CHECK_TIMEOUT = 2.0
+
+
+def _unreachable(err: BaseException) -> ServersUnavailable:
+    return ServersUnavailable(
+        f"servers unavailable: the metadata database is unreachable ({type(err).__name__}: {err}); nothing was "
+        "changed by this request, the manager reconnects by itself: try again shortly"
+    )
+
 
 class PostgresStore(MetadataStore):
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    shared = True
+
+    def __init__(self, pool: asyncpg.Pool, location: PostgresURL) -> None:
         super().__init__()
         self._pool = pool
+        self._location = location
+        self._lock_conn: asyncpg.Connection | None = None  # holds COORDINATOR_LOCK while this manager coordinates
 
     @classmethod
     async def connect(cls, location: PostgresURL) -> PostgresStore:
+        pool = asyncpg.create_pool(
+            location.url,
+            min_size=0,  # no floor to restore: asyncpg would log a traceback each time the database is away
+            max_size=POOL_SIZE,
+            command_timeout=DB_TIMEOUT,
+            timeout=DB_TIMEOUT,
+            server_settings={"application_name": "dfsd manager"},
+        )
         try:
-            pool = await asyncpg.create_pool(
-                location.url, min_size=1, max_size=POOL_SIZE, server_settings={"application_name": "dfsd manager"}
-            )
+            await pool  # with no floor, this connects nobody: the upgrade's connection is the first
+            await _upgrade(pool, location)
         except _UNAVAILABLE as err:
+            await pool.close()
             raise DatabaseUnavailable(
                 f"cannot open the PostgreSQL database {location}: {err}; check --db, that the server runs, "
                 "that the database exists and that the user may log in"
             ) from err
-        try:
-            await _upgrade(pool, location)
         except BaseException:
             await pool.close()
             raise
-        return cls(pool)
+        return cls(pool, location)
 
     @classmethod
     async def backup_to(cls, location: PostgresURL, dest: Path) -> int:
@@ -112,10 +190,15 @@ class PostgresStore(MetadataStore):
         )
 
     async def _disconnect(self) -> None:
+        await self._drop_lock()
         await self._pool.close()
 
     async def _read(self, sql: str, params: Sequence[object] = ()) -> Rows:
-        return [tuple(row) for row in await self._pool.fetch(_numbered(sql), *params)]
+        try:
+            async with self._pool.acquire(timeout=DB_TIMEOUT) as conn:
+                return [tuple(row) for row in await conn.fetch(_numbered(sql), *params)]
+        except _LOST as err:
+            raise _unreachable(err) from err
 
     async def _claim_ids(self) -> int:
         (first,) = (await self._write("SELECT nextval('file_ids')"))[0]
@@ -124,6 +207,8 @@ class PostgresStore(MetadataStore):
     async def _transaction(self, batch: list[Write]) -> list[Rows | Exception]:
         try:
             return list(await self._in_one_transaction(batch))
+        except _LOST as err:
+            raise _unreachable(err) from err
         except asyncpg.PostgresError:
             if len(batch) == 1:
                 raise
@@ -132,12 +217,114 @@ class PostgresStore(MetadataStore):
     async def _alone(self, write: Write) -> Rows | Exception:
         try:
             return (await self._in_one_transaction([write]))[0]
+        except _LOST as err:
+            return _unreachable(err)
         except asyncpg.PostgresError as err:
             return err
 
     async def _in_one_transaction(self, batch: list[Write]) -> list[Rows]:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._pool.acquire(timeout=DB_TIMEOUT) as conn, conn.transaction():
             return [[tuple(row) for row in await conn.fetch(_numbered(w.sql), *w.params)] for w in batch]
+
+    # --- uploads in flight, shared by every manager -------------------------------------------------------------------
+
+    async def _hold(self, name: str, file_id: int, node: int) -> bool:
+        rows = await self._write(
+            f"INSERT INTO uploads (name, file_id, node, manager, started) VALUES (?, ?, ?, ?, {_NOW}) "
+            "ON CONFLICT (name) DO NOTHING RETURNING file_id",
+            (name, file_id, node, self.manager_id),
+        )
+        return bool(rows)
+
+    async def _unhold(self, name: str) -> None:
+        with contextlib.suppress(ServersUnavailable):  # the row stays; tidy_reservations drops it later
+            await self._write("DELETE FROM uploads WHERE name = ? AND manager = ?", (name, self.manager_id))
+
+    async def _held_elsewhere(self) -> set[int]:
+        return {file_id for (file_id,) in await self._read("SELECT file_id FROM uploads")}
+
+    async def tidy_reservations(self, manager_lease: float) -> None:
+        await self._write(
+            "DELETE FROM uploads WHERE manager = ? AND NOT (name = ANY(?::text[]))",
+            (self.manager_id, list(self._reserved)),
+        )
+        await self._write(
+            f"DELETE FROM uploads WHERE manager <> ? AND manager NOT IN "
+            f"(SELECT id FROM managers WHERE last_seen > {_NOW} - ?)",
+            (self.manager_id, manager_lease),
+        )
+
+    async def files_per_node(self) -> dict[int, int] | None:
+        rows = await self._read(
+            "SELECT node, sum(n) FROM (SELECT node, count(*) AS n FROM files GROUP BY node UNION ALL "
+            "SELECT node, count(*) AS n FROM uploads WHERE manager <> ? GROUP BY node) AS counts GROUP BY node",
+            (self.manager_id,),
+        )
+        return {node: int(count) for node, count in rows}
+
+    # --- managers and their coordinator -------------------------------------------------------------------------------
+
+    async def try_coordinate(self) -> bool:
+        try:
+            if self._lock_conn is None:
+                self._lock_conn = await asyncpg.connect(
+                    self._location.url,
+                    timeout=LOCK_CHECK_TIMEOUT,
+                    server_settings={"application_name": "dfsd coordinator", **_KEEPALIVE},
+                )
+                if not await self._lock_conn.fetchval("SELECT pg_try_advisory_lock($1)", COORDINATOR_LOCK):
+                    await self._drop_lock()
+                    return False
+                return True
+            await self._lock_conn.fetchval("SELECT 1", timeout=LOCK_CHECK_TIMEOUT)  # still connected: still held
+            return True
+        except (*_LOST, asyncpg.PostgresError):
+            await self._drop_lock()
+            return False
+
+    async def _drop_lock(self) -> None:
+        """Let go of the coordinator lock (closing its connection frees it on the server)."""
+        conn, self._lock_conn = self._lock_conn, None
+        if conn is not None:
+            conn.terminate()
+
+    async def renew_manager(self, manager: ManagerRecord, coordinating: bool, progress: Progress) -> bool:
+        await self._write(
+            "INSERT INTO managers "
+            "(id, address, started, last_seen, coordinator, rebalancing, moved, failed, remaining) "
+            f"VALUES (?, ?, ?, {_NOW}, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = {_NOW}, "
+            "coordinator = excluded.coordinator, rebalancing = excluded.rebalancing, moved = excluded.moved, "
+            "failed = excluded.failed, remaining = excluded.remaining",
+            (manager.id, manager.address, manager.started, coordinating, *astuple(progress)),
+        )
+        if not coordinating:
+            return False
+        # A coordinator that died did not clear its own flag; a rebalance asked of it is this one's to run.
+        await self._write("UPDATE managers SET coordinator = FALSE WHERE id <> ? AND coordinator", (manager.id,))
+        return bool(await self._write("UPDATE managers SET rebalance_asked = FALSE WHERE rebalance_asked RETURNING id"))
+
+    async def ask_rebalance(self) -> None:
+        await self._write("UPDATE managers SET rebalance_asked = TRUE WHERE coordinator")
+
+    async def managers(self, lease: float) -> list[ManagerRecord] | None:
+        rows = await self._read(
+            f"SELECT id, address, started, last_seen > {_NOW} - ?, coordinator, rebalancing, moved, failed, remaining "
+            "FROM managers ORDER BY address, id",
+            (lease,),
+        )
+        return [
+            ManagerRecord(id_, address, started, up, up and coordinator, Progress(*progress))
+            for id_, address, started, up, coordinator, *progress in rows
+        ]
+
+    # --- copying to another database (dfsd migrate) -------------------------------------------------------------------
+
+    async def next_file_id(self) -> int:
+        (last, called), *_ = await self._read("SELECT last_value, is_called FROM file_ids")
+        return int(last) + ID_BLOCK if called else int(last)
+
+    async def set_next_file_id(self, next_id: int) -> None:
+        await self._write("SELECT setval('file_ids', ?, false)", (next_id,))  # the next nextval gives next_id
 
 
 async def _upgrade(pool: asyncpg.Pool, location: PostgresURL) -> None:

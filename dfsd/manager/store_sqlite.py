@@ -146,6 +146,14 @@ class SqliteStore(MetadataStore):
         except sqlite3.Error:
             pass  # no transaction was open
 
+    # --- copying to another database (dfsd migrate) -------------------------------------------------------------------
+
+    async def next_file_id(self) -> int:
+        return int((await self._read("SELECT next FROM ids"))[0][0])
+
+    async def set_next_file_id(self, next_id: int) -> None:
+        await self._write("UPDATE ids SET next = ?", (next_id,))
+
 
 async def _upgrade(db: aiosqlite.Connection, path: Path) -> None:
     """Create or upgrade the schema, each step in one transaction with the version it reaches."""

@@ -159,6 +159,10 @@ class Topology:
         node.used += size
         node.free = max(0, node.free - size)
 
+    def recount(self, node: NodeState, files: int, used: int) -> None:
+        """The database's count of the files on ``node``, which other managers sharing it change too."""
+        node.files, node.used = files, used
+
     def moved(self, source: int, target: int, size: int) -> None:
         self.removed(source, size)
         self.stored(target, size)

@@ -2,10 +2,12 @@
 
 The node serves data connections on its own port: the manager's (``store``, ``fetch``, ``remove``, ``transfer``) and
 other nodes' (``store``, when the manager has one node copy a file to another). It keeps one control session open to
-the manager: it registers there (id, the address it serves on, disk size and free bytes), sends the ids of every file
-it holds (the manager reconciles them with its records), and heartbeats; the manager answers each beat. The manager
-considers the node up exactly while that session lives; the node considers the session dead when the manager stops
-answering. Either way the node dials again, forever.
+each manager it is given (``--manager A,B,C``: several managers in front of one database, each of which may ask it for
+anything): it registers there (id, the address it serves on, disk size and free bytes), sends the ids of every file
+it holds (the manager reconciles them with its records), and heartbeats; the manager answers each beat. A manager
+considers the node up exactly while its session lives; the node considers a session dead when its manager stops
+answering. Either way the node dials that manager again, forever; each manager's session has its own loop, backoff and
+probing, so one manager down changes nothing for the others. The node is ``registered`` while at least one session is.
 
 How soon: a node that loses a session it had registered dials again at once, then probes every PROBE_INTERVAL for
 REJOIN_PROBING seconds, because the likeliest cause is a manager restarting, which is back within seconds and whose
@@ -88,7 +90,7 @@ class StorageNode:
         self,
         node_id: int,
         data_dir: Path,
-        manager: tuple[str, int],
+        managers: list[tuple[str, int]],
         host: str = "127.0.0.1",
         port: int = 0,
         advertise: tuple[str, int | None] | None = None,
@@ -102,7 +104,7 @@ class StorageNode:
         self.node_id = node_id
         self.layout = Layout(data_dir)
         self.disk = Disk()
-        self.manager = manager
+        self.managers = managers
         self.host = host
         self.port = port
         self.advertise = advertise
@@ -114,8 +116,9 @@ class StorageNode:
         self.metrics_port = metrics_port
         self._stopping = asyncio.Event()
         self.log = log.bind(node=node_id)
-        self.registered = asyncio.Event()
-        self._manager_links: set[Connection] = set()  # data connections the manager has open to us
+        self.registered = asyncio.Event()  # with at least one manager
+        self._registered_with: set[tuple[str, int]] = set()
+        self._manager_links: set[Connection] = set()  # data connections the managers have open to us
 
     async def run(self, on_ready: Callable[[str, int], None] | None = None) -> None:
         held = self.layout.load()
@@ -154,14 +157,15 @@ class StorageNode:
             self.log.info("metrics", url=f"http://{self.host}:{metrics.serve(self.host, self.metrics_port)}/metrics")
         if on_ready is not None:
             on_ready(self.host, self.port)
-        registration = asyncio.create_task(self._stay_registered())
+        registrations = [asyncio.create_task(self._stay_registered(manager)) for manager in self.managers]
         try:
             await self._stopping.wait()
         finally:
-            # Leave the manager first (closing the control session marks the node down at once, so no new work
+            # Leave the managers first (closing a control session marks the node down at once, so no new work
             # arrives), then let transfers in flight finish.
-            registration.cancel()
-            await asyncio.gather(registration, return_exceptions=True)
+            for registration in registrations:
+                registration.cancel()
+            await asyncio.gather(*registrations, return_exceptions=True)
             self.log.info("deregistered", grace_s=self.grace)
             await listener.shutdown(self.grace)
             self.disk.close()
@@ -171,30 +175,30 @@ class StorageNode:
         """Begin a clean shutdown (SIGTERM, Ctrl-C): ``run`` returns once it is done."""
         self._stopping.set()
 
-    # --- control session with the manager -----------------------------------------------------------------------------
+    # --- control sessions with the managers ---------------------------------------------------------------------------
 
-    async def _stay_registered(self) -> None:
+    async def _stay_registered(self, manager: tuple[str, int]) -> None:
+        """Keep a control session with ``manager``, dialling again whenever it ends."""
         delay = BACKOFF_FIRST
         probing_until = 0.0  # while monotonic time is below this, probe instead of backing off
+        where = f"{manager[0]}:{manager[1]}"
         while True:
             probing = time.monotonic() < probing_until
             try:
                 conn = await Connection.open(
-                    *self.manager, role="node", security=self.security, timeout=self.manager_timeout
+                    *manager, role="node", security=self.security, timeout=self.manager_timeout
                 )
             except (ConnectionLost, DfsError) as err:
                 if not probing:
-                    self.log.warning("manager_unreachable", error=str(err), retry_in=round(delay, 2))
+                    self.log.warning("manager_unreachable", manager=where, error=str(err), retry_in=round(delay, 2))
             else:
                 try:
-                    await self._session(conn)
+                    await self._session(conn, manager)
                 except (ConnectionLost, DfsError) as err:
-                    self.log.warning("session_lost", error=str(err), probing_s=REJOIN_PROBING)
+                    self.log.warning("session_lost", manager=where, error=str(err), probing_s=REJOIN_PROBING)
                 finally:
                     conn.abort()
-                    self._drop_manager_links()
-                if self.registered.is_set():  # a registered session was lost: the manager is likely restarting
-                    self.registered.clear()
+                if self._left(manager):  # a registered session was lost: the manager is likely restarting
                     delay, probing_until = BACKOFF_FIRST, time.monotonic() + REJOIN_PROBING
                     continue  # at once
             if probing:
@@ -203,7 +207,17 @@ class StorageNode:
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))
             delay = min(delay * 2, BACKOFF_MAX)
 
-    async def _session(self, conn: Connection) -> None:
+    def _left(self, manager: tuple[str, int]) -> bool:
+        """The session with ``manager`` ended; whether it had registered. The managers' data connections are dropped
+        once no session is left (they cannot be told apart by manager; any live manager may be using one)."""
+        registered = manager in self._registered_with
+        self._registered_with.discard(manager)
+        if not self._registered_with:
+            self.registered.clear()
+            self._drop_manager_links()
+        return registered
+
+    async def _session(self, conn: Connection, manager: tuple[str, int]) -> None:
         conn.timeout = self.manager_timeout  # registering, too, must not wait forever on a silent manager
         capacity, free = self._disk()
         host, port = self.advertise or (None, None)
@@ -215,8 +229,9 @@ class StorageNode:
             page = held[start : start + INVENTORY_PAGE]
             await conn.send(Inventory(page, more=start + INVENTORY_PAGE < len(held)))
         await conn.expect(Ok)
+        self._registered_with.add(manager)
         self.registered.set()
-        self.log.info("registered", manager=f"{self.manager[0]}:{self.manager[1]}", address=f"{host}:{port}")
+        self.log.info("registered", manager=f"{manager[0]}:{manager[1]}", address=f"{host}:{port}")
         heard = time.monotonic()
         while True:
             try:
@@ -239,9 +254,9 @@ class StorageNode:
     async def _serve_manager(
         self, conn: Connection, handlers: Mapping[type[Message], Handler], listener: Listener
     ) -> None:
-        """The manager's requests, untimed: it may rightly be slow within one (it relays for a client, and waits for
-        it; the manager's own timers bound that client). Its liveness is the control session: when that ends, so do
-        these connections (``_drop_manager_links``), as the manager drops its connections to us when it ends."""
+        """A manager's requests, untimed: it may rightly be slow within one (it relays for a client, and waits for
+        it; the manager's own timers bound that client). Its liveness is the control session: when the last one ends,
+        so do these connections (``_drop_manager_links``), as a manager drops its connections to us when it ends."""
         self._manager_links.add(conn)
         try:
             await serve_requests(conn, handlers, listener, timed=False)

@@ -93,7 +93,7 @@ async def test_store_buckets(db_location: Location) -> None:
         assert not await store.create_bucket("b", "bob", 2.0)
         bucket = await store.bucket("b")
         assert bucket is not None and (bucket.owner, bucket.created) == ("alice", 1.0)
-        file_id = await store.reserve("b/key")
+        file_id = await store.reserve("b/key", 1)
         await store.commit(file_id, "b/key", 1, 1, bytes(32), 1.0)
         assert not await store.delete_bucket("b", "alice")  # not empty
         assert await store.remove("b/key") is not None

@@ -78,12 +78,12 @@ async def test_compose_with_a_missing_part_stores_nothing(cluster: LocalCluster)
 async def test_store_remove_exact_leaves_a_newer_file_alone(db_location: Location) -> None:
     store = await MetadataStore.open(db_location)
     try:
-        first = await store.reserve("n")
+        first = await store.reserve("n", 1)
         await store.commit(first, "n", 1, 1, bytes(32), 1.0)
-        store.release("n", first)
-        second = await store.reserve("n", replace=True)
+        await store.release("n", first)
+        second = await store.reserve("n", 1, replace=True)
         await store.commit_replacing(second, "n", 1, 2, bytes(32), 2.0)
-        store.release("n", second)
+        await store.release("n", second)
         assert await store.remove_exact("n", first) is None
         removed = await store.remove_exact("n", second)
         assert removed is not None and removed.size == 2

@@ -74,14 +74,14 @@ async def test_meta_over_the_limit_is_refused_before_any_byte_moves(cluster: Loc
 async def test_store_keeps_meta_through_commit_replace_and_reopen(db_location: Location) -> None:
     store = await MetadataStore.open(db_location)
     try:
-        file_id = await store.reserve("m")
+        file_id = await store.reserve("m", 1)
         await store.commit(file_id, "m", 1, 1, bytes(32), 1.0, {"ü": "ß", "empty": ""})
-        store.release("m", file_id)
+        await store.release("m", file_id)
         record = await store.find("m")
         assert record is not None and record.meta == {"ü": "ß", "empty": ""}
-        replacement = await store.reserve("m", replace=True)
+        replacement = await store.reserve("m", 1, replace=True)
         await store.commit_replacing(replacement, "m", 1, 1, bytes(32), 2.0, {"new": "1"})
-        store.release("m", replacement)
+        await store.release("m", replacement)
     finally:
         await store.close()
     store = await MetadataStore.open(db_location)

@@ -85,22 +85,22 @@ async def test_readers_see_the_old_object_or_the_new_never_a_mix_nor_nothing(clu
 async def test_store_commit_replacing_switches_the_row(db_location: Location) -> None:
     store = await MetadataStore.open(db_location)
     try:
-        first = await store.reserve("name")
+        first = await store.reserve("name", 1)
         await store.commit(first, "name", 1, 3, b"a" * 32, 1.0)
-        store.release("name", first)
-        second = await store.reserve("name", replace=True)  # claims no name: a stored file is no obstacle
-        third = await store.reserve("name", replace=True)
-        assert store.uploading() == {second, third}
+        await store.release("name", first)
+        second = await store.reserve("name", 1, replace=True)  # claims no name: a stored file is no obstacle
+        third = await store.reserve("name", 1, replace=True)
+        assert (await store.uploading()) == {second, third}
         replaced = await store.commit_replacing(second, "name", 2, 5, b"b" * 32, 2.0)
         assert replaced is not None and (replaced.id, replaced.node, replaced.size) == (first, 1, 3)
         replaced = await store.commit_replacing(third, "name", 1, 7, b"c" * 32, 3.0)  # the last commit wins
         assert replaced is not None and replaced.id == second
         current = await store.find("name")
         assert current is not None and (current.id, current.node, current.size, current.lost) == (third, 1, 7, None)
-        store.release("name", second)
-        store.release("name", third)
-        assert store.uploading() == set()
-        other = await store.reserve("other", replace=True)
+        await store.release("name", second)
+        await store.release("name", third)
+        assert (await store.uploading()) == set()
+        other = await store.reserve("other", 1, replace=True)
         assert await store.commit_replacing(other, "other", 1, 1, b"d" * 32, 4.0) is None
         assert [record.name for record in await store.list_files("", None, 10)] == ["name", "other"]
     finally:

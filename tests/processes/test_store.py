@@ -24,25 +24,27 @@ from dfsd.manager.store import (
     _prefix_end,
     database_location,
 )
+from dfsd.manager.store_postgres import SCHEMA_STEPS as POSTGRES_STEPS
+from dfsd.manager.store_sqlite import SCHEMA_STEPS as SQLITE_STEPS
 
 
 async def test_store_reserve_commit_release(db_location: Location) -> None:
     store = await MetadataStore.open(db_location)
     try:
-        first = await store.reserve("a")
+        first = await store.reserve("a", 1)
         with pytest.raises(NameExists):
-            await store.reserve("a")
+            await store.reserve("a", 1)
         assert await store.find("a") is None  # a reservation is invisible
-        assert store.uploading() == {first}
+        assert await store.uploading() == {first}
         await store.commit(first, "a", node=5, size=3, sha256=b"h" * 32, created=1.0)
-        store.release("a")
+        await store.release("a")
         with pytest.raises(NameExists):
-            await store.reserve("a")  # now the record holds the name
+            await store.reserve("a", 1)  # now the record holds the name
         record = await store.find("a")
         assert record is not None and (record.id, record.node, record.size) == (first, 5, 3)
-        second = await store.reserve("b")
-        store.release("b")
-        third = await store.reserve("b")
+        second = await store.reserve("b", 1)
+        await store.release("b")
+        third = await store.reserve("b", 1)
         assert third > second  # ids are never reused
         assert await store.usage_by_node() == {5: (1, 3)}
         removed = await store.remove("a")
@@ -56,12 +58,12 @@ async def test_file_ids_are_never_reused_across_restarts(db_location: Location) 
     """Ids are handed out from memory in blocks recorded ahead: a restart (or a crash) skips the rest of the block,
     so bytes an abandoned upload left on a node can never be taken for a later file's."""
     store = await MetadataStore.open(db_location)
-    handed_out = [await store.reserve(f"f{index}") for index in range(ID_BLOCK + 5)]
+    handed_out = [await store.reserve(f"f{index}", 1) for index in range(ID_BLOCK + 5)]
     await store.commit(handed_out[0], "f0", 1, 1, b"h" * 32, 0.0)
     await store.close()  # the other reservations die with the process, as in a crash
     store = await MetadataStore.open(db_location)
     try:
-        assert await store.reserve("after") > max(handed_out)
+        assert await store.reserve("after", 1) > max(handed_out)
     finally:
         await store.close()
 
@@ -69,7 +71,7 @@ async def test_file_ids_are_never_reused_across_restarts(db_location: Location) 
 async def test_only_one_of_many_racing_reservations_wins(db_location: Location) -> None:
     store = await MetadataStore.open(db_location)
     try:
-        results = await asyncio.gather(*(store.reserve("same") for _ in range(20)), return_exceptions=True)
+        results = await asyncio.gather(*(store.reserve("same", 1) for _ in range(20)), return_exceptions=True)
         assert sum(isinstance(result, int) for result in results) == 1
         assert sum(isinstance(result, NameExists) for result in results) == 19
     finally:
@@ -83,7 +85,7 @@ async def test_listing_by_prefix_in_byte_order(db_location: Location) -> None:
         for name in names:
             if "\ud7ff" in name:
                 continue
-            await store.commit(await store.reserve(name), name, 1, 1, b"", 0.0)
+            await store.commit(await store.reserve(name, 1), name, 1, 1, b"", 0.0)
         listed = [record.name for record in await store.list_files("a", None, 100)]
         assert listed == sorted(n for n in names if n.startswith("a") and "\ud7ff" not in n)
         assert [record.name for record in await store.list_files("a", "a/b", 2)] == ["a/c", "ab"]
@@ -105,6 +107,9 @@ async def test_nodes_are_saved_updated_and_forgotten(db_location: Location) -> N
         await store.save_node(NodeRecord(7, "10.0.0.7", 9007, 10**12, 10**11, 1.5, False))
         await store.save_node(NodeRecord(3, "10.0.0.3", 9003, 100, 50, 2.5, False))
         await store.save_node(NodeRecord(7, "10.0.0.8", 9008, 10**12, 10**10, 3.5, True))  # the same id: an update
+        # ... which keeps the drain flag: every manager with a session saves the node, only a drain changes the flag
+        assert [node.draining for node in await store.nodes()] == [False, False]
+        await store.set_draining(7, True)
         assert await store.nodes() == [
             NodeRecord(3, "10.0.0.3", 9003, 100, 50, 2.5, False),
             NodeRecord(7, "10.0.0.8", 9008, 10**12, 10**10, 3.5, True),
@@ -120,11 +125,11 @@ async def test_lost_files_moves_and_walks_over_a_node(db_location: Location) -> 
     try:
         ids = []
         for index in range(6):
-            file_id = await store.reserve(f"f{index}")
+            file_id = await store.reserve(f"f{index}", 1)
             await store.commit(file_id, f"f{index}", 1, 10 + index, bytes(32), 1.0)
-            store.release(f"f{index}")
+            await store.release(f"f{index}")
             ids.append(file_id)
-        under_way = await store.reserve("still uploading")
+        under_way = await store.reserve("still uploading", 1)
         await store.set_lost(ids[:2], 5.0)
         assert await store.lost_files(1) == (2, ["f0"])
         assert await store.lost_by_node() == {1: 2}
@@ -155,7 +160,23 @@ async def test_a_database_of_a_newer_schema_is_refused(db_location: Location) ->
 async def test_reopening_keeps_the_schema_version(db_location: Location) -> None:
     await (await MetadataStore.open(db_location)).close()
     await (await MetadataStore.open(db_location)).close()
-    assert await _execute(db_location, "SELECT version FROM schema_version") == [(3,)]
+    latest = len(POSTGRES_STEPS) if isinstance(db_location, PostgresURL) else len(SQLITE_STEPS)
+    assert await _execute(db_location, "SELECT version FROM schema_version") == [(latest,)]
+
+
+async def test_a_postgresql_database_of_version_1_is_upgraded(postgres_url: PostgresURL) -> None:
+    """Version 4 adds the tables that several managers share: uploads in flight and the managers themselves."""
+    conn = await asyncpg.connect(postgres_url.url)
+    try:
+        await conn.execute(POSTGRES_STEPS[0])  # several statements: only the simple query protocol runs them
+        await conn.execute(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1)"
+        )
+    finally:
+        await conn.close()
+    await (await MetadataStore.open(postgres_url)).close()
+    assert await _execute(postgres_url, "SELECT version FROM schema_version") == [(len(POSTGRES_STEPS),)]
+    assert await _execute(postgres_url, "SELECT count(*) FROM uploads") == [(0,)]
 
 
 async def test_a_database_from_before_schema_versions_is_adopted(tmp_path: Path) -> None:
@@ -176,7 +197,7 @@ async def test_a_database_from_before_schema_versions_is_adopted(tmp_path: Path)
     try:
         record = await store.find("old")
         assert record is not None and record.id == 2000
-        assert await store.reserve("new") >= 2048
+        assert await store.reserve("new", 1) >= 2048
     finally:
         await store.close()
     assert await _execute(path, "SELECT version FROM schema_version") == [(3,)]

@@ -264,7 +264,10 @@ def test_status_is_an_aligned_table_and_json_mirrors_cluster_status(cluster: Loc
     assert lines[4] == "total: 3 of 3 nodes up, 1 files, 5 B"
 
     status = json.loads(run_tool("dfsd", "status", "--json", manager=cluster.address).stdout)
-    assert set(status) == {"nodes", "files", "bytes", "lost", "rebalance"}
+    assert set(status) == {"managers", "nodes", "files", "bytes", "lost", "rebalance"}
+    assert status["managers"] == [
+        {"address": cluster.address, "up": True, "coordinator": True, "database": str(cluster.root / "manager.db")}
+    ]
     assert (status["files"], status["bytes"], status["lost"]) == (1, 5, [])
     assert sorted(node["id"] for node in status["nodes"]) == [100, 101, 102]
     node = status["nodes"][0]

@@ -147,8 +147,9 @@ TOOLS = "dfsd.tools"
 CLIENT = "dfsd.client"
 # Besides the client library, the one helper the tools may use: starting daemons and waiting until they listen.
 SHARED_HELPERS = {"dfsd.processes"}
-# ``dfsd backup`` copies the manager's database beside it, not through it: it reads it through the metadata store.
-TOOL_EXCEPTIONS = {"backup.py": {"dfsd.manager.store"}}
+# ``dfsd backup`` and ``dfsd migrate`` work on the manager's database beside it, not through it: they read and write
+# it through the metadata store.
+TOOL_EXCEPTIONS = {"backup.py": {"dfsd.manager.store"}, "migrate.py": {"dfsd.manager.store"}}
 
 
 def public_surface() -> set[str]:

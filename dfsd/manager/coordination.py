@@ -1,0 +1,153 @@
+"""Several managers on one database: this manager's record and lease, and whether it is the one that coordinates.
+
+Theory of operation: every TICK, each manager renews its row in the database's ``managers`` table (``last_seen`` by the
+database's clock); a manager not renewed within LEASE is *down* in ``status``, and the reservations of uploads it held
+are dropped, so an upload that died with its manager leaves no name behind.
+
+Exactly one manager *coordinates*: it alone runs the jobs that must run once, rebalancing (and draining, which is
+rebalancing away from a node) and reconciling a registering node's inventory (marking lost files, removing orphans).
+It is the one holding a PostgreSQL advisory lock on a connection of its own. We chose the lock over a lease row
+because PostgreSQL frees it the moment that connection ends: a coordinator killed (kill -9) or whose host dies frees
+it as soon as the server sees the connection close, and the others try to take it every TICK, so one of them
+coordinates within about a TICK; a coordinator cut off from the database is dropped by the server's TCP keepalives
+(a few seconds, ``store_postgres.py``), and itself stops coordinating as soon as a check of its connection fails. A
+lease row would need its expiry waited out even after a clean death, and clocks to agree. On SQLite the one manager
+always coordinates.
+
+The same tick tidies what a database outage left behind (reservations, the bytes of uploads whose commit failed), and
+refreshes, on a shared database, what other managers may have changed: nodes' file counts (placement and the
+rebalancer plan from them) and drains. The coordinator's rebalancer progress goes into its record, so that ``status``
+shows it through any manager, and an operator's ``rebalance`` sent to another manager reaches it there. While another
+manager is up, placement also counts each node's files from the database at every upload (``files.py``); alone, a
+manager saves that query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import structlog
+
+from ..protocol import ServersUnavailable
+from ..protocol.messages import ManagerInfo, RebalanceInfo
+from .inflight import InFlight
+from .pool import NodeConnections
+from .rebalance import Rebalancer
+from .store import Location, ManagerRecord, MetadataStore, Progress
+from .topology import Topology
+
+log = structlog.get_logger("dfsd.manager")
+
+# Seconds between renewals of this manager's record and attempts to become the coordinator.
+TICK = 0.5
+
+# A manager whose record has not been renewed for this long is down, and its uploads' reservations are dropped:
+# several missed ticks, so a busy event loop or a slow commit does not make a live manager look dead.
+LEASE = 5.0
+
+
+class Coordination:
+    def __init__(
+        self,
+        store: MetadataStore,
+        topology: Topology,
+        in_flight: InFlight,
+        pool: NodeConnections,
+        database: Location,
+        rebalancer: Rebalancer,
+    ) -> None:
+        self._store = store
+        self._in_flight = in_flight
+        self._pool = pool
+        self._topology = topology
+        self._database = str(database)
+        self._rebalancer = rebalancer  # runs only while this manager coordinates
+        self._record: ManagerRecord | None = None
+        self.coordinating = not store.shared  # on SQLite from the start; on PostgreSQL once the lock is taken
+        self.alone = True  # no other manager is up: placement may trust this manager's own counts
+        self._decided = asyncio.Event()  # set once the first tick has tried to take the lock
+        self._unreachable = False  # the database failed the last tick (logged once per outage)
+
+    async def run(self, address: str) -> None:
+        """Renew this manager's record and try to coordinate every TICK, forever (the manager owns this task)."""
+        self._record = ManagerRecord(self._store.manager_id, address, time.time())
+        while True:
+            try:
+                await self._tick(self._record)
+                if self._unreachable:
+                    log.warning("database_back")
+                self._unreachable = False
+            except ServersUnavailable as err:
+                if not self._unreachable:
+                    log.error("database_unreachable", error=err.message)
+                self._unreachable = True
+                self._step_down()
+            self._decided.set()
+            await asyncio.sleep(TICK)
+
+    async def decided(self) -> None:
+        """Until this manager has first tried to coordinate, so that a node registering at start-up is reconciled by
+        the coordinator it will have."""
+        await self._decided.wait()
+
+    async def _tick(self, record: ManagerRecord) -> None:
+        coordinating = await self._store.try_coordinate()
+        info = self._rebalancer.info()
+        progress = Progress(info.running, info.moved, info.failed, info.remaining)
+        asked = await self._store.renew_manager(record, coordinating, progress)
+        if coordinating and not self.coordinating:
+            self.coordinating = True
+            log.info("coordinating", manager=record.id)
+            self._rebalancer.request(automatic=True)
+        elif not coordinating:
+            self._step_down()
+        if asked:
+            self._rebalancer.request()
+        await self._store.tidy_reservations(LEASE)
+        await self._in_flight.resolve_doubts(self._pool)
+        if self._store.shared:
+            others = [m for m in await self._store.managers(LEASE) or () if m.up and m.id != record.id]
+            self.alone = not others
+            await self._refresh_nodes()
+
+    def _step_down(self) -> None:
+        if self.coordinating:
+            log.warning("stopped_coordinating")
+        self.coordinating = False
+
+    async def _refresh_nodes(self) -> None:
+        """What other managers changed: file counts (their uploads, deletes, moves) and drains."""
+        usage = await self._store.usage_by_node()
+        drained = False
+        for record in await self._store.nodes():
+            node = self._topology.nodes.get(record.id)
+            if node is None:
+                continue
+            files, used = usage.get(record.id, (0, 0))
+            self._topology.recount(node, files, used)
+            if node.draining != record.draining:
+                self._topology.drain(node, record.draining)
+                drained = True
+        if drained and self.coordinating:
+            self._rebalancer.request()  # a drain asked of another manager: this one moves the files
+
+    async def rebalance(self) -> None:
+        """An operator asked for a rebalance: run it here, or have the coordinator run it."""
+        if self.coordinating:
+            self._rebalancer.request()
+        else:
+            await self._store.ask_rebalance()
+
+    async def status(self) -> tuple[list[ManagerInfo], RebalanceInfo]:
+        """Every manager of the cluster, and the coordinator's rebalancer (as it last renewed its record), for
+        ``status``."""
+        own = self._rebalancer.info()
+        records = await self._store.managers(LEASE)
+        if records is None:
+            return [ManagerInfo(self._record.address if self._record else "", True, True, self._database)], own
+        managers = [ManagerInfo(r.address, r.up, r.coordinator, self._database) for r in records]
+        progress = next((r.progress for r in records if r.coordinator and r.id != self._store.manager_id), None)
+        if self.coordinating or progress is None:
+            return managers, own
+        return managers, RebalanceInfo(progress.running, progress.moved, progress.failed, progress.remaining, own.auto)
