@@ -124,15 +124,15 @@ async def _copy(src: MetadataStore, dst: MetadataStore, dest: Location) -> tuple
 
 
 async def _pages(store: MetadataStore, table: str) -> AsyncIterator[Rows]:
-    """Every row of ``table``, a page at a time, in id order."""
-    after = -1
+    """Every row of ``table``, a page at a time, in the order of its key."""
+    after: object | None = None
     while page := await store.export_rows(table, after, PAGE):
         yield page
         after = page[-1][0]
 
 
 async def _digest(store: MetadataStore) -> bytes:
-    """A SHA-256 over every copied row of ``store``, table by table in id order."""
+    """A SHA-256 over every copied row of ``store``, table by table in the order of their keys."""
     hasher = hashlib.sha256()
     for table in store.MIGRATED_TABLES:
         async for page in _pages(store, table):

@@ -577,17 +577,25 @@ class MetadataStore(ABC):
 
     # What ``dfsd migrate`` copies, and the columns of each, in the order a digest reads them. Uploads in flight,
     # reservations and managers' leases are not copied: the cluster is stopped, so none of them is alive.
-    MIGRATED_TABLES: ClassVar[dict[str, str]] = {"files": _FILE_COLUMNS, "nodes": _NODE_COLUMNS}
+    # Each table's first column is its key, the order of its rows.
+    MIGRATED_TABLES: ClassVar[dict[str, str]] = {
+        "files": _FILE_COLUMNS,
+        "nodes": _NODE_COLUMNS,
+        "buckets": "name, owner, created",
+    }
 
     async def row_counts(self) -> dict[str, int]:
         """How many rows each copied table holds."""
         return {table: (await self._read(f"SELECT count(*) FROM {table}"))[0][0] for table in self.MIGRATED_TABLES}
 
-    async def export_rows(self, table: str, after_id: int, limit: int) -> Rows:
-        """A page of ``table``'s rows, in id order, with ids above ``after_id``: a walk over the whole table."""
-        return await self._read(
-            f"SELECT {self.MIGRATED_TABLES[table]} FROM {table} WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
-        )
+    async def export_rows(self, table: str, after: object | None, limit: int) -> Rows:
+        """A page of ``table``'s rows in the order of its key, those whose key is above ``after`` (None: from the
+        first): a walk over the whole table."""
+        columns = self.MIGRATED_TABLES[table]
+        key = columns.split(",")[0]
+        if after is None:
+            return await self._read(f"SELECT {columns} FROM {table} ORDER BY {key} LIMIT ?", (limit,))
+        return await self._read(f"SELECT {columns} FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT ?", (after, limit))
 
     async def import_rows(self, table: str, rows: Rows) -> None:
         """Insert ``rows`` (as ``export_rows`` gives them) into ``table``, in one transaction."""

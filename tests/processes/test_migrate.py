@@ -38,6 +38,7 @@ async def fill(location: Location) -> None:
         await store.save_node(NodeRecord(100, "10.0.0.1", 9100, 10**12, 10**11, 99.5, draining=False))
         await store.save_node(NodeRecord(101, "10.0.0.2", 9101, 2 * 10**12, 10**11, 99.75, draining=False))
         await store.set_draining(100, True)
+        await store.create_bucket("photos", "alice", 1.5)
         await store.set_next_file_id(NEXT_ID)
     finally:
         await store.close()
@@ -46,7 +47,7 @@ async def fill(location: Location) -> None:
 async def contents(location: Location) -> tuple[dict[str, list[tuple[object, ...]]], int]:
     store = await MetadataStore.open(location)
     try:
-        tables = {table: await store.export_rows(table, -1, 10 * FILES) for table in store.MIGRATED_TABLES}
+        tables = {table: await store.export_rows(table, None, 10 * FILES) for table in store.MIGRATED_TABLES}
         return tables, await store.next_file_id()
     finally:
         await store.close()
@@ -57,7 +58,7 @@ async def test_migrate_sqlite_to_postgresql_and_back(tmp_path: Path, postgres_ur
     await fill(source)
     status, there, err = migrate(source, postgres_url)
     assert status == 0, err
-    assert f"{FILES} files, 2 nodes; verified (sha256 " in there
+    assert f"{FILES} files, 2 nodes, 1 buckets; verified (sha256 " in there
     status, again, err = migrate(postgres_url, back)
     assert status == 0, err
     assert there.rpartition("sha256")[2] == again.rpartition("sha256")[2]  # the same digest on both copies
@@ -69,6 +70,7 @@ async def test_migrate_sqlite_to_postgresql_and_back(tmp_path: Path, postgres_ur
     lost = [row for row in tables["files"] if row[lost_column] is not None]
     assert [row[0] for row in lost] == [7, 8, 2001]
     assert [row[-1] for row in tables["nodes"]] == [1, 0]  # node 100 still draining
+    assert tables["buckets"] == [("photos", "alice", 1.5)]
 
 
 async def test_migrate_refuses_a_non_empty_destination(tmp_path: Path, postgres_url: PostgresURL) -> None:
@@ -79,7 +81,7 @@ async def test_migrate_refuses_a_non_empty_destination(tmp_path: Path, postgres_
     status, out, err = migrate(source, postgres_url)
     assert status == 73, err
     assert out == ""
-    assert f"the destination {postgres_url} is not empty (it holds {FILES} files, 2 nodes)" in err
+    assert f"the destination {postgres_url} is not empty (it holds {FILES} files, 2 nodes, 1 buckets)" in err
     assert await contents(postgres_url) == before  # untouched
 
 
