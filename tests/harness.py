@@ -19,11 +19,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from dfsd import aio, processes
 from dfsd.client import Client
@@ -289,3 +290,19 @@ async def stalled(first: bytes, release: asyncio.Event) -> AsyncIterator[bytes]:
     yield first
     await release.wait()
     yield b" and the rest"
+
+
+@contextlib.contextmanager
+def small_tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``8m``, ``64k``) mounted at ``mount_point``, to fill a disk for real (needs root; the test
+    is skipped otherwise)."""
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)

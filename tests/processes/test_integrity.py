@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from dfsd.protocol import StorageFull
-from harness import LocalCluster, run_tool
+from harness import LocalCluster, run_tool, small_tmpfs
 
 from dfsd.client import Client
 
@@ -40,17 +39,8 @@ async def test_scrub_reports_corrupt_and_missing_files(cluster: LocalCluster) ->
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """An 8 MiB tmpfs for one node's data directory (needs root; skipped otherwise)."""
-    mount_point = tmp_path / "node-100"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)], capture_output=True, check=False
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "node-100", "8m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 async def test_a_full_disk_refuses_the_file_and_is_passed_over_until_it_has_room(

@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from dfsd.protocol import BadRequest, ChecksumMismatch, InternalError, StorageFull
+from harness import small_tmpfs
 
 from dfsd.storage.disk import Disk, DurableWrite
 from dfsd.storage.layout import Layout
@@ -206,17 +206,8 @@ async def test_a_data_directory_removed_behind_the_node_is_not_made_again(disk: 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 64 KiB tmpfs (needs root; skipped otherwise)."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)], capture_output=True, check=False
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode().strip()}")
-    try:
+    with small_tmpfs(tmp_path / "tiny", "64k") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 @pytest.mark.parametrize("how", ["streamed", "whole"])
