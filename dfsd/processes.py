@@ -79,11 +79,11 @@ def start(
 def stop(processes: Sequence[subprocess.Popen[bytes]], grace: float) -> None:
     """SIGTERM every process still running, in the order given, then SIGKILL whatever still runs after ``grace``
     seconds — or at once on Ctrl-C."""
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace
-    try:
+    try:  # a second Ctrl-C may come at any point in here, even while the first SIGTERMs go out
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
         for process in processes:
             process.wait(max(0.0, deadline - time.monotonic()))
     except (subprocess.TimeoutExpired, KeyboardInterrupt):

@@ -10,7 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from harness import LocalCluster, run_tool
+
+from dfsd import processes
 
 
 def test_push_cat_ls_rm(cluster: LocalCluster, tmp_path: Path) -> None:
@@ -154,3 +157,36 @@ def test_cluster_command_starts_and_stops_everything(tmp_path: Path) -> None:
     time.sleep(0.2)
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "d")], capture_output=True, check=False).stdout
     assert leftovers == b""
+
+
+class _InterruptedAsSignalled(subprocess.Popen[bytes]):
+    """A real process whose SIGTERM is followed at once by a Ctrl-C: the second one of a user in a hurry."""
+
+    def send_signal(self, sig: int) -> None:
+        super().send_signal(sig)
+        if sig == signal.SIGTERM:
+            raise KeyboardInterrupt
+
+
+def test_cluster_interrupted_twice_left_processes_and_a_traceback_repro() -> None:
+    """`dfsd cluster`: a second Ctrl-C landing while the first one's SIGTERMs went out raised KeyboardInterrupt out of
+    processes.stop (a traceback), and the daemons not yet signalled were left running. Now it kills them all at once."""
+    stubborn = [
+        sys.executable,
+        "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)",
+    ]
+    children = [_InterruptedAsSignalled(stubborn), subprocess.Popen(stubborn), subprocess.Popen(stubborn)]
+    try:
+        started = time.monotonic()
+        try:
+            processes.stop(children, grace=30.0)
+        except KeyboardInterrupt:  # as it escaped before: fail this test rather than end the whole run
+            pytest.fail("the second Ctrl-C escaped processes.stop")
+        assert time.monotonic() - started < 10  # killed at once, not after the grace
+        assert all(child.poll() is not None for child in children)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
