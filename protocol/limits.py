@@ -19,8 +19,9 @@ CHUNK_SIZE = 1024 * 1024
 # dominate; 64 KiB keeps such a frame far below any allowed frame limit, whatever the name.
 INLINE_MAX = 64 * 1024
 
-# S3 and most object stores allow 1024 bytes of UTF-8 per key; a full listing page of such names stays under 1.2 MiB.
-MAX_NAME_BYTES = 1024
+# S3 allows 1024 bytes of UTF-8 per key; a gateway stores an object as BUCKET/KEY, and a bucket name has at most 63
+# characters: 63 + 1 + 1024. A full listing page of such names stays under 1.2 MiB.
+MAX_NAME_BYTES = 1088
 
 # One listing page; with MAX_NAME_BYTES names the page still fits well inside MAX_FRAME_SIZE.
 MAX_LIST_PAGE = 1000

@@ -59,7 +59,7 @@ HINTS: dict[int, str] = {
         "`dfsd status` shows the storage node that is down or lost the file; try again once it is back up"
     ),
     ErrorCode.BAD_REQUEST: (
-        "a name is 1 to 1024 bytes of UTF-8 without NUL, and --offset/--length must lie inside the file "
+        "a name is 1 to 1088 bytes of UTF-8 without NUL, and --offset/--length must lie inside the file "
         "(`dfs-ls -l NAME` shows its size)"
     ),
     ErrorCode.PROTOCOL_ERROR: "the client and the cluster may run different dfsd versions; upgrade the older one",

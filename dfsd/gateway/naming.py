@@ -11,8 +11,8 @@ stores every file by the manager's file id and no key ever becomes a path. Two t
 refuse it, since C tools and SQLite bindings cut a string there) and bytes that are not UTF-8 (S3 keys are UTF-8).
 
 Limits: a key is at most 1024 bytes of UTF-8 and a bucket name at most 63 characters, so a dfsd name is at most
-``MAX_OBJECT_NAME_BYTES`` = 1088 bytes. ``dfsd.protocol.limits.MAX_NAME_BYTES`` (1024 today) must be raised to that
-for every S3 key to fit; until then ``dfs_name`` refuses what the protocol would refuse, with ``KeyTooLongError``.
+``MAX_OBJECT_NAME_BYTES`` = 1088 bytes, which is ``dfsd.protocol.limits.MAX_NAME_BYTES``: every S3 key fits. A manager
+run with a lower ``--max-name-bytes`` refuses longer names itself.
 """
 
 from __future__ import annotations

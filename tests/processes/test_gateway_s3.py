@@ -111,6 +111,19 @@ def test_put_replaces_an_existing_key(live_gateway: LiveGateway) -> None:
     assert live_gateway.names(bucket + "/") == [f"{bucket}/k"]
 
 
+def test_longest_key_in_the_longest_bucket_name_repro(live_gateway: LiveGateway) -> None:
+    """A 1024-byte key in a 63-character bucket needs a 1088-byte dfsd name: refused while names held 1024 bytes."""
+    s3 = live_gateway.s3(ALICE)
+    bucket = ("long-" + live_gateway.bucket() + "-" + "b" * 63)[:63]
+    key = "k/" + "é" * 511  # 1024 bytes of UTF-8
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key=key, Body=b"the longest name")
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"the longest name"
+    assert [entry["Key"] for entry in s3.list_objects_v2(Bucket=bucket)["Contents"]] == [key]
+    s3.delete_object(Bucket=bucket, Key=key)
+    s3.delete_bucket(Bucket=bucket)
+
+
 def test_wrong_content_md5_is_bad_digest_and_keeps_nothing(live_gateway: LiveGateway) -> None:
     s3, bucket = live_gateway.s3(), live_gateway.bucket()
     wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
