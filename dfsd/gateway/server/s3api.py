@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import quote, unquote
 
 from dfsd.client import (
@@ -276,10 +276,9 @@ class S3Api:
         return builder.result()
 
     async def list_objects_v1(self, request: HttpRequest, context: Context) -> None:
-        params = request.params
-        prefix, delimiter, marker = params.get("prefix", ""), params.get("delimiter") or None, params.get("marker", "")
-        max_keys = listing.parse_max_keys(params.get("max-keys"))
-        encoding = listing.check_encoding_type(params.get("encoding-type"))
+        params = request.params  # parsed afresh on each access
+        prefix, delimiter, max_keys, encoding = _listing_params(params)
+        marker = params.get("marker", "")
         result = await self._page(context, prefix, delimiter, max_keys, marker)
         body = s3xml.render_list_objects_v1(
             context.bucket_name,
@@ -295,10 +294,8 @@ class S3Api:
 
     async def list_objects_v2(self, request: HttpRequest, context: Context) -> None:
         params = request.params
-        prefix, delimiter = params.get("prefix", ""), params.get("delimiter") or None
+        prefix, delimiter, max_keys, encoding = _listing_params(params)
         token, start_after = params.get("continuation-token"), params.get("start-after")
-        max_keys = listing.parse_max_keys(params.get("max-keys"))
-        encoding = listing.check_encoding_type(params.get("encoding-type"))
         result = await self._page(context, prefix, delimiter, max_keys, listing.v2_start(token, start_after))
         next_token = (
             listing.continuation_token(result.next_marker) if result.is_truncated and result.next_marker else None
@@ -318,14 +315,9 @@ class S3Api:
         await _xml(request, context, body)
 
     async def list_versions(self, request: HttpRequest, context: Context) -> None:
-        params = request.params
-        prefix, delimiter, marker = (
-            params.get("prefix", ""),
-            params.get("delimiter") or None,
-            params.get("key-marker", ""),
-        )
-        max_keys = listing.parse_max_keys(params.get("max-keys"))
-        encoding = listing.check_encoding_type(params.get("encoding-type"))
+        params = request.params  # parsed afresh on each access
+        prefix, delimiter, max_keys, encoding = _listing_params(params)
+        marker = params.get("key-marker", "")
         result = await self._page(context, prefix, delimiter, max_keys, marker)
         body = s3xml.render_list_object_versions(
             context.bucket_name,
@@ -593,3 +585,13 @@ def _copy_source(header: str) -> tuple[str, str]:
     if not bucket or not key:
         raise S3Error("InvalidArgument", "x-amz-copy-source must be BUCKET/KEY.")
     return check_bucket_name(bucket), check_key(key)
+
+
+def _listing_params(params: Mapping[str, str]) -> tuple[str, str | None, int, str | None]:
+    """What every listing takes alike: ``prefix``, ``delimiter`` (None: none), ``max-keys`` and ``encoding-type``."""
+    return (
+        params.get("prefix", ""),
+        params.get("delimiter") or None,
+        listing.parse_max_keys(params.get("max-keys")),
+        listing.check_encoding_type(params.get("encoding-type")),
+    )
