@@ -31,10 +31,11 @@ import dataclasses
 import functools
 import hashlib
 import os
+import secrets
 import stat
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from .aio import run
 from .protocol import (
@@ -51,39 +52,52 @@ from .protocol import (
     FileNotFound,
     FileUnavailable,
     InternalError,
+    InvalidPart,
     NameExists,
     NodeIdInUse,
     NoSuchBucket,
+    NoSuchUpload,
     NotAuthorised,
     ProtocolError,
     ServersUnavailable,
     StorageFull,
     check_meta,
     check_name,
+    check_part_number,
+    part_prefix,
 )
 from .protocol.messages import (
+    AbortUpload,
     Bucket,
     BucketInfo,
     Buckets,
     Buffer,
+    ChosenPart,
     ClusterStatus,
+    CompleteUpload,
     Compose,
     CreateBucket,
+    CreateUpload,
     Data,
     Delete,
     DeleteBucket,
     Drain,
     End,
+    ExpireUploads,
     FileInfo,
     Get,
     Info,
     List,
     ListBuckets,
     Listing,
+    ListParts,
+    ListUploads,
     Message,
     NodeInfo,
     Ok,
+    Parts,
     Put,
+    PutPart,
     Rebalance,
     RebalanceInfo,
     Scrub,
@@ -91,8 +105,13 @@ from .protocol.messages import (
     Sending,
     Stat,
     StatBucket,
+    StatUpload,
     Status,
     Stored,
+    Upload,
+    UploadInfo,
+    UploadPart,
+    Uploads,
 )
 from .settings import SECRET_ENV, SECRET_FILE_ENV, TLS_CA_ENV, Security
 from .transfer import receive_file, send_file, send_upload
@@ -103,9 +122,10 @@ __all__ = [
     "CHUNK_SIZE", "DEFAULT_MANAGER", "MAX_META_BYTES", "SECRET_ENV", "SECRET_FILE_ENV", "TLS_CA_ENV", "BadRequest",
     "BucketExists", "BucketInfo", "BucketNotEmpty", "BucketNotYours", "BucketOwnedByYou", "ChecksumMismatch", "Client",
     "ClusterStatus", "DfsError", "Download", "ErrorCode", "FileInfo", "FileNotFound", "FileUnavailable",
-    "InternalError", "ManagerLost", "NameExists", "NoSuchBucket", "NodeIdInUse", "NodeInfo", "NotAuthorised",
-    "ProtocolError", "RebalanceInfo", "ScrubReport", "Security", "Sending", "ServersUnavailable", "Source",
-    "StorageFull", "Stored", "file_size", "format_address", "manager_addresses", "run",
+    "InternalError", "InvalidPart", "ManagerLost", "NameExists", "NoSuchBucket", "NoSuchUpload", "NodeIdInUse",
+    "NodeInfo", "NotAuthorised", "ProtocolError", "RebalanceInfo", "ScrubReport", "Security", "Sending",
+    "ServersUnavailable", "Source", "StorageFull", "Stored", "UploadInfo", "UploadPart", "file_size",
+    "format_address", "manager_addresses", "run",
 ]  # fmt: skip
 
 DEFAULT_MANAGER = "127.0.0.1:8000"
@@ -382,9 +402,9 @@ class Client:
     async def stat(self, name: str) -> FileInfo:
         return (await self._retrying(functools.partial(self._call, Stat(name), Info))).file
 
-    async def list(self, prefix: str = "") -> AsyncIterator[FileInfo]:
-        """Every file whose name starts with ``prefix``, in byte order of the names, fetched a page at a time."""
-        after: str | None = None
+    async def list(self, prefix: str = "", *, after: str | None = None) -> AsyncIterator[FileInfo]:
+        """Every file whose name starts with ``prefix``, in byte order of the names, fetched a page at a time; with
+        ``after``, only those whose names sort after it (to resume a listing after the last name seen)."""
         while True:
             page = await self._retrying(functools.partial(self._call, List(prefix, after), Listing))
             for info in page.files:
@@ -419,6 +439,87 @@ class Client:
         check_name(name)
         check_meta(meta)
         return await self._call(Compose(name, list(parts), replace or None, meta or None), Stored)
+
+    # --- multipart uploads (for gateways; PROTOCOL.md 6.13) -----------------------------------------------------------
+
+    async def create_upload(self, name: str, owner: str, *, meta: dict[str, str] | None = None) -> UploadInfo:
+        """Begin a multipart upload that becomes the file ``name`` (with ``meta``) once completed; its record keeps
+        ``owner``, whom every later call on it must name."""
+        check_name(name)
+        check_meta(meta)
+        return (await self._call(CreateUpload(name, owner, meta or None), Upload)).upload
+
+    async def upload(self, upload_id: str) -> UploadInfo:
+        """The record of an upload in progress, or ``NoSuchUpload``."""
+        return (await self._retrying(functools.partial(self._call, StatUpload(upload_id), Upload))).upload
+
+    async def put_part(
+        self,
+        upload_id: str,
+        number: int,
+        source: Source,
+        *,
+        owner: str,
+        size: int | None = None,
+        md5: Callable[[], bytes | None] | None = None,
+    ) -> bytes:
+        """Store ``source`` as part ``number`` of the upload, replacing a part of that number sent before (whose bytes
+        are then removed); returns the part's MD5. The bytes become a file under the upload's hidden prefix, which no
+        listing shows, then the part is recorded. ``md5`` says the MD5 of what was sent once it is all sent, for a
+        source that hashes as it streams (a gateway checking Content-MD5); without it the client hashes the bytes."""
+        check_part_number(number)
+        hasher = None
+        if md5 is None:
+            hasher = hashlib.md5()
+            source = _hashed(source, hasher)
+        name = f"{part_prefix(upload_id)}{number:05d}.{secrets.token_hex(8)}"
+        await self.put(name, source, size=size)
+        digest = hasher.digest() if hasher is not None else md5() if md5 is not None else None
+        if digest is None:
+            raise ValueError("put_part's md5 gave no MD5 once the part was sent")
+        await self._call(PutPart(upload_id, owner, number, name, digest), Ok)
+        return digest
+
+    async def parts(self, upload_id: str, *, after: int = 0) -> AsyncIterator[UploadPart]:
+        """The recorded parts of an upload numbered above ``after``, by number, fetched a page at a time."""
+        while True:
+            page = await self._retrying(functools.partial(self._call, ListParts(upload_id, after), Parts))
+            for part in page.parts:
+                yield part
+            if not page.more or not page.parts:
+                return
+            after = page.parts[-1].number
+
+    async def uploads(self, prefix: str = "", *, after: tuple[str, str] | None = None) -> AsyncIterator[UploadInfo]:
+        """The uploads in progress whose names start with ``prefix``, by name then id; with ``after`` (a name and an
+        upload id), only those after it. Fetched a page at a time."""
+        while True:
+            request = ListUploads(prefix, *(after or (None, None)))
+            page = await self._retrying(functools.partial(self._call, request, Uploads))
+            for upload in page.uploads:
+                yield upload
+            if not page.more or not page.uploads:
+                return
+            after = (page.uploads[-1].name, page.uploads[-1].upload_id)
+
+    async def complete_upload(
+        self, upload_id: str, parts: Sequence[tuple[int, bytes]], *, owner: str, meta: dict[str, str] | None = None
+    ) -> Stored:
+        """Store the upload's file: the parts (number, MD5), in ascending order of number, joined by one storage node
+        (no process holds the file whole), with ``meta`` (else the upload's own); then the upload and all its parts
+        are removed. ``InvalidPart`` if a part was not recorded with that MD5."""
+        check_meta(meta)
+        chosen = [ChosenPart(number, md5) for number, md5 in parts]
+        return await self._call(CompleteUpload(upload_id, owner, chosen, meta), Stored)
+
+    async def abort_upload(self, upload_id: str, *, owner: str) -> None:
+        """Forget the upload and remove its parts."""
+        await self._call(AbortUpload(upload_id, owner), Ok)
+
+    async def expire_uploads(self, age: float) -> builtins.list[UploadInfo]:
+        """Abort every upload begun more than ``age`` seconds ago (and sweep away parts whose upload is gone); returns
+        those aborted, at most MAX_LIST_PAGE a call."""
+        return (await self._call(ExpireUploads(age), Uploads)).uploads
 
     async def create_bucket(self, name: str, owner: str) -> BucketInfo:
         """Record bucket ``name`` (its objects are the files named ``name/KEY``), owned by ``owner``.
@@ -592,6 +693,18 @@ async def _frames(chunks: AsyncIterable[Buffer], sent: _Sent) -> AsyncIterator[D
         yield Data(chunk)
     sent.size, sent.sha256 = size, hasher.digest()
     yield End(sent.sha256)
+
+
+async def _hashed(source: Source, hasher: Any) -> AsyncIterator[Buffer]:
+    """The bytes of ``source`` (a path, a file, bytes or chunks), passed on as they are fed to ``hasher``."""
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as file:
+            async for chunk in _hashed(file, hasher):
+                yield chunk
+        return
+    async for chunk in _chunks(source):
+        hasher.update(chunk)
+        yield chunk
 
 
 async def _chunks(source: BinaryIO | bytes | AsyncIterable[bytes]) -> AsyncIterator[bytes | memoryview]:

@@ -62,8 +62,8 @@ class SyncClient:
     def stat(self, name: str) -> FileInfo:
         return self._runner.run(self._client.stat(name))
 
-    def list(self, prefix: str = "") -> Iterator[FileInfo]:
-        files = self._client.list(prefix)
+    def list(self, prefix: str = "", *, after: str | None = None) -> Iterator[FileInfo]:
+        files = self._client.list(prefix, after=after)
 
         async def next_file() -> FileInfo:
             return await anext(files)

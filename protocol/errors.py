@@ -31,6 +31,8 @@ class ErrorCode(IntEnum):
     BUCKET_NOT_EMPTY = 14
     NO_SUCH_BUCKET = 15
     BUCKET_NOT_YOURS = 16
+    NO_SUCH_UPLOAD = 17
+    INVALID_PART = 18
 
 
 class DfsError(Exception):
@@ -139,6 +141,16 @@ class NoSuchBucket(DfsError):
 class BucketNotYours(DfsError):
     code = ErrorCode.BUCKET_NOT_YOURS
     title = "the bucket belongs to another owner"
+
+
+class NoSuchUpload(DfsError):
+    code = ErrorCode.NO_SUCH_UPLOAD
+    title = "no such multipart upload: it was never created, or it was completed, aborted or expired"
+
+
+class InvalidPart(DfsError):
+    code = ErrorCode.INVALID_PART
+    title = "a part named for the completion was not uploaded, or not with that MD5; list the parts and try again"
 
 
 _BY_CODE: dict[int, type[DfsError]] = {cls.code: cls for cls in DfsError.__subclasses__()}

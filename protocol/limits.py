@@ -46,6 +46,15 @@ MAX_BUCKETS = 10_000
 # Parts one ``compose`` may join: S3's most parts in a multipart upload.
 MAX_COMPOSE_PARTS = 10_000
 
+# Parts a multipart upload may hold, numbered 1 to this: S3's most.
+MAX_UPLOAD_PARTS = MAX_COMPOSE_PARTS
+
+# The names of multipart uploads' parts: ``PARTS_PREFIX + UPLOAD_ID + "/" + ...`` (``part_prefix``). They are ordinary
+# files to every node and to the rebalancer, but no listing shows them, and the manager takes a ``put`` of such a name
+# only for an upload in progress and a ``delete`` never: an upload's parts are removed with the upload (PROTOCOL.md,
+# 6.13). A bucket name cannot begin with a dot, so no S3 object is ever here.
+PARTS_PREFIX = ".multipart/"
+
 # File ids per inventory page: 100,000 ids of up to 9 bytes each stay under 1 MiB.
 INVENTORY_PAGE = 100_000
 
@@ -72,6 +81,27 @@ def check_name(name: str, max_bytes: int = MAX_NAME_BYTES) -> str:
     return name
 
 
+def part_prefix(upload_id: str) -> str:
+    """The prefix of the names of upload ``upload_id``'s parts."""
+    return f"{PARTS_PREFIX}{upload_id}/"
+
+
+def is_part_name(name: str) -> bool:
+    """Whether ``name`` lies in the parts' hidden namespace (``PARTS_PREFIX``)."""
+    return name.startswith(PARTS_PREFIX)
+
+
+def upload_of_part(name: str) -> str:
+    """The upload id in a part's name (``is_part_name``)."""
+    return name[len(PARTS_PREFIX) :].partition("/")[0]
+
+
+def check_part_number(number: int) -> None:
+    """A part is numbered 1 to MAX_UPLOAD_PARTS (``BadRequest`` otherwise)."""
+    if not 1 <= number <= MAX_UPLOAD_PARTS:
+        raise BadRequest(f"bad request: part numbers run from 1 to {MAX_UPLOAD_PARTS}, not {number}")
+
+
 def check_sha256(digest: bytes | None) -> None:
     """A SHA-256 given with an upload must be 32 bytes: refuse it before any byte moves, not after the last."""
     if digest is not None and len(digest) != 32:
@@ -86,8 +116,14 @@ def check_bucket(name: str, owner: str | None = None) -> None:
     if "/" in name or "\x00" in name:
         raise BadRequest("bad request: a bucket name holds no / and no NUL")
     check_name(name)  # valid UTF-8
-    if owner is not None and not 0 < len(owner.encode("utf-8", "surrogatepass")) <= MAX_OWNER_BYTES:
-        raise BadRequest(f"bad request: a bucket's owner is named by 1 to {MAX_OWNER_BYTES} bytes of UTF-8")
+    if owner is not None:
+        check_owner(owner)
+
+
+def check_owner(owner: str) -> None:
+    """Refuse (``BadRequest``) the name of an owner (of a bucket, of a multipart upload) that is empty or too long."""
+    if not 0 < len(owner.encode("utf-8", "surrogatepass")) <= MAX_OWNER_BYTES:
+        raise BadRequest(f"bad request: an owner is named by 1 to {MAX_OWNER_BYTES} bytes of UTF-8")
 
 
 def check_meta(meta: dict[str, str] | None) -> None:

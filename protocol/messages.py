@@ -51,6 +51,35 @@ class BucketInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class UploadInfo:
+    """One multipart upload in progress, as the manager records it."""
+
+    upload_id: str  # the manager's name for it: 32 hex digits
+    name: str  # the file the completed upload becomes
+    owner: str  # who began it, as the gateway names its user
+    initiated: float  # unix time it was created
+    meta: dict[str, str] | None = None  # what the completed file is to be stored with (none: nothing)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadPart:
+    """One recorded part of a multipart upload."""
+
+    number: int  # 1 to MAX_UPLOAD_PARTS
+    size: int
+    md5: bytes  # 16 bytes: the MD5 of its bytes, as the gateway computed it (S3's part ETag)
+    created: float  # unix time it was recorded
+
+
+@dataclass(frozen=True, slots=True)
+class ChosenPart:
+    """One part a completion joins: its number and the MD5 it must have (else error 18)."""
+
+    number: int
+    md5: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class PartInfo:
     """One source of a ``build``: stored file ``file_id`` of ``size`` bytes, held by the node at ``host``:``port``, or
     by the building node itself when they are absent."""
@@ -322,6 +351,115 @@ class Buckets(Message):
 
     TYPE = "buckets"
     buckets: list[BucketInfo]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateUpload(Message):
+    """Client → manager: begin a multipart upload that will become the file ``name``; answered by ``upload``."""
+
+    TYPE = "create_upload"
+    name: str
+    owner: str
+    meta: dict[str, str] | None = None  # kept for the completed file (at most MAX_META_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class StatUpload(Message):
+    """Client → manager: the record of upload ``upload_id``; answered by ``upload`` (error 17 if there is none)."""
+
+    TYPE = "stat_upload"
+    upload_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Upload(Message):
+    """The answer to ``create_upload`` and ``stat_upload``."""
+
+    TYPE = "upload"
+    upload: UploadInfo
+
+
+@dataclass(frozen=True, slots=True)
+class PutPart(Message):
+    """Client → manager: the stored file ``name`` (under the upload's ``part_prefix``) is part ``number`` of upload
+    ``upload_id``, with MD5 ``md5``; a part of that number recorded before is replaced and its file deleted. Answered
+    by ``ok``."""
+
+    TYPE = "put_part"
+    upload_id: str
+    owner: str  # must be the upload's (else 9)
+    number: int
+    name: str
+    md5: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ListParts(Message):
+    """Client → manager: the recorded parts of upload ``upload_id`` numbered above ``after``; answered by ``parts``."""
+
+    TYPE = "list_parts"
+    upload_id: str
+    after: int = 0
+    limit: int | None = None  # at most MAX_LIST_PAGE; the manager may return fewer
+
+
+@dataclass(frozen=True, slots=True)
+class Parts(Message):
+    TYPE = "parts"
+    parts: list[UploadPart]  # by number
+    more: bool  # true if parts numbered above the last one may follow: ask again with ``after``
+
+
+@dataclass(frozen=True, slots=True)
+class ListUploads(Message):
+    """Client → manager: the uploads in progress whose names start with ``prefix``, by name then id, after
+    ``after``; answered by ``uploads``."""
+
+    TYPE = "list_uploads"
+    prefix: str = ""
+    after: str | None = None  # a name: uploads of later names, and of this one with ids above ``after_upload``
+    after_upload: str | None = None
+    limit: int | None = None  # at most MAX_LIST_PAGE; the manager may return fewer
+
+
+@dataclass(frozen=True, slots=True)
+class Uploads(Message):
+    """The answer to ``list_uploads`` and ``expire_uploads``."""
+
+    TYPE = "uploads"
+    uploads: list[UploadInfo]
+    more: bool  # true if uploads of names after the last one returned may match: ask again with ``after``
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteUpload(Message):
+    """Client → manager: store the upload's ``parts``, in this order, as its file, with ``meta`` (the upload's own
+    if absent), built on one storage node like a ``compose``; the upload and all its parts are then removed. Answered
+    by ``stored``."""
+
+    TYPE = "complete_upload"
+    upload_id: str
+    owner: str  # must be the upload's (else 9)
+    parts: list[ChosenPart]
+    meta: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AbortUpload(Message):
+    """Client → manager: forget the upload and delete its parts; answered by ``ok`` (error 17 if there is none)."""
+
+    TYPE = "abort_upload"
+    upload_id: str
+    owner: str  # must be the upload's (else 9)
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireUploads(Message):
+    """Client → manager: abort every upload created more than ``age`` seconds ago, and delete parts left behind by
+    uploads that no longer exist; answered by ``uploads``: those it aborted (at most MAX_LIST_PAGE a request)."""
+
+    TYPE = "expire_uploads"
+    age: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -598,6 +736,8 @@ CATALOGUE: dict[str, type[Message]] = {
         Status, ClusterStatus, Rebalance, Drain, Scrub, ScrubReport, Register, Inventory, Heartbeat, Store, Fetch,
         Transfer, Verify, Remove, CreateBucket, DeleteBucket, StatBucket, ListBuckets, Bucket, Buckets,
         Compose, Build,
+        CreateUpload, StatUpload, Upload, PutPart, ListParts, Parts, ListUploads, Uploads, CompleteUpload, AbortUpload,
+        ExpireUploads,
     )
 }  # fmt: skip
 

@@ -88,6 +88,21 @@ class LiveGateway:
         with concurrent.futures.ThreadPoolExecutor(1) as thread:
             return thread.submit(aio.run, listing()).result()
 
+    def hidden_files(self) -> int:
+        """How many stored files no listing shows: the parts of multipart uploads (``PARTS_PREFIX``)."""
+        from dfsd import aio
+        from dfsd.client import Client
+
+        async def count() -> int:
+            async with Client(self.cluster.address) as client:
+                listed = sum([1 async for _ in client.list()])
+                return (await client.status()).files - listed
+
+        import concurrent.futures
+
+        with concurrent.futures.ThreadPoolExecutor(1) as thread:
+            return thread.submit(aio.run, count()).result()
+
 
 def running_gateway(root: Path) -> Iterator[LiveGateway]:
     """A manager, two nodes and a gateway in ``root`` until the generator is closed (the ``live_gateway`` fixture)."""

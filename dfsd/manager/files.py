@@ -16,16 +16,18 @@ without the file's bytes asks the same owner whether a move took them elsewhere 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 from ..protocol import (
     MAX_COMPOSE_PARTS,
     MAX_LIST_PAGE,
     MAX_LISTING_BYTES,
+    PARTS_PREFIX,
     BadRequest,
     FileNotFound,
     FileUnavailable,
     InternalError,
+    NoSuchUpload,
     ServersUnavailable,
     StorageFull,
     check_inline,
@@ -33,7 +35,9 @@ from ..protocol import (
     check_name,
     check_range,
     check_sha256,
+    is_part_name,
     meta_bytes,
+    upload_of_part,
 )
 from ..protocol.messages import (
     Build,
@@ -67,6 +71,9 @@ from .pool import NodeConnections, remove_copy
 from .store import FileRecord, MetadataStore
 from .topology import NodeState, Topology
 
+# How many times a compose sends its build again after a part moved to another node under it.
+BUILD_ATTEMPTS = 3
+
 # A put naming the size and SHA-256 of an upload of the same name still under way (typically its own first attempt,
 # whose answer was lost, still committing) waits this long for that upload to end before it is answered.
 SETTLE_WAIT = 10.0
@@ -99,6 +106,9 @@ class FileOperations:
         size = len(request.data) if request.data is not None else request.size
         self._check_size(size or 0)
         req.fields.update(name=request.name)
+        part = is_part_name(request.name)
+        if part:
+            await self._check_part_upload(request.name)
         if request.sha256 is not None and size is not None:
             already = await self._already_stored(request.name, size, request.sha256, request.meta)
             if already is not None:
@@ -126,7 +136,30 @@ class FileOperations:
         if replaced is not None:
             req.fields.update(replaced=replaced.id)
             await self._remove_bytes(replaced)
+        if part:  # an abort that listed its parts before this one was committed: nobody else would remove it
+            await self._check_part_upload(request.name, file_id)
         await conn.send(stored)
+
+    async def _check_part_upload(self, name: str, stored: int | None = None) -> None:
+        """A put of a part (``is_part_name``) is taken only for an upload that takes parts; NoSuchUpload otherwise,
+        and then the file ``stored`` for it already, if any, is removed."""
+        upload = await self.store.find_upload(upload_of_part(name))
+        if upload is not None and upload.takes_parts(time.time()):
+            return
+        if stored is not None:
+            await self.remove_files([(name, stored)])
+        raise NoSuchUpload(
+            f"no such multipart upload: {upload_of_part(name)!r} (of the part {name!r}) was never created, or it was "
+            f"completed, aborted or expired, or is being completed; names under {PARTS_PREFIX!r} hold multipart parts"
+        )
+
+    def _check_visible(self, name: str) -> None:
+        """Only multipart requests create, join and delete the parts of uploads (``PARTS_PREFIX``)."""
+        if is_part_name(name):
+            raise BadRequest(
+                f"bad request: {name!r} is a part of a multipart upload; names under {PARTS_PREFIX!r} are the "
+                "uploads' own: complete or abort the upload instead"
+            )
 
     async def _commit(
         self, file_id: int, name: str, node: int, stored: Stored, replace: bool | None, meta: dict[str, str] | None
@@ -188,8 +221,19 @@ class FileOperations:
         check_meta(request.meta)
         if not 0 < len(request.parts) <= MAX_COMPOSE_PARTS:
             raise BadRequest(f"bad request: a compose joins 1 to {MAX_COMPOSE_PARTS} parts, not {len(request.parts)}")
+        for name in (request.name, *request.parts):
+            self._check_visible(name)
         req.fields.update(name=request.name, parts=len(request.parts))
         records = [await self._find(name) for name in request.parts]
+        stored = await self.compose(request.name, records, bool(request.replace), request.meta, req)
+        await self.remove_files((record.name, record.id) for record in records)
+        await conn.send(stored)
+
+    async def compose(
+        self, name: str, records: list[FileRecord], replace: bool, meta: dict[str, str] | None, req: Request
+    ) -> Stored:
+        """Store under ``name`` the files ``records`` joined in order, built by one node, and commit it like a put
+        (the parts stay: ``remove_files`` them once the caller's own records allow)."""
         for record in records:
             self._node_of(record)
             if record.lost is not None:
@@ -197,21 +241,41 @@ class FileOperations:
         size = sum(record.size for record in records)
         self._check_size(size)
         node = choose_node(self.topology.nodes.values(), size)
-        parts = [self._part_for(record, node) for record in records]
-        async with self.in_flight.upload(request.name, node, replace=bool(request.replace)) as file_id:
+        async with self.in_flight.upload(name, node, replace=replace) as file_id:
             req.fields.update(node=node.id, file_id=file_id, size=size)
-            stored = await self._build(node, Build(file_id, parts))
+            with self.in_flight.compose(record.id for record in records):
+                stored = await self._build_following(node, file_id, records)
             if stored.size != size:
                 raise InternalError(f"internal error: node {node.id} built {stored.size} bytes of {size}")
-            replaced = await self._commit(file_id, request.name, node.id, stored, request.replace, request.meta)
+            replaced = await self._commit(file_id, name, node.id, stored, replace, meta)
             self.topology.stored(node.id, stored.size)
         if replaced is not None:
             await self._remove_bytes(replaced)
-        for record in records:  # a part replaced or deleted meanwhile is another file now: left alone
-            removed = await self.store.remove_exact(record.name, record.id)
+        return stored
+
+    async def _build_following(self, node: NodeState, file_id: int, records: list[FileRecord]) -> Stored:
+        """Have ``node`` build the file from ``records``. A part that a move took to another node meanwhile (the
+        coordinator of several managers does not know of this build) is missing where it was: the build is sent
+        again with the parts where they are now, up to BUILD_ATTEMPTS times. A part deleted or replaced meanwhile
+        fails it (error 2)."""
+        attempt = 1
+        while True:
+            try:
+                return await self._build(node, Build(file_id, [self._part_for(record, node) for record in records]))
+            except (FileNotFound, FileUnavailable):
+                current = [await self.store.find(record.name) for record in records]
+                if attempt == BUILD_ATTEMPTS or not _only_moved(records, current):
+                    raise
+                records = [record for record in current if record is not None]
+                attempt += 1
+
+    async def remove_files(self, files: Iterable[tuple[str, int]]) -> None:
+        """Delete the files (name, file id) and their bytes; a name that holds another file by now (replaced, or
+        deleted and stored again) or none is left alone."""
+        for name, file_id in files:
+            removed = await self.store.remove_exact(name, file_id)
             if removed is not None:
                 await self._remove_bytes(removed)
-        await conn.send(stored)
 
     def _part_for(self, record: FileRecord, target: NodeState) -> PartInfo:
         """Where ``target`` finds the bytes of ``record``: its own disk, or the node holding them."""
@@ -280,6 +344,7 @@ class FileOperations:
 
     async def handle_delete(self, conn: Connection, request: Delete, req: Request) -> None:
         req.fields.update(name=request.name)
+        self._check_visible(request.name)
         record = await self.store.remove(request.name)
         if record is None:
             raise FileNotFound(f"file does not exist: {request.name!r}")
@@ -318,6 +383,12 @@ class FileOperations:
     def _file_info(self, record: FileRecord) -> FileInfo:
         available = self.topology.is_up(record.node) and record.lost is None
         return FileInfo(record.name, record.size, record.sha256, record.node, record.created, available, record.meta)
+
+
+def _only_moved(then: list[FileRecord], now: list[FileRecord | None]) -> bool:
+    """Every file of ``then`` is the same file ``now`` (none deleted or replaced), and some are on other nodes."""
+    same = all(new is not None and new.id == old.id for old, new in zip(then, now, strict=True))
+    return same and any(new is not None and new.node != old.node for old, new in zip(then, now, strict=True))
 
 
 def _fitting(records: list[FileRecord]) -> list[FileRecord]:

@@ -17,14 +17,17 @@ missing; only then are they removed (an orphan otherwise, until that node's next
 
 Uploads are reserved in the metadata store, which keeps names unique between racing uploads (through any manager
 sharing the database) and hands out the ids, and counted on their node in the topology, where placement sees them;
-moves are held here, since only the coordinator moves files and only it removes orphans (``coordination.py``).
+moves are held here, since only the coordinator moves files and only it removes orphans (``coordination.py``). So are
+the parts a ``compose`` is joining, which the rebalancer then leaves alone (a coordinator elsewhere cannot see them:
+``FileOperations.compose`` follows a part that moves under it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 
 from ..protocol import ServersUnavailable
 from .lost import LostFiles
@@ -39,6 +42,7 @@ class InFlight:
         self._topology = topology
         self._lost = lost
         self._moving: set[int] = set()  # file ids being copied now: not orphans on their target
+        self._composing: collections.Counter[int] = collections.Counter()  # part id -> builds reading it now
         self._settled: dict[str, asyncio.Event] = {}  # name -> set when the upload of that name under way ends
         self._doubtful: dict[int, set[int]] = {}  # node id -> ids of uploads to it whose commit may have failed
 
@@ -102,9 +106,21 @@ class InFlight:
         finally:
             self._moving.discard(file_id)
 
-    def moving(self) -> set[int]:
-        """The ids of the files being moved now."""
-        return set(self._moving)
+    @contextlib.contextmanager
+    def compose(self, file_ids: Iterable[int]) -> Iterator[None]:
+        """A node is building a file from the parts ``file_ids``: the rebalancer leaves them where they are until the
+        block ends (a part moved under the build would be fetched from where it no longer is)."""
+        ids = list(file_ids)
+        self._composing.update(ids)
+        try:
+            yield
+        finally:
+            self._composing.subtract(ids)
+            self._composing = +self._composing  # drop the ids no build holds any more
+
+    def unmovable(self) -> set[int]:
+        """The ids of the files the rebalancer must not pick now: those being moved, and parts being composed."""
+        return self._moving | set(self._composing)
 
     async def on_node(self, node_id: int) -> tuple[set[int], set[int], set[int]]:
         """What reconciling ``node_id`` needs, in one snapshot: the ids recorded on it, those of them marked lost, and

@@ -123,7 +123,7 @@ class Rebalancer:
             targets.setdefault(source, []).append(target)
         chosen: list[tuple[FileRecord, int]] = []
         for source, source_targets in targets.items():
-            records = await self.store.movable(source, len(source_targets), self.in_flight.moving())
+            records = await self.store.movable(source, len(source_targets), self.in_flight.unmovable())
             chosen.extend(zip(records, source_targets, strict=False))
         return chosen
 

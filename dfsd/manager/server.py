@@ -7,6 +7,7 @@ connection) and storage nodes (a control session of register, then heartbeats). 
 - ``files.py``: file operations (put, get, delete, stat, list, compose) and the relays that carry their bytes;
 - ``admin.py``: status, scrub, drain and rebalance requests;
 - ``buckets.py``: bucket records (create, delete, look up, list), for the gateways;
+- ``multipart.py``: multipart uploads (create, parts, list, complete, abort, expire), for the gateways;
 - ``rebalance.py``: the rebalancer, one task owned here, which moves files between nodes;
 - ``coordination.py``: this manager's record among those sharing the database, and whether it coordinates (runs the
   jobs that must run once: rebalancing, reconciliation, orphan removal), one task owned here.
@@ -29,19 +30,27 @@ import structlog
 
 from .. import metrics
 from ..protocol.messages import (
+    AbortUpload,
+    CompleteUpload,
     Compose,
     CreateBucket,
+    CreateUpload,
     Delete,
     DeleteBucket,
     Drain,
+    ExpireUploads,
     Get,
     List,
     ListBuckets,
+    ListParts,
+    ListUploads,
     Put,
+    PutPart,
     Rebalance,
     Scrub,
     Stat,
     StatBucket,
+    StatUpload,
     Status,
 )
 from ..service import Listener, serve_requests
@@ -53,6 +62,7 @@ from .coordination import Coordination
 from .files import FileOperations
 from .inflight import InFlight
 from .lost import LostFiles
+from .multipart import MultipartOperations
 from .nodes import NodeSessions, Rejoining
 from .pool import NodeConnections
 from .rebalance import Rebalancer
@@ -117,6 +127,7 @@ class Manager:
                 self.store, self.topology, self.pool, in_flight, rejoining, self.limits, coordination
             )
             buckets = BucketOperations(self.store)
+            multipart = MultipartOperations(self.store, files, self.limits)
             admin = Admin(self.store, self.topology, self.pool, in_flight, lost, coordination)
             nodes = NodeSessions(
                 self.store,
@@ -144,6 +155,14 @@ class Manager:
                 DeleteBucket: buckets.handle_delete_bucket,
                 StatBucket: buckets.handle_stat_bucket,
                 ListBuckets: buckets.handle_list_buckets,
+                CreateUpload: multipart.handle_create_upload,
+                StatUpload: multipart.handle_stat_upload,
+                PutPart: multipart.handle_put_part,
+                ListParts: multipart.handle_list_parts,
+                ListUploads: multipart.handle_list_uploads,
+                CompleteUpload: multipart.handle_complete_upload,
+                AbortUpload: multipart.handle_abort_upload,
+                ExpireUploads: multipart.handle_expire_uploads,
             }
             listener: Listener
             sessions = {

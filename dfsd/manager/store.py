@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ..protocol import MAX_BUCKETS, NameExists
+from ..protocol import MAX_BUCKETS, PARTS_PREFIX, NameExists
 from ..protocol.messages import BucketInfo
 
 
@@ -62,6 +62,46 @@ def file_record(row: tuple[Any, ...]) -> FileRecord:
 
 def _meta_text(meta: dict[str, str] | None) -> str | None:
     return None if not meta else json.dumps(meta, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+# A completion claims its upload for at most this long (seconds): a manager that died completing it leaves the claim
+# behind, and after this the upload may be completed, aborted or expired again. Joining 10,000 parts of 5 GiB takes
+# far less than an hour.
+COMPLETION_LEASE = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRecord:
+    """A multipart upload in progress (``multipart_uploads``)."""
+
+    upload_id: str
+    name: str  # the file it becomes
+    owner: str
+    initiated: float
+    meta: dict[str, str] | None
+    completing: float | None  # when a completion claimed it (None: nobody is completing it)
+
+    def takes_parts(self, now: float) -> bool:
+        """No completion holds it (none claimed it within COMPLETION_LEASE of ``now``)."""
+        return self.completing is None or self.completing < now - COMPLETION_LEASE
+
+
+def _upload_record(row: tuple[Any, ...]) -> UploadRecord:
+    upload_id, name, owner, initiated, meta, completing = row
+    return UploadRecord(upload_id, name, owner, initiated, None if meta is None else json.loads(meta), completing)
+
+
+@dataclass(frozen=True, slots=True)
+class PartRecord:
+    """One recorded part of a multipart upload (``multipart_parts``): the stored file ``name`` (id ``file_id``)."""
+
+    upload_id: str
+    number: int
+    name: str
+    file_id: int
+    size: int
+    md5: bytes
+    created: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +196,8 @@ class BackupUnsupported(StoreError):
 _FILE_COLUMNS = "id, name, node, size, sha256, created, lost, meta"
 _NEW_FILE_COLUMNS = "id, name, node, size, sha256, created, meta"
 _NODE_COLUMNS = "id, host, port, capacity, free, last_seen, draining"
+_UPLOAD_COLUMNS = "upload_id, name, owner, initiated, meta, completing"
+_PART_COLUMNS = "upload_id, number, name, file_id, size, md5, created"
 FIND_SQL = f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ?"
 
 # File ids claimed from the database at a time: one commit per this many uploads.
@@ -244,11 +286,8 @@ class MetadataStore(ABC):
 
     async def _write(self, sql: str, params: Sequence[object] = ()) -> Rows:
         """Run one write statement in the next group commit; returns once that transaction is durable."""
-        done: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
-        self._queued.append(Write(sql, params, done))
-        if self._committer is None or self._committer.done():
-            self._committer = asyncio.create_task(self._commit_queued())
-        return await asyncio.shield(done)  # a caller that gives up does not take its write out of the batch
+        (rows,) = await self._write_together(Write(sql, params, self._future()))
+        return rows
 
     async def _commit_queued(self) -> None:
         while self._queued:
@@ -440,8 +479,9 @@ class MetadataStore(ABC):
         )
         return file_record(rows[0]) if rows else None
 
-    async def list_files(self, prefix: str, after: str | None, limit: int) -> list[FileRecord]:
-        """Stored files whose names start with ``prefix``, in byte order, after ``after``, at most ``limit``."""
+    async def list_files(self, prefix: str, after: str | None, limit: int, *, parts: bool = False) -> list[FileRecord]:
+        """Stored files whose names start with ``prefix``, in byte order, after ``after``, at most ``limit``; the
+        multipart uploads' parts (``PARTS_PREFIX``) only with ``parts``."""
         query = f"SELECT {_FILE_COLUMNS} FROM files WHERE name >= ?"
         params: list[object] = [prefix]
         end = _prefix_end(prefix)
@@ -451,6 +491,9 @@ class MetadataStore(ABC):
         if after is not None:
             query += " AND name > ?"
             params.append(after)
+        if not parts:
+            query += " AND (name < ? OR name >= ?)"
+            params += [PARTS_PREFIX, _prefix_end(PARTS_PREFIX)]
         query += " ORDER BY name LIMIT ?"
         params.append(limit)
         return [file_record(row) for row in await self._read(query, params)]
@@ -548,6 +591,123 @@ class MetadataStore(ABC):
             (name, owner, prefix, _prefix_end(prefix)),
         )
         return bool(rows)
+
+    # --- multipart uploads --------------------------------------------------------------------------------------------
+
+    async def create_upload(self, upload: UploadRecord) -> None:
+        await self._write(
+            f"INSERT INTO multipart_uploads ({_UPLOAD_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL)",
+            (upload.upload_id, upload.name, upload.owner, upload.initiated, _meta_text(upload.meta)),
+        )
+
+    async def find_upload(self, upload_id: str) -> UploadRecord | None:
+        rows = await self._read(f"SELECT {_UPLOAD_COLUMNS} FROM multipart_uploads WHERE upload_id = ?", (upload_id,))
+        return _upload_record(rows[0]) if rows else None
+
+    async def list_uploads(self, prefix: str, after: tuple[str, str] | None, limit: int) -> list[UploadRecord]:
+        """Uploads whose names start with ``prefix``, by name then id, after ``after`` (name, id), at most ``limit``."""
+        query = f"SELECT {_UPLOAD_COLUMNS} FROM multipart_uploads WHERE name >= ?"
+        params: list[object] = [prefix]
+        end = _prefix_end(prefix)
+        if end is not None:
+            query += " AND name < ?"
+            params.append(end)
+        if after is not None:
+            query += " AND (name > ? OR (name = ? AND upload_id > ?))"
+            params += [after[0], *after]
+        query += " ORDER BY name, upload_id LIMIT ?"
+        params.append(limit)
+        return [_upload_record(row) for row in await self._read(query, params)]
+
+    async def uploads_begun_before(self, when: float, limit: int) -> list[UploadRecord]:
+        """At most ``limit`` uploads created before ``when``, oldest first."""
+        rows = await self._read(
+            f"SELECT {_UPLOAD_COLUMNS} FROM multipart_uploads WHERE initiated < ? ORDER BY initiated LIMIT ?",
+            (when, limit),
+        )
+        return [_upload_record(row) for row in rows]
+
+    async def claim_upload(self, upload_id: str, now: float, stale_before: float) -> bool:
+        """Mark the upload as being completed (parts can no longer be recorded, nor the upload aborted) unless another
+        completion holds it, claimed at ``stale_before`` or later; False if it is not there or held."""
+        rows = await self._write(
+            "UPDATE multipart_uploads SET completing = ? WHERE upload_id = ? "
+            "AND (completing IS NULL OR completing < ?) RETURNING upload_id",
+            (now, upload_id, stale_before),
+        )
+        return bool(rows)
+
+    async def unclaim_upload(self, upload_id: str) -> None:
+        """The completion failed: the upload takes parts again, and may be completed or aborted."""
+        await self._write("UPDATE multipart_uploads SET completing = NULL WHERE upload_id = ?", (upload_id,))
+
+    async def forget_upload(self, upload_id: str, stale_before: float | None) -> bool:
+        """Delete the upload's record and its parts' (not their files); False if it is not there, or (unless
+        ``stale_before`` is None: the caller completed it) a completion claimed it at ``stale_before`` or later."""
+        held = "" if stale_before is None else " AND (completing IS NULL OR completing < ?)"
+        forgotten, _ = await self._write_together(
+            Write(
+                f"DELETE FROM multipart_uploads WHERE upload_id = ?{held} RETURNING upload_id",
+                (upload_id,) if stale_before is None else (upload_id, stale_before),
+                self._future(),
+            ),
+            Write("DELETE FROM multipart_parts WHERE upload_id = ?", (upload_id,), self._future()),
+        )
+        return bool(forgotten)
+
+    async def record_part(self, part: PartRecord, stale_before: float) -> tuple[bool, PartRecord | None]:
+        """Record ``part``, replacing the part of its number: (False, None) if the upload is not there or is being
+        completed (claimed at ``stale_before`` or later), else (True, the part replaced or None). Of concurrent
+        records of one number the last wins: the switch applies only to the row this call read."""
+        open_upload = (
+            "EXISTS (SELECT 1 FROM multipart_uploads WHERE upload_id = ? AND (completing IS NULL OR completing < ?))"
+        )
+        values = (part.name, part.file_id, part.size, part.md5, part.created)
+        while True:
+            current = await self.find_part(part.upload_id, part.number)
+            if current is None:
+                rows = await self._write(
+                    f"INSERT INTO multipart_parts ({_PART_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ? WHERE {open_upload} "
+                    "ON CONFLICT (upload_id, number) DO NOTHING RETURNING number",
+                    (part.upload_id, part.number, *values, part.upload_id, stale_before),
+                )
+            else:
+                rows = await self._write(
+                    "UPDATE multipart_parts SET name = ?, file_id = ?, size = ?, md5 = ?, created = ? "
+                    f"WHERE upload_id = ? AND number = ? AND file_id = ? AND {open_upload} RETURNING number",
+                    (*values, part.upload_id, part.number, current.file_id, part.upload_id, stale_before),
+                )
+            if rows:
+                return True, current
+            upload = await self.find_upload(part.upload_id)
+            if upload is None or (upload.completing is not None and upload.completing >= stale_before):
+                return False, None
+
+    async def find_part(self, upload_id: str, number: int) -> PartRecord | None:
+        rows = await self._read(
+            f"SELECT {_PART_COLUMNS} FROM multipart_parts WHERE upload_id = ? AND number = ?", (upload_id, number)
+        )
+        return PartRecord(*rows[0]) if rows else None
+
+    async def list_parts(self, upload_id: str, after: int, limit: int) -> list[PartRecord]:
+        """The upload's parts numbered above ``after``, by number, at most ``limit``."""
+        rows = await self._read(
+            f"SELECT {_PART_COLUMNS} FROM multipart_parts WHERE upload_id = ? AND number > ? ORDER BY number LIMIT ?",
+            (upload_id, after, limit),
+        )
+        return [PartRecord(*row) for row in rows]
+
+    async def _write_together(self, *writes: Write) -> list[Rows]:
+        """Queue ``writes`` back to back, so that they join the same group commit; their rows, in order."""
+        self._queued.extend(writes)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_queued())
+        # Shielded: a caller that gives up does not take its writes out of the batch.
+        return list(await asyncio.shield(asyncio.gather(*(write.done for write in writes))))
+
+    @staticmethod
+    def _future() -> asyncio.Future[Rows]:
+        return asyncio.get_running_loop().create_future()
 
     # --- nodes --------------------------------------------------------------------------------------------------------
 

@@ -111,6 +111,29 @@ SCHEMA_STEPS = [
         remaining BIGINT NOT NULL DEFAULT 0
     );
     """,
+    # Version 5: multipart uploads in progress and their parts (whose bytes are the files named in ``name``).
+    """
+    CREATE TABLE multipart_uploads (
+        upload_id  TEXT PRIMARY KEY,
+        name       TEXT COLLATE "C" NOT NULL,  -- the file the completed upload becomes
+        owner      TEXT NOT NULL,
+        initiated  DOUBLE PRECISION NOT NULL,
+        meta       TEXT,  -- JSON, as files.meta
+        completing DOUBLE PRECISION  -- when a completion claimed it; NULL while parts may come
+    );
+    CREATE INDEX multipart_uploads_by_name ON multipart_uploads (name, upload_id);
+    CREATE INDEX multipart_uploads_by_age ON multipart_uploads (initiated);
+    CREATE TABLE multipart_parts (
+        upload_id TEXT NOT NULL,
+        number    INTEGER NOT NULL,
+        name      TEXT COLLATE "C" NOT NULL,  -- the stored file holding its bytes
+        file_id   BIGINT NOT NULL,
+        size      BIGINT NOT NULL,
+        md5       BYTEA NOT NULL,
+        created   DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (upload_id, number)
+    );
+    """,
 ]
 
 # The database's clock, in seconds since the Unix epoch: the one clock every manager's lease is measured by.

@@ -69,6 +69,29 @@ SCHEMA_STEPS = [
         created REAL NOT NULL
     );
     """,
+    # Version 4: multipart uploads in progress and their parts (whose bytes are the files named in ``name``).
+    """
+    CREATE TABLE multipart_uploads (
+        upload_id  TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,  -- the file the completed upload becomes
+        owner      TEXT NOT NULL,
+        initiated  REAL NOT NULL,
+        meta       TEXT,  -- JSON, as files.meta
+        completing REAL  -- when a completion claimed it; NULL while parts may come
+    );
+    CREATE INDEX multipart_uploads_by_name ON multipart_uploads (name, upload_id);
+    CREATE INDEX multipart_uploads_by_age ON multipart_uploads (initiated);
+    CREATE TABLE multipart_parts (
+        upload_id TEXT NOT NULL,
+        number    INTEGER NOT NULL,
+        name      TEXT NOT NULL,  -- the stored file holding its bytes
+        file_id   INTEGER NOT NULL,
+        size      INTEGER NOT NULL,
+        md5       BLOB NOT NULL,
+        created   REAL NOT NULL,
+        PRIMARY KEY (upload_id, number)
+    );
+    """,
 ]
 
 

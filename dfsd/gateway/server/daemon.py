@@ -149,7 +149,7 @@ class Gateway:
         while True:
             await asyncio.sleep(interval)
             try:
-                if expired := await self.store.expire_uploads(self.upload_expiry, time.time()):
+                if expired := await self.store.expire_uploads(self.upload_expiry):
                     log.info("uploads_expired", count=expired, older_than_s=self.upload_expiry)
             except DfsError as error:
                 log.warning("upload_expiry_failed", error=error.message)

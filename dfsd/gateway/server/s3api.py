@@ -26,8 +26,11 @@ from dfsd.client import (
     DfsError,
     FileNotFound,
     FileUnavailable,
+    InvalidPart,
     NameExists,
     NoSuchBucket,
+    NoSuchUpload,
+    NotAuthorised,
     ServersUnavailable,
     StorageFull,
 )
@@ -65,13 +68,16 @@ RESPONSE_OVERRIDES = {
 }
 
 
-# The manager's bucket errors and the S3 codes they are answered with.
+# The manager's bucket and multipart errors and the S3 codes they are answered with.
 BUCKET_ERRORS: tuple[tuple[type[DfsError], str], ...] = (
     (NoSuchBucket, "NoSuchBucket"),
     (BucketOwnedByYou, "BucketAlreadyOwnedByYou"),
     (BucketExists, "BucketAlreadyExists"),
     (BucketNotEmpty, "BucketNotEmpty"),
     (BucketNotYours, "AccessDenied"),
+    (NoSuchUpload, "NoSuchUpload"),
+    (InvalidPart, "InvalidPart"),
+    (NotAuthorised, "AccessDenied"),
 )
 
 
@@ -441,7 +447,7 @@ class S3Api:
             raise S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000.")
         upload = await self.store.upload(params["uploadId"], context.bucket_name, context.key_name)
         if not request.header("x-amz-copy-source"):
-            md5 = await self.store.put_part(upload, int(number), _checked_body(request, context))
+            md5 = await self.store.put_part(upload, int(number), _checked_body(request, context), context.user)
             await request.respond(200, [*_ids(context), ("etag", f'"{md5.hex()}"')])
             return
         # UploadPartCopy: the part is (a range of) another object.
@@ -449,7 +455,7 @@ class S3Api:
         byte_range = _copy_range(request.header("x-amz-copy-source-range"), info.size)
         offset, length = (byte_range.start, byte_range.length) if byte_range else (0, info.size)
         async with self.store.get(info.bucket, info.key, offset, length) as download:
-            md5 = await self.store.put_part(upload, int(number), Md5Stream(download, length))
+            md5 = await self.store.put_part(upload, int(number), Md5Stream(download, length), context.user)
         await _xml(request, context, s3xml.render_copy_result(f'"{md5.hex()}"', time.time(), part=True))
 
     async def list_parts(self, request: HttpRequest, context: Context) -> None:
@@ -476,7 +482,7 @@ class S3Api:
         params = request.params
         prefix = params.get("prefix", "")
         max_uploads = listing.parse_max_keys(params.get("max-uploads"))
-        uploads = [u for u in await self.store.uploads(context.bucket_name) if u.key.startswith(prefix)]
+        uploads = await self.store.uploads(context.bucket_name, prefix, max_uploads + 1)
         entries = [s3xml.UploadEntry(u.key, u.upload_id, u.initiated, _owner(u.owner)) for u in uploads[:max_uploads]]
         body = s3xml.render_list_multipart_uploads(
             context.bucket_name,
@@ -491,13 +497,13 @@ class S3Api:
 
     async def abort_upload(self, request: HttpRequest, context: Context) -> None:
         upload = await self.store.upload(request.params["uploadId"], context.bucket_name, context.key_name)
-        await self.store.abort_upload(upload)
+        await self.store.abort_upload(upload, context.user)
         await request.respond(204, _ids(context))
 
     async def complete_upload(self, request: HttpRequest, context: Context) -> None:
         upload = await self.store.upload(request.params["uploadId"], context.bucket_name, context.key_name)
         parts = s3xml.complete_multipart_parts(await _xml_body(request))
-        etag = await self.store.complete_upload(upload, [(part.part_number, part.etag) for part in parts])
+        etag = await self.store.complete_upload(upload, [(part.part_number, part.etag) for part in parts], context.user)
         location = f"/{quote(context.bucket_name)}/{quote(context.key_name)}"
         body = s3xml.render_complete_multipart(location, context.bucket_name, context.key_name, etag)
         await _xml(request, context, body)

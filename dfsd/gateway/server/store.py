@@ -5,12 +5,10 @@ Theory of operation. The gateway is stateless: every fact lives in the cluster, 
 last chunk). An object ``key`` in bucket ``b`` is the dfsd file ``b/key`` (``naming.dfs_name``).
 
 Buckets are the manager's records (``Client.create_bucket`` and friends) and an object's metadata is kept with its
-file (``Client.put(..., meta=...)``). Until the manager keeps multipart state itself (issue 13, the manager side),
-it is dfsd files, under ``.s3/`` (a name no bucket can have, so S3 never lists them, though ``dfs-ls .s3/``
-shows them): an upload is ``.s3/uploads/ID``
-(its bucket, key and owner) and its parts ``.s3/uploads/ID/NNNNN``, each with ``NNNNN.etag`` holding its MD5.
-Completing an upload is one ``Client.compose``: a storage node joins the parts into the object's one file, so no
-process holds it, and the parts are deleted. An object's ETag is the
+file (``Client.put(..., meta=...)``). Multipart uploads are the manager's records too (``Client.create_upload`` and
+friends): each part's bytes go to a file under the upload's hidden prefix, which no listing shows, and its MD5 (the
+part's ETag) is recorded with it; completing an upload has one storage node join the parts into the object's one
+file, so no process holds it, and the manager removes the parts. An object's ETag is the
 quoted MD5 only where it is known (the PUT's answer); elsewhere it is derived from the SHA-256 the manager records, in
 the multipart form ``"HEX-1"``, so that no client mistakes it for an MD5 it could check. A PUT over an existing key
 replaces it atomically (``Client.put(..., replace=True)``).
@@ -19,12 +17,9 @@ replaces it atomically (``Client.put(..., replace=True)``).
 from __future__ import annotations
 
 import contextlib
-import json
-import secrets
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from dfsd.client import (
     Client,
@@ -32,8 +27,10 @@ from dfsd.client import (
     FileInfo,
     FileNotFound,
     NoSuchBucket,
+    NoSuchUpload,
     Security,
     Stored,
+    UploadInfo,
 )
 
 from ..errors import S3Error
@@ -43,26 +40,17 @@ from ..metadata import ETAG_KEY
 from ..naming import dfs_name, dfs_prefix
 from .bodies import CheckedBody, Md5Stream
 
-RECORDS = ".s3/"
-UPLOADS = RECORDS + "uploads/"
-
 # Idle clients (each one open connection to the manager) kept for the next request; more are opened on demand.
 POOL_SIZE = 32
 
 # S3's smallest part, except the last: below it, completing an upload is EntityTooSmall.
 MIN_PART_SIZE = 5 * 1024 * 1024
 
-# A record (bucket, upload) is a few hundred bytes of JSON; reading more means it is not ours.
-MAX_RECORD_BYTES = 64 * 1024
-
 # How long a bucket record read from the cluster is trusted before it is read again. Every S3 request checks its
 # bucket's owner, and a bucket changes owner only by being deleted and created again: one second of trust saves a
 # round trip per request and lets another gateway's delete be seen a second late at most (this gateway's own, at once).
 BUCKET_TRUST_SECONDS = 1.0
 MAX_TRUSTED_BUCKETS = 10_000  # records kept; past that the memory starts afresh
-
-# A part NNNNN is complete once NNNNN.etag records its MD5 (hex).
-ETAG_SUFFIX = ".etag"
 
 
 class ClientPool:
@@ -130,16 +118,8 @@ class Upload:
     meta: Mapping[str, str] = field(default_factory=dict)  # what the completed object is stored with
 
     @classmethod
-    def of(cls, upload_id: str, record: Mapping[str, Any]) -> Upload:
-        meta = record.get("meta")
-        return cls(
-            upload_id,
-            str(record["bucket"]),
-            str(record["key"]),
-            str(record["owner"]),
-            float(record["initiated"]),
-            {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {},
-        )
+    def of(cls, info: UploadInfo, bucket: str, key: str) -> Upload:
+        return cls(info.upload_id, bucket, key, info.owner, info.initiated, info.meta or {})
 
 
 @dataclass(frozen=True)
@@ -148,7 +128,6 @@ class Part:
     md5: bytes
     size: int
     last_modified: float
-    name: str  # its dfsd file
 
     @property
     def etag(self) -> str:
@@ -227,76 +206,60 @@ class Store:
         """The bucket's objects whose keys start with ``prefix`` (and sort after ``after``), in key order."""
         start = len(dfs_prefix(bucket))
         async with self.pool.client() as client:
-            async for info in client.list(dfs_prefix(bucket, prefix)):
-                key = info.name[start:]
-                if key > after:
-                    yield ObjectInfo.of(bucket, key, info)
+            async for info in client.list(
+                dfs_prefix(bucket, prefix), after=dfs_prefix(bucket, after) if after else None
+            ):
+                yield ObjectInfo.of(bucket, info.name[start:], info)
 
     # --- multipart uploads ---------------------------------------------------------------------------------------
 
     async def create_upload(self, bucket: str, key: str, owner: str, meta: Mapping[str, str]) -> str:
-        dfs_name(bucket, key)  # a key too long for the cluster is refused now, not when the upload completes
-        upload_id = secrets.token_hex(16)
-        record = {"bucket": bucket, "key": key, "owner": owner, "initiated": time.time(), "meta": dict(meta)}
+        name = dfs_name(bucket, key)  # a key too long for the cluster is refused now, not when the upload completes
         async with self.pool.client() as client:
-            await client.put(UPLOADS + upload_id, json.dumps(record).encode())
-        return upload_id
+            return (await client.create_upload(name, owner, meta=dict(meta) or None)).upload_id
 
     async def upload(self, upload_id: str, bucket: str, key: str) -> Upload:
         """The upload ``upload_id`` of this object, or NoSuchUpload."""
-        record = await self._record(UPLOADS + upload_id) if upload_id.isalnum() else None
-        if record is None or (record.get("bucket"), record.get("key")) != (bucket, key):
+        try:
+            async with self.pool.client() as client:
+                info = await client.upload(upload_id)
+        except NoSuchUpload:
+            raise S3Error("NoSuchUpload") from None
+        if info.name != dfs_name(bucket, key):
             raise S3Error("NoSuchUpload")
-        return Upload.of(upload_id, record)
+        return Upload.of(info, bucket, key)
 
-    async def uploads(self, bucket: str | None) -> list[Upload]:
-        """The uploads in progress in ``bucket`` (None: in every bucket), by key and age."""
-        async with self.pool.client() as client:
-            ids = [info.name[len(UPLOADS) :] async for info in client.list(UPLOADS)]
+    async def uploads(self, bucket: str, prefix: str, limit: int) -> list[Upload]:
+        """The first ``limit`` uploads in progress in ``bucket`` whose keys start with ``prefix``, by key."""
         found = []
-        for upload_id in ids:
-            if "/" in upload_id:
-                continue
-            record = await self._record(UPLOADS + upload_id)
-            if record is not None and bucket in (None, record.get("bucket")):
-                found.append(Upload.of(upload_id, record))
-        return sorted(found, key=lambda upload: (upload.key, upload.initiated))
-
-    async def expire_uploads(self, age: float, now: float) -> int:
-        """Abort every upload begun more than ``age`` seconds before ``now``, with its parts; return how many."""
-        expired = [upload for upload in await self.uploads(None) if now - upload.initiated > age]
-        for upload in expired:
-            await self.abort_upload(upload)
-        return len(expired)
-
-    async def put_part(self, upload: Upload, number: int, body: CheckedBody | Md5Stream) -> bytes:
-        """Store part ``number`` (a part sent again replaces the old one); return its MD5."""
-        name = f"{UPLOADS}{upload.upload_id}/{number:05d}"
+        start = len(dfs_prefix(bucket))
         async with self.pool.client() as client:
-            with contextlib.suppress(FileNotFound):  # until the new MD5 is recorded, the part counts as absent
-                await client.delete(name + ETAG_SUFFIX)
-            await client.put(name, body, size=body.size, replace=True)
-            assert body.md5 is not None
-            await client.put(name + ETAG_SUFFIX, body.md5.hex().encode(), replace=True)
-        return body.md5
+            async for info in client.uploads(dfs_prefix(bucket, prefix)):  # each page's exchange is over: no stream
+                found.append(Upload.of(info, bucket, info.name[start:]))  # is left behind when this stops early
+                if len(found) == limit:
+                    break
+        return found
+
+    async def expire_uploads(self, age: float) -> int:
+        """Abort every upload begun more than ``age`` seconds ago, with its parts; return how many."""
+        async with self.pool.client() as client:
+            return len(await client.expire_uploads(age))
+
+    async def put_part(self, upload: Upload, number: int, body: CheckedBody | Md5Stream, user: str) -> bytes:
+        """Store part ``number`` (a part sent again replaces the old one, whose bytes go); return its MD5."""
+        async with self.pool.client() as client:
+            return await client.put_part(
+                upload.upload_id, number, body, owner=user, size=body.size, md5=lambda: body.md5
+            )
 
     async def parts(self, upload: Upload) -> list[Part]:
-        """The upload's complete parts (those whose MD5 is recorded), in part order."""
-        prefix = f"{UPLOADS}{upload.upload_id}/"
+        """The upload's recorded parts, in part order."""
         async with self.pool.client() as client:
-            infos = {info.name: info async for info in client.list(prefix)}
-            parts = []
-            for name in infos:
-                if not name.endswith(ETAG_SUFFIX) or name[: -len(ETAG_SUFFIX)] not in infos:
-                    continue
-                data = infos[name[: -len(ETAG_SUFFIX)]]
-                with contextlib.suppress(FileNotFound, ValueError):
-                    md5 = bytes.fromhex((await client.read(name)).decode("ascii"))
-                    number = int(data.name[len(prefix) :])
-                    parts.append(Part(number, md5, data.size, data.created, data.name))
-        return sorted(parts, key=lambda part: part.number)
+            return [
+                Part(part.number, part.md5, part.size, part.created) async for part in client.parts(upload.upload_id)
+            ]
 
-    async def complete_upload(self, upload: Upload, wanted: Sequence[tuple[int, str]]) -> str:
+    async def complete_upload(self, upload: Upload, wanted: Sequence[tuple[int, str]], user: str) -> str:
         """Join the parts ``wanted`` (number, ETag) into the object; return its ETag."""
         have = {part.number: part for part in await self.parts(upload)}
         chosen = []
@@ -313,27 +276,14 @@ class Store:
         etag = multipart_etag([part.md5 for part in chosen])
         meta = {**upload.meta, ETAG_KEY: etag}
         async with self.pool.client() as client:  # one storage node joins the parts; no process holds the object
-            await client.compose(dfs_name(upload.bucket, upload.key), [part.name for part in chosen], meta=meta)
-        await self.abort_upload(upload)  # the parts not chosen, the MD5 records, the upload's own record
+            await client.complete_upload(
+                upload.upload_id, [(part.number, part.md5) for part in chosen], owner=user, meta=meta
+            )
         return etag
 
-    async def abort_upload(self, upload: Upload) -> None:
-        async with self.pool.client() as client:
-            names = [info.name async for info in client.list(f"{UPLOADS}{upload.upload_id}/")]
-            for name in [*names, UPLOADS + upload.upload_id]:
-                with contextlib.suppress(FileNotFound):
-                    await client.delete(name)
-
-    # --- records -------------------------------------------------------------------------------------------------
-
-    async def _record(self, name: str) -> dict[str, Any] | None:
+    async def abort_upload(self, upload: Upload, user: str) -> None:
         try:
             async with self.pool.client() as client:
-                data = await client.read(name)
-        except FileNotFound:
-            return None
-        try:
-            record = json.loads(data[:MAX_RECORD_BYTES])
-        except ValueError:
-            return None
-        return record if isinstance(record, dict) else None
+                await client.abort_upload(upload.upload_id, owner=user)
+        except NoSuchUpload:
+            raise S3Error("NoSuchUpload") from None
