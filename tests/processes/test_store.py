@@ -15,12 +15,15 @@ import pytest
 from dfsd.protocol import NameExists
 
 from dfsd.manager.store import (
+    COMPLETION_LEASE,
     ID_BLOCK,
     Location,
     MetadataStore,
     NodeRecord,
+    PartRecord,
     PostgresURL,
     SchemaTooNew,
+    UploadRecord,
     _prefix_end,
     database_location,
 )
@@ -90,6 +93,61 @@ async def test_listing_by_prefix_in_byte_order(db_location: Location) -> None:
         assert listed == sorted(n for n in names if n.startswith("a") and "\ud7ff" not in n)
         assert [record.name for record in await store.list_files("a", "a/b", 2)] == ["a/c", "ab"]
         assert [record.name for record in await store.list_files("", None, 100)][-2:] == ["é", "日本"]
+    finally:
+        await store.close()
+
+
+async def test_multipart_records_survive_a_reopening(db_location: Location) -> None:
+    """An upload and its parts are rows: a part recorded again replaces the old one (which is returned, for its file to
+    be removed), a claimed upload takes no part and no abort until its claim runs out, and all of it survives the
+    store being closed and opened again (a restart)."""
+    store = await MetadataStore.open(db_location)
+    try:
+        await store.create_upload(UploadRecord("u1", "b/key", "alice", 10.0, {"content-type": "text/plain"}, None))
+        await store.create_upload(UploadRecord("u0", "b/key", "alice", 20.0, None, None))
+        await store.create_upload(UploadRecord("u2", "b/other", "bob", 30.0, None, None))
+        first = PartRecord("u1", 2, ".multipart/u1/00002.a", 7, 5, b"m" * 16, 1.0)
+        assert await store.record_part(first, stale_before=0.0) == (True, None)
+        again = PartRecord("u1", 2, ".multipart/u1/00002.b", 8, 6, b"n" * 16, 2.0)
+        assert await store.record_part(again, stale_before=0.0) == (True, first)
+        assert await store.record_part(PartRecord("u1", 1, "p1", 9, 1, b"o" * 16, 3.0), stale_before=0.0)
+        assert (await store.record_part(PartRecord("gone", 1, "p", 1, 1, b"o" * 16, 3.0), 0.0)) == (False, None)
+    finally:
+        await store.close()
+    store = await MetadataStore.open(db_location)
+    try:
+        assert [part.number for part in await store.list_parts("u1", 0, 10)] == [1, 2]
+        assert await store.list_parts("u1", 1, 10) == [again]
+        upload = await store.find_upload("u1")
+        assert upload is not None and upload.meta == {"content-type": "text/plain"} and upload.completing is None
+        assert [u.upload_id for u in await store.list_uploads("b/", None, 10)] == ["u0", "u1", "u2"]
+        assert [u.upload_id for u in await store.list_uploads("b/k", ("b/key", "u0"), 10)] == ["u1"]
+        assert [u.upload_id for u in await store.uploads_begun_before(25.0, 10)] == ["u1", "u0"]
+        now = 100_000.0
+        assert await store.claim_upload("u1", now, now - COMPLETION_LEASE)
+        assert not await store.claim_upload("u1", now + 1, now + 1 - COMPLETION_LEASE)  # held
+        assert await store.record_part(first, stale_before=now - COMPLETION_LEASE) == (False, None)
+        assert not await store.forget_upload("u1", now - COMPLETION_LEASE)  # no abort under a completion
+        later = now + COMPLETION_LEASE + 1  # the claim ran out: its manager died
+        assert await store.claim_upload("u1", later, later - COMPLETION_LEASE)
+        await store.unclaim_upload("u1")
+        assert await store.forget_upload("u1", later - COMPLETION_LEASE)
+        assert await store.find_upload("u1") is None and await store.list_parts("u1", 0, 10) == []
+        assert not await store.forget_upload("u1", None)
+    finally:
+        await store.close()
+
+
+async def test_listings_leave_out_the_parts_of_multipart_uploads(db_location: Location) -> None:
+    store = await MetadataStore.open(db_location)
+    try:
+        for name in ["-", ".a", ".multipart/u/1", ".multipart/v/1", ".n", "z"]:
+            await store.commit(await store.reserve(name, 1), name, 1, 1, b"", 0.0)
+        assert [record.name for record in await store.list_files("", None, 100)] == ["-", ".a", ".n", "z"]
+        assert await store.list_files(".multipart/", None, 100) == []
+        assert [record.name for record in await store.list_files(".", ".a", 1)] == [".n"]
+        hidden = await store.list_files(".multipart/", None, 100, parts=True)
+        assert [record.name for record in hidden] == [".multipart/u/1", ".multipart/v/1"]
     finally:
         await store.close()
 
@@ -200,7 +258,7 @@ async def test_a_database_from_before_schema_versions_is_adopted(tmp_path: Path)
         assert await store.reserve("new", 1) >= 2048
     finally:
         await store.close()
-    assert await _execute(path, "SELECT version FROM schema_version") == [(3,)]
+    assert await _execute(path, "SELECT version FROM schema_version") == [(len(SQLITE_STEPS),)]
 
 
 @pytest.mark.parametrize(

@@ -16,20 +16,25 @@ from dfsd.protocol import INLINE_MAX, ProtocolError
 from dfsd.protocol.errors import LocalProtocolError
 from dfsd.protocol.exchanges import REQUESTS, Conversation, Side, State
 from dfsd.protocol.messages import (
+    AbortUpload,
     Auth,
     Bucket,
     BucketInfo,
     Buckets,
     Build,
+    ChosenPart,
     ClusterStatus,
+    CompleteUpload,
     Compose,
     CreateBucket,
+    CreateUpload,
     Data,
     Delete,
     DeleteBucket,
     Drain,
     End,
     Error,
+    ExpireUploads,
     Fetch,
     FileInfo,
     Get,
@@ -40,10 +45,14 @@ from dfsd.protocol.messages import (
     List,
     ListBuckets,
     Listing,
+    ListParts,
+    ListUploads,
     Message,
     Ok,
     PartInfo,
+    Parts,
     Put,
+    PutPart,
     Rebalance,
     Register,
     Remove,
@@ -52,10 +61,15 @@ from dfsd.protocol.messages import (
     Sending,
     Stat,
     StatBucket,
+    StatUpload,
     Status,
     Store,
     Stored,
     Transfer,
+    Upload,
+    UploadInfo,
+    UploadPart,
+    Uploads,
     Verify,
     Welcome,
 )
@@ -89,6 +103,7 @@ POOL: list[Message] = [
 
 # Each exchange's legal sequences, frame by frame, in lockstep; every one ends where it began.
 BUCKET = BucketInfo("b", "alice", 1.0)
+UPLOAD = UploadInfo("u", "b/k", "alice", 1.0)
 EXCHANGES: dict[str, tuple[str, list[tuple[Side, Message]]]] = {
     "put inline": ("client", [(DIALER, Put("a", 2, SHA, b"ab")), (LISTENER, STORED)]),
     "put inline refused": ("client", [(DIALER, Put("a", 2, SHA, b"ab")), (LISTENER, FAILED)]),
@@ -129,6 +144,20 @@ EXCHANGES: dict[str, tuple[str, list[tuple[Side, Message]]]] = {
     "delete_bucket": ("client", [(DIALER, DeleteBucket("b", "alice")), (LISTENER, Ok())]),
     "stat_bucket": ("client", [(DIALER, StatBucket("b")), (LISTENER, Bucket(BUCKET))]),
     "list_buckets": ("client", [(DIALER, ListBuckets()), (LISTENER, Buckets([BUCKET]))]),
+    "create_upload": ("client", [(DIALER, CreateUpload("b/k", "alice")), (LISTENER, Upload(UPLOAD))]),
+    "stat_upload": ("client", [(DIALER, StatUpload("u")), (LISTENER, Upload(UPLOAD))]),
+    "stat_upload refused": ("client", [(DIALER, StatUpload("x")), (LISTENER, Error(17, "no such upload"))]),
+    "put_part": ("client", [(DIALER, PutPart("u", "alice", 1, ".multipart/u/1", bytes(16))), (LISTENER, Ok())]),
+    "list_parts": ("client", [(DIALER, ListParts("u")), (LISTENER, Parts([UploadPart(1, 2, bytes(16), 1.0)], False))]),
+    "list_uploads": ("client", [(DIALER, ListUploads("b/")), (LISTENER, Uploads([UPLOAD], False))]),
+    "complete_upload": ("client", [
+        (DIALER, CompleteUpload("u", "alice", [ChosenPart(1, bytes(16))])), (LISTENER, STORED),
+    ]),
+    "complete_upload refused": ("client", [
+        (DIALER, CompleteUpload("u", "alice", [ChosenPart(1, bytes(16))])), (LISTENER, Error(18, "invalid part")),
+    ]),
+    "abort_upload": ("client", [(DIALER, AbortUpload("u", "alice")), (LISTENER, Ok())]),
+    "expire_uploads": ("client", [(DIALER, ExpireUploads(60.0)), (LISTENER, Uploads([], False))]),
     "store inline": ("manager", [(DIALER, Store(1, 2, SHA, b"ab")), (LISTENER, STORED)]),
     "store streamed": ("manager", [
         (DIALER, Store(1, BIG, SHA)), (LISTENER, Ok()), (DIALER, Data(CHUNK)), (DIALER, Data(CHUNK)), (DIALER, End()),

@@ -87,11 +87,21 @@ async def test_a_committed_upload_is_recorded_not_in_flight(manager: ManagerPart
 async def test_a_move_is_in_flight_until_its_block_ends(manager: ManagerParts) -> None:
     record = await manager.put("a", manager.first)
     with manager.in_flight.move(record.id):
-        assert manager.in_flight.moving() == {record.id}
+        assert manager.in_flight.unmovable() == {record.id}
         assert (await manager.in_flight.on_node(manager.second.id))[2] == {record.id}
         assert await manager.in_flight.still_orphans(manager.second.id, [record.id]) == []  # the copy on the target
-    assert manager.in_flight.moving() == set()
+    assert manager.in_flight.unmovable() == set()
     assert await manager.in_flight.still_orphans(manager.second.id, [record.id]) == [record.id]  # a failed move's copy
+
+
+async def test_parts_being_composed_are_not_moved_until_every_build_ends(manager: ManagerParts) -> None:
+    one, two = await manager.put("one", manager.first), await manager.put("two", manager.first)
+    with manager.in_flight.compose([one.id, two.id]):
+        with manager.in_flight.compose([one.id]):  # a second build of the same part
+            assert manager.in_flight.unmovable() == {one.id, two.id}
+        assert manager.in_flight.unmovable() == {one.id, two.id}
+    assert manager.in_flight.unmovable() == set()
+    assert await manager.in_flight.still_orphans(manager.first.id, [one.id]) == []  # a part is no orphan: it is stored
 
 
 async def test_missing_bytes_are_a_loss_only_where_the_row_still_places_the_file(manager: ManagerParts) -> None:
