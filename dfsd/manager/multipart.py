@@ -93,7 +93,6 @@ class MultipartOperations:
         check_part_number(request.number)
         if len(request.md5) != MD5_BYTES:
             raise BadRequest(f"bad request: an MD5 is {MD5_BYTES} bytes, this one {len(request.md5)}")
-        await self._find(request.upload_id, request.owner)
         if not request.name.startswith(part_prefix(request.upload_id)):
             raise BadRequest(
                 f"bad request: the parts of upload {request.upload_id!r} are files named "
@@ -103,9 +102,14 @@ class MultipartOperations:
         if file is None:
             raise FileNotFound(f"file does not exist: {request.name!r}; store the part's bytes first")
         part = PartRecord(request.upload_id, request.number, file.name, file.id, file.size, request.md5, time.time())
-        recorded, replaced = await self.store.record_part(part, time.time() - COMPLETION_LEASE)
-        if not recorded:
-            raise _no_such_upload(request.upload_id)
+        try:
+            await self._find(request.upload_id, request.owner)
+            recorded, replaced = await self.store.record_part(part, time.time() - COMPLETION_LEASE)
+            if not recorded:
+                raise _no_such_upload(request.upload_id)
+        except (NoSuchUpload, NotAuthorised):  # nobody may record these bytes now: they go at once
+            await self.files.remove_files([(file.name, file.id)])
+            raise
         if replaced is not None and replaced.file_id != file.id:  # a part sent again: the last one wins
             await self.files.remove_files([(replaced.name, replaced.file_id)])
         await conn.send(Ok())
