@@ -71,9 +71,6 @@ from .pool import NodeConnections, remove_copy
 from .store import FileRecord, MetadataStore
 from .topology import NodeState, Topology
 
-# How many times a compose sends its build again after a part moved to another node under it.
-BUILD_ATTEMPTS = 3
-
 # A put naming the size and SHA-256 of an upload of the same name still under way (typically its own first attempt,
 # whose answer was lost, still committing) waits this long for that upload to end before it is answered.
 SETTLE_WAIT = 10.0
@@ -244,7 +241,8 @@ class FileOperations:
         async with self.in_flight.upload(name, node, replace=replace) as file_id:
             req.fields.update(node=node.id, file_id=file_id, size=size)
             with self.in_flight.compose(record.id for record in records):
-                stored = await self._build_following(node, file_id, records)
+                parts = [self._part_for(record, node) for record in records]
+                stored = await self._build(node, Build(file_id, parts))
             if stored.size != size:
                 raise InternalError(f"internal error: node {node.id} built {stored.size} bytes of {size}")
             replaced = await self._commit(file_id, name, node.id, stored, replace, meta)
@@ -252,22 +250,6 @@ class FileOperations:
         if replaced is not None:
             await self._remove_bytes(replaced)
         return stored
-
-    async def _build_following(self, node: NodeState, file_id: int, records: list[FileRecord]) -> Stored:
-        """Have ``node`` build the file from ``records``. A part that a move took to another node meanwhile (the
-        coordinator of several managers does not know of this build) is missing where it was: the build is sent
-        again with the parts where they are now, up to BUILD_ATTEMPTS times. A part deleted or replaced meanwhile
-        fails it (error 2)."""
-        attempt = 1
-        while True:
-            try:
-                return await self._build(node, Build(file_id, [self._part_for(record, node) for record in records]))
-            except (FileNotFound, FileUnavailable):
-                current = [await self.store.find(record.name) for record in records]
-                if attempt == BUILD_ATTEMPTS or not _only_moved(records, current):
-                    raise
-                records = [record for record in current if record is not None]
-                attempt += 1
 
     async def remove_files(self, files: Iterable[tuple[str, int]]) -> None:
         """Delete the files (name, file id) and their bytes; a name that holds another file by now (replaced, or
@@ -383,12 +365,6 @@ class FileOperations:
     def _file_info(self, record: FileRecord) -> FileInfo:
         available = self.topology.is_up(record.node) and record.lost is None
         return FileInfo(record.name, record.size, record.sha256, record.node, record.created, available, record.meta)
-
-
-def _only_moved(then: list[FileRecord], now: list[FileRecord | None]) -> bool:
-    """Every file of ``then`` is the same file ``now`` (none deleted or replaced), and some are on other nodes."""
-    same = all(new is not None and new.id == old.id for old, new in zip(then, now, strict=True))
-    return same and any(new is not None and new.node != old.node for old, new in zip(then, now, strict=True))
 
 
 def _fitting(records: list[FileRecord]) -> list[FileRecord]:

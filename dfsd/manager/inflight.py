@@ -18,8 +18,8 @@ missing; only then are they removed (an orphan otherwise, until that node's next
 Uploads are reserved in the metadata store, which keeps names unique between racing uploads (through any manager
 sharing the database) and hands out the ids, and counted on their node in the topology, where placement sees them;
 moves are held here, since only the coordinator moves files and only it removes orphans (``coordination.py``). So are
-the parts a ``compose`` is joining, which the rebalancer then leaves alone (a coordinator elsewhere cannot see them:
-``FileOperations.compose`` follows a part that moves under it).
+the parts a ``compose`` is joining, which the rebalancer then leaves alone (a coordinator elsewhere cannot see them;
+for the parts of a multipart upload being completed, the database tells it: ``MetadataStore.relocate``).
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ class Rebalancer:
                 if not self.coordinating():  # another manager reconciles nodes now, blind to this move: give it up
                     raise FileUnavailable("file unavailable: this manager stopped coordinating during the move")
                 relocated = await self.store.relocate(record.id, source.id, target.id)
-                if not relocated:  # deleted or moved meanwhile: the new copy is an orphan
+                if not relocated:  # deleted or moved meanwhile, or a part being composed: the new copy is an orphan
                     await self._remove_copy(target, record.id)
                     return
                 self.topology.moved(source.id, target.id, record.size)

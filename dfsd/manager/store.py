@@ -198,6 +198,12 @@ _NEW_FILE_COLUMNS = "id, name, node, size, sha256, created, meta"
 _NODE_COLUMNS = "id, host, port, capacity, free, last_seen, draining"
 _UPLOAD_COLUMNS = "upload_id, name, owner, initiated, meta, completing"
 _PART_COLUMNS = "upload_id, number, name, file_id, size, md5, created"
+# A file that is no part of a multipart upload being completed: the rebalancer neither picks nor switches such a part,
+# whichever manager completes it, so the build finds every part where the records it read after its claim put it.
+_NOT_COMPOSING = (
+    "id NOT IN (SELECT parts.file_id FROM multipart_parts AS parts JOIN multipart_uploads AS uploads "
+    "ON uploads.upload_id = parts.upload_id WHERE uploads.completing IS NOT NULL)"
+)
 FIND_SQL = f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ?"
 
 # File ids claimed from the database at a time: one commit per this many uploads.
@@ -542,15 +548,18 @@ class MetadataStore(ABC):
     async def movable(self, node: int, limit: int, exclude: set[int]) -> list[FileRecord]:
         """Up to ``limit`` stored, present files on ``node``, skipping the ids in ``exclude``."""
         rows = await self._read(
-            f"SELECT {_FILE_COLUMNS} FROM files WHERE node = ? AND lost IS NULL ORDER BY id LIMIT ?",
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE node = ? AND lost IS NULL AND {_NOT_COMPOSING} "
+            "ORDER BY id LIMIT ?",
             (node, limit + len(exclude)),
         )
         return [file_record(row) for row in rows if row[0] not in exclude][:limit]
 
     async def relocate(self, file_id: int, source: int, target: int) -> bool:
-        """Point file ``file_id`` at ``target`` if it is still stored on ``source``; False if it changed meanwhile."""
+        """Point file ``file_id`` at ``target`` if it is still stored on ``source`` and is no part of an upload being
+        completed; False if it changed meanwhile, or is such a part (the move is given up: it stays on ``source``)."""
         rows = await self._write(
-            "UPDATE files SET node = ? WHERE id = ? AND node = ? RETURNING id", (target, file_id, source)
+            f"UPDATE files SET node = ? WHERE id = ? AND node = ? AND {_NOT_COMPOSING} RETURNING id",
+            (target, file_id, source),
         )
         return len(rows) == 1
 

@@ -174,12 +174,29 @@ def test_an_upload_begun_through_one_gateway_completes_through_another(
 
 
 async def test_compose_parts_stay_whole_while_the_rebalancer_moves_files(bare_cluster: LocalCluster) -> None:
-    """A node joins while an upload completes: the rebalancer moves files to it, but never a part under the build
-    (it leaves them alone, or the build follows them), so the completion stores the right bytes."""
-    cluster = bare_cluster
+    """A node joins while an upload completes: the rebalancer moves files to it, but no part under the build, so the
+    completion stores the right bytes."""
+    await complete_while_rebalancing(bare_cluster, bare_cluster.address)
+
+
+async def test_the_coordinator_moves_no_part_of_an_upload_completing_elsewhere(
+    tmp_path: Path, postgres_url: PostgresURL
+) -> None:
+    """The same with two managers: the coordinator (manager 0) rebalances while manager 1 completes; the database
+    tells it which parts are being joined, and it moves none of them."""
+    cluster = LocalCluster(tmp_path, database=postgres_url)
+    try:
+        cluster.start_manager()
+        cluster.start_manager(number=1)
+        await complete_while_rebalancing(cluster, cluster.managers[1].address)
+    finally:
+        cluster.stop()
+
+
+async def complete_while_rebalancing(cluster: LocalCluster, through: str) -> None:
     cluster.start_node(100)
     parts = [os.urandom(256 * 1024 + index) for index in range(40)]
-    async with Client(cluster.address) as client:
+    async with Client(through) as client:
         upload = await client.create_upload("b/joined", "alice")
         md5s = [await client.put_part(upload.upload_id, n, part, owner="alice") for n, part in enumerate(parts, 1)]
         for index in range(40):
