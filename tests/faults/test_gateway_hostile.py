@@ -20,10 +20,10 @@ from harness import LocalCluster
 from dfsd.gateway.chunked import EMPTY_SHA256
 
 
-def raw_put_head(live_gateway: LiveGateway, bucket: str, key: str, length: int) -> bytes:
-    url = f"{live_gateway.endpoint}/{bucket}/{key}"
-    headers, _ = signed_request("PUT", url, payload_hash="UNSIGNED-PAYLOAD")
-    lines = [f"PUT /{bucket}/{key} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items()), f"content-length: {length}"]
+def raw_put_head(live_gateway: LiveGateway, bucket: str, key: str, length: int, query: str = "") -> bytes:
+    target = f"/{bucket}/{key}" + (f"?{query}" if query else "")
+    headers, _ = signed_request("PUT", live_gateway.endpoint + target, payload_hash="UNSIGNED-PAYLOAD")
+    lines = [f"PUT {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items()), f"content-length: {length}"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -74,6 +74,51 @@ def test_client_gone_mid_body_keeps_nothing(live_gateway: LiveGateway, sent: int
     wait_until_settled(live_gateway, bucket)
     assert live_gateway.names(bucket + "/") == []
     still_serving(live_gateway)
+
+
+def test_a_part_cut_short_keeps_nothing_and_the_upload_goes_on(live_gateway: LiveGateway) -> None:
+    s3, bucket = live_gateway.s3(), live_gateway.bucket()
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    with connect(live_gateway) as client:
+        head = raw_put_head(live_gateway, bucket, "k", 8 * 1024 * 1024, f"partNumber=1&uploadId={upload_id}")
+        client.sendall(head + b"x" * (3 * 1024 * 1024))
+        deadline = time.monotonic() + 15
+        while not live_gateway.cluster.partial_files():  # the node is writing the part: vanish
+            assert time.monotonic() < deadline, "the part never reached a node"
+            time.sleep(0.01)
+    live_gateway.cluster.wait_no_orphans()
+    assert s3.list_parts(Bucket=bucket, Key="k", UploadId=upload_id).get("Parts", []) == []
+    assert live_gateway.hidden_files() == 0
+    etag = s3.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=1, Body=b"whole")["ETag"]
+    s3.complete_multipart_upload(
+        Bucket=bucket, Key="k", UploadId=upload_id, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    )
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"whole"
+
+
+def test_parts_named_out_of_order_complete_nothing(live_gateway: LiveGateway) -> None:
+    s3, bucket = live_gateway.s3(), live_gateway.bucket()
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    first = s3.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=1, Body=b"1" * (5 << 20))["ETag"]
+    second = s3.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=2, Body=b"2")["ETag"]
+    for parts in ([(2, second), (1, first)], [(1, first), (1, first), (2, second)]):
+        with pytest.raises(ClientError) as excinfo:
+            s3.complete_multipart_upload(
+                Bucket=bucket,
+                Key="k",
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": e} for n, e in parts]},
+            )
+        assert excinfo.value.response["Error"]["Code"] == "InvalidPartOrder"
+    assert live_gateway.names(bucket + "/") == []
+    s3.complete_multipart_upload(  # the upload is as it was
+        Bucket=bucket,
+        Key="k",
+        UploadId=upload_id,
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": first}, {"PartNumber": 2, "ETag": second}]},
+    )
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"1" * (5 << 20) + b"2"
+    assert live_gateway.hidden_files() == 0
 
 
 def test_body_longer_than_content_length_stores_only_what_was_announced(live_gateway: LiveGateway) -> None:
