@@ -387,7 +387,7 @@ class PutPart(Message):
 
     TYPE = "put_part"
     upload_id: str
-    owner: str  # must be the upload's (else 9)
+    owner: str  # must be the upload's (else 16)
     number: int
     name: str
     md5: bytes
@@ -439,7 +439,7 @@ class CompleteUpload(Message):
 
     TYPE = "complete_upload"
     upload_id: str
-    owner: str  # must be the upload's (else 9)
+    owner: str  # must be the upload's (else 16)
     parts: list[ChosenPart]
     meta: dict[str, str] | None = None
 
@@ -450,7 +450,7 @@ class AbortUpload(Message):
 
     TYPE = "abort_upload"
     upload_id: str
-    owner: str  # must be the upload's (else 9)
+    owner: str  # must be the upload's (else 16)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,10 +29,10 @@ from ..protocol import (
     MAX_UPLOAD_PARTS,
     PARTS_PREFIX,
     BadRequest,
+    BucketNotYours,
     FileNotFound,
     InvalidPart,
     NoSuchUpload,
-    NotAuthorised,
     check_meta,
     check_name,
     check_owner,
@@ -107,7 +107,7 @@ class MultipartOperations:
             recorded, replaced = await self.store.record_part(part, time.time() - COMPLETION_LEASE)
             if not recorded:
                 raise _no_such_upload(request.upload_id)
-        except (NoSuchUpload, NotAuthorised):  # nobody may record these bytes now: they go at once
+        except (NoSuchUpload, BucketNotYours):  # nobody may record these bytes now: they go at once
             await self.files.remove_files([(file.name, file.id)])
             raise
         if replaced is not None and replaced.file_id != file.id:  # a part sent again: the last one wins
@@ -221,7 +221,9 @@ class MultipartOperations:
         if upload is None:
             raise _no_such_upload(upload_id)
         if owner is not None and owner != upload.owner:
-            raise NotAuthorised(f"not authorised: the multipart upload {upload_id!r} belongs to another owner")
+            raise BucketNotYours(
+                f"the multipart upload {upload_id!r} belongs to another owner (who owned its bucket when it began)"
+            )
         return upload
 
 

@@ -13,7 +13,7 @@ from dfsd.protocol import BadRequest, part_prefix
 from gateway_live import ALICE, LiveGateway, write_credentials
 from harness import LocalCluster
 
-from dfsd.client import Client, InvalidPart, NoSuchUpload, NotAuthorised
+from dfsd.client import BucketNotYours, Client, InvalidPart, NoSuchUpload
 from dfsd.manager.store import PostgresURL
 
 MIB = 1024 * 1024
@@ -41,7 +41,7 @@ async def test_parts_are_hidden_and_only_multipart_requests_reach_them(cluster: 
             await client.delete(part_prefix(upload.upload_id) + "anything")
         with pytest.raises(BadRequest):
             await client.compose("b/other", [part_prefix(upload.upload_id) + "anything"])
-        with pytest.raises(NotAuthorised):
+        with pytest.raises(BucketNotYours):
             await client.put_part(upload.upload_id, 2, b"x", owner="bob")
 
         second = os.urandom(1000)
@@ -70,7 +70,7 @@ async def test_parts_are_hidden_and_only_multipart_requests_reach_them(cluster: 
 
         aborted = await client.create_upload("b/gone", "alice")
         await client.put_part(aborted.upload_id, 1, b"bytes", owner="alice")
-        with pytest.raises(NotAuthorised):
+        with pytest.raises(BucketNotYours):
             await client.abort_upload(aborted.upload_id, owner="bob")
         await client.abort_upload(aborted.upload_id, owner="alice")
         assert await hidden_files(client) == 0

@@ -51,6 +51,8 @@ HTTP_STATUS = {
     ErrorCode.BUCKET_NOT_EMPTY: 409,
     ErrorCode.NO_SUCH_BUCKET: 404,
     ErrorCode.BUCKET_NOT_YOURS: 403,
+    ErrorCode.NO_SUCH_UPLOAD: 404,
+    ErrorCode.INVALID_PART: 400,
 }
 
 # An urlencoded form carries the file as base64 text in one field, so it must be read whole: 64 MiB of it at most.

@@ -30,7 +30,6 @@ from dfsd.client import (
     NameExists,
     NoSuchBucket,
     NoSuchUpload,
-    NotAuthorised,
     ServersUnavailable,
     StorageFull,
 )
@@ -77,7 +76,6 @@ BUCKET_ERRORS: tuple[tuple[type[DfsError], str], ...] = (
     (BucketNotYours, "AccessDenied"),
     (NoSuchUpload, "NoSuchUpload"),
     (InvalidPart, "InvalidPart"),
-    (NotAuthorised, "AccessDenied"),
 )
 
 
