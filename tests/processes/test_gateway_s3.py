@@ -482,3 +482,21 @@ def test_multipart_object_keeps_its_etag_and_metadata(live_gateway: LiveGateway)
     head = s3.head_object(Bucket=bucket, Key="mp")
     assert head["ETag"] == result["ETag"] and head["ETag"].endswith('-1"') and head["ContentType"] == "video/mp4"
     assert [o["ETag"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == [result["ETag"]]
+
+
+def test_list_parts_pages_with_max_parts_and_the_marker(live_gateway: LiveGateway) -> None:
+    s3, bucket = live_gateway.s3(), live_gateway.bucket()
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    for number in (1, 2, 3):
+        s3.upload_part(Bucket=bucket, Key="k", UploadId=upload_id, PartNumber=number, Body=b"p%d" % number)
+    first = s3.list_parts(Bucket=bucket, Key="k", UploadId=upload_id, MaxParts=2)
+    assert [p["PartNumber"] for p in first["Parts"]] == [1, 2] and first["IsTruncated"]
+    rest = s3.list_parts(
+        Bucket=bucket, Key="k", UploadId=upload_id, MaxParts=2, PartNumberMarker=first["NextPartNumberMarker"]
+    )
+    assert [p["PartNumber"] for p in rest["Parts"]] == [3] and not rest["IsTruncated"]
+    with pytest.raises(ClientError) as excinfo:
+        s3.list_parts(Bucket=bucket, Key="k", UploadId=upload_id, PartNumberMarker=-1)
+    assert error_code(excinfo) == "InvalidArgument"
+    s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=upload_id)
+    assert live_gateway.hidden_files() == 0

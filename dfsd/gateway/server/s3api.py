@@ -43,7 +43,7 @@ from ..sigv4 import Authorised
 from .bodies import CheckedBody, Md5Stream
 from .credentials import ANONYMOUS, Credentials
 from .http import HttpRequest
-from .store import Bucket, ObjectInfo, Part, Store
+from .store import Bucket, ObjectInfo, Store
 
 # How long a client should wait before retrying when the cluster is unavailable (503): a node's heartbeat timeout.
 RETRY_AFTER_SECONDS = 3
@@ -459,9 +459,12 @@ class S3Api:
     async def list_parts(self, request: HttpRequest, context: Context) -> None:
         params = request.params
         upload = await self.store.upload(params["uploadId"], context.bucket_name, context.key_name)
-        marker = int(params.get("part-number-marker", "0") or 0)
+        marker_text = params.get("part-number-marker") or "0"
+        if not marker_text.isdigit() or int(marker_text) > 10_000:
+            raise S3Error("InvalidArgument", "part-number-marker must be a part number, 0 to 10000.")
+        marker = int(marker_text)
         max_parts = listing.parse_max_keys(params.get("max-parts"))
-        parts = [part for part in sorted(await self.store.parts(upload), key=_number) if part.number > marker]
+        parts = await self.store.parts(upload, after=marker, limit=max_parts + 1)
         page = parts[:max_parts]
         entries = [s3xml.PartEntry(p.number, p.etag, p.size, p.last_modified) for p in page]
         body = s3xml.render_list_parts(
@@ -517,10 +520,6 @@ def _is_signed(request: HttpRequest) -> bool:
 
 def _name(bucket: Bucket) -> str:
     return bucket.name
-
-
-def _number(part: Part) -> int:
-    return part.number
 
 
 def _owner(user: str) -> s3xml.Owner:

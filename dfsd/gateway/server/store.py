@@ -252,12 +252,15 @@ class Store:
                 upload.upload_id, number, body, owner=user, size=body.size, md5=lambda: body.md5
             )
 
-    async def parts(self, upload: Upload) -> list[Part]:
-        """The upload's recorded parts, in part order."""
+    async def parts(self, upload: Upload, after: int = 0, limit: int | None = None) -> list[Part]:
+        """The upload's recorded parts numbered above ``after`` (at most ``limit``), in part order."""
+        found: list[Part] = []
         async with self.pool.client() as client:
-            return [
-                Part(part.number, part.md5, part.size, part.created) async for part in client.parts(upload.upload_id)
-            ]
+            async for part in client.parts(upload.upload_id, after=after):
+                found.append(Part(part.number, part.md5, part.size, part.created))
+                if len(found) == limit:
+                    break
+        return found
 
     async def complete_upload(self, upload: Upload, wanted: Sequence[tuple[int, str]], user: str) -> str:
         """Join the parts ``wanted`` (number, ETag) into the object; return its ETag."""
