@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
-from dfsd.protocol import BadRequest, part_prefix
+from dfsd.protocol import BadRequest, FileNotFound, part_prefix
+from dfsd.protocol.messages import Ok, PutPart
 from gateway_live import ALICE, LiveGateway, write_credentials
 from harness import LocalCluster
 
@@ -77,6 +78,35 @@ async def test_parts_are_hidden_and_only_multipart_requests_reach_them(cluster: 
         with pytest.raises(NoSuchUpload):
             await client.abort_upload(aborted.upload_id, owner="alice")
     cluster.wait_no_orphans()
+
+
+async def test_malformed_multipart_requests_are_bad_requests(cluster: LocalCluster) -> None:
+    async with Client(cluster.address) as client:
+        with pytest.raises(BadRequest, match="parts of multipart uploads"):
+            await client.create_upload(part_prefix("x") + "obj", "alice")
+        upload = await client.create_upload("b/obj", "alice")
+        other = await client.create_upload("b/other", "alice")
+        with pytest.raises(BadRequest, match="part numbers run from 1"):
+            await client.put_part(upload.upload_id, 10_001, b"x", owner="alice")
+        elsewhere = part_prefix(other.upload_id) + "00001.x"
+        await client.put(elsewhere, b"x")  # the other upload's part, unrecorded
+        with pytest.raises(BadRequest, match="are files named"):
+            await client._call(PutPart(upload.upload_id, "alice", 1, elsewhere, bytes(16)), Ok)
+        with pytest.raises(BadRequest, match="an MD5 is 16 bytes"):
+            await client._call(PutPart(other.upload_id, "alice", 1, elsewhere, bytes(15)), Ok)
+        with pytest.raises(FileNotFound):
+            await client._call(
+                PutPart(upload.upload_id, "alice", 1, part_prefix(upload.upload_id) + "none", bytes(16)), Ok
+            )
+        md5 = await client.put_part(upload.upload_id, 1, b"x", owner="alice")
+        for chosen in ([], [(1, md5), (1, md5)]):
+            with pytest.raises(BadRequest):
+                await client.complete_upload(upload.upload_id, chosen, owner="alice")
+        with pytest.raises(BucketNotYours):
+            await client.complete_upload(upload.upload_id, [(1, md5)], owner="bob")
+        await client.abort_upload(other.upload_id, owner="alice")  # its unrecorded file goes with it
+        await client.abort_upload(upload.upload_id, owner="alice")
+        assert await hidden_files(client) == 0
 
 
 async def test_expiry_aborts_old_uploads_with_their_parts(cluster: LocalCluster) -> None:
