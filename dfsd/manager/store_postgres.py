@@ -167,6 +167,7 @@ class PostgresStore(MetadataStore):
             command_timeout=DB_TIMEOUT,
             timeout=DB_TIMEOUT,
             server_settings={"application_name": "dfsd manager"},
+            reset=_keep_session,
         )
         try:
             await pool  # with no floor, this connects nobody: the upgrade's connection is the first
@@ -223,8 +224,9 @@ class PostgresStore(MetadataStore):
             return err
 
     async def _in_one_transaction(self, batch: list[Write]) -> list[Rows]:
-        async with self._pool.acquire(timeout=DB_TIMEOUT) as conn, conn.transaction():
-            return [[tuple(row) for row in await conn.fetch(_numbered(w.sql), *w.params)] for w in batch]
+        async with self._pool.acquire(timeout=DB_TIMEOUT) as conn:
+            async with conn.transaction():
+                return [[tuple(row) for row in await conn.fetch(_numbered(w.sql), *w.params)] for w in batch]
 
     # --- uploads in flight, shared by every manager -------------------------------------------------------------------
 
@@ -339,6 +341,13 @@ async def _upgrade(pool: asyncpg.Pool, location: PostgresURL) -> None:
         if steps:
             await conn.execute("DELETE FROM schema_version")
             await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", len(SCHEMA_STEPS))
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What the pool does to a connection given back, instead of asyncpg's default reset (``RESET ALL``, ``CLOSE
+    ALL``, ``UNLISTEN *``, releasing advisory locks: a second round trip after every query). The store's pooled
+    connections never change their session: no settings, cursors, listeners or session locks (the coordinator's lock
+    has a connection of its own). asyncpg still rolls back a transaction left open before this is called."""
 
 
 @functools.lru_cache(maxsize=128)
