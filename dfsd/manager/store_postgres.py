@@ -225,6 +225,8 @@ class PostgresStore(MetadataStore):
 
     async def _in_one_transaction(self, batch: list[Write]) -> list[Rows]:
         async with self._pool.acquire(timeout=DB_TIMEOUT) as conn:
+            if len(batch) == 1:  # one statement is a transaction of its own: no BEGIN and COMMIT round trips
+                return [[tuple(row) for row in await conn.fetch(_numbered(batch[0].sql), *batch[0].params)]]
             async with conn.transaction():
                 return [[tuple(row) for row in await conn.fetch(_numbered(w.sql), *w.params)] for w in batch]
 
