@@ -35,21 +35,28 @@ from pathlib import Path
 import asyncpg
 
 from ..protocol import ServersUnavailable
+from .lookups import GroupLookup
 from .store import (
+    _FILE_COLUMNS,
     ID_BLOCK,
     BackupUnsupported,
     DatabaseUnavailable,
+    FileRecord,
     ManagerRecord,
     MetadataStore,
     PostgresURL,
     Progress,
     Rows,
     Write,
+    file_record,
     schema_steps_to_run,
 )
 
 # Connections held open at most: reads run in parallel up to this many, plus the group commit's one.
 POOL_SIZE = 10
+
+# The files of many names in one query: the group lookup's (``lookups.py``).
+FIND_ANY_SQL = f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ANY(?::text[])"
 
 # The advisory lock held while the schema is created or upgraded ('dfsd' in ASCII).
 SCHEMA_LOCK = 0x64667364
@@ -157,6 +164,7 @@ class PostgresStore(MetadataStore):
         self._pool = pool
         self._location = location
         self._lock_conn: asyncpg.Connection | None = None  # holds COORDINATOR_LOCK while this manager coordinates
+        self._lookups = GroupLookup(self._find_all)
 
     @classmethod
     async def connect(cls, location: PostgresURL) -> PostgresStore:
@@ -191,6 +199,7 @@ class PostgresStore(MetadataStore):
         )
 
     async def _disconnect(self) -> None:
+        await self._lookups.close()
         await self._drop_lock()
         await self._pool.close()
 
@@ -200,6 +209,12 @@ class PostgresStore(MetadataStore):
                 return [tuple(row) for row in await conn.fetch(_numbered(sql), *params)]
         except _LOST as err:
             raise _unreachable(err) from err
+
+    async def find(self, name: str) -> FileRecord | None:
+        return await self._lookups.find(name)
+
+    async def _find_all(self, names: list[str]) -> dict[str, FileRecord]:
+        return {record.name: record for record in map(file_record, await self._read(FIND_ANY_SQL, (names,)))}
 
     async def _claim_ids(self) -> int:
         (first,) = (await self._write("SELECT nextval('file_ids')"))[0]
