@@ -3,7 +3,10 @@
 A pool of connections serves the reads; a group commit takes one connection for its transaction, and a commit is
 durable (with PostgreSQL's default ``synchronous_commit = on``) before the client hears ``stored``. One statement's
 error aborts a whole PostgreSQL transaction, so a batch that fails that way is run again one write at a time: the error
-then fails only its own caller, as on SQLite.
+then fails only its own caller, as on SQLite. A batch of one write is a transaction of its own, sent without BEGIN and
+COMMIT. Lookups by name, the reads of every get, are grouped (``lookups.py``): one query for all the names asked while
+the previous one was out. Every round trip saved counts: on a busy machine, a query costs the manager and the
+server more than the lookup it makes.
 
 File ids come from the sequence ``file_ids``, which steps by ID_BLOCK: each ``nextval`` claims a whole block, and it
 is claimed inside a committed transaction, so the claim is on disk before any id of it is used.
