@@ -3,7 +3,10 @@
 A pool of connections serves the reads; a group commit takes one connection for its transaction, and a commit is
 durable (with PostgreSQL's default ``synchronous_commit = on``) before the client hears ``stored``. One statement's
 error aborts a whole PostgreSQL transaction, so a batch that fails that way is run again one write at a time: the error
-then fails only its own caller, as on SQLite.
+then fails only its own caller, as on SQLite. A batch of one write is a transaction of its own, sent without BEGIN and
+COMMIT. Lookups by name, the reads of every get, are grouped (``lookups.py``): one query for all the names asked while
+the previous one was out. Every round trip saved counts: on a busy machine, a query costs the manager and the
+server more than the lookup it makes.
 
 File ids come from the sequence ``file_ids``, which steps by ID_BLOCK: each ``nextval`` claims a whole block, and it
 is claimed inside a committed transaction, so the claim is on disk before any id of it is used.
@@ -35,21 +38,28 @@ from pathlib import Path
 import asyncpg
 
 from ..protocol import ServersUnavailable
+from .lookups import GroupLookup
 from .store import (
+    _FILE_COLUMNS,
     ID_BLOCK,
     BackupUnsupported,
     DatabaseUnavailable,
+    FileRecord,
     ManagerRecord,
     MetadataStore,
     PostgresURL,
     Progress,
     Rows,
     Write,
+    file_record,
     schema_steps_to_run,
 )
 
 # Connections held open at most: reads run in parallel up to this many, plus the group commit's one.
 POOL_SIZE = 10
+
+# The files of many names in one query: the group lookup's (``lookups.py``).
+FIND_ANY_SQL = f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ANY(?::text[])"
 
 # The advisory lock held while the schema is created or upgraded ('dfsd' in ASCII).
 SCHEMA_LOCK = 0x64667364
@@ -180,6 +190,7 @@ class PostgresStore(MetadataStore):
         self._pool = pool
         self._location = location
         self._lock_conn: asyncpg.Connection | None = None  # holds COORDINATOR_LOCK while this manager coordinates
+        self._lookups = GroupLookup(self._find_all)
 
     @classmethod
     async def connect(cls, location: PostgresURL) -> PostgresStore:
@@ -190,6 +201,7 @@ class PostgresStore(MetadataStore):
             command_timeout=DB_TIMEOUT,
             timeout=DB_TIMEOUT,
             server_settings={"application_name": "dfsd manager"},
+            reset=_keep_session,
         )
         try:
             await pool  # with no floor, this connects nobody: the upgrade's connection is the first
@@ -213,6 +225,7 @@ class PostgresStore(MetadataStore):
         )
 
     async def _disconnect(self) -> None:
+        await self._lookups.close()
         await self._drop_lock()
         await self._pool.close()
 
@@ -222,6 +235,12 @@ class PostgresStore(MetadataStore):
                 return [tuple(row) for row in await conn.fetch(_numbered(sql), *params)]
         except _LOST as err:
             raise _unreachable(err) from err
+
+    async def find(self, name: str) -> FileRecord | None:
+        return await self._lookups.find(name)
+
+    async def _find_all(self, names: list[str]) -> dict[str, FileRecord]:
+        return {record.name: record for record in map(file_record, await self._read(FIND_ANY_SQL, (names,)))}
 
     async def _claim_ids(self) -> int:
         (first,) = (await self._write("SELECT nextval('file_ids')"))[0]
@@ -246,8 +265,11 @@ class PostgresStore(MetadataStore):
             return err
 
     async def _in_one_transaction(self, batch: list[Write]) -> list[Rows]:
-        async with self._pool.acquire(timeout=DB_TIMEOUT) as conn, conn.transaction():
-            return [[tuple(row) for row in await conn.fetch(_numbered(w.sql), *w.params)] for w in batch]
+        async with self._pool.acquire(timeout=DB_TIMEOUT) as conn:
+            if len(batch) == 1:  # one statement is a transaction of its own: no BEGIN and COMMIT round trips
+                return [[tuple(row) for row in await conn.fetch(_numbered(batch[0].sql), *batch[0].params)]]
+            async with conn.transaction():
+                return [[tuple(row) for row in await conn.fetch(_numbered(w.sql), *w.params)] for w in batch]
 
     # --- uploads in flight, shared by every manager -------------------------------------------------------------------
 
@@ -362,6 +384,13 @@ async def _upgrade(pool: asyncpg.Pool, location: PostgresURL) -> None:
         if steps:
             await conn.execute("DELETE FROM schema_version")
             await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", len(SCHEMA_STEPS))
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """What the pool does to a connection given back, instead of asyncpg's default reset (``RESET ALL``, ``CLOSE
+    ALL``, ``UNLISTEN *``, releasing advisory locks: a second round trip after every query). The store's pooled
+    connections never change their session: no settings, cursors, listeners or session locks (the coordinator's lock
+    has a connection of its own). asyncpg still rolls back a transaction left open before this is called."""
 
 
 @functools.lru_cache(maxsize=128)

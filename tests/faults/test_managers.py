@@ -17,7 +17,7 @@ import pytest
 from harness import LocalCluster, stalled
 from postgres import PostgresServer
 
-from dfsd.client import Client, ManagerLost, NameExists, ServersUnavailable
+from dfsd.client import Client, FileNotFound, ManagerLost, NameExists, ServersUnavailable
 from dfsd.manager.store import PostgresURL
 
 NODES = (100, 101, 102)
@@ -86,6 +86,43 @@ async def test_one_name_raced_through_two_managers_gives_one_success_and_one_err
             assert len(errors) == 1 and isinstance(errors[0], NameExists), results
             stored[name] = payloads[0] if errors[0] is results[1] else payloads[1]
     await check_files(cluster, stored, via=[0, 1])
+
+
+async def test_reads_through_one_manager_see_at_once_what_the_other_deleted_or_replaced(
+    two_managers: LocalCluster,
+) -> None:
+    """Lookups go to the database in groups and keep no copy (``lookups.py``): a file deleted, or replaced, and
+    acknowledged through one manager is gone, or new, for the very next read through the other, even while that one
+    is busy with other reads (its lookups then share queries)."""
+    cluster = two_managers
+    files = {f"seen/{index}": os.urandom(100 + index) for index in range(24)}
+    busy = asyncio.Event()
+    async with Client(address(cluster, 0)) as writer, Client(address(cluster, 1)) as reader:
+        for name, data in files.items():
+            await writer.put(name, data)
+
+        async def keep_reading(name: str) -> None:
+            async with Client(address(cluster, 1)) as client:
+                while not busy.is_set():
+                    assert await client.read(name) == files[name]
+
+        async with asyncio.TaskGroup() as group:
+            for name in ("seen/0", "seen/1", "seen/2", "seen/3"):
+                group.create_task(keep_reading(name))
+            for index in range(4, 24):
+                name = f"seen/{index}"
+                assert await reader.read(name) == files[name]
+                if index % 2:
+                    await writer.delete(name)
+                    with pytest.raises(FileNotFound):
+                        await reader.read(name)
+                    del files[name]
+                else:
+                    files[name] = os.urandom(300 + index)
+                    await writer.put(name, files[name], replace=True)
+                    assert await reader.read(name) == files[name]
+            busy.set()
+    await check_files(cluster, files, via=[0, 1])
 
 
 async def test_placement_stays_even_across_two_managers(tmp_path: Path, postgres_url: PostgresURL) -> None:

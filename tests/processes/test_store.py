@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from dfsd.protocol import NameExists
 
+from dfsd.manager.lookups import MAX_GROUP
 from dfsd.manager.store import (
     COMPLETION_LEASE,
     ID_BLOCK,
@@ -79,6 +80,65 @@ async def test_only_one_of_many_racing_reservations_wins(db_location: Location) 
         assert sum(isinstance(result, NameExists) for result in results) == 19
     finally:
         await store.close()
+
+
+async def _stored(store: MetadataStore, name: str, node: int = 5) -> int:
+    """Store a file ``name`` as an upload would: reserve, commit, release; returns its id."""
+    file_id = await store.reserve(name, node)
+    await store.commit(file_id, name, node=node, size=len(name), sha256=b"h" * 32, created=1.0)
+    await store.release(name)
+    return file_id
+
+
+async def test_lookups_asked_together_each_find_their_own_file(db_location: Location) -> None:
+    """Many finds at once (on PostgreSQL they share queries, ``lookups.py``): each gets its own name's file, or None,
+    whether its name is asked once, several times or not stored at all; more at once than one query takes too."""
+    store = await MetadataStore.open(db_location)
+    try:
+        ids = {f"f/{index}": await _stored(store, f"f/{index}", node=index) for index in range(40)}
+        asked = [f"f/{index % 40}" for index in range(200)] + [f"absent/{index}" for index in range(MAX_GROUP)]
+        found = await asyncio.gather(*(store.find(name) for name in asked))
+        for name, record in zip(asked, found, strict=True):
+            if name in ids:
+                assert record is not None and (record.name, record.id) == (name, ids[name])
+                assert record.node == int(name.removeprefix("f/"))
+            else:
+                assert record is None
+    finally:
+        await store.close()
+
+
+async def test_lookups_after_a_delete_through_another_manager_do_not_find_the_file(postgres_url: PostgresURL) -> None:
+    """Two managers' stores on one PostgreSQL database: once one has deleted (or replaced) a file, a find asked
+    through the other afterwards never sees the old row, even while that other is busy with finds sharing queries."""
+    first = await MetadataStore.open(postgres_url)
+    second = await MetadataStore.open(postgres_url)
+    try:
+        for index in range(30):
+            await _stored(first, f"d/{index}")
+        done = asyncio.Event()
+
+        async def keep_finding() -> None:
+            while not done.is_set():
+                await asyncio.gather(*(second.find(f"d/{index}") for index in range(30)))
+
+        async with asyncio.TaskGroup() as group:
+            group.create_task(keep_finding())
+            for index in range(30):
+                name = f"d/{index}"
+                if index % 2:
+                    assert await first.remove(name) is not None
+                    assert await second.find(name) is None
+                else:
+                    replacement = await first.reserve(name, 6, replace=True)
+                    await first.commit_replacing(replacement, name, 6, 1, b"n" * 32, 2.0)
+                    await first.release(name, replacement)
+                    record = await second.find(name)
+                    assert record is not None and (record.id, record.node) == (replacement, 6)
+            done.set()
+    finally:
+        await first.close()
+        await second.close()
 
 
 async def test_listing_by_prefix_in_byte_order(db_location: Location) -> None:
