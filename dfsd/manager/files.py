@@ -275,7 +275,7 @@ class FileOperations:
                     f"protocol error: storage node {node.id} answered fetch with the wrong sending"
                 )
             body = receive_file(node_conn, sending)
-            sending = Sending(record.size, offset, length, record.sha256, meta=record.meta)
+            sending = Sending(record.size, offset, length, record.sha256, meta=record.meta, created=record.created)
             await send_file(conn, sending, body)
 
     async def handle_delete(self, conn: Connection, request: Delete, req: Request) -> None:

@@ -33,6 +33,7 @@ from dfsd.client import (
     FileNotFound,
     NoSuchBucket,
     Security,
+    Sending,
     Stored,
 )
 
@@ -103,6 +104,14 @@ class ObjectInfo:
     def of(cls, bucket: str, key: str, info: FileInfo) -> ObjectInfo:
         meta = info.meta or {}
         return cls(bucket, key, info.size, meta.get(ETAG_KEY) or sha256_etag(info.sha256), info.created, meta)
+
+    @classmethod
+    def sent(cls, bucket: str, key: str, sending: Sending) -> ObjectInfo:
+        """The object as the manager's answer to a download describes it (its ``sha256`` and ``created`` included)."""
+        if sending.sha256 is None or sending.created is None:
+            raise S3Error("InternalError", "The manager's answer to a download lacks sha256 or created: upgrade it.")
+        meta = sending.meta or {}
+        return cls(bucket, key, sending.size, meta.get(ETAG_KEY) or sha256_etag(sending.sha256), sending.created, meta)
 
     def entry(self) -> ObjectEntry:
         return ObjectEntry(self.key, self.size, self.etag, self.last_modified)
@@ -216,6 +225,12 @@ class Store:
         """A download of the object (or a range of it); the client stays taken until the block ends."""
         async with self.pool.client() as client:
             yield await client.get(dfs_name(bucket, key), offset=offset, length=length)
+
+    @contextlib.asynccontextmanager
+    async def download(self, bucket: str, key: str) -> AsyncIterator[tuple[ObjectInfo, Download]]:
+        """The whole object and what its headers need, asked in one request (no ``stat`` first)."""
+        async with self.get(bucket, key) as download:
+            yield ObjectInfo.sent(bucket, key, download.info), download
 
     async def delete(self, bucket: str, key: str) -> None:
         """Delete the object; one that is not there is no error (S3 answers 204 either way)."""
