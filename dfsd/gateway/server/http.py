@@ -20,6 +20,10 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Headers = list[tuple[str, str]]
 
+# A response body up to this size is gathered and sent with the head in one message (one write on the socket, no
+# chunk messages): the size of a file that comes whole inside the manager's answer (protocol INLINE_MAX).
+WHOLE_BODY_MAX = 64 * 1024
+
 
 class ClientGone(Exception):
     """The HTTP client disconnected before its request body ended."""
@@ -36,6 +40,7 @@ class HttpRequest:
     body_started: bool = False
     body_done: bool = False
     response_started: bool = False
+    status: int = 0  # the answer's status, once started
     operation: str = "unknown"  # what the request asked, for its log line and metrics (e.g. "s3.put_object")
 
     @classmethod
@@ -104,6 +109,7 @@ class HttpRequest:
     ) -> None:
         """Start the response (and send ``body``, the whole of it unless ``more``)."""
         self.response_started = True
+        self.status = status
         await self.send(
             {
                 "type": "http.response.start",
@@ -112,6 +118,17 @@ class HttpRequest:
             }
         )
         await self.send({"type": "http.response.body", "body": body, "more_body": more})
+
+    async def respond_with(
+        self, status: int, headers: Iterable[tuple[str, str]], chunks: AsyncIterable[memoryview | bytes], length: int
+    ) -> None:
+        """Answer with the ``length`` bytes of ``chunks``: a small body gathered first and sent with the head
+        (``WHOLE_BODY_MAX``), a larger one streamed as it comes."""
+        if length <= WHOLE_BODY_MAX:
+            await self.respond(status, headers, b"".join([bytes(chunk) async for chunk in chunks]))
+            return
+        await self.respond(status, headers, more=True)
+        await self.stream(chunks)
 
     async def stream(self, chunks: AsyncIterable[memoryview | bytes], *, end: bool = True) -> None:
         """Send the next part of a response started with ``more=True`` (the last part, if ``end``); the server's

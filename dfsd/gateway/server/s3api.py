@@ -11,8 +11,9 @@ the client library to the socket.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import quote, unquote
 
@@ -50,6 +51,11 @@ RETRY_AFTER_SECONDS = 3
 # the client library sends bodies this small inside its put request anyway (larger ones stream, and their MD5 is
 # known only once the last byte has gone).
 SMALL_BODY = 64 * 1024
+
+# Request IDs (S3's 16 hex digits): this process's random half, then a count. Unique across gateways and restarts
+# without a random draw per request.
+REQUEST_ID_PREFIX = secrets.token_hex(4).upper()
+_request_numbers = itertools.count()
 
 # The largest XML body read whole (DeleteObjects, CompleteMultipartUpload).
 MAX_XML_BODY = s3xml.MAX_XML_BODY
@@ -130,7 +136,7 @@ class S3Api:
         self.domain = domain
 
     async def handle(self, request: HttpRequest) -> None:
-        request_id = uuid.uuid4().hex[:16].upper()
+        request_id = f"{REQUEST_ID_PREFIX}{next(_request_numbers) & 0xFFFFFFFF:08X}"
         resource = unquote(request.raw_path)
         try:
             context = self._context(request, request_id)
@@ -370,8 +376,7 @@ class S3Api:
             # The common case, in one request to the manager: its answer carries what the headers need.
             async with self.store.download(context.bucket_name, context.key_name) as (info, download):
                 headers = [*_ids(context), *_object_headers(request, info), ("content-length", str(info.size))]
-                await request.respond(200, headers, more=True)
-                await request.stream(download)
+                await request.respond_with(200, headers, download, info.size)
             return
         info = await self.store.stat(context.bucket_name, context.key_name)
         status = _preconditions(request, info)
@@ -387,8 +392,7 @@ class S3Api:
             headers.append(("content-range", byte_range.content_range))
         headers.append(("content-length", str(length)))
         async with self.store.get(context.bucket_name, context.key_name, offset, length) as download:
-            await request.respond(206 if byte_range else 200, headers, more=True)
-            await request.stream(download)
+            await request.respond_with(206 if byte_range else 200, headers, download, length)
 
     async def delete_object(self, request: HttpRequest, context: Context) -> None:
         await self.store.delete(context.bucket_name, context.key_name)
@@ -575,10 +579,11 @@ def _object_headers(request: HttpRequest, info: ObjectInfo) -> list[tuple[str, s
         "accept-ranges": "bytes",
         **dict(metadata.response_headers(info.meta)),
     }
-    params = request.params
-    for parameter, header in RESPONSE_OVERRIDES.items():
-        if parameter in params:
-            headers[header] = params[parameter]
+    if request.query:
+        params = request.params
+        for parameter, header in RESPONSE_OVERRIDES.items():
+            if parameter in params:
+                headers[header] = params[parameter]
     return list(headers.items())
 
 
