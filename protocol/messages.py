@@ -175,6 +175,7 @@ class End(Message):
 
     TYPE = "end"
     sha256: bytes | None = None  # if given, the receiver refuses the stream unless the bytes hash to it
+    meta: dict[str, str] | None = None  # ending a put: metadata known only now (the bytes' MD5), added to put.meta
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,11 +47,6 @@ from .store import Bucket, ObjectInfo, Part, Store
 # How long a client should wait before retrying when the cluster is unavailable (503): a node's heartbeat timeout.
 RETRY_AFTER_SECONDS = 3
 
-# Object bodies up to this size are read whole before they are stored, so their MD5 (the ETag) is stored with them;
-# the client library sends bodies this small inside its put request anyway (larger ones stream, and their MD5 is
-# known only once the last byte has gone).
-SMALL_BODY = 64 * 1024
-
 # Request IDs (S3's 16 hex digits): this process's random half, then a count. Unique across gateways and restarts
 # without a random draw per request.
 REQUEST_ID_PREFIX = secrets.token_hex(4).upper()
@@ -345,15 +340,7 @@ class S3Api:
         if content_md5 is not None:  # the ETag is known now: the upload fails unless the bytes match it
             meta[metadata.ETAG_KEY] = f'"{parse_content_md5(content_md5).hex()}"'
         body = _checked_body(request, context)
-        if body.size is not None and body.size <= SMALL_BODY and metadata.ETAG_KEY not in meta:
-            # Small enough to read whole first (it travels inside the put request anyway): its MD5 is then known
-            # before the put, and the ETag is stored with the object.
-            data = b"".join([chunk async for chunk in body])
-            assert body.md5 is not None
-            meta[metadata.ETAG_KEY] = f'"{body.md5.hex()}"'
-            await self.store.put(context.bucket_name, context.key_name, data, size=len(data), meta=meta)
-        else:
-            await self.store.put(context.bucket_name, context.key_name, body, size=body.size, meta=meta)
+        await self.store.put(context.bucket_name, context.key_name, body, size=body.size, meta=meta)
         assert body.md5 is not None
         await request.respond(200, [*_ids(context), ("etag", f'"{body.md5.hex()}"')])
 
@@ -423,6 +410,7 @@ class S3Api:
                 "object's metadata; use x-amz-metadata-directive: REPLACE.",
             )
         meta = metadata.object_metadata(request.headers) if replace else dict(info.meta)
+        meta.pop(metadata.ETAG_KEY, None)  # a copy's ETag is the MD5 of its bytes (the source's may be a multipart one)
         async with self.store.get(info.bucket, info.key) as download:
             copied = Md5Stream(download, info.size)
             await self.store.put(context.bucket_name, context.key_name, copied, size=info.size, meta=meta)

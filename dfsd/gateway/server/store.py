@@ -19,10 +19,11 @@ replaces it atomically (``Client.put(..., replace=True)``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,6 +118,12 @@ class ObjectInfo:
         return ObjectEntry(self.key, self.size, self.etag, self.last_modified)
 
 
+def _etag_of(body: CheckedBody | Md5Stream) -> dict[str, str]:
+    """The ETag metadata of a body that has passed whole."""
+    assert body.md5 is not None
+    return {ETAG_KEY: f'"{body.md5.hex()}"'}
+
+
 def sha256_etag(sha256: bytes) -> str:
     """An ETag for an object whose MD5 is not recorded: stable, and in a form no client checks against an MD5."""
     return f'"{sha256[:16].hex()}-1"'
@@ -208,12 +215,24 @@ class Store:
     # --- objects -------------------------------------------------------------------------------------------------
 
     async def put(
-        self, bucket: str, key: str, body: bytes | AsyncIterable[bytes], *, size: int | None, meta: Mapping[str, str]
+        self,
+        bucket: str,
+        key: str,
+        body: bytes | CheckedBody | Md5Stream,
+        *,
+        size: int | None,
+        meta: Mapping[str, str],
     ) -> Stored:
         """Store ``body`` as the object with ``meta``, replacing any object of that key atomically: a reader gets the
-        old object or the new one, whole, and the old bytes are removed afterwards."""
+        old object or the new one, whole, and the old bytes are removed afterwards. A streamed body's MD5 is stored
+        as its ETag once its last byte has passed (in the upload's end), unless ``meta`` names one already."""
+        meta_after = None
+        if not isinstance(body, bytes) and ETAG_KEY not in meta:
+            meta_after = functools.partial(_etag_of, body)
         async with self.pool.client() as client:
-            return await client.put(dfs_name(bucket, key), body, size=size, replace=True, meta=dict(meta) or None)
+            return await client.put(
+                dfs_name(bucket, key), body, size=size, replace=True, meta=dict(meta) or None, meta_after=meta_after
+            )
 
     async def stat(self, bucket: str, key: str) -> ObjectInfo:
         async with self.pool.client() as client:
