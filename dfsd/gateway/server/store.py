@@ -10,10 +10,11 @@ it is dfsd files, under ``.s3/`` (a name no bucket can have, so S3 never lists t
 shows them): an upload is ``.s3/uploads/ID``
 (its bucket, key and owner) and its parts ``.s3/uploads/ID/NNNNN``, each with ``NNNNN.etag`` holding its MD5.
 Completing an upload is one ``Client.compose``: a storage node joins the parts into the object's one file, so no
-process holds it, and the parts are deleted. An object's ETag is the
-quoted MD5 only where it is known (the PUT's answer); elsewhere it is derived from the SHA-256 the manager records, in
-the multipart form ``"HEX-1"``, so that no client mistakes it for an MD5 it could check. A PUT over an existing key
-replaces it atomically (``Client.put(..., replace=True)``).
+process holds it, and the parts are deleted. An object's ETag is the quoted MD5 of its bytes, stored with them: known
+before the upload (Content-MD5, a completed multipart upload's), or computed as they stream and sent in the upload's
+end (``put(..., meta_after=...)``). A file stored without one (by ``dfs-push``) gets an ETag derived from the SHA-256
+the manager records, in the multipart form ``"HEX-1"``, so that no client mistakes it for an MD5 it could check. A
+PUT over an existing key replaces it atomically (``Client.put(..., replace=True)``).
 """
 
 from __future__ import annotations
