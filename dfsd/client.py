@@ -272,11 +272,14 @@ class Client:
         on_retry: Callable[[str], None] | None = None,
         replace: bool = False,
         meta: dict[str, str] | None = None,
+        meta_after: Callable[[], dict[str, str]] | None = None,
     ) -> Stored:
         """Upload ``source`` as ``name``; returns its size and SHA-256 once it is durable.
 
         ``meta`` (text names to text values, at most MAX_META_BYTES of UTF-8 in all) is kept with the file and given
-        back by ``stat``, ``list`` and ``get`` (``Download.info.meta``).
+        back by ``stat``, ``list`` and ``get`` (``Download.info.meta``). ``meta_after`` is called once the source has
+        been read to its end, and what it returns is kept too (added to ``meta``): metadata known only from the bytes,
+        like their MD5. It travels in the upload's ``end`` (or in the ``put`` of a file sent whole).
 
         A name that is taken is error 3 (``NameExists``), unless ``replace``: then the stored file is replaced
         atomically (a reader gets the old file or the new one, whole) once the new one is durable, and its bytes are
@@ -297,12 +300,19 @@ class Client:
             with open(source, "rb") as file:
                 size = size if size is not None else file_size(file)
                 return await self.put(
-                    name, file, size=size, sha256=sha256, on_retry=on_retry, replace=replace, meta=meta
+                    name,
+                    file,
+                    size=size,
+                    sha256=sha256,
+                    on_retry=on_retry,
+                    replace=replace,
+                    meta=meta,
+                    meta_after=meta_after,
                 )
         if isinstance(source, bytes):
             size = len(source) if size is None else size
         rewind = _rewinder(source)
-        sent = _Sent()
+        sent = _Sent(meta_after=meta_after)
         header = Put(name, size, sha256, replace=replace or None, meta=meta or None)
         try:
             return await self._put(header, source, sent)
@@ -318,7 +328,10 @@ class Client:
                 assert rewind is not None
                 rewind()
                 sent.size, sent.sha256 = await _digest(source)  # type: ignore[arg-type]
-            again_header = dataclasses.replace(header, size=sent.size, sha256=sent.sha256)
+            if sent.meta_after is not None and sent.late_meta is None:  # the source was read again just now
+                sent.late_meta = sent.meta_after()
+            whole_meta = {**(meta or {}), **(sent.late_meta or {})} or None
+            again_header = dataclasses.replace(header, size=sent.size, sha256=sent.sha256, meta=whole_meta)
 
             async def again() -> Stored:
                 if rewind is None:
@@ -643,12 +656,15 @@ async def _write_download(download: Download, target: BinaryIO) -> Sending:
     return download.info
 
 
+@dataclasses.dataclass
 class _Sent:
     """What an upload has told the manager of its whole file: its size and SHA-256, once known (inline: from the start;
     streamed: once the end frame goes out)."""
 
     size: int | None = None
     sha256: bytes | None = None
+    meta_after: Callable[[], dict[str, str]] | None = None  # ``put``'s: what the end adds to the metadata
+    late_meta: dict[str, str] | None = None  # what it gave, once the end went out
 
 
 class _CannotResend(Exception):
@@ -692,7 +708,8 @@ async def _frames(chunks: AsyncIterable[Buffer], sent: _Sent) -> AsyncIterator[D
         size += len(chunk)
         yield Data(chunk)
     sent.size, sent.sha256 = size, hasher.digest()
-    yield End(sent.sha256)
+    sent.late_meta = sent.meta_after() if sent.meta_after is not None else None
+    yield End(sent.sha256, meta=sent.late_meta or None)
 
 
 async def _hashed(source: Source, hasher: Any) -> AsyncIterator[Buffer]:

@@ -39,6 +39,7 @@ class Body:
     data: bytes | None = None
     sha256: bytes | None = None
     frames: Frames | None = None
+    meta: dict[str, str] | None = None  # what the end of an upload read ahead added to its metadata (end.meta)
 
     def through(self, wrap: Callable[[Frames], Frames]) -> Body:
         """The same bytes, a stream read through ``wrap`` (a relay's checks on the way)."""
@@ -53,6 +54,8 @@ async def send_file(conn: Connection, header: Header, source: Frames | Body) -> 
     if body.frames is None:
         assert body.data is not None
         whole = dataclasses.replace(header, data=body.data, sha256=header.sha256 or body.sha256)
+        if body.meta and isinstance(whole, Put):  # an upload sent whole carries its end's metadata in the put
+            whole = dataclasses.replace(whole, meta={**(whole.meta or {}), **body.meta})
         await conn.send(whole)
         return None if isinstance(whole, Sending) else await conn.expect(Stored)
     if isinstance(header, Sending):
@@ -88,7 +91,7 @@ async def _choose(header: Header, frames: Frames) -> Body:
     total = 0
     async for message in ahead:
         if type(message) is End:
-            return Body(data=b"".join(frame.data for frame in head), sha256=message.sha256)
+            return Body(data=b"".join(frame.data for frame in head), sha256=message.sha256, meta=message.meta)
         assert type(message) is Data
         head.append(message)
         total += len(message.data)

@@ -204,6 +204,7 @@ class End(Message):
 
     TYPE = "end"
     sha256: bytes | None = None  # if given, the receiver refuses the stream unless the bytes hash to it
+    meta: dict[str, str] | None = None  # ending a put: metadata known only now (the bytes' MD5), added to put.meta
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +253,7 @@ class Sending(Message):
     sha256: bytes | None = None  # SHA-256 of the whole file, when the sender knows it
     data: bytes | None = None  # the bytes themselves, exactly when length <= INLINE_MAX
     meta: dict[str, str] | None = None  # manager → client: the file's metadata, if its put carried any
+    created: float | None = None  # manager → client: unix time the file was stored (as ``FileInfo.created``)
 
 
 @dataclass(frozen=True, slots=True)

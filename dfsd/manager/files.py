@@ -116,15 +116,17 @@ class FileOperations:
         stored = None if self.coordination.alone else await self.store.files_per_node()
         node = choose_node(self.topology.nodes.values(), request.size, stored)
         replace = bool(request.replace)
+        meta = dict(request.meta or {})  # with what the stream's end adds
         async with self.in_flight.upload(request.name, node, replace=replace) as file_id:
             req.fields.update(node=node.id, file_id=file_id)
             try:
-                stored = await self._relay_upload(conn, request, Store(file_id, request.size, request.sha256), node)
+                store = Store(file_id, request.size, request.sha256)
+                stored = await self._relay_upload(conn, request, store, node, meta)
             except StorageFull:
                 self.topology.filled(node)
                 raise
             try:
-                replaced = await self._commit(file_id, request.name, node.id, stored, request.replace, request.meta)
+                replaced = await self._commit(file_id, request.name, node.id, stored, request.replace, meta)
             except ServersUnavailable:
                 self.in_flight.doubt(node.id, file_id)  # its bytes go once the database says it has no row
                 raise
@@ -185,9 +187,12 @@ class FileOperations:
             return None  # reserving the name then answers error 3 if it is taken
         return Stored(record.size, record.sha256, already=True)
 
-    async def _relay_upload(self, conn: Connection, request: Put, store: Store, node: NodeState) -> Stored:
-        """Send the file of ``request`` on to ``node`` as ``store``. The client is told to go ahead (``ok``) only
-        when the node has said ok to ``store``: when the node's side first asks for the client's stream."""
+    async def _relay_upload(
+        self, conn: Connection, request: Put, store: Store, node: NodeState, meta: dict[str, str]
+    ) -> Stored:
+        """Send the file of ``request`` on to ``node`` as ``store``, adding the metadata its stream's ``end`` carries
+        to ``meta``. The client is told to go ahead (``ok``) only when the node has said ok to ``store``: when the
+        node's side first asks for the client's stream."""
 
         async def from_client(frames: Frames) -> AsyncIterator[Data | End]:
             received = 0
@@ -195,6 +200,9 @@ class FileOperations:
                 if type(message) is Data:
                     received += len(message.data)
                     self._check_size(received)
+                elif message.meta:  # checked before the node has the end: a refusal keeps nothing
+                    check_meta({**meta, **message.meta})
+                    meta.update(message.meta)
                 yield message
 
         body = receive_file(conn, request).through(from_client)
@@ -321,7 +329,7 @@ class FileOperations:
                     f"protocol error: storage node {node.id} answered fetch with the wrong sending"
                 )
             body = receive_file(node_conn, sending)
-            sending = Sending(record.size, offset, length, record.sha256, meta=record.meta)
+            sending = Sending(record.size, offset, length, record.sha256, meta=record.meta, created=record.created)
             await send_file(conn, sending, body)
 
     async def handle_delete(self, conn: Connection, request: Delete, req: Request) -> None:

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import AsyncIterator, Callable
 
 import pytest
-from dfsd.protocol import INLINE_MAX, MAX_LISTING_BYTES, MAX_META_BYTES, BadRequest, NameExists
+from dfsd.protocol import INLINE_MAX, MAX_LISTING_BYTES, MAX_META_BYTES, BadRequest, FileNotFound, NameExists
 from dfsd.protocol.messages import Error, List, Listing, Put, Stat
 from harness import LocalCluster
 
@@ -69,6 +71,41 @@ async def test_meta_over_the_limit_is_refused_before_any_byte_moves(cluster: Loc
         assert type(await conn.recv()).__name__ == "Stored"
     finally:
         await conn.close()
+
+
+@pytest.mark.parametrize("size", [5, INLINE_MAX + 1])
+async def test_meta_after_is_kept_with_meta_whether_sent_whole_or_streamed(cluster: LocalCluster, size: int) -> None:
+    """``meta_after`` (metadata known only once the source is read, like its MD5) goes out in the stream's ``end``,
+    or inside the ``put`` of a file small enough to be sent whole; either way it is kept beside ``meta``."""
+    payload = os.urandom(size)
+
+    def hashed_source() -> tuple[AsyncIterator[bytes], Callable[[], dict[str, str]]]:
+        """A source and the MD5 of what it has given, known once it is read."""
+        read = hashlib.md5()
+
+        async def source() -> AsyncIterator[bytes]:
+            read.update(payload)
+            yield payload
+
+        return source(), lambda: {"md5": read.hexdigest()}
+
+    async with Client(cluster.address) as client:
+        source, md5_after = hashed_source()
+        await client.put("late", source, size=size, meta={"a": "1"}, meta_after=md5_after)
+        source, md5_after = hashed_source()
+        await client.put("late/unsized", source, meta_after=md5_after)
+        md5 = hashlib.md5(payload).hexdigest()
+        assert (await client.stat("late")).meta == {"a": "1", "md5": md5}
+        assert (await client.stat("late/unsized")).meta == {"md5": md5}
+
+
+async def test_end_meta_over_the_limit_is_refused_and_keeps_nothing(cluster: LocalCluster) -> None:
+    async with Client(cluster.address) as client:
+        with pytest.raises(BadRequest, match="metadata"):
+            await client.put("late/big", os.urandom(INLINE_MAX + 1), meta_after=lambda: {"x": "y" * MAX_META_BYTES})
+        with pytest.raises(FileNotFound):
+            await client.stat("late/big")
+        await client.put("late/next", b"the connection is still in step")
 
 
 async def test_store_keeps_meta_through_commit_replace_and_reopen(db_location: Location) -> None:

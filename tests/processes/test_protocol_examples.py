@@ -4,8 +4,9 @@ The real client talks to a real manager and storage node through a recording pro
 frames each side sent are cut out of the recording by their length prefixes. Every frame example in section 11 must be
 one of them (11.5's, whose nonces are fixed for the example, must be what dfsd's encoder makes of those messages), and
 its byte count, diagnostic notation and byte-by-byte breakdown must be what this file's own small CBOR reader makes of
-its bytes; 11.4's two streams must be the recording, byte for byte. An open cluster's exchange holds no nonce and no
-time, so the recording is the same on every run.
+its bytes; 11.4's two streams must be the recording, byte for byte. An open cluster's exchange holds no nonce; its one
+time, the ``created`` of the manager's ``sending``, is replaced in the recording by EXAMPLE_TIME (which section 11 says
+it shows), so the recording is the same on every run.
 
 On a failure the message holds the text the document should have.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,6 +32,11 @@ PROTOCOL = Path(__file__).resolve().parents[2] / "PROTOCOL.md"
 CONTENT = b"hello\n"
 SECRET = b"example secret"  # 11.5's secret and fixed nonces
 NONCE_CLIENT, NONCE_SERVER = b"\x01" * 32, b"\x02" * 32
+
+# 2026-01-01 00:00:00 UTC, shown in section 11 for every time the real exchange holds (they differ on every run).
+EXAMPLE_TIME = 1767225600.0
+# A time field as dfsd sends it: its key, then a double-precision float (0xfb and 8 bytes).
+TIME_FIELD = re.compile(rb"(\x67created\xfb).{8}", re.DOTALL)
 
 EXAMPLE = re.compile(
     r"\*\*(?P<title>\d+\. [^*]+)\*\* — (?P<sender>\w+) → \w+, (?P<length>\d+) bytes[^\n]*\n\n"
@@ -57,7 +64,7 @@ async def test_protocol_examples_are_a_real_exchange(bare_cluster: LocalCluster)
                 await client.read("nope")  # 11.3
             except FileNotFound:
                 pass
-        from_client, from_server = bytes(tap.from_client), bytes(tap.from_server)
+        from_client, from_server = bytes(tap.from_client), _fixed_times(bytes(tap.from_server))
     frames = {"client": _frames(from_client), "manager": _frames(from_server)}
     handshake = {
         "client": [encode(Hello(1, "client", "dfsd/0.1", NONCE_CLIENT)), encode(_auth())],
@@ -94,6 +101,11 @@ def _auth() -> Auth:
     return Auth(client_proof(SECRET, "client", NONCE_CLIENT, NONCE_SERVER))
 
 
+def _fixed_times(stream: bytes) -> bytes:
+    """The stream with every time field set to EXAMPLE_TIME (the same number of bytes: frames keep their length)."""
+    return TIME_FIELD.sub(lambda match: match[1] + struct.pack(">d", EXAMPLE_TIME), stream)
+
+
 def _frames(stream: bytes) -> list[bytes]:
     frames = []
     while stream:
@@ -122,6 +134,8 @@ def _head(body: bytes, at: int) -> tuple[int, int, int]:
 def _item(body: bytes, at: int) -> tuple[object, int]:
     """The item at ``at`` (maps as lists of pairs, to keep their order) and where the next one starts."""
     major, argument, start = _head(body, at)
+    if body[at] == 0xFB:
+        return struct.unpack(">d", body[at + 1 : start])[0], start
     if major == 0:
         return argument, start
     if major in (2, 3):
@@ -179,6 +193,9 @@ def _describe(body: bytes, at: int, depth: int, key: bool, lines: list[tuple[str
         return start
     if major == 0:
         lines.append((head, f"{indent}unsigned {argument}"))
+        return start
+    if body[at] == 0xFB:
+        lines.append((head, f"{indent}float, double precision: {_item(body, at)[0]!r}"))
         return start
     if major == 7:
         lines.append((head, f"{indent}{'true' if argument == 21 else 'false'}"))

@@ -191,6 +191,8 @@ EXAMPLES: list[Message] = [
     Remove(MAX_UINT),
     Put("obj", 3, SHA, b"abc", True, {"content-type": "text/plain", "x-amz-meta-ünï": "cødé", "": ""}),
     Sending(3, 0, 3, SHA, b"abc", {"content-type": "text/plain"}),
+    Sending(3, 0, 3, SHA, b"abc", None, 1767225600.5),
+    End(SHA, {"etag": '"900150983cd24fb0d6963f7d28e17f72"'}),
     Info(dataclasses.replace(FILE, meta={"etag": "0" * 32})),
     Compose("obj", ["p1", "p2"]),
     Compose("bucket/key", [".uploads/1/00001"], True, {"etag": "x-1"}),

@@ -86,15 +86,7 @@ class Gateway:
         if scope["type"] != "http":
             return
         started = time.perf_counter()
-        status = 0
-
-        async def send_logged(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        request = HttpRequest.from_scope(scope, receive, send_logged)
+        request = HttpRequest.from_scope(scope, receive, send)
         try:
             await (self.rest if is_rest(request.raw_path) else self.s3).handle(request)
         except Exception as error:
@@ -105,14 +97,14 @@ class Gateway:
                 raise  # the response is under way: only cutting the connection tells the client
         finally:
             duration = time.perf_counter() - started
-            metrics.REQUESTS.labels(request.operation, str(status)).inc()
+            metrics.REQUESTS.labels(request.operation, str(request.status)).inc()
             metrics.LATENCY.labels(request.operation).observe(duration)
             log.info(
                 "request",
                 op=request.operation,
                 method=request.method,
                 path=request.raw_path[:200],
-                status=status,
+                status=request.status,
                 duration_ms=round(duration * 1000, 3),
             )
 

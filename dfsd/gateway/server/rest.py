@@ -183,8 +183,7 @@ class RestApi:
                 await request.respond(206 if byte_range else 200, headers)
                 return
             download = await client.get(name, offset=offset, length=length)
-            await request.respond(206 if byte_range else 200, headers, more=True)
-            await request.stream(download)
+            await request.respond_with(206 if byte_range else 200, headers, download, length)
 
 
 async def _json(

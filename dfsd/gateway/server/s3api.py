@@ -11,8 +11,9 @@ the client library to the socket.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import quote, unquote
 
@@ -48,10 +49,10 @@ from .store import Bucket, ObjectInfo, Store
 # How long a client should wait before retrying when the cluster is unavailable (503): a node's heartbeat timeout.
 RETRY_AFTER_SECONDS = 3
 
-# Object bodies up to this size are read whole before they are stored, so their MD5 (the ETag) is stored with them;
-# the client library sends bodies this small inside its put request anyway (larger ones stream, and their MD5 is
-# known only once the last byte has gone).
-SMALL_BODY = 64 * 1024
+# Request IDs (S3's 16 hex digits): this process's random half, then a count. Unique across gateways and restarts
+# without a random draw per request.
+REQUEST_ID_PREFIX = secrets.token_hex(4).upper()
+_request_numbers = itertools.count()
 
 # The largest XML body read whole (DeleteObjects, CompleteMultipartUpload).
 MAX_XML_BODY = s3xml.MAX_XML_BODY
@@ -134,7 +135,7 @@ class S3Api:
         self.domain = domain
 
     async def handle(self, request: HttpRequest) -> None:
-        request_id = uuid.uuid4().hex[:16].upper()
+        request_id = f"{REQUEST_ID_PREFIX}{next(_request_numbers) & 0xFFFFFFFF:08X}"
         resource = unquote(request.raw_path)
         try:
             context = self._context(request, request_id)
@@ -343,15 +344,7 @@ class S3Api:
         if content_md5 is not None:  # the ETag is known now: the upload fails unless the bytes match it
             meta[metadata.ETAG_KEY] = f'"{parse_content_md5(content_md5).hex()}"'
         body = _checked_body(request, context)
-        if body.size is not None and body.size <= SMALL_BODY and metadata.ETAG_KEY not in meta:
-            # Small enough to read whole first (it travels inside the put request anyway): its MD5 is then known
-            # before the put, and the ETag is stored with the object.
-            data = b"".join([chunk async for chunk in body])
-            assert body.md5 is not None
-            meta[metadata.ETAG_KEY] = f'"{body.md5.hex()}"'
-            await self.store.put(context.bucket_name, context.key_name, data, size=len(data), meta=meta)
-        else:
-            await self.store.put(context.bucket_name, context.key_name, body, size=body.size, meta=meta)
+        await self.store.put(context.bucket_name, context.key_name, body, size=body.size, meta=meta)
         assert body.md5 is not None
         await request.respond(200, [*_ids(context), ("etag", f'"{body.md5.hex()}"')])
 
@@ -370,6 +363,12 @@ class S3Api:
         await request.respond(status, headers)
 
     async def get_object(self, request: HttpRequest, context: Context) -> None:
+        if request.header("range") is None and not _has_conditions(request):
+            # The common case, in one request to the manager: its answer carries what the headers need.
+            async with self.store.download(context.bucket_name, context.key_name) as (info, download):
+                headers = [*_ids(context), *_object_headers(request, info), ("content-length", str(info.size))]
+                await request.respond_with(200, headers, download, info.size)
+            return
         info = await self.store.stat(context.bucket_name, context.key_name)
         status = _preconditions(request, info)
         if status == 412:
@@ -384,8 +383,7 @@ class S3Api:
             headers.append(("content-range", byte_range.content_range))
         headers.append(("content-length", str(length)))
         async with self.store.get(context.bucket_name, context.key_name, offset, length) as download:
-            await request.respond(206 if byte_range else 200, headers, more=True)
-            await request.stream(download)
+            await request.respond_with(206 if byte_range else 200, headers, download, length)
 
     async def delete_object(self, request: HttpRequest, context: Context) -> None:
         await self.store.delete(context.bucket_name, context.key_name)
@@ -416,6 +414,7 @@ class S3Api:
                 "object's metadata; use x-amz-metadata-directive: REPLACE.",
             )
         meta = metadata.object_metadata(request.headers) if replace else dict(info.meta)
+        meta.pop(metadata.ETAG_KEY, None)  # a copy's ETag is the MD5 of its bytes (the source's may be a multipart one)
         async with self.store.get(info.bucket, info.key) as download:
             copied = Md5Stream(download, info.size)
             await self.store.put(context.bucket_name, context.key_name, copied, size=info.size, meta=meta)
@@ -546,6 +545,13 @@ def _checked_body(request: HttpRequest, context: Context) -> CheckedBody:
     return CheckedBody(request, context.auth, parse_content_md5(content_md5) if content_md5 is not None else None)
 
 
+CONDITIONAL_HEADERS = ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since")
+
+
+def _has_conditions(request: HttpRequest) -> bool:
+    return any(name in CONDITIONAL_HEADERS for name, _ in request.headers)
+
+
 def _preconditions(request: HttpRequest, info: ObjectInfo, prefix: str = "") -> int:
     conditions = conditional.Conditions(
         if_match=request.header(prefix + "if-match"),
@@ -564,10 +570,11 @@ def _object_headers(request: HttpRequest, info: ObjectInfo) -> list[tuple[str, s
         "accept-ranges": "bytes",
         **dict(metadata.response_headers(info.meta)),
     }
-    params = request.params
-    for parameter, header in RESPONSE_OVERRIDES.items():
-        if parameter in params:
-            headers[header] = params[parameter]
+    if request.query:
+        params = request.params
+        for parameter, header in RESPONSE_OVERRIDES.items():
+            if parameter in params:
+                headers[header] = params[parameter]
     return list(headers.items())
 
 

@@ -8,17 +8,19 @@ Buckets are the manager's records (``Client.create_bucket`` and friends) and an 
 file (``Client.put(..., meta=...)``). Multipart uploads are the manager's records too (``Client.create_upload`` and
 friends): each part's bytes go to a file under the upload's hidden prefix, which no listing shows, and its MD5 (the
 part's ETag) is recorded with it; completing an upload has one storage node join the parts into the object's one
-file, so no process holds it, and the manager removes the parts. An object's ETag is the
-quoted MD5 only where it is known (the PUT's answer); elsewhere it is derived from the SHA-256 the manager records, in
-the multipart form ``"HEX-1"``, so that no client mistakes it for an MD5 it could check. A PUT over an existing key
-replaces it atomically (``Client.put(..., replace=True)``).
+file, so no process holds it, and the manager removes the parts. An object's ETag is the quoted MD5 of its bytes,
+stored with them: known before the upload (Content-MD5, a completed multipart upload's), or computed as they stream
+and sent in the upload's end (``put(..., meta_after=...)``). A file stored without one (by ``dfs-push``) gets an ETag
+derived from the SHA-256 the manager records, in the multipart form ``"HEX-1"``, so that no client mistakes it for an
+MD5 it could check. A PUT over an existing key replaces it atomically (``Client.put(..., replace=True)``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dfsd.client import (
@@ -29,6 +31,7 @@ from dfsd.client import (
     NoSuchBucket,
     NoSuchUpload,
     Security,
+    Sending,
     Stored,
     UploadInfo,
 )
@@ -92,8 +95,22 @@ class ObjectInfo:
         meta = info.meta or {}
         return cls(bucket, key, info.size, meta.get(ETAG_KEY) or sha256_etag(info.sha256), info.created, meta)
 
+    @classmethod
+    def sent(cls, bucket: str, key: str, sending: Sending) -> ObjectInfo:
+        """The object as the manager's answer to a download describes it (its ``sha256`` and ``created`` included)."""
+        if sending.sha256 is None or sending.created is None:
+            raise S3Error("InternalError", "The manager's answer to a download lacks sha256 or created: upgrade it.")
+        meta = sending.meta or {}
+        return cls(bucket, key, sending.size, meta.get(ETAG_KEY) or sha256_etag(sending.sha256), sending.created, meta)
+
     def entry(self) -> ObjectEntry:
         return ObjectEntry(self.key, self.size, self.etag, self.last_modified)
+
+
+def _etag_of(body: CheckedBody | Md5Stream) -> dict[str, str]:
+    """The ETag metadata of a body that has passed whole."""
+    assert body.md5 is not None
+    return {ETAG_KEY: f'"{body.md5.hex()}"'}
 
 
 def sha256_etag(sha256: bytes) -> str:
@@ -178,12 +195,24 @@ class Store:
     # --- objects -------------------------------------------------------------------------------------------------
 
     async def put(
-        self, bucket: str, key: str, body: bytes | AsyncIterable[bytes], *, size: int | None, meta: Mapping[str, str]
+        self,
+        bucket: str,
+        key: str,
+        body: bytes | CheckedBody | Md5Stream,
+        *,
+        size: int | None,
+        meta: Mapping[str, str],
     ) -> Stored:
         """Store ``body`` as the object with ``meta``, replacing any object of that key atomically: a reader gets the
-        old object or the new one, whole, and the old bytes are removed afterwards."""
+        old object or the new one, whole, and the old bytes are removed afterwards. A streamed body's MD5 is stored
+        as its ETag once its last byte has passed (in the upload's end), unless ``meta`` names one already."""
+        meta_after = None
+        if not isinstance(body, bytes) and ETAG_KEY not in meta:
+            meta_after = functools.partial(_etag_of, body)
         async with self.pool.client() as client:
-            return await client.put(dfs_name(bucket, key), body, size=size, replace=True, meta=dict(meta) or None)
+            return await client.put(
+                dfs_name(bucket, key), body, size=size, replace=True, meta=dict(meta) or None, meta_after=meta_after
+            )
 
     async def stat(self, bucket: str, key: str) -> ObjectInfo:
         async with self.pool.client() as client:
@@ -195,6 +224,12 @@ class Store:
         """A download of the object (or a range of it); the client stays taken until the block ends."""
         async with self.pool.client() as client:
             yield await client.get(dfs_name(bucket, key), offset=offset, length=length)
+
+    @contextlib.asynccontextmanager
+    async def download(self, bucket: str, key: str) -> AsyncIterator[tuple[ObjectInfo, Download]]:
+        """The whole object and what its headers need, asked in one request (no ``stat`` first)."""
+        async with self.get(bucket, key) as download:
+            yield ObjectInfo.sent(bucket, key, download.info), download
 
     async def delete(self, bucket: str, key: str) -> None:
         """Delete the object; one that is not there is no error (S3 answers 204 either way)."""
