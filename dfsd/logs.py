@@ -1,9 +1,21 @@
-"""Logging for the daemons: structlog, human-readable lines on a terminal and one JSON object per line otherwise."""
+"""Logging for the daemons: structlog, human-readable lines on a terminal and one JSON object per line otherwise.
+
+Every request a daemon answers is logged at info level, one line each (``service.py``): it is the access log that
+operators and the tests read to learn what happened to a request. A small file's request costs the manager and the
+node some 100-300 µs of CPU in all, so a line must be cheap: the JSON one is rendered by one JSON encoder made once
+(structlog's default builds a new encoder per line) and stamped from a clock whose date and time of day are formatted
+once a second (``datetime.isoformat`` per line cost as much as the rest of the line), about half of structlog's stock
+cost. Lines below the configured level cost next to nothing (``make_filtering_bound_logger``).
+"""
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import sys
+import time
+from typing import Any
 
 import structlog
 
@@ -13,13 +25,15 @@ def configure(level: str = "info", json: bool | None = None) -> None:
     if json is None:
         json = not sys.stderr.isatty()
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.processors.JSONRenderer(serializer=_JSON_LINE.encode)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _UtcStamp(),
             structlog.processors.format_exc_info,
             renderer,
         ],
@@ -27,3 +41,35 @@ def configure(level: str = "info", json: bool | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
+
+
+def _unknown_to_json(value: Any) -> Any:
+    """What a value JSON cannot hold becomes: its ``__structlog__()`` if it has one, else its repr (as structlog's own
+    renderer does)."""
+    structlog_form = getattr(value, "__structlog__", None)
+    return structlog_form() if structlog_form is not None else repr(value)
+
+
+class _JsonLine(json.JSONEncoder):
+    def encode(self, o: Any, **_renderer_options: Any) -> str:  # structlog passes its own ``default``: ours is set
+        return super().encode(o)
+
+
+_JSON_LINE = _JsonLine(default=_unknown_to_json)
+
+
+class _UtcStamp:
+    """structlog's ``TimeStamper(fmt="iso", utc=True)``, always with microseconds: ``2026-11-29T03:27:50.123456Z``."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, logger: Any, name: str, event_dict: structlog.typing.EventDict) -> structlog.typing.EventDict:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1_000_000):06d}Z"
+        return event_dict

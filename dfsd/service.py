@@ -225,8 +225,8 @@ async def _handle(conn: Connection, handler: Handler, request: Message, log: Any
         raise ConnectionLost("internal error") from err
     finally:
         duration = time.perf_counter() - started
-        metrics.REQUESTS.labels(request.TYPE, outcome).inc()
-        metrics.LATENCY.labels(request.TYPE).observe(duration)
+        metrics.answered(request.TYPE, outcome).inc()
+        metrics.latency_of(request.TYPE).observe(duration)
         log.info(
             "request",
             op=request.TYPE,

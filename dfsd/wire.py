@@ -176,7 +176,7 @@ class Connection:
                         self.conversation.receive(message)
                     return message
                 data = await self._read(idle)
-                metrics.BYTES_IN.inc(len(data))
+                metrics.BYTES.received += len(data)
                 if not data:
                     if self._decoder.buffered:
                         raise self._lost(f"{self.peer} closed the connection in the middle of a frame")
@@ -244,7 +244,7 @@ class Connection:
             self.conversation.send(message)  # LocalProtocolError: a bug of ours, and nothing is sent
         parts = encode_parts(message)
         size = sum(len(part) for part in parts)
-        metrics.BYTES_OUT.inc(size)
+        metrics.BYTES.sent += size
         self._unsent.extend(parts)
         self._unsent_bytes += size
         if self._unsent_bytes >= COALESCE_BYTES:

@@ -111,11 +111,12 @@ class FrameDecoder:
     def next_message(self) -> Message | None:
         """The next complete message, or None until more bytes arrive."""
         self._raise_if_broken()
+        if not self._buffered:  # the usual answer while waiting for a peer
+            return None
         length = self._check_length()
         if length is None or self._buffered < _LENGTH.size + length:
             return None
-        self._take(_LENGTH.size)
-        body = self._take(length)
+        body = memoryview(self._take(_LENGTH.size + length))[_LENGTH.size :]  # the prefix and body in one take
         try:
             message = decode_body(body)
         except ProtocolError as err:

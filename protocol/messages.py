@@ -691,9 +691,16 @@ def _reader_for(hint: Any) -> Reader:
     raise TypeError(f"no wire type for {hint!r}")
 
 
+# The field names of every message and record class, in declaration order, noted once by ``_record_reader`` (which
+# every class reachable from the catalogue goes through): every frame sent walks them, and asking
+# ``dataclasses.fields`` each time cost more than the CBOR encoding itself.
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _record_reader(cls: Any) -> Reader:
     """A function that checks a decoded CBOR map against ``cls``'s fields and builds an instance."""
     hints = typing.get_type_hints(cls)
+    _FIELD_NAMES[cls] = tuple(field.name for field in dataclasses.fields(cls))
     fields = []
     for field in dataclasses.fields(cls):
         required = field.default is dataclasses.MISSING
@@ -720,15 +727,21 @@ def _record_reader(cls: Any) -> Reader:
 
 
 def _to_wire(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {
-            field.name: _to_wire(getattr(value, field.name))
-            for field in dataclasses.fields(value)
-            if getattr(value, field.name) is not None
-        }
+    """A message's field value as CBOR takes it: records become maps of their non-None fields, lists are walked."""
+    names = _FIELD_NAMES.get(type(value))
+    if names is not None:
+        return _fields_to_wire(value, names, {})
     if type(value) is list:
         return [_to_wire(item) for item in value]
     return value
+
+
+def _fields_to_wire(value: Any, names: tuple[str, ...], wire: dict[str, Any]) -> dict[str, Any]:
+    for name in names:
+        item = getattr(value, name)
+        if item is not None:
+            wire[name] = _to_wire(item) if type(item) is list or type(item) in _FIELD_NAMES else item
+    return wire
 
 
 CATALOGUE: dict[str, type[Message]] = {
@@ -748,9 +761,7 @@ _READERS: dict[str, Reader] = {name: _record_reader(cls) for name, cls in CATALO
 
 def message_to_wire(message: Message) -> dict[str, Any]:
     """The CBOR map for ``message``: ``"type"`` first, then its non-None fields."""
-    wire: dict[str, Any] = {"type": message.TYPE}
-    wire.update(_to_wire(message))
-    return wire
+    return _fields_to_wire(message, _FIELD_NAMES[type(message)], {"type": message.TYPE})
 
 
 def message_from_wire(value: Any) -> Message:

@@ -8,7 +8,8 @@ fails with ``ServerLost`` or ``ServerProtocolError``): the client's own error
 goes back as it was, a node's becomes "servers unavailable" (put) or "file unavailable" (get).
 
 An upload's name is reserved (``inflight.py``) before any byte moves and committed only after the node has answered
-``stored`` (the bytes are fsynced there); every failure on the way releases the name. A download that finds its node
+``stored`` (the bytes are fsynced there); every failure on the way releases the name. A delete is answered once the
+name is gone from the metadata; its bytes leave the node afterwards (``removals.py``). A download that finds its node
 without the file's bytes asks the same owner whether a move took them elsewhere (follow it), a delete removed the file
 (error 2), or the file is lost (marked so; error 4).
 """
@@ -68,6 +69,7 @@ from .inflight import InFlight
 from .nodes import Rejoining
 from .placement import choose_node
 from .pool import NodeConnections, remove_copy
+from .removals import Removals
 from .store import FileRecord, MetadataStore
 from .topology import NodeState, Topology
 
@@ -86,8 +88,10 @@ class FileOperations:
         rejoining: Rejoining,
         limits: Limits,
         coordination: Coordination,
+        removals: Removals,
     ) -> None:
         self.coordination = coordination  # whether other managers place files too
+        self.removals = removals  # the bytes of deleted files, removed from their nodes after the answer
         self.store = store
         self.topology = topology
         self.pool = pool
@@ -339,7 +343,8 @@ class FileOperations:
         if record is None:
             raise FileNotFound(f"file does not exist: {request.name!r}")
         req.fields.update(node=record.node, size=record.size)
-        await self._remove_bytes(record)
+        self.topology.removed(record.node, record.size)
+        self.removals.add(record.node, record.id)  # after the answer: the name is gone, the bytes are an orphan now
         await conn.send(Ok())
 
     async def handle_stat(self, conn: Connection, request: Stat, req: Request) -> None:

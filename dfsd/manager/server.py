@@ -9,6 +9,8 @@ connection) and storage nodes (a control session of register, then heartbeats). 
 - ``buckets.py``: bucket records (create, delete, look up, list), for the gateways;
 - ``multipart.py``: multipart uploads (create, parts, list, complete, abort, expire), for the gateways;
 - ``rebalance.py``: the rebalancer, one task owned here, which moves files between nodes;
+- ``removals.py``: the bytes of deleted files, removed from their nodes after the delete is answered, one task owned
+  here;
 - ``coordination.py``: this manager's record among those sharing the database, and whether it coordinates (runs the
   jobs that must run once: rebalancing, reconciliation, orphan removal), one task owned here.
 
@@ -17,8 +19,8 @@ moves in flight (``inflight.py``), the lost files (``lost.py``), the data connec
 store.
 
 Start-up loads the known nodes from the metadata store (down until they register), then listens; shutdown stops
-accepting, gives requests in flight ``grace`` seconds, stops the rebalancer and the coordination task, and closes
-the store last.
+accepting, gives requests in flight ``grace`` seconds, stops the rebalancer, the coordination task and the removals,
+and closes the store last.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ from .multipart import MultipartOperations
 from .nodes import NodeSessions, Rejoining
 from .pool import NodeConnections
 from .rebalance import Rebalancer
+from .removals import Removals
 from .store import Location, MetadataStore
 from .topology import NodeState, Topology
 
@@ -123,8 +126,9 @@ class Manager:
             )
             coordination = Coordination(self.store, self.topology, in_flight, self.pool, self.db_path, self.rebalancer)
             rejoining = Rejoining(self.topology)
+            removals = Removals(self.pool, self.topology)
             files = FileOperations(
-                self.store, self.topology, self.pool, in_flight, rejoining, self.limits, coordination
+                self.store, self.topology, self.pool, in_flight, rejoining, self.limits, coordination, removals
             )
             buckets = BucketOperations(self.store)
             multipart = MultipartOperations(self.store, files, self.limits)
@@ -187,6 +191,7 @@ class Manager:
             tasks = [
                 asyncio.create_task(self.rebalancer.run()),
                 asyncio.create_task(coordination.run(f"{self.host}:{self.port}")),
+                asyncio.create_task(removals.run()),
             ]
             try:
                 await self._stopping.wait()

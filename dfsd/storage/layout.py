@@ -29,6 +29,7 @@ gives up each of its own slots freed by a delete until it is back to 36.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 import re
@@ -104,6 +105,7 @@ class Layout:
         self._doomed: set[int] = set()  # files removed while being written: abandoned instead of committed
         self._free: list[int] = []  # heap of free slots below _next
         self._next = 0  # every slot from here on is free
+        self._leaves: dict[int, str] = {}  # slot // FANOUT -> the path of that leaf directory, as text
 
     def load(self) -> list[StoredFile]:
         """Rebuild the index from the disk, remove partial files, and return what the node holds; note the foreign
@@ -177,6 +179,12 @@ class Layout:
 
     def path(self, file_id: int) -> Path | None:
         """Where the complete file ``file_id`` is, or None if the node does not hold it."""
+        location = self.location(file_id)
+        return None if location is None else Path(location)
+
+    def location(self, file_id: int) -> str | None:
+        """``path`` as text, for the hot paths (a read, a delete): no ``Path`` is built, and a slot's directory is
+        worked out once per leaf directory."""
         slot = self._slots.get(file_id)
         return None if slot is None else self._file(slot, file_id)
 
@@ -187,7 +195,7 @@ class Layout:
             raise FileExistsError(f"file id {file_id} is already stored or being written")
         slot = heapq.heappop(self._free) if self._free else self._take_next()
         self._writing[file_id] = slot
-        return self._file(slot, file_id)
+        return Path(self._file(slot, file_id))
 
     def committed(self, file_id: int) -> bool:
         """The partial file has been renamed to its final path: it is held now. False if it was removed while being
@@ -212,7 +220,8 @@ class Layout:
         slot = self._slots.pop(file_id, None)
         if slot is None:
             return False
-        self._file(slot, file_id).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._file(slot, file_id))
         if not self._give_up(slot):
             heapq.heappush(self._free, slot)
         return True
@@ -232,9 +241,12 @@ class Layout:
         self._next += 1
         return slot
 
-    def _file(self, slot: int, file_id: int) -> Path:
-        *directories, digit = slot_path(slot)
-        return self.root.joinpath(*directories, f"{digit}.{file_id}")
+    def _file(self, slot: int, file_id: int) -> str:
+        leaf, position = divmod(slot, FANOUT)  # generations start at multiples of FANOUT: a leaf is FANOUT slots
+        directory = self._leaves.get(leaf)
+        if directory is None:
+            directory = self._leaves[leaf] = os.path.join(self.root, *slot_path(slot)[:-1])
+        return f"{directory}/{_DIGITS[position]}.{file_id}"
 
 
 def partial_path(final: Path) -> Path:

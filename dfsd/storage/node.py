@@ -381,12 +381,12 @@ class StorageNode:
         """The complete file ``file_id``, open for reading; ``FileNotFound`` if this node does not hold it (also when
         its bytes vanished from the disk behind the node's back: then the index forgets it, and the manager marks it
         lost)."""
-        path = self.layout.path(file_id)
+        path = self.layout.location(file_id)
         try:
             if path is not None:
-                return open(path, "rb", buffering=0)
+                return io.FileIO(path, "r")
         except FileNotFoundError:
-            self.log.error("file_vanished", file_id=file_id, path=str(path))
+            self.log.error("file_vanished", file_id=file_id, path=path)
             self.layout.remove(file_id)
         raise FileNotFound(f"file does not exist: this node holds no file id {file_id}")
 

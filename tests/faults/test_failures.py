@@ -13,7 +13,14 @@ import sys
 import time
 
 import pytest
-from dfsd.protocol import ChecksumMismatch, FileUnavailable, NameExists, ServersUnavailable, decode_body
+from dfsd.protocol import (
+    ChecksumMismatch,
+    FileNotFound,
+    FileUnavailable,
+    NameExists,
+    ServersUnavailable,
+    decode_body,
+)
 from dfsd.protocol.messages import Data, End, Error, Put
 from harness import LocalCluster, stalled, start_daemon
 
@@ -197,6 +204,30 @@ async def test_frozen_node_goes_down_and_comes_back(cluster: LocalCluster) -> No
             os.kill(cluster.nodes[node_id].pid, signal.SIGCONT)
         cluster.wait_for(lambda s: all(n.up for n in s.nodes), "the frozen node back")
         assert await client.read("frozen") == b"cold"
+
+
+async def test_a_delete_answered_before_its_node_removed_the_bytes_leaves_an_orphan_that_registration_removes(
+    cluster: LocalCluster,
+) -> None:
+    """A delete is answered once the name is gone from the metadata, without waiting for the node (frozen here); the
+    manager and the node then crash (kill -9) before the node removes its copy. What is left is an orphan, and the
+    node's next registration with the restarted manager removes it."""
+    async with Client(cluster.address) as client:
+        await client.put("doomed", b"bytes the node keeps for now")
+        node_id = (await client.stat("doomed")).node
+        file_id = next(iter(cluster.records()[node_id]))
+        os.kill(cluster.nodes[node_id].pid, signal.SIGSTOP)
+        await client.delete("doomed")
+        with pytest.raises(FileNotFound):
+            await client.stat("doomed")
+    assert cluster.manager is not None
+    cluster.manager.kill()
+    cluster.nodes[node_id].kill()  # still frozen: it never removed the copy
+    assert file_id in cluster.ids_on_disk(node_id)
+    cluster.start_manager()
+    cluster.start_node(node_id)
+    await asyncio.to_thread(cluster.wait_no_orphans)
+    assert file_id not in cluster.ids_on_disk(node_id)
 
 
 def test_a_second_node_with_a_live_nodes_id_is_refused(cluster: LocalCluster) -> None:

@@ -116,11 +116,13 @@ async def test_concurrent_uploads_spread_evenly_and_list_in_pages(cluster: Local
 
 
 async def test_delete_frees_the_name_and_the_bytes(cluster: LocalCluster) -> None:
+    """The name is free as soon as the delete is answered; the bytes leave the node just after (PROTOCOL.md 6.4)."""
     async with Client(cluster.address) as client:
         await client.put("doomed", b"x" * 100)
         node = (await client.stat("doomed")).node
         assert len(cluster.stored_files(node)) == 1
         await client.delete("doomed")
+        await asyncio.to_thread(cluster.wait_no_orphans)
         assert cluster.stored_files(node) == []
         with pytest.raises(FileNotFound):
             await client.stat("doomed")
