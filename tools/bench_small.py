@@ -156,9 +156,8 @@ async def small_files(
     tag = f"{size // 1024}KiB" if size % 1024 == 0 else f"{size}B"
     label = human_size(size)
     base = os.urandom(size)
-    first, *others = targets
-    if size != COMPARED_SIZE:
-        others = []
+    first = targets[0]
+    measured_here = targets if size == COMPARED_SIZE else [first]
     shuffler = random.Random(secrets.randbits(64))
     in_order = list(range(plan.files))
     orders = {
@@ -174,7 +173,7 @@ async def small_files(
         folder = f"{target.key}/{tag}" if target.key else tag
         return [f"{setup.prefix}{folder}/{index:06d}" for index in range(plan.files)]
 
-    requests = {target: dfsd_requests(names(target), size, base) for target in (first, *others)}
+    requests = {target: dfsd_requests(names(target), size, base) for target in measured_here}
     bare = bare_requests(names(first), size, base)
     figures: list[Figure] = []
     async with contextlib.AsyncExitStack() as stack:
@@ -183,7 +182,7 @@ async def small_files(
                 await stack.enter_async_context(Client(target.addresses[k % len(target.addresses)], setup.security))
                 for k in range(plan.clients)
             ]
-            for target in (first, *others)
+            for target in measured_here
         }
         bares = [await baselines.BareClient.open(setup.echo.host_port) for _ in range(plan.clients)]
         for bare_client in bares:
@@ -193,7 +192,7 @@ async def small_files(
             async with phase(f"the baseline {tag} {what}s", setup):
                 base_timings = await run_workers(bares, order, bare[what])
             measured: dict[Target, Timings] = {}
-            for target in (first, *others):
+            for target in measured_here:
                 async with phase(f"the dfsd {tag} {what}s{target.label}", setup):
                     timings = measured[target] = await run_workers(clients[target], order, requests[target][what])
                 p99 = f"p99 {timings.percentile(0.99) * 1000:.2f} ms"
