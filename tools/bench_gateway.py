@@ -38,7 +38,7 @@ UNSIGNED = "UNSIGNED-PAYLOAD"
 MAX_HEAD = 64 * 1024
 
 
-class HttpFailed(Exception):
+class HttpFailed(BenchFailed):
     """The gateway answered with an unexpected status, or broke the connection."""
 
 
@@ -80,7 +80,8 @@ class HttpClient:
 
     async def close(self) -> None:
         self._writer.close()
-        await self._writer.wait_closed()
+        with contextlib.suppress(OSError):  # the gateway may have closed it first
+            await self._writer.wait_closed()
 
     async def request(
         self, method: str, path: str, body: bytes | AsyncIterable[bytes] = b"", *, size: int | None = None
@@ -149,13 +150,25 @@ async def timed_put(client: HttpClient, path: str, chunks: AsyncIterable[bytes],
 GATEWAY_SMALL_SIZE = 4096
 
 
+@contextlib.asynccontextmanager
+async def connections(setup: Setup, count: int) -> AsyncIterator[list[HttpClient]]:
+    """``count`` keep-alive connections to the gateway, for one phase: opened right before it, because the gateway
+    closes a connection that waits longer than its header-read timeout for the next request (granian's HTTP/1
+    ``header_read_timeout``, 30 s by default) — less than a CBOR phase in between may take on a busy machine."""
+    async with contextlib.AsyncExitStack() as stack:
+        clients = []
+        for _ in range(count):
+            client = await HttpClient.open(setup.gateway.host_port, setup.gateway_keys)
+            stack.push_async_callback(client.close)
+            clients.append(client)
+        yield clients
+
+
 async def gateway_figures(plan: Plan, setup: Setup, figures: list[Figure], note: Callable[[str], None]) -> list[Figure]:
     """The large file and 4 KiB objects through the gateway, each against the CBOR client's figure of this run."""
     cbor = {figure.key: figure for figure in figures}
     pattern, size = Pattern(), plan.large_size
-    gateway = setup.gateway.host_port
-    client = await HttpClient.open(gateway, setup.gateway_keys)
-    try:
+    async with connections(setup, 1) as [client]:
         await client.expect(200, "PUT", f"/{setup.bucket}")
         async with phase("the gateway upload", setup):
             setup.gateway.reset_peak_memory()
@@ -205,10 +218,9 @@ async def gateway_figures(plan: Plan, setup: Setup, figures: list[Figure], note:
                     False,
                 )
             )
-        result += await gateway_small(plan, setup, note)
+    result += await gateway_small(plan, setup, note)
+    async with connections(setup, 1) as [client]:
         await client.expect(204, "DELETE", f"/{setup.bucket}")
-    finally:
-        await client.close()
     return result
 
 
@@ -237,13 +249,10 @@ async def gateway_small(plan: Plan, setup: Setup, note: Callable[[str], None]) -
     figures: list[Figure] = []
     async with contextlib.AsyncExitStack() as stack:
         clients = [await stack.enter_async_context(Client(setup.address, setup.security)) for _ in range(plan.clients)]
-        https = [await HttpClient.open(setup.gateway.host_port, setup.gateway_keys) for _ in shares]
-        for http in https:
-            stack.push_async_callback(http.close)
         for what, cbor_request, http_request in (("write", cbor_write, http_write), ("read", cbor_read, http_read)):
             async with phase(f"the CBOR {tag} {what}s", setup):
                 cbor_timings = await run_workers(clients, shares, cbor_request)
-            async with phase(f"the gateway {tag} {what}s", setup):
+            async with connections(setup, plan.clients) as https, phase(f"the gateway {tag} {what}s", setup):
                 http_timings = await run_workers(https, shares, http_request)
             note(f"{tag} {what}: CBOR {cbor_timings.rate:,.0f}/s, gateway {http_timings.rate:,.0f}/s")
             figures.append(
@@ -256,7 +265,8 @@ async def gateway_small(plan: Plan, setup: Setup, note: Callable[[str], None]) -
                     True,
                 )
             )
-        for index in order:
-            await clients[0].delete(cbor_names[index])
-            await https[0].expect(204, "DELETE", f"/{setup.bucket}/{tag}/{index:06d}")
+        async with connections(setup, 1) as [http]:
+            for index in order:
+                await clients[0].delete(cbor_names[index])
+                await http.expect(204, "DELETE", f"/{setup.bucket}/{tag}/{index:06d}")
     return figures
