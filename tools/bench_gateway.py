@@ -14,12 +14,22 @@ heavy client library.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
+import os
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from datetime import UTC, datetime
 from urllib.parse import quote
+
+from dfsd.client import ChecksumMismatch, Client
+
+from .bench_cluster import BenchFailed, Setup
+from .bench_large import Pattern
+from .bench_measure import MB, Figure, MiB, Plan, phase, run_workers
+from .bench_small import payload
+from .common import human_size
 
 REGION = "us-east-1"
 UNSIGNED = "UNSIGNED-PAYLOAD"
@@ -28,7 +38,7 @@ UNSIGNED = "UNSIGNED-PAYLOAD"
 MAX_HEAD = 64 * 1024
 
 
-class HttpFailed(Exception):
+class HttpFailed(BenchFailed):
     """The gateway answered with an unexpected status, or broke the connection."""
 
 
@@ -70,7 +80,8 @@ class HttpClient:
 
     async def close(self) -> None:
         self._writer.close()
-        await self._writer.wait_closed()
+        with contextlib.suppress(OSError):  # the gateway may have closed it first
+            await self._writer.wait_closed()
 
     async def request(
         self, method: str, path: str, body: bytes | AsyncIterable[bytes] = b"", *, size: int | None = None
@@ -134,3 +145,128 @@ async def timed_put(client: HttpClient, path: str, chunks: AsyncIterable[bytes],
     if status != 200:
         raise HttpFailed(f"PUT {path} answered {status}: {answer[:300]!r}")
     return time.perf_counter() - started
+
+
+GATEWAY_SMALL_SIZE = 4096
+
+
+@contextlib.asynccontextmanager
+async def connections(setup: Setup, count: int) -> AsyncIterator[list[HttpClient]]:
+    """``count`` keep-alive connections to the gateway, for one phase: opened right before it, because the gateway
+    closes a connection that waits longer than its header-read timeout for the next request (granian's HTTP/1
+    ``header_read_timeout``, 30 s by default) — less than a CBOR phase in between may take on a busy machine."""
+    async with contextlib.AsyncExitStack() as stack:
+        clients = []
+        for _ in range(count):
+            client = await HttpClient.open(setup.gateway.host_port, setup.gateway_keys)
+            stack.push_async_callback(client.close)
+            clients.append(client)
+        yield clients
+
+
+async def gateway_figures(plan: Plan, setup: Setup, figures: list[Figure], note: Callable[[str], None]) -> list[Figure]:
+    """The large file and 4 KiB objects through the gateway, each against the CBOR client's figure of this run."""
+    cbor = {figure.key: figure for figure in figures}
+    pattern, size = Pattern(), plan.large_size
+    async with connections(setup, 1) as [client]:
+        await client.expect(200, "PUT", f"/{setup.bucket}")
+        async with phase("the gateway upload", setup):
+            setup.gateway.reset_peak_memory()
+            up = await timed_put(client, f"/{setup.bucket}/large", pattern.chunks(size), size)
+            up_memory = setup.gateway.peak_memory()
+        async with phase("the gateway download", setup):
+            setup.gateway.reset_peak_memory()
+            check = pattern.checker(size, "the gateway")
+            started = time.perf_counter()
+            status, length = await client.request("GET", f"/{setup.bucket}/large")
+            async for chunk in client.body(length):
+                check.feed(chunk)
+            check.finish()
+            if status != 200:
+                raise BenchFailed(f"the gateway answered a GET of the large file with {status}")
+            down = time.perf_counter() - started
+            down_memory = setup.gateway.peak_memory()
+        await client.expect(204, "DELETE", f"/{setup.bucket}/large")
+        note(f"gateway: upload {size / up / MB:.1f} MB/s, download {size / down / MB:.1f} MB/s")
+        label = human_size(size)
+        result = [
+            Figure(
+                "gateway.large.upload",
+                f"gateway PUT {label} vs CBOR",
+                "MB/s",
+                size / up / MB,
+                cbor["large.upload"].dfsd,
+                True,
+            ),
+            Figure(
+                "gateway.large.download",
+                f"gateway GET {label} vs CBOR",
+                "MB/s",
+                size / down / MB,
+                cbor["large.download"].dfsd,
+                True,
+            ),
+        ]
+        for direction, peak in (("upload", up_memory), ("download", down_memory)):
+            result.append(
+                Figure(
+                    f"gateway.large.{direction}.peak_memory",
+                    f"gateway peak memory, {direction} (vs manager's)",
+                    "MiB",
+                    None if peak is None else peak / MiB,
+                    cbor[f"large.{direction}.manager_peak_memory"].dfsd,
+                    False,
+                )
+            )
+    result += await gateway_small(plan, setup, note)
+    async with connections(setup, 1) as [client]:
+        await client.expect(204, "DELETE", f"/{setup.bucket}")
+    return result
+
+
+async def gateway_small(plan: Plan, setup: Setup, note: Callable[[str], None]) -> list[Figure]:
+    """4 KiB objects written and read back by ``plan.clients`` connections: the CBOR client first, then the gateway."""
+    size, tag = GATEWAY_SMALL_SIZE, "4KiB"
+    base = os.urandom(size)
+    order = list(range(plan.files))
+    shares = [order[k :: plan.clients] for k in range(plan.clients)]
+    cbor_names = [f"{setup.prefix}cbor-{tag}/{index:06d}" for index in order]
+
+    async def cbor_write(client: Client, index: int) -> None:
+        await client.put(cbor_names[index], payload(index, size, base))
+
+    async def cbor_read(client: Client, index: int) -> None:
+        if await client.read(cbor_names[index]) != payload(index, size, base):
+            raise ChecksumMismatch(f"checksum mismatch: {cbor_names[index]} read back differs")
+
+    async def http_write(client: HttpClient, index: int) -> None:
+        await client.expect(200, "PUT", f"/{setup.bucket}/{tag}/{index:06d}", payload(index, size, base))
+
+    async def http_read(client: HttpClient, index: int) -> None:
+        if await client.expect(200, "GET", f"/{setup.bucket}/{tag}/{index:06d}") != payload(index, size, base):
+            raise ChecksumMismatch(f"checksum mismatch: {tag}/{index:06d} read back through the gateway differs")
+
+    figures: list[Figure] = []
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(Client(setup.address, setup.security)) for _ in range(plan.clients)]
+        for what, cbor_request, http_request in (("write", cbor_write, http_write), ("read", cbor_read, http_read)):
+            async with phase(f"the CBOR {tag} {what}s", setup):
+                cbor_timings = await run_workers(clients, shares, cbor_request)
+            async with connections(setup, plan.clients) as https, phase(f"the gateway {tag} {what}s", setup):
+                http_timings = await run_workers(https, shares, http_request)
+            note(f"{tag} {what}: CBOR {cbor_timings.rate:,.0f}/s, gateway {http_timings.rate:,.0f}/s")
+            figures.append(
+                Figure(
+                    f"gateway.small.{tag}.{what}.rate",
+                    f"gateway {tag} {what} vs CBOR",
+                    "req/s",
+                    http_timings.rate,
+                    cbor_timings.rate,
+                    True,
+                )
+            )
+        async with connections(setup, 1) as [http]:
+            for index in order:
+                await clients[0].delete(cbor_names[index])
+                await http.expect(204, "DELETE", f"/{setup.bucket}/{tag}/{index:06d}")
+    return figures

@@ -7,13 +7,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from dfsd.protocol import ChecksumMismatch, ProtocolError
-from dfsd.tools.bench import BLOCK, Pattern, Timings, comparison, comparison_table, parse_size, table
+from dfsd.tools.bench import main, parse_size
+from dfsd.tools.bench_large import BLOCK, Pattern
+from dfsd.tools.bench_measure import Timings
+from dfsd.tools.bench_report import comparison, comparison_table, table
+from dfsd.tools.throwaway_postgres import unreachable_ancestor
+from postgres import PostgresServer
 
 PHASES = ("write", "read", "delete")
 LIBRARY, COMMANDS = ("large.upload", "large.download"), ("large.push", "large.cat")
@@ -36,6 +45,11 @@ EXPECTED_KEYS = {
     "gateway.small.4KiB.write.rate",
     "gateway.small.4KiB.read.rate",
 }
+
+
+COMPARED = {f"small.1KiB.{phase}.{what}" for phase in PHASES for what in ("rate", "p50", "p99")}
+# The smallest run that still has every row: a few files, a few clients, a large file of one block.
+TINY = ("-n", "8", "--clients", "4", "--large-size", "64K")
 
 
 def processes_started_in(directory: Path) -> list[str]:
@@ -174,3 +188,152 @@ def test_comparison_keeps_figures_in_both_reports_in_the_new_order() -> None:
     assert lines[0].startswith("compared with the run of then (3 figures")
     assert [line.split()[0] for line in lines[3:]] == ["b", "a", "c"]
     assert "-50.0%" in lines[4] and "n/a" in lines[5]
+
+
+def run_bench(directory: Path, *args: str) -> dict[str, object]:
+    """``dfs-bench ARGS --json --dir DIRECTORY`` as a user runs it; its report, once it has left nothing behind."""
+    command = Path(sys.executable).parent / "dfs-bench"
+    result = subprocess.run(
+        [str(command), *args, "--json", "--dir", str(directory)],
+        capture_output=True,
+        cwd=directory,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert list(directory.iterdir()) == []
+    assert processes_started_in(directory) == []
+    report: dict[str, object] = json.loads(result.stdout)
+    return report
+
+
+def assert_set_beside(figures: dict[str, dict[str, float]], key: str, versus: str) -> None:
+    """Figure ``key``'s baseline is figure ``versus``'s own value, and its ratio is the one over the other."""
+    figure = figures[key]
+    assert figure["dfsd"] > 0 and figure["baseline"] == figures[versus]["dfsd"], key
+    assert figure["ratio"] == pytest.approx(figure["dfsd"] / figure["baseline"], rel=0.01, abs=0.001), key
+
+
+@pytest.fixture
+def reachable_dir() -> Iterator[Path]:
+    """A temporary directory that PostgreSQL can reach when, under root, it runs as the postgres user (pytest's own
+    temporary directories sit in one only root may enter)."""
+    directory = Path(tempfile.mkdtemp(prefix="dfs-bench-test-"))
+    directory.chmod(0o711)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_backends_side_by_side_sets_postgresql_rows_beside_sqlites(reachable_dir: Path) -> None:
+    """Both backends in one run: SQLite's cluster measured in full, then PostgreSQL's 1 KiB phases right after SQLite's
+    on a throwaway server of the run's own (stopped and removed with everything else), each as a ratio to SQLite's."""
+    report = run_bench(reachable_dir, *TINY, "--backends", "sqlite,postgresql")
+
+    figures = report["figures"]
+    assert isinstance(figures, dict)
+    assert set(figures) == EXPECTED_KEYS | {f"postgresql.{key}" for key in COMPARED}
+    for key in COMPARED:
+        assert_set_beside(figures, f"postgresql.{key}", key)
+    assert [(c["backend"], c["managers"]) for c in report["clusters"]] == [("sqlite", 1), ("postgresql", 1)]
+    assert "on PostgreSQL" in report["clusters"][1]["description"]
+
+    lines = table(report)
+    assert sum(line.startswith("compared with: private: a manager") for line in lines) == 1
+    for key in COMPARED:
+        assert sum(line.startswith(figures[f"postgresql.{key}"]["label"] + "  ") for line in lines) == 1, key
+    assert any(line.startswith("1.0 KiB read on PostgreSQL vs SQLite  ") for line in lines)
+
+
+def test_two_managers_on_one_database_report_aggregate_rows_and_compare(
+    tmp_path: Path, postgres_server: PostgresServer
+) -> None:
+    """--db and --managers 2: the whole run on PostgreSQL, through the first manager, and the 1 KiB phases again with
+    the clients spread over both managers, beside one manager serving them all; --compare sets the new rows beside an
+    earlier report's."""
+    key = "postgresql.2-managers.small.1KiB.read.rate"
+    old = {
+        "machine": {"date": "2026-01-01T00:00:00+00:00"},
+        "figures": {
+            key: {
+                "label": "old label",
+                "unit": "req/s",
+                "dfsd": 100.0,
+                "baseline": 200.0,
+                "ratio": 0.5,
+                "better": "higher",
+            }
+        },
+    }
+    old_path = tmp_path.parent / f"{tmp_path.name}-old.json"
+    old_path.write_text(json.dumps(old))
+    database = postgres_server.create_database()
+    report = run_bench(tmp_path, *TINY, "--db", database.url, "--managers", "2", "--compare", str(old_path))
+
+    figures = report["figures"]
+    assert isinstance(figures, dict)
+    assert set(figures) == EXPECTED_KEYS | {f"postgresql.2-managers.{key}" for key in COMPARED}
+    for compared in COMPARED:
+        assert_set_beside(figures, f"postgresql.2-managers.{compared}", compared)
+    [cluster] = report["clusters"]
+    assert (cluster["backend"], cluster["managers"], cluster["database"]) == ("postgresql", 2, database.url)
+    assert report["cluster"].startswith("private: 2 managers") and "metadata on PostgreSQL" in report["cluster"]
+    assert any(line.startswith("1.0 KiB read via 2 managers vs 1  ") for line in table(report))
+
+    compared_rows = report["comparison"]["figures"]
+    assert set(compared_rows) == {key}
+    assert (compared_rows[key]["old"], compared_rows[key]["new"]) == (100.0, figures[key]["dfsd"])
+    assert compared_rows[key]["new_ratio"] == figures[key]["ratio"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--managers", "2"], "add --backends sqlite,postgresql or --db"),
+        (["--backends", "sqlite,mysql"], "give each of sqlite, postgresql at most once"),
+        (["--backends", "sqlite,sqlite"], "give each of sqlite, postgresql at most once"),
+        (["--db", "mysql://u@h:1/d"], "is not postgresql://USER[:PASSWORD]@HOST:PORT/DBNAME"),
+        (["--db", "postgresql://u@h:1/d", "--backends", "sqlite"], "add postgresql to --backends"),
+        (["--managers", "0", "--backends", "postgresql"], "--managers must be at least 1"),
+        (["--manager", "127.0.0.1:1", "--backends", "postgresql"], "leave them out with --manager"),
+    ],
+)
+def test_cluster_options_that_cannot_work_are_usage_errors(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(args)
+    assert exit.value.code == 64
+    assert message in capsys.readouterr().err
+
+
+def test_a_directory_postgres_cannot_enter_is_named(tmp_path: Path) -> None:
+    """As root, PostgreSQL runs as the postgres user: the first directory on the way that it may not enter is the one
+    the error names, instead of initdb's bare "Permission denied"."""
+    nobody = pwd.struct_passwd(("dfs-bench-nobody", "x", 65534, 65534, "", "/", "/bin/false"))
+    closed, inner = tmp_path / "closed", tmp_path / "closed" / "open"
+    inner.mkdir(parents=True)
+    closed.chmod(0o700)
+    inner.chmod(0o755)
+    assert unreachable_ancestor(inner, nobody) == closed
+    closed.chmod(0o711)
+    assert unreachable_ancestor(inner, nobody) not in (closed, inner)  # above tmp_path, pytest's own may block
+    with tempfile.TemporaryDirectory() as open_dir:
+        Path(open_dir).chmod(0o755)
+        assert unreachable_ancestor(Path(open_dir), nobody) is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
+def test_bench_under_root_names_the_directory_postgres_cannot_enter(tmp_path: Path) -> None:
+    command = Path(sys.executable).parent / "dfs-bench"
+    result = subprocess.run(
+        [str(command), "--backends", "sqlite,postgresql", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "cannot enter" in result.stderr and "hint:" in result.stderr
+    assert list(tmp_path.iterdir()) == []
