@@ -70,6 +70,7 @@ from .messages import (
     Inventory,
     List,
     ListBuckets,
+    ListHeld,
     Listing,
     Message,
     Ok,
@@ -133,7 +134,7 @@ REQUESTS: dict[str, frozenset[type[Message]]] = {
             ListBuckets,
         }
     ),
-    "manager": frozenset({Store, Fetch, Remove, Transfer, Verify, Build}),
+    "manager": frozenset({Store, Fetch, Remove, Transfer, Verify, Build, ListHeld}),
     "peer": frozenset({Store, Fetch}),
     CONTROL_ROLE: frozenset({Register, Inventory, Heartbeat}),
 }
@@ -147,6 +148,7 @@ _ANSWERS: dict[type[Message], type[Message]] = {
     Delete: Ok,
     Remove: Ok,
     Verify: Ok,
+    ListHeld: Inventory,
     Stat: Info,
     List: Listing,
     Status: ClusterStatus,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -56,6 +57,7 @@ class Coordination:
         pool: NodeConnections,
         database: Location,
         rebalancer: Rebalancer,
+        reconcile_live: Callable[[], Awaitable[None]],
     ) -> None:
         self._store = store
         self._in_flight = in_flight
@@ -63,6 +65,8 @@ class Coordination:
         self._topology = topology
         self._database = str(database)
         self._rebalancer = rebalancer  # runs only while this manager coordinates
+        self._reconcile_live = reconcile_live  # reconciles the nodes up here, when this manager takes over
+        self._takeover: asyncio.Task[None] | None = None  # that, and resuming the rebalancer, after a takeover
         self._record: ManagerRecord | None = None
         self.coordinating = not store.shared  # on SQLite from the start; on PostgreSQL once the lock is taken
         self.alone = True  # no other manager is up: placement may trust this manager's own counts
@@ -72,19 +76,22 @@ class Coordination:
     async def run(self, address: str) -> None:
         """Renew this manager's record and try to coordinate every TICK, forever (the manager owns this task)."""
         self._record = ManagerRecord(self._store.manager_id, address, time.time())
-        while True:
-            try:
-                await self._tick(self._record)
-                if self._unreachable:
-                    log.warning("database_back")
-                self._unreachable = False
-            except ServersUnavailable as err:
-                if not self._unreachable:
-                    log.error("database_unreachable", error=err.message)
-                self._unreachable = True
-                self._step_down()
-            self._decided.set()
-            await asyncio.sleep(TICK)
+        try:
+            while True:
+                try:
+                    await self._tick(self._record)
+                    if self._unreachable:
+                        log.warning("database_back")
+                    self._unreachable = False
+                except ServersUnavailable as err:
+                    if not self._unreachable:
+                        log.error("database_unreachable", error=err.message)
+                    self._unreachable = True
+                    self._step_down()
+                self._decided.set()
+                await asyncio.sleep(TICK)
+        finally:
+            await self._end_takeover()
 
     async def decided(self) -> None:
         """Until this manager has first tried to coordinate, so that a node registering at start-up is reconciled by
@@ -99,7 +106,7 @@ class Coordination:
         if coordinating and not self.coordinating:
             self.coordinating = True
             log.info("coordinating", manager=record.id)
-            self._rebalancer.request(automatic=True)
+            self._takeover = asyncio.create_task(self._take_over(record))
         elif not coordinating:
             self._step_down()
         if asked:
@@ -115,6 +122,34 @@ class Coordination:
         if self.coordinating:
             log.warning("stopped_coordinating")
         self.coordinating = False
+        if self._takeover is not None:
+            self._takeover.cancel()  # the next turn as coordinator starts over
+
+    async def _take_over(self, record: ManagerRecord) -> None:
+        """The coordinator's first jobs: reconcile the nodes whose registrations another coordinator heard (and
+        whose unfinished moves it left behind), then resume the rebalancing, and any drain, it may have left half
+        done. On a database that fails, the tick ends this turn (``_step_down``) and the next turn does it again."""
+        if not self._store.shared:  # the one manager: it heard every registration itself
+            self._rebalancer.request(automatic=True)
+            return
+        started = time.monotonic()
+        try:
+            await self._reconcile_live()
+            records = await self._store.managers(LEASE) or []
+        except ServersUnavailable as err:
+            log.warning("takeover_interrupted", error=err.message)
+            return
+        nodes = self._topology.nodes.values()
+        log.info("took_over", nodes=sum(node.up for node in nodes), seconds=round(time.monotonic() - started, 3))
+        unfinished = any(node.draining for node in nodes) or any(
+            r.progress is not None and r.progress.running for r in records if r.id != record.id
+        )
+        self._rebalancer.request(automatic=not unfinished)  # an unfinished drain or rebalance resumes even if not auto
+
+    async def _end_takeover(self) -> None:
+        if self._takeover is not None:
+            self._takeover.cancel()
+            await asyncio.gather(self._takeover, return_exceptions=True)
 
     async def _refresh_nodes(self) -> None:
         """What other managers changed: file counts (their uploads, deletes, moves) and drains."""

@@ -13,10 +13,13 @@ the rest of the manager's capacity to clients. One move:
 
 At every instant the row names a node that holds the whole file, so every file stays readable. While a move is under
 way its file is in flight (``inflight.py``), so the copy on the target is not taken for an orphan. A crash at any step
-leaves at worst a second copy that no row names: an orphan, removed when that node next registers.
+leaves at worst a second copy that no row names: an orphan, removed when that node next registers, or (several
+managers) by the next coordinator, which reconciles every node when it takes over. A source node whose manager dies
+mid-transfer cuts the copy off before its end, so the target keeps nothing that nobody is left to record.
 
 With several managers on one database only the coordinator rebalances; one that stops coordinating finishes the round's
-moves under way and plans no more.
+moves under way and plans no more. Step 2 is fenced by the coordinator's lock (``store_postgres.py``): a manager that
+lost it cannot switch a row, so its copies stay orphans for the new coordinator, which knows nothing of its moves.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from collections.abc import Callable
 import structlog
 
 from .. import metrics
-from ..protocol import ChecksumMismatch, DfsError, FileUnavailable
+from ..protocol import ChecksumMismatch, DfsError, FileUnavailable, ServersUnavailable
 from ..protocol.messages import RebalanceInfo, Stored, Transfer
 from ..wire import ConnectionLost
 from .inflight import InFlight
@@ -132,7 +135,7 @@ class Rebalancer:
         if not (source.up and target.up) or target.free < record.size:
             self.failed += 1
             return
-        relocated = False
+        relocated = in_doubt = False
         with self.in_flight.move(record.id):
             try:
                 async with self.pool.connection(source.address) as conn:
@@ -144,7 +147,11 @@ class Rebalancer:
                     raise FileUnavailable(f"file unavailable: node {target.id} went down during the move")
                 if not self.coordinating():  # another manager reconciles nodes now, blind to this move: give it up
                     raise FileUnavailable("file unavailable: this manager stopped coordinating during the move")
-                relocated = await self.store.relocate(record.id, source.id, target.id)
+                try:
+                    relocated = await self.store.relocate(record.id, source.id, target.id)
+                except ServersUnavailable:
+                    in_doubt = True  # switched or not, nobody can tell now: the next coordinator reconciles both
+                    raise
                 if not relocated:  # deleted or moved meanwhile: the new copy is an orphan
                     await self._remove_copy(target, record.id)
                     return
@@ -156,7 +163,7 @@ class Rebalancer:
                 self.failed += 1
                 metrics.MOVES.labels("failed").inc()
                 log.warning("move_failed", file_id=record.id, source=source.id, target=target.id, error=str(err))
-                if not relocated:
+                if not (relocated or in_doubt):
                     await self._remove_copy(target, record.id)
 
     async def _remove_copy(self, node: NodeState, file_id: int) -> None:

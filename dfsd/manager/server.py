@@ -111,7 +111,15 @@ class Manager:
             self.rebalancer = Rebalancer(
                 self.store, self.topology, self.pool, in_flight, self.auto_rebalance, lambda: coordination.coordinating
             )
-            coordination = Coordination(self.store, self.topology, in_flight, self.pool, self.db_path, self.rebalancer)
+            coordination = Coordination(
+                self.store,
+                self.topology,
+                in_flight,
+                self.pool,
+                self.db_path,
+                self.rebalancer,
+                lambda: nodes.reconcile_live(),
+            )
             rejoining = Rejoining(self.topology)
             files = FileOperations(
                 self.store, self.topology, self.pool, in_flight, rejoining, self.limits, coordination

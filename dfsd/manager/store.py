@@ -275,17 +275,22 @@ class MetadataStore(ABC):
     async def reserve(self, name: str, node: int, *, replace: bool = False) -> int:
         """Claim ``name`` for an upload to ``node`` and return the new file's id; ``NameExists`` if it is taken. The
         claim lasts until ``release``. A ``replace`` upload claims no name (it may replace a stored file, and races
-        with other replacements are settled by their commits), only a new id."""
+        with other replacements are settled by their commits), only a new id, recorded in flight like any upload."""
         if replace:
             file_id = await self._new_id()
-            self._replacing.add(file_id)
+            self._replacing.add(file_id)  # before the hold: ``tidy_reservations`` keeps the holds of these ids
+            try:
+                await self._hold(None, file_id, node)  # no name to claim: it always succeeds
+            except BaseException:
+                self._replacing.discard(file_id)
+                raise
             return file_id
         if name in self._reserved:
             raise _name_exists(name)
         self._reserved[name] = 0  # before any await: a racing upload of the same name sees it
         held = False
         try:
-            file_id = await self._new_id()
+            file_id = self._reserved[name] = await self._new_id()
             # Held first, then looked up: an upload of the name that commits elsewhere meanwhile releases its hold
             # only after its row is written, so one of the two steps sees it.
             if not await self._hold(name, file_id, node):
@@ -294,11 +299,10 @@ class MetadataStore(ABC):
             if await self.find(name) is not None:
                 raise _name_exists(name)
         except BaseException:
-            del self._reserved[name]
+            file_id = self._reserved.pop(name)
             if held:
-                await self._unhold(name)
+                await self._unhold(file_id)
             raise
-        self._reserved[name] = file_id
         return file_id
 
     async def _new_id(self) -> int:
@@ -319,23 +323,28 @@ class MetadataStore(ABC):
         reservation."""
         if file_id is not None and file_id in self._replacing:
             self._replacing.discard(file_id)
-        elif self._reserved.pop(name, None):
-            await self._unhold(name)
+            await self._unhold(file_id)
+        elif held := self._reserved.pop(name, None):
+            await self._unhold(held)
 
     async def uploading(self) -> set[int]:
         """The file ids of the uploads under way, through this manager or (on a shared database) any other."""
-        mine = {file_id for file_id in self._reserved.values() if file_id} | self._replacing
-        return mine | await self._held_elsewhere()
+        return self._own_uploads() | await self._held_elsewhere()
+
+    def _own_uploads(self) -> set[int]:
+        """The file ids of the uploads under way through this manager, replacing or not."""
+        return {file_id for file_id in self._reserved.values() if file_id} | self._replacing
 
     # Reservations seen by other managers: only a shared database (PostgreSQL) has them. On SQLite, the one manager's
     # memory is the whole truth, and these do nothing.
 
-    async def _hold(self, name: str, file_id: int, node: int) -> bool:
-        """Record the reservation where other managers see it; False if one of them holds the name."""
+    async def _hold(self, name: str | None, file_id: int, node: int) -> bool:
+        """Record the reservation of upload ``file_id`` where other managers see it: its bytes are no orphan, and
+        its ``name`` (None: a replacing upload, which claims none) is taken; False if another manager holds it."""
         return True
 
-    async def _unhold(self, name: str) -> None:
-        """Drop the recorded reservation of ``name`` (failures are left to ``tidy_reservations``)."""
+    async def _unhold(self, file_id: int) -> None:
+        """Drop the recorded reservation of upload ``file_id`` (failures are left to ``tidy_reservations``)."""
         return None
 
     async def _held_elsewhere(self) -> set[int]:
@@ -473,11 +482,16 @@ class MetadataStore(ABC):
             known.update(row[0] for row in rows)
         return set(ids) - known
 
-    async def set_lost(self, ids: list[int], when: float | None) -> None:
-        """Mark files lost at ``when`` (or found again, with None)."""
+    async def set_lost(self, ids: list[int], when: float | None, node: int | None = None) -> None:
+        """Mark files lost at ``when`` (or found again, with None); given ``node``, only those still recorded there
+        (one that a move took elsewhere meanwhile was not lost by this node)."""
+        where = "" if node is None else " AND node = ?"
         for start in range(0, len(ids), _BATCH):
             batch = ids[start : start + _BATCH]
-            await self._write(f"UPDATE files SET lost = ? WHERE id IN ({','.join('?' * len(batch))})", (when, *batch))
+            await self._write(
+                f"UPDATE files SET lost = ? WHERE id IN ({','.join('?' * len(batch))}){where}",
+                (when, *batch) if node is None else (when, *batch, node),
+            )
 
     async def lost_files(self, limit: int) -> tuple[int, list[str]]:
         """How many stored files are lost, and the names of the first ``limit`` of them."""
@@ -505,7 +519,8 @@ class MetadataStore(ABC):
         return [file_record(row) for row in rows if row[0] not in exclude][:limit]
 
     async def relocate(self, file_id: int, source: int, target: int) -> bool:
-        """Point file ``file_id`` at ``target`` if it is still stored on ``source``; False if it changed meanwhile."""
+        """Point file ``file_id`` at ``target`` if it is still stored on ``source``; False if it changed meanwhile
+        (or, on a shared database, this manager no longer coordinates: only the coordinator may switch a move)."""
         rows = await self._write(
             "UPDATE files SET node = ? WHERE id = ? AND node = ? RETURNING id", (target, file_id, source)
         )

@@ -9,9 +9,14 @@ File ids come from the sequence ``file_ids``, which steps by ID_BLOCK: each ``ne
 is claimed inside a committed transaction, so the claim is on disk before any id of it is used.
 
 Several managers may share the database (``shared``): schema version 4 adds the table of uploads in flight (each
-reservation is a row, so names are unique across managers and every manager's orphan checks see every upload) and the
-table of managers (each renews its row; ``coordination.py``). The coordinator is whoever holds COORDINATOR_LOCK, a
-session advisory lock on a connection of its own, which the server frees when that connection ends.
+reservation is a row, so names are unique across managers and every manager's orphan checks see every upload; since
+version 6 replacing uploads too, which claim no name) and the table of managers (each renews its row;
+``coordination.py``). The coordinator is whoever holds COORDINATOR_LOCK, a session advisory lock on a connection of
+its own, which the server frees when that connection ends. A move is
+switched to its target (``relocate``) on that very connection: a manager that has lost the lock, which only happens by
+losing that connection, can no longer commit a move that the new coordinator, blind to it, would take for an orphan.
+The managers' leases are renewed, and reservations tidied, outside the group commit, so that a commit stuck behind a
+row lock does not make a live manager's lease run out.
 
 When the server cannot be reached, or goes away mid-request, every call fails at once with ``ServersUnavailable``
 (error 1, naming the database) instead of an asyncpg error; a statement, or the wait for a pooled connection, gives up
@@ -25,6 +30,7 @@ starting at once do not both create it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import re
@@ -111,6 +117,16 @@ SCHEMA_STEPS = [
         remaining BIGINT NOT NULL DEFAULT 0
     );
     """,
+    # Version 5: the S3 multipart tables (branch gw-multipart; this placeholder keeps the numbers until it is merged).
+    "SELECT 1",
+    # Version 6: a replacing upload is recorded in flight too, so no manager takes its bytes for an orphan; it claims
+    # no name (NULL), so an upload is known by its file id, and only the names claimed are unique.
+    """
+    ALTER TABLE uploads DROP CONSTRAINT uploads_pkey;
+    ALTER TABLE uploads ALTER COLUMN name DROP NOT NULL;
+    ALTER TABLE uploads ADD PRIMARY KEY (file_id);
+    CREATE UNIQUE INDEX uploads_by_name ON uploads (name);
+    """,
 ]
 
 # The database's clock, in seconds since the Unix epoch: the one clock every manager's lease is measured by.
@@ -157,6 +173,8 @@ class PostgresStore(MetadataStore):
         self._pool = pool
         self._location = location
         self._lock_conn: asyncpg.Connection | None = None  # holds COORDINATOR_LOCK while this manager coordinates
+        self._lock_conn_busy = asyncio.Lock()  # one statement at a time on it: the lock's check, or a move's switch
+        self._lock_lost = False  # a move's switch lost it: the next try reports a turn ended, even if it takes it again
 
     @classmethod
     async def connect(cls, location: PostgresURL) -> PostgresStore:
@@ -222,13 +240,21 @@ class PostgresStore(MetadataStore):
         except asyncpg.PostgresError as err:
             return err
 
+    async def _write_alone(self, sql: str, params: Sequence[object] = ()) -> Rows:
+        """One write statement committed on its own, at once, beside the group commit rather than in it."""
+        try:
+            async with self._pool.acquire(timeout=DB_TIMEOUT) as conn:
+                return [tuple(row) for row in await conn.fetch(_numbered(sql), *params)]
+        except _LOST as err:
+            raise _unreachable(err) from err
+
     async def _in_one_transaction(self, batch: list[Write]) -> list[Rows]:
         async with self._pool.acquire(timeout=DB_TIMEOUT) as conn, conn.transaction():
             return [[tuple(row) for row in await conn.fetch(_numbered(w.sql), *w.params)] for w in batch]
 
     # --- uploads in flight, shared by every manager -------------------------------------------------------------------
 
-    async def _hold(self, name: str, file_id: int, node: int) -> bool:
+    async def _hold(self, name: str | None, file_id: int, node: int) -> bool:
         rows = await self._write(
             f"INSERT INTO uploads (name, file_id, node, manager, started) VALUES (?, ?, ?, ?, {_NOW}) "
             "ON CONFLICT (name) DO NOTHING RETURNING file_id",
@@ -236,19 +262,19 @@ class PostgresStore(MetadataStore):
         )
         return bool(rows)
 
-    async def _unhold(self, name: str) -> None:
+    async def _unhold(self, file_id: int) -> None:
         with contextlib.suppress(ServersUnavailable):  # the row stays; tidy_reservations drops it later
-            await self._write("DELETE FROM uploads WHERE name = ? AND manager = ?", (name, self.manager_id))
+            await self._write("DELETE FROM uploads WHERE file_id = ? AND manager = ?", (file_id, self.manager_id))
 
     async def _held_elsewhere(self) -> set[int]:
         return {file_id for (file_id,) in await self._read("SELECT file_id FROM uploads")}
 
     async def tidy_reservations(self, manager_lease: float) -> None:
-        await self._write(
-            "DELETE FROM uploads WHERE manager = ? AND NOT (name = ANY(?::text[]))",
-            (self.manager_id, list(self._reserved)),
+        await self._write_alone(
+            "DELETE FROM uploads WHERE manager = ? AND NOT (file_id = ANY(?::bigint[]))",
+            (self.manager_id, sorted(self._own_uploads())),
         )
-        await self._write(
+        await self._write_alone(
             f"DELETE FROM uploads WHERE manager <> ? AND manager NOT IN "
             f"(SELECT id FROM managers WHERE last_seen > {_NOW} - ?)",
             (self.manager_id, manager_lease),
@@ -265,6 +291,13 @@ class PostgresStore(MetadataStore):
     # --- managers and their coordinator -------------------------------------------------------------------------------
 
     async def try_coordinate(self) -> bool:
+        async with self._lock_conn_busy:
+            return await self._take_or_keep_lock()
+
+    async def _take_or_keep_lock(self) -> bool:
+        if self._lock_lost:
+            self._lock_lost = False
+            return False
         try:
             if self._lock_conn is None:
                 self._lock_conn = await asyncpg.connect(
@@ -282,6 +315,29 @@ class PostgresStore(MetadataStore):
             await self._drop_lock()
             return False
 
+    async def relocate(self, file_id: int, source: int, target: int) -> bool:
+        """Fenced: the switch runs on the connection holding the coordinator lock, so it commits only while this
+        manager holds it; False (as for a row changed meanwhile) if it does not. ``ServersUnavailable`` if that
+        connection failed during the switch: then it may or may not have been committed, and the caller leaves both
+        copies for the next coordinator's reconciliation to sort out."""
+        async with self._lock_conn_busy:
+            conn = self._lock_conn
+            if conn is None:
+                return False
+            try:
+                rows = await conn.fetch(
+                    "UPDATE files SET node = $1 WHERE id = $2 AND node = $3 RETURNING id",
+                    target,
+                    file_id,
+                    source,
+                    timeout=DB_TIMEOUT,
+                )
+            except (*_LOST, asyncpg.PostgresError) as err:
+                await self._drop_lock()
+                self._lock_lost = True
+                raise _unreachable(err) from err
+        return len(rows) == 1
+
     async def _drop_lock(self) -> None:
         """Let go of the coordinator lock (closing its connection frees it on the server)."""
         conn, self._lock_conn = self._lock_conn, None
@@ -289,7 +345,7 @@ class PostgresStore(MetadataStore):
             conn.terminate()
 
     async def renew_manager(self, manager: ManagerRecord, coordinating: bool, progress: Progress) -> bool:
-        await self._write(
+        await self._write_alone(
             "INSERT INTO managers "
             "(id, address, started, last_seen, coordinator, rebalancing, moved, failed, remaining) "
             f"VALUES (?, ?, ?, {_NOW}, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = {_NOW}, "
@@ -300,11 +356,14 @@ class PostgresStore(MetadataStore):
         if not coordinating:
             return False
         # A coordinator that died did not clear its own flag; a rebalance asked of it is this one's to run.
-        await self._write("UPDATE managers SET coordinator = FALSE WHERE id <> ? AND coordinator", (manager.id,))
-        return bool(await self._write("UPDATE managers SET rebalance_asked = FALSE WHERE rebalance_asked RETURNING id"))
+        await self._write_alone("UPDATE managers SET coordinator = FALSE WHERE id <> ? AND coordinator", (manager.id,))
+        asked = await self._write_alone(
+            "UPDATE managers SET rebalance_asked = FALSE WHERE rebalance_asked RETURNING id"
+        )
+        return bool(asked)
 
     async def ask_rebalance(self) -> None:
-        await self._write("UPDATE managers SET rebalance_asked = TRUE WHERE coordinator")
+        await self._write_alone("UPDATE managers SET rebalance_asked = TRUE WHERE coordinator")
 
     async def managers(self, lease: float) -> list[ManagerRecord] | None:
         rows = await self._read(
