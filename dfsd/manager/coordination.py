@@ -14,7 +14,14 @@ coordinates within about a TICK; a coordinator cut off from the database is drop
 lease row would need its expiry waited out even after a clean death, and clocks to agree. On SQLite the one manager
 always coordinates.
 
-The same tick tidies what a database outage left behind (reservations, the bytes of uploads whose commit failed), and
+A manager that takes over heard the registrations of the nodes up then without reconciling them, and knows nothing of
+the moves the old coordinator left unfinished. So before it moves any file it asks each node up what it holds
+(``list_held``) and reconciles it (``nodes.py``): lost files are marked, orphans (the copies of those unfinished moves
+among them) removed. Then it resumes the rebalancer, even with automatic rebalancing off when a drain or a rebalance
+was left unfinished. An old coordinator cannot commit a move after it lost the lock (``store_postgres.py`` switches
+rows on the lock's own connection), so what it left behind stays what the reconciliation saw.
+
+The same round tidies what a database outage left behind (reservations, the bytes of uploads whose commit failed), and
 refreshes, on a shared database, what other managers may have changed: nodes' file counts (placement and the
 rebalancer plan from them) and drains. The coordinator's rebalancer progress goes into its record, so that ``status``
 shows it through any manager, and an operator's ``rebalance`` sent to another manager reaches it there. While another
@@ -69,27 +76,22 @@ class Coordination:
         self._takeover: asyncio.Task[None] | None = None  # that, and resuming the rebalancer, after a takeover
         self._record: ManagerRecord | None = None
         self.coordinating = not store.shared  # on SQLite from the start; on PostgreSQL once the lock is taken
+        self._taken_over = asyncio.Event()  # set while this manager coordinates and has done the takeover's jobs
+        if self.coordinating:
+            self._taken_over.set()  # SQLite: it heard every registration itself
         self.alone = True  # no other manager is up: placement may trust this manager's own counts
         self._decided = asyncio.Event()  # set once the first tick has tried to take the lock
         self._unreachable = False  # the database failed the last tick (logged once per outage)
 
     async def run(self, address: str) -> None:
-        """Renew this manager's record and try to coordinate every TICK, forever (the manager owns this task)."""
-        self._record = ManagerRecord(self._store.manager_id, address, time.time())
+        """Hold or seek the coordinator's lock, and renew this manager's record, every TICK, forever (the manager
+        owns this task). Two loops: a record that the database is slow to take must not delay learning that the
+        lock is lost, since an old coordinator that goes on acting beside the new one is what the lock prevents."""
+        record = self._record = ManagerRecord(self._store.manager_id, address, time.time())
         try:
-            while True:
-                try:
-                    await self._tick(self._record)
-                    if self._unreachable:
-                        log.warning("database_back")
-                    self._unreachable = False
-                except ServersUnavailable as err:
-                    if not self._unreachable:
-                        log.error("database_unreachable", error=err.message)
-                    self._unreachable = True
-                    self._step_down()
-                self._decided.set()
-                await asyncio.sleep(TICK)
+            async with asyncio.TaskGroup() as loops:
+                loops.create_task(self._keep_lock(record))
+                loops.create_task(self._keep_record(record))
         finally:
             await self._end_takeover()
 
@@ -98,18 +100,35 @@ class Coordination:
         the coordinator it will have."""
         await self._decided.wait()
 
+    async def _keep_lock(self, record: ManagerRecord) -> None:
+        while True:
+            coordinating = await self._store.try_coordinate()  # False also when the database cannot be reached
+            if coordinating and not self.coordinating:
+                self.coordinating = True
+                log.info("coordinating", manager=record.id)
+                self._takeover = asyncio.create_task(self._take_over(record))
+            elif not coordinating:
+                self._step_down()
+            self._decided.set()
+            await asyncio.sleep(TICK)
+
+    async def _keep_record(self, record: ManagerRecord) -> None:
+        while True:
+            try:
+                await self._tick(record)
+                if self._unreachable:
+                    log.warning("database_back")
+                self._unreachable = False
+            except ServersUnavailable as err:
+                if not self._unreachable:
+                    log.error("database_unreachable", error=err.message)
+                self._unreachable = True
+            await asyncio.sleep(TICK)
+
     async def _tick(self, record: ManagerRecord) -> None:
-        coordinating = await self._store.try_coordinate()
         info = self._rebalancer.info()
         progress = Progress(info.running, info.moved, info.failed, info.remaining)
-        asked = await self._store.renew_manager(record, coordinating, progress)
-        if coordinating and not self.coordinating:
-            self.coordinating = True
-            log.info("coordinating", manager=record.id)
-            self._takeover = asyncio.create_task(self._take_over(record))
-        elif not coordinating:
-            self._step_down()
-        if asked:
+        if await self._store.renew_manager(record, self.coordinating, progress):
             self._rebalancer.request()
         await self._store.tidy_reservations(LEASE)
         await self._in_flight.resolve_doubts(self._pool)
@@ -122,6 +141,7 @@ class Coordination:
         if self.coordinating:
             log.warning("stopped_coordinating")
         self.coordinating = False
+        self._taken_over.clear()
         if self._takeover is not None:
             self._takeover.cancel()  # the next turn as coordinator starts over
 
@@ -129,9 +149,6 @@ class Coordination:
         """The coordinator's first jobs: reconcile the nodes whose registrations another coordinator heard (and
         whose unfinished moves it left behind), then resume the rebalancing, and any drain, it may have left half
         done. On a database that fails, the tick ends this turn (``_step_down``) and the next turn does it again."""
-        if not self._store.shared:  # the one manager: it heard every registration itself
-            self._rebalancer.request(automatic=True)
-            return
         started = time.monotonic()
         try:
             await self._reconcile_live()
@@ -144,7 +161,13 @@ class Coordination:
         unfinished = any(node.draining for node in nodes) or any(
             r.progress is not None and r.progress.running for r in records if r.id != record.id
         )
+        self._taken_over.set()
         self._rebalancer.request(automatic=not unfinished)  # an unfinished drain or rebalance resumes even if not auto
+
+    async def taken_over(self) -> None:
+        """Until this manager coordinates and has reconciled the nodes: no file moves before, lest a move find the
+        copy an old coordinator left on its target, or a node not yet reconciled."""
+        await self._taken_over.wait()
 
     async def _end_takeover(self) -> None:
         if self._takeover is not None:

@@ -12,7 +12,8 @@ owned by the session, ask ``inflight.py`` which ids are (the removal looks again
 move may have committed one of them meanwhile). Then the session asks for a rebalance.
 
 With several managers the node keeps a session with each (each judges its liveness for itself), and only the
-coordinator reconciles its inventory and removes orphans (``coordination.py``); the others just take it up.
+coordinator reconciles its inventory and removes orphans (``coordination.py``); the others just take it up. A manager
+that becomes the coordinator later asks every node up there for what it holds then (``reconcile_live``).
 """
 
 from __future__ import annotations
@@ -203,6 +204,9 @@ class NodeSessions:
 
     async def _remove_orphans(self, node: NodeState, orphans: list[int]) -> None:
         orphans = await self.in_flight.still_orphans(node.id, orphans)
+        if orphans and not await self.store.holds_lock():  # the new coordinator's moves in flight would look alike
+            log.warning("orphans_left_to_coordinator", node=node.id, count=len(orphans))
+            return
         for file_id in orphans:
             await remove_copy(self.pool, node, file_id)
         if orphans:

@@ -25,7 +25,7 @@ lost it cannot switch a row, so its copies stay orphans for the new coordinator,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -57,6 +57,7 @@ class Rebalancer:
         in_flight: InFlight,
         auto: bool,
         coordinating: Callable[[], bool],
+        taken_over: Callable[[], Awaitable[None]],
     ) -> None:
         self.store = store
         self.topology = topology
@@ -64,6 +65,7 @@ class Rebalancer:
         self.in_flight = in_flight  # holds the moves under way: their copies are not orphans on their targets
         self.auto = auto
         self.coordinating = coordinating  # only the coordinator moves files (``coordination.py``)
+        self.taken_over = taken_over  # and only once it has reconciled the nodes, when it has just taken over
         self.moved = 0
         self.failed = 0
         self.remaining = 0
@@ -82,6 +84,7 @@ class Rebalancer:
         """Wait for requests and rebalance, forever (the manager owns this task)."""
         while True:
             await self._wanted.wait()
+            await self.taken_over()  # a request waits for this manager's turn as the coordinator, if it is not yet
             self._wanted.clear()
             if not self.coordinating():
                 continue  # the coordinator rebalances; this manager asks it again when it becomes the coordinator
@@ -116,7 +119,8 @@ class Rebalancer:
 
     async def _limited_move(self, limit: asyncio.Semaphore, record: FileRecord, target: int) -> None:
         async with limit:
-            await self._move(record, target)
+            if self.coordinating():  # no new move once another manager coordinates
+                await self._move(record, target)
             self.remaining -= 1
 
     async def _choose_files(self, moves: list[tuple[int, int]]) -> list[tuple[FileRecord, int]]:
@@ -135,12 +139,13 @@ class Rebalancer:
         if not (source.up and target.up) or target.free < record.size:
             self.failed += 1
             return
-        relocated = in_doubt = False
+        copied = relocated = in_doubt = False
         with self.in_flight.move(record.id):
             try:
                 async with self.pool.connection(source.address) as conn:
                     await conn.send(Transfer(record.id, target.host, target.port, record.sha256))
                     stored = await conn.expect(Stored)
+                copied = True
                 if (stored.size, stored.sha256) != (record.size, record.sha256):
                     raise ChecksumMismatch(f"checksum mismatch: the copy of file id {record.id} differs")
                 if not target.up:  # it left during the copy: keep the file where it is (its copy becomes an orphan)
@@ -163,7 +168,10 @@ class Rebalancer:
                 self.failed += 1
                 metrics.MOVES.labels("failed").inc()
                 log.warning("move_failed", file_id=record.id, source=source.id, target=target.id, error=str(err))
-                if not (relocated or in_doubt):
+                # A node's error answer means the target kept nothing of this copy; what it holds of that id then
+                # (an orphan, or a copy another coordinator is making) is not this move's to remove.
+                ours = copied or isinstance(err, ConnectionLost)
+                if ours and not (relocated or in_doubt):
                     await self._remove_copy(target, record.id)
 
     async def _remove_copy(self, node: NodeState, file_id: int) -> None:

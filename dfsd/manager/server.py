@@ -109,7 +109,13 @@ class Manager:
             lost = LostFiles(self.store)
             in_flight = InFlight(self.store, self.topology, lost)
             self.rebalancer = Rebalancer(
-                self.store, self.topology, self.pool, in_flight, self.auto_rebalance, lambda: coordination.coordinating
+                self.store,
+                self.topology,
+                self.pool,
+                in_flight,
+                self.auto_rebalance,
+                lambda: coordination.coordinating,
+                lambda: coordination.taken_over(),
             )
             coordination = Coordination(
                 self.store,

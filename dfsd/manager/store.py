@@ -367,6 +367,12 @@ class MetadataStore(ABC):
         lock. On SQLite the one manager always does."""
         return True
 
+    async def holds_lock(self) -> bool:
+        """Whether this manager still holds the coordinator's lock, checked now: asked just before an act that a
+        coordinator alone may do (removing orphans), so that one which has just lost it does not act beside its
+        successor. On SQLite the one manager always does."""
+        return True
+
     async def renew_manager(self, manager: ManagerRecord, coordinating: bool, progress: Progress) -> bool:
         """Record (or refresh) this manager's entry, whose lease it keeps by calling this again and again, with its
         rebalancer's ``progress``; True if another manager asked the coordinator (this one) for a rebalance since."""

@@ -174,7 +174,7 @@ class PostgresStore(MetadataStore):
         self._location = location
         self._lock_conn: asyncpg.Connection | None = None  # holds COORDINATOR_LOCK while this manager coordinates
         self._lock_conn_busy = asyncio.Lock()  # one statement at a time on it: the lock's check, or a move's switch
-        self._lock_lost = False  # a move's switch lost it: the next try reports a turn ended, even if it takes it again
+        self._lock_lost = False  # lost outside a try: the next try reports the turn ended, even if it takes it again
 
     @classmethod
     async def connect(cls, location: PostgresURL) -> PostgresStore:
@@ -315,6 +315,17 @@ class PostgresStore(MetadataStore):
             await self._drop_lock()
             return False
 
+    async def holds_lock(self) -> bool:
+        async with self._lock_conn_busy:
+            if self._lock_conn is None:
+                return False
+            try:
+                await self._lock_conn.fetchval("SELECT 1", timeout=LOCK_CHECK_TIMEOUT)
+                return True
+            except (*_LOST, asyncpg.PostgresError):
+                await self._lose_lock()
+                return False
+
     async def relocate(self, file_id: int, source: int, target: int) -> bool:
         """Fenced: the switch runs on the connection holding the coordinator lock, so it commits only while this
         manager holds it; False (as for a row changed meanwhile) if it does not. ``ServersUnavailable`` if that
@@ -333,10 +344,14 @@ class PostgresStore(MetadataStore):
                     timeout=DB_TIMEOUT,
                 )
             except (*_LOST, asyncpg.PostgresError) as err:
-                await self._drop_lock()
-                self._lock_lost = True
+                await self._lose_lock()
                 raise _unreachable(err) from err
         return len(rows) == 1
+
+    async def _lose_lock(self) -> None:
+        """The lock's connection failed outside ``try_coordinate``: the next try tells the manager its turn ended."""
+        await self._drop_lock()
+        self._lock_lost = True
 
     async def _drop_lock(self) -> None:
         """Let go of the coordinator lock (closing its connection frees it on the server)."""
