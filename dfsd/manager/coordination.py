@@ -148,14 +148,16 @@ class Coordination:
     async def _take_over(self, record: ManagerRecord) -> None:
         """The coordinator's first jobs: reconcile the nodes whose registrations another coordinator heard (and
         whose unfinished moves it left behind), then resume the rebalancing, and any drain, it may have left half
-        done. On a database that fails, the tick ends this turn (``_step_down``) and the next turn does it again."""
+        done. A database that fails meanwhile makes it start again, for as long as this turn lasts."""
         started = time.monotonic()
-        try:
-            await self._reconcile_live()
-            records = await self._store.managers(LEASE) or []
-        except ServersUnavailable as err:
-            log.warning("takeover_interrupted", error=err.message)
-            return
+        while True:
+            try:
+                await self._reconcile_live()
+                records = await self._store.managers(LEASE) or []
+                break
+            except ServersUnavailable as err:  # the turn goes on (the lock holds): try again, until it ends
+                log.warning("takeover_interrupted", error=err.message, retry_s=TICK)
+                await asyncio.sleep(TICK)
         nodes = self._topology.nodes.values()
         log.info("took_over", nodes=sum(node.up for node in nodes), seconds=round(time.monotonic() - started, 3))
         unfinished = any(node.draining for node in nodes) or any(
