@@ -278,7 +278,7 @@ class MetadataStore(ABC):
         with other replacements are settled by their commits), only a new id, recorded in flight like any upload."""
         if replace:
             file_id = await self._new_id()
-            self._replacing.add(file_id)  # before the hold: ``tidy_reservations`` keeps the holds of these ids
+            self._replacing.add(file_id)
             try:
                 await self._hold(None, file_id, node)  # no name to claim: it always succeeds
             except BaseException:
@@ -290,7 +290,7 @@ class MetadataStore(ABC):
         self._reserved[name] = 0  # before any await: a racing upload of the same name sees it
         held = False
         try:
-            file_id = self._reserved[name] = await self._new_id()
+            file_id = await self._new_id()
             # Held first, then looked up: an upload of the name that commits elsewhere meanwhile releases its hold
             # only after its row is written, so one of the two steps sees it.
             if not await self._hold(name, file_id, node):
@@ -299,10 +299,11 @@ class MetadataStore(ABC):
             if await self.find(name) is not None:
                 raise _name_exists(name)
         except BaseException:
-            file_id = self._reserved.pop(name)
+            del self._reserved[name]
             if held:
                 await self._unhold(file_id)
             raise
+        self._reserved[name] = file_id
         return file_id
 
     async def _new_id(self) -> int:
@@ -329,11 +330,8 @@ class MetadataStore(ABC):
 
     async def uploading(self) -> set[int]:
         """The file ids of the uploads under way, through this manager or (on a shared database) any other."""
-        return self._own_uploads() | await self._held_elsewhere()
-
-    def _own_uploads(self) -> set[int]:
-        """The file ids of the uploads under way through this manager, replacing or not."""
-        return {file_id for file_id in self._reserved.values() if file_id} | self._replacing
+        mine = {file_id for file_id in self._reserved.values() if file_id} | self._replacing
+        return mine | await self._held_elsewhere()
 
     # Reservations seen by other managers: only a shared database (PostgreSQL) has them. On SQLite, the one manager's
     # memory is the whole truth, and these do nothing.

@@ -31,7 +31,6 @@ starting at once do not both create it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import re
 from collections.abc import Sequence
@@ -172,6 +171,7 @@ class PostgresStore(MetadataStore):
         super().__init__()
         self._pool = pool
         self._location = location
+        self._stale_holds: set[int] = set()  # file ids of uploads over whose rows in uploads may not have been deleted
         self._lock_conn: asyncpg.Connection | None = None  # holds COORDINATOR_LOCK while this manager coordinates
         self._lock_conn_busy = asyncio.Lock()  # one statement at a time on it: the lock's check, or a move's switch
         self._lock_lost = False  # lost outside a try: the next try reports the turn ended, even if it takes it again
@@ -255,25 +255,33 @@ class PostgresStore(MetadataStore):
     # --- uploads in flight, shared by every manager -------------------------------------------------------------------
 
     async def _hold(self, name: str | None, file_id: int, node: int) -> bool:
-        rows = await self._write(
-            f"INSERT INTO uploads (name, file_id, node, manager, started) VALUES (?, ?, ?, ?, {_NOW}) "
-            "ON CONFLICT (name) DO NOTHING RETURNING file_id",
-            (name, file_id, node, self.manager_id),
-        )
+        try:
+            rows = await self._write(
+                f"INSERT INTO uploads (name, file_id, node, manager, started) VALUES (?, ?, ?, ?, {_NOW}) "
+                "ON CONFLICT (name) DO NOTHING RETURNING file_id",
+                (name, file_id, node, self.manager_id),
+            )
+        except ServersUnavailable:
+            self._stale_holds.add(file_id)  # the row may have been written: tidy_reservations makes sure it goes
+            raise
         return bool(rows)
 
     async def _unhold(self, file_id: int) -> None:
-        with contextlib.suppress(ServersUnavailable):  # the row stays; tidy_reservations drops it later
+        try:
             await self._write("DELETE FROM uploads WHERE file_id = ? AND manager = ?", (file_id, self.manager_id))
+        except ServersUnavailable:
+            self._stale_holds.add(file_id)  # the row stays; tidy_reservations drops it later
 
     async def _held_elsewhere(self) -> set[int]:
         return {file_id for (file_id,) in await self._read("SELECT file_id FROM uploads")}
 
     async def tidy_reservations(self, manager_lease: float) -> None:
-        await self._write_alone(
-            "DELETE FROM uploads WHERE manager = ? AND NOT (file_id = ANY(?::bigint[]))",
-            (self.manager_id, sorted(self._own_uploads())),
-        )
+        # By file id, never "all but those in flight": an upload reserving meanwhile is safe from this statement.
+        if stale := sorted(self._stale_holds):
+            await self._write_alone(
+                "DELETE FROM uploads WHERE manager = ? AND file_id = ANY(?::bigint[])", (self.manager_id, stale)
+            )
+            self._stale_holds.difference_update(stale)
         await self._write_alone(
             f"DELETE FROM uploads WHERE manager <> ? AND manager NOT IN "
             f"(SELECT id FROM managers WHERE last_seen > {_NOW} - ?)",
