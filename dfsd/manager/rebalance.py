@@ -47,6 +47,11 @@ ROUND = 64
 # Moves at once: enough to overlap one move's round trips with another's bytes, few enough to leave clients room.
 PARALLEL = 2
 
+# A round whose every move failed is planned again once, after this pause, before the rebalancer gives up: the cause
+# may pass (an old coordinator's copy still being cut off on a target, a node that left and comes back), and a drain
+# given up waits for the next request.
+STALLED_RETRY = 2.0
+
 
 class Rebalancer:
     def __init__(
@@ -98,6 +103,7 @@ class Rebalancer:
                 self.remaining = 0
 
     async def _rebalance(self) -> None:
+        stalled = False  # the last round's every move failed
         while self.coordinating():
             up = [node for node in self.topology.nodes.values() if node.up]
             moves = plan_moves(
@@ -113,9 +119,14 @@ class Rebalancer:
             async with asyncio.TaskGroup() as moves_in_flight:
                 for record, target in records:
                     moves_in_flight.create_task(self._limited_move(limit, record, target))
-            if self.failed - failed_before == len(records):
-                log.warning("rebalance_stalled", reason="every move of the round failed", failed=self.failed)
+            if self.failed - failed_before < len(records):
+                stalled = False
+            elif stalled:
+                log.warning("rebalance_stalled", reason="every move of two rounds failed", failed=self.failed)
                 return
+            else:
+                stalled = True
+                await asyncio.sleep(STALLED_RETRY)
 
     async def _limited_move(self, limit: asyncio.Semaphore, record: FileRecord, target: int) -> None:
         async with limit:

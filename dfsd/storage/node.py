@@ -417,10 +417,11 @@ async def _write_stream(file: DurableWrite, frames: Frames) -> bytes | None:
 
 
 async def _while_asked(conn: Connection, frames: Frames) -> AsyncIterator[Data | End]:
-    """The frames of a transfer, cut off before their end if the manager that asked for it has gone (killed, say):
-    the target then keeps nothing, where a finished copy would be an orphan that nobody is left to record."""
+    """The frames of a transfer, cut off (at the next chunk, and at the latest before their end) once the manager
+    that asked for it has gone (killed, say): the target then keeps nothing, where a finished copy would be an orphan
+    that nobody is left to record, or collide with the next coordinator's move of the same file."""
     async for message in frames:
-        if type(message) is End and (conn.closed or conn.peer_closed):
+        if conn.closed or conn.peer_closed:
             raise FileUnavailable("file unavailable: the manager that asked for this transfer has gone")
         yield message
 
