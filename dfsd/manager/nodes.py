@@ -25,14 +25,13 @@ import time
 
 import structlog
 
-from .. import metrics
 from ..protocol import DfsError, ServersUnavailable
 from ..protocol.messages import Heartbeat, Inventory, Ok, Register
 from ..wire import HANDSHAKE_TIMEOUT, Connection, ConnectionLost
 from .coordination import Coordination
 from .inflight import InFlight
 from .lost import LostFiles
-from .pool import NodeConnections, held_by, remove_copy
+from .pool import NodeConnections, held_by
 from .rebalance import Rebalancer
 from .reconcile import reconcile
 from .store import MetadataStore, NodeRecord
@@ -203,15 +202,7 @@ class NodeSessions:
         self.rebalancer.request(automatic=True)
 
     async def _remove_orphans(self, node: NodeState, orphans: list[int]) -> None:
-        orphans = await self.in_flight.still_orphans(node.id, orphans)
-        if orphans and not await self.store.holds_lock():  # the new coordinator's moves in flight would look alike
-            log.warning("orphans_left_to_coordinator", node=node.id, count=len(orphans))
-            return
-        for file_id in orphans:
-            await remove_copy(self.pool, node, file_id)
-        if orphans:
-            log.info("orphans_removed", node=node.id, count=len(orphans))
-            metrics.ORPHANS.inc(len(orphans))
+        await self.in_flight.remove_orphans(self.pool, node, orphans)
 
 
 async def save_node(store: MetadataStore, node: NodeState) -> None:

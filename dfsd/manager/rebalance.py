@@ -150,7 +150,7 @@ class Rebalancer:
         if not (source.up and target.up) or target.free < record.size:
             self.failed += 1
             return
-        copied = relocated = in_doubt = False
+        copied = relocated = in_doubt = refused = False
         with self.in_flight.move(record.id):
             try:
                 async with self.pool.connection(source.address) as conn:
@@ -184,6 +184,9 @@ class Rebalancer:
                 ours = copied or isinstance(err, ConnectionLost)
                 if ours and not (relocated or in_doubt):
                     await self._remove_copy(target, record.id)
+                refused = not ours
+        if refused:  # the target may hold that id already: an orphan (say, a copy a dead coordinator finished late)
+            await self.in_flight.remove_orphans(self.pool, target, [record.id])
 
     async def _remove_copy(self, node: NodeState, file_id: int) -> None:
         await remove_copy(self.pool, node, file_id)
