@@ -32,7 +32,7 @@ from .protocol import MAX_FRAME_SIZE, MAX_NAME_BYTES
 from .protocol.limits import CHUNK_SIZE
 from .settings import Limits, Security
 from .tools import backup, drain, migrate, rebalance, scrub, status
-from .tools.common import UsageParser, add_manager_option
+from .tools.common import UsageParser, add_manager_option, bad_setting
 
 # A data frame holds a whole CHUNK_SIZE chunk plus a small header: no smaller frame limit can carry an upload.
 MIN_FRAME_SIZE = CHUNK_SIZE + 1024
@@ -157,13 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     if "execute" in args:  # an operator's command, from dfsd.tools
         return int(args.execute(args))
     logs.configure(args.log_level, args.log_json)
-    if args.command == "manager":
-        return _serve(_manager(args), "dfsd manager")
-    if args.command == "storage":
-        return _serve(_storage(args), f"dfsd storage {args.id}")
-    if args.command == "gateway":
-        return _serve(_gateway(args), "dfsd gateway")
-    return _cluster(args)
+    if args.command == "cluster":
+        return _cluster(args)
+    daemons = {"manager": _manager, "storage": _storage, "gateway": _gateway}
+    try:
+        daemon = daemons[args.command](args)
+    except ValueError as err:  # a malformed --manager, $DFS_MANAGER or secret file: no traceback, a hint
+        return bad_setting(f"dfsd {args.command}", err)
+    return _serve(daemon, f"dfsd storage {args.id}" if args.command == "storage" else f"dfsd {args.command}")
 
 
 def _add_security_flags(parser: argparse.ArgumentParser) -> None:
@@ -315,6 +316,7 @@ def _gateway(args: argparse.Namespace) -> Daemon:
     from .gateway.server.daemon import Gateway
 
     log = structlog.get_logger("dfsd.gateway")
+    managers = ",".join(format_address(address) for address in manager_addresses(args.manager))
     try:
         users = credentials.load(args.credentials)
     except credentials.CredentialsError as err:
@@ -332,7 +334,7 @@ def _gateway(args: argparse.Namespace) -> Daemon:
     return Gateway(
         args.host,
         args.port,
-        ",".join(format_address(address) for address in manager_addresses(args.manager)),
+        managers,
         users,
         anonymous=args.anonymous,
         security=security,

@@ -147,7 +147,10 @@ class ManagerLost(ServersUnavailable):
 def manager_addresses(addresses: str | None = None) -> list[tuple[str, int]]:
     """The managers, ``HOST:PORT[,HOST:PORT...]``, from the argument, else ``$DFS_MANAGER``, else 127.0.0.1:8000."""
     text = addresses or os.environ.get("DFS_MANAGER") or DEFAULT_MANAGER
-    return [_manager_address(part.strip()) for part in text.split(",")]
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise ValueError(f"manager list {text!r} has an empty entry: give HOST:PORT, or HOST:PORT,HOST:PORT,...")
+    return [_manager_address(part) for part in parts]
 
 
 def _manager_address(text: str) -> tuple[str, int]:

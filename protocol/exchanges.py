@@ -74,6 +74,7 @@ from .messages import (
     Inventory,
     List,
     ListBuckets,
+    ListHeld,
     Listing,
     ListParts,
     ListUploads,
@@ -152,7 +153,7 @@ REQUESTS: dict[str, frozenset[type[Message]]] = {
             ExpireUploads,
         }
     ),
-    "manager": frozenset({Store, Fetch, Remove, Transfer, Verify, Build}),
+    "manager": frozenset({Store, Fetch, Remove, Transfer, Verify, Build, ListHeld}),
     "peer": frozenset({Store, Fetch}),
     CONTROL_ROLE: frozenset({Register, Inventory, Heartbeat}),
 }
@@ -166,6 +167,7 @@ _ANSWERS: dict[type[Message], type[Message]] = {
     Delete: Ok,
     Remove: Ok,
     Verify: Ok,
+    ListHeld: Inventory,
     Stat: Info,
     List: Listing,
     Status: ClusterStatus,

@@ -604,6 +604,16 @@ class Verify(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class ListHeld(Message):
+    """Manager → storage node: the ids of the complete files it holds now, above ``after`` (None: from the lowest), at
+    most INVENTORY_PAGE of them; answered by one ``inventory`` page, whose ``more`` says whether ids above its last one
+    remain. How a coordinator takes the inventory of a node whose registration it did not reconcile."""
+
+    TYPE = "list_held"
+    after: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Remove(Message):
     """Manager → storage node: delete file ``file_id``; ``ok`` (also if it was already gone)."""
 
@@ -749,7 +759,7 @@ CATALOGUE: dict[str, type[Message]] = {
     for cls in (
         Hello, Welcome, Auth, Error, Ok, Data, End, Put, Stored, Get, Sending, Delete, Stat, Info, List, Listing,
         Status, ClusterStatus, Rebalance, Drain, Scrub, ScrubReport, Register, Inventory, Heartbeat, Store, Fetch,
-        Transfer, Verify, Remove, CreateBucket, DeleteBucket, StatBucket, ListBuckets, Bucket, Buckets,
+        Transfer, Verify, ListHeld, Remove, CreateBucket, DeleteBucket, StatBucket, ListBuckets, Bucket, Buckets,
         Compose, Build,
         CreateUpload, StatUpload, Upload, PutPart, ListParts, Parts, ListUploads, Uploads, CompleteUpload, AbortUpload,
         ExpireUploads,

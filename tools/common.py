@@ -146,13 +146,19 @@ def run(prog: str, manager: str | None, work: Callable[[Client], Awaitable[int |
     except DfsError as err:
         return Failures(prog).error(err)
     except ValueError as err:  # a malformed --manager or $DFS_* setting
-        print(f"{prog}: {err}", file=sys.stderr)
-        print(f"{prog}: hint: fix the setting it names; --manager and $DFS_MANAGER take HOST:PORT", file=sys.stderr)
-        return EXIT_USAGE
+        return bad_setting(prog, err)
     except BrokenPipeError:
         return EXIT_IO_ERROR
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def bad_setting(prog: str, err: ValueError) -> int:
+    """A setting that cannot be used (a malformed --manager or $DFS_MANAGER, an empty secret file): the error and a
+    hint, one line each, and the usage status. The daemons of ``dfsd`` say it the same way as the tools."""
+    print(f"{prog}: {err}", file=sys.stderr)
+    print(f"{prog}: hint: fix the setting it names; --manager and $DFS_MANAGER take HOST:PORT", file=sys.stderr)
+    return EXIT_USAGE
 
 
 # --- listings ---------------------------------------------------------------------------------------------------------

@@ -14,7 +14,14 @@ coordinates within about a TICK; a coordinator cut off from the database is drop
 lease row would need its expiry waited out even after a clean death, and clocks to agree. On SQLite the one manager
 always coordinates.
 
-The same tick tidies what a database outage left behind (reservations, the bytes of uploads whose commit failed), and
+A manager that takes over heard the registrations of the nodes up then without reconciling them, and knows nothing of
+the moves the old coordinator left unfinished. So before it moves any file it asks each node up what it holds
+(``list_held``) and reconciles it (``nodes.py``): lost files are marked, orphans (the copies of those unfinished moves
+among them) removed. Then it resumes the rebalancer, even with automatic rebalancing off when a drain or a rebalance
+was left unfinished. An old coordinator cannot commit a move after it lost the lock (``store_postgres.py`` switches
+rows on the lock's own connection), so what it left behind stays what the reconciliation saw.
+
+The same round tidies what a database outage left behind (reservations, the bytes of uploads whose commit failed), and
 refreshes, on a shared database, what other managers may have changed: nodes' file counts (placement and the
 rebalancer plan from them) and drains. The coordinator's rebalancer progress goes into its record, so that ``status``
 shows it through any manager, and an operator's ``rebalance`` sent to another manager reaches it there. While another
@@ -26,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -56,6 +64,7 @@ class Coordination:
         pool: NodeConnections,
         database: Location,
         rebalancer: Rebalancer,
+        reconcile_live: Callable[[], Awaitable[None]],
     ) -> None:
         self._store = store
         self._in_flight = in_flight
@@ -63,18 +72,50 @@ class Coordination:
         self._topology = topology
         self._database = str(database)
         self._rebalancer = rebalancer  # runs only while this manager coordinates
+        self._reconcile_live = reconcile_live  # reconciles the nodes up here, when this manager takes over
+        self._takeover: asyncio.Task[None] | None = None  # that, and resuming the rebalancer, after a takeover
         self._record: ManagerRecord | None = None
         self.coordinating = not store.shared  # on SQLite from the start; on PostgreSQL once the lock is taken
+        self._taken_over = asyncio.Event()  # set while this manager coordinates and has done the takeover's jobs
+        if self.coordinating:
+            self._taken_over.set()  # SQLite: it heard every registration itself
         self.alone = True  # no other manager is up: placement may trust this manager's own counts
         self._decided = asyncio.Event()  # set once the first tick has tried to take the lock
         self._unreachable = False  # the database failed the last tick (logged once per outage)
 
     async def run(self, address: str) -> None:
-        """Renew this manager's record and try to coordinate every TICK, forever (the manager owns this task)."""
-        self._record = ManagerRecord(self._store.manager_id, address, time.time())
+        """Hold or seek the coordinator's lock, and renew this manager's record, every TICK, forever (the manager
+        owns this task). Two loops: a record that the database is slow to take must not delay learning that the
+        lock is lost, since an old coordinator that goes on acting beside the new one is what the lock prevents."""
+        record = self._record = ManagerRecord(self._store.manager_id, address, time.time())
+        try:
+            async with asyncio.TaskGroup() as loops:
+                loops.create_task(self._keep_lock(record))
+                loops.create_task(self._keep_record(record))
+        finally:
+            await self._end_takeover()
+
+    async def decided(self) -> None:
+        """Until this manager has first tried to coordinate, so that a node registering at start-up is reconciled by
+        the coordinator it will have."""
+        await self._decided.wait()
+
+    async def _keep_lock(self, record: ManagerRecord) -> None:
+        while True:
+            coordinating = await self._store.try_coordinate()  # False also when the database cannot be reached
+            if coordinating and not self.coordinating:
+                self.coordinating = True
+                log.info("coordinating", manager=record.id)
+                self._takeover = asyncio.create_task(self._take_over(record))
+            elif not coordinating:
+                self._step_down()
+            self._decided.set()
+            await asyncio.sleep(TICK)
+
+    async def _keep_record(self, record: ManagerRecord) -> None:
         while True:
             try:
-                await self._tick(self._record)
+                await self._tick(record)
                 if self._unreachable:
                     log.warning("database_back")
                 self._unreachable = False
@@ -82,27 +123,12 @@ class Coordination:
                 if not self._unreachable:
                     log.error("database_unreachable", error=err.message)
                 self._unreachable = True
-                self._step_down()
-            self._decided.set()
             await asyncio.sleep(TICK)
 
-    async def decided(self) -> None:
-        """Until this manager has first tried to coordinate, so that a node registering at start-up is reconciled by
-        the coordinator it will have."""
-        await self._decided.wait()
-
     async def _tick(self, record: ManagerRecord) -> None:
-        coordinating = await self._store.try_coordinate()
         info = self._rebalancer.info()
         progress = Progress(info.running, info.moved, info.failed, info.remaining)
-        asked = await self._store.renew_manager(record, coordinating, progress)
-        if coordinating and not self.coordinating:
-            self.coordinating = True
-            log.info("coordinating", manager=record.id)
-            self._rebalancer.request(automatic=True)
-        elif not coordinating:
-            self._step_down()
-        if asked:
+        if await self._store.renew_manager(record, self.coordinating, progress):
             self._rebalancer.request()
         await self._store.tidy_reservations(LEASE)
         await self._in_flight.resolve_doubts(self._pool)
@@ -115,6 +141,40 @@ class Coordination:
         if self.coordinating:
             log.warning("stopped_coordinating")
         self.coordinating = False
+        self._taken_over.clear()
+        if self._takeover is not None:
+            self._takeover.cancel()  # the next turn as coordinator starts over
+
+    async def _take_over(self, record: ManagerRecord) -> None:
+        """The coordinator's first jobs: reconcile the nodes whose registrations another coordinator heard (and
+        whose unfinished moves it left behind), then resume the rebalancing, and any drain, it may have left half
+        done. A database that fails meanwhile makes it start again, for as long as this turn lasts."""
+        started = time.monotonic()
+        while True:
+            try:
+                await self._reconcile_live()
+                records = await self._store.managers(LEASE) or []
+                break
+            except ServersUnavailable as err:  # the turn goes on (the lock holds): try again, until it ends
+                log.warning("takeover_interrupted", error=err.message, retry_s=TICK)
+                await asyncio.sleep(TICK)
+        nodes = self._topology.nodes.values()
+        log.info("took_over", nodes=sum(node.up for node in nodes), seconds=round(time.monotonic() - started, 3))
+        unfinished = any(node.draining for node in nodes) or any(
+            r.progress is not None and r.progress.running for r in records if r.id != record.id
+        )
+        self._taken_over.set()
+        self._rebalancer.request(automatic=not unfinished)  # an unfinished drain or rebalance resumes even if not auto
+
+    async def taken_over(self) -> None:
+        """Until this manager coordinates and has reconciled the nodes: no file moves before, lest a move find the
+        copy an old coordinator left on its target, or a node not yet reconciled."""
+        await self._taken_over.wait()
+
+    async def _end_takeover(self) -> None:
+        if self._takeover is not None:
+            self._takeover.cancel()
+            await asyncio.gather(self._takeover, return_exceptions=True)
 
     async def _refresh_nodes(self) -> None:
         """What other managers changed: file counts (their uploads, deletes, moves) and drains."""

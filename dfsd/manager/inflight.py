@@ -29,11 +29,16 @@ import collections
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Iterator
 
+import structlog
+
+from .. import metrics
 from ..protocol import ServersUnavailable
 from .lost import LostFiles
 from .pool import NodeConnections, remove_copy
 from .store import FileRecord, MetadataStore
 from .topology import NodeState, Topology
+
+log = structlog.get_logger("dfsd.manager")
 
 
 class InFlight:
@@ -133,6 +138,20 @@ class InFlight:
         an upload or a move may have committed one since."""
         unrecorded = await self._store.unrecorded_on(node_id, orphans)
         return [file_id for file_id in orphans if file_id in unrecorded and file_id not in self._moving]
+
+    async def remove_orphans(self, pool: NodeConnections, node: NodeState, orphans: list[int]) -> None:
+        """Remove from ``node`` those of ``orphans`` that are orphans still (``still_orphans``), if this manager
+        still holds the coordinator's lock: a manager that has just lost it would take the new coordinator's moves
+        in flight, which it cannot see, for orphans."""
+        orphans = await self.still_orphans(node.id, orphans)
+        if orphans and not await self._store.holds_lock():
+            log.warning("orphans_left_to_coordinator", node=node.id, count=len(orphans))
+            return
+        for file_id in orphans:
+            await remove_copy(pool, node, file_id)
+        if orphans:
+            log.info("orphans_removed", node=node.id, count=len(orphans))
+            metrics.ORPHANS.inc(len(orphans))
 
     async def missing(self, record: FileRecord, node_id: int) -> FileRecord | None:
         """Node ``node_id`` answered that it lacks the bytes of ``record``: the file's record as it is now.

@@ -44,10 +44,10 @@ class LostFiles:
                     file_ids=lost[:MAX_LOST_LOGGED],
                     hint="see `dfsd status` for names",
                 )
-            await self._store.set_lost(lost, time.time())
+            await self._store.set_lost(lost, time.time(), node_id)
         if found:
             log.warning("files_found", node=node_id, count=len(found))
-            await self._store.set_lost(list(found), None)
+            await self._store.set_lost(list(found), None, node_id)
         if lost or found:
             await self.refresh()
 

@@ -12,25 +12,26 @@ owned by the session, ask ``inflight.py`` which ids are (the removal looks again
 move may have committed one of them meanwhile). Then the session asks for a rebalance.
 
 With several managers the node keeps a session with each (each judges its liveness for itself), and only the
-coordinator reconciles its inventory and removes orphans (``coordination.py``); the others just take it up.
+coordinator reconciles its inventory and removes orphans (``coordination.py``); the others just take it up. A manager
+that becomes the coordinator later asks every node up there for what it holds then (``reconcile_live``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 
 import structlog
 
-from .. import metrics
 from ..protocol import DfsError, ServersUnavailable
 from ..protocol.messages import Heartbeat, Inventory, Ok, Register
 from ..wire import HANDSHAKE_TIMEOUT, Connection, ConnectionLost
 from .coordination import Coordination
 from .inflight import InFlight
 from .lost import LostFiles
-from .pool import NodeConnections, remove_copy
+from .pool import NodeConnections, held_by
 from .rebalance import Rebalancer
 from .reconcile import reconcile
 from .store import MetadataStore, NodeRecord
@@ -151,13 +152,28 @@ class NodeSessions:
 
     async def _reconcile(self, node: NodeState, held: set[int], node_log: Log) -> list[int]:
         """Compare the node's files with the records; mark lost and found; return the orphans to remove. Only the
-        coordinator does: the node registers with every manager, and one reconciliation is enough."""
+        coordinator does: the node registers with every manager, and one reconciliation is enough (a manager that
+        becomes the coordinator later reconciles the nodes up then, ``reconcile_live``)."""
         await self.coordination.decided()
         if not self.coordination.coordinating:
             node_log.info("reconciliation_left_to_coordinator", held=len(held))
             return []
+        return await self._reconciled(node, held, node_log)
+
+    async def _reconciled(self, node: NodeState, inventory: set[int] | None, node_log: Log) -> list[int]:
+        """Reconcile ``node`` given its ``inventory`` from its registration, or (None) by asking it now.
+
+        Lost means recorded before the node was asked and not held when it answered: the bytes of a file are durable
+        before its row is written. An inventory sent at registration came before the records were read, so a file
+        committed in between (through another manager) seems lost; the node is asked again then, for those alone
+        to be settled. Orphans need no such care: ``still_orphans`` looks again before any is removed.
+        """
         recorded, recorded_lost, in_flight = await self.in_flight.on_node(node.id)
+        held = inventory if inventory is not None else await held_by(self.pool, node)
         result = reconcile(recorded, recorded_lost, held, in_flight)
+        if result.lost and inventory is not None and self.store.shared:
+            held_now = await held_by(self.pool, node)
+            result = dataclasses.replace(result, lost=[file_id for file_id in result.lost if file_id not in held_now])
         await self.lost.mark(node.id, lost=result.lost, found=result.found)
         self.topology.found_orphans(node, len(result.orphans))
         node_log.info(
@@ -165,14 +181,28 @@ class NodeSessions:
         )
         return result.orphans
 
+    async def reconcile_live(self) -> None:
+        """This manager has just become the coordinator: reconcile every node up here now, whose registrations it
+        heard while another manager coordinated. Orphans are removed (the copies of moves the old coordinator left
+        unfinished among them) and lost files marked. A node that cannot be asked is reconciled when it registers
+        again; a database that fails ends this manager's turn as coordinator, and the next turn starts over."""
+        for node in [node for node in self.topology.nodes.values() if node.up]:
+            node_log = log.bind(node=node.id)
+            try:
+                orphans = await self._reconciled(node, None, node_log)
+            except (ConnectionLost, DfsError) as err:
+                if isinstance(err, ServersUnavailable):
+                    raise
+                node_log.warning("reconciliation_failed", error=str(err))
+                continue
+            await self._remove_orphans(node, orphans)
+
     async def _after_join(self, node: NodeState, orphans: list[int]) -> None:
-        orphans = await self.in_flight.still_orphans(node.id, orphans)
-        for file_id in orphans:
-            await remove_copy(self.pool, node, file_id)
-        if orphans:
-            log.info("orphans_removed", node=node.id, count=len(orphans))
-            metrics.ORPHANS.inc(len(orphans))
+        await self._remove_orphans(node, orphans)
         self.rebalancer.request(automatic=True)
+
+    async def _remove_orphans(self, node: NodeState, orphans: list[int]) -> None:
+        await self.in_flight.remove_orphans(self.pool, node, orphans)
 
 
 async def save_node(store: MetadataStore, node: NodeState) -> None:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 import structlog
 
 from ..protocol import DfsError
-from ..protocol.messages import Ok, Remove
+from ..protocol.messages import Inventory, ListHeld, Ok, Remove
 from ..settings import Security
 from ..wire import Connection, ConnectionLost, conversation_of
 from .topology import NodeState
@@ -97,3 +97,18 @@ async def remove_copy(pool: NodeConnections, node: NodeState, file_id: int) -> b
         log.warning("orphan_left", node=node.id, file_id=file_id, error=str(err))
         return False
     return True
+
+
+async def held_by(pool: NodeConnections, node: NodeState) -> set[int]:
+    """The ids of the files ``node`` holds now, page by page (``list_held``); raises ``ConnectionLost`` or the node's
+    ``DfsError`` if it cannot say."""
+    held: set[int] = set()
+    after: int | None = None
+    async with pool.connection(node.address) as conn:
+        while True:
+            await conn.send(ListHeld(after))
+            page = await conn.expect(Inventory)
+            held.update(page.file_ids)
+            if not page.more or not page.file_ids:
+                return held
+            after = max(page.file_ids)

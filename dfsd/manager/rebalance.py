@@ -13,21 +13,24 @@ the rest of the manager's capacity to clients. One move:
 
 At every instant the row names a node that holds the whole file, so every file stays readable. While a move is under
 way its file is in flight (``inflight.py``), so the copy on the target is not taken for an orphan. A crash at any step
-leaves at worst a second copy that no row names: an orphan, removed when that node next registers.
+leaves at worst a second copy that no row names: an orphan, removed when that node next registers, or (several
+managers) by the next coordinator, which reconciles every node when it takes over. A source node whose manager dies
+mid-transfer cuts the copy off before its end, so the target keeps nothing that nobody is left to record.
 
 With several managers on one database only the coordinator rebalances; one that stops coordinating finishes the round's
-moves under way and plans no more.
+moves under way and plans no more. Step 2 is fenced by the coordinator's lock (``store_postgres.py``): a manager that
+lost it cannot switch a row, so its copies stay orphans for the new coordinator, which knows nothing of its moves.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 
 from .. import metrics
-from ..protocol import ChecksumMismatch, DfsError, FileUnavailable
+from ..protocol import ChecksumMismatch, DfsError, FileUnavailable, ServersUnavailable
 from ..protocol.messages import RebalanceInfo, Stored, Transfer
 from ..wire import ConnectionLost
 from .inflight import InFlight
@@ -44,6 +47,11 @@ ROUND = 64
 # Moves at once: enough to overlap one move's round trips with another's bytes, few enough to leave clients room.
 PARALLEL = 2
 
+# A round whose every move failed is planned again once, after this pause, before the rebalancer gives up: the cause
+# may pass (an old coordinator's copy still being cut off on a target, a node that left and comes back), and a drain
+# given up waits for the next request.
+STALLED_RETRY = 2.0
+
 
 class Rebalancer:
     def __init__(
@@ -54,6 +62,7 @@ class Rebalancer:
         in_flight: InFlight,
         auto: bool,
         coordinating: Callable[[], bool],
+        taken_over: Callable[[], Awaitable[None]],
     ) -> None:
         self.store = store
         self.topology = topology
@@ -61,6 +70,7 @@ class Rebalancer:
         self.in_flight = in_flight  # holds the moves under way: their copies are not orphans on their targets
         self.auto = auto
         self.coordinating = coordinating  # only the coordinator moves files (``coordination.py``)
+        self.taken_over = taken_over  # and only once it has reconciled the nodes, when it has just taken over
         self.moved = 0
         self.failed = 0
         self.remaining = 0
@@ -79,6 +89,7 @@ class Rebalancer:
         """Wait for requests and rebalance, forever (the manager owns this task)."""
         while True:
             await self._wanted.wait()
+            await self.taken_over()  # a request waits for this manager's turn as the coordinator, if it is not yet
             self._wanted.clear()
             if not self.coordinating():
                 continue  # the coordinator rebalances; this manager asks it again when it becomes the coordinator
@@ -92,6 +103,7 @@ class Rebalancer:
                 self.remaining = 0
 
     async def _rebalance(self) -> None:
+        stalled = False  # the last round's every move failed
         while self.coordinating():
             up = [node for node in self.topology.nodes.values() if node.up]
             moves = plan_moves(
@@ -107,13 +119,19 @@ class Rebalancer:
             async with asyncio.TaskGroup() as moves_in_flight:
                 for record, target in records:
                     moves_in_flight.create_task(self._limited_move(limit, record, target))
-            if self.failed - failed_before == len(records):
-                log.warning("rebalance_stalled", reason="every move of the round failed", failed=self.failed)
+            if self.failed - failed_before < len(records):
+                stalled = False
+            elif stalled:
+                log.warning("rebalance_stalled", reason="every move of two rounds failed", failed=self.failed)
                 return
+            else:
+                stalled = True
+                await asyncio.sleep(STALLED_RETRY)
 
     async def _limited_move(self, limit: asyncio.Semaphore, record: FileRecord, target: int) -> None:
         async with limit:
-            await self._move(record, target)
+            if self.coordinating():  # no new move once another manager coordinates
+                await self._move(record, target)
             self.remaining -= 1
 
     async def _choose_files(self, moves: list[tuple[int, int]]) -> list[tuple[FileRecord, int]]:
@@ -132,19 +150,24 @@ class Rebalancer:
         if not (source.up and target.up) or target.free < record.size:
             self.failed += 1
             return
-        relocated = False
+        copied = relocated = in_doubt = refused = False
         with self.in_flight.move(record.id):
             try:
                 async with self.pool.connection(source.address) as conn:
                     await conn.send(Transfer(record.id, target.host, target.port, record.sha256))
                     stored = await conn.expect(Stored)
+                copied = True
                 if (stored.size, stored.sha256) != (record.size, record.sha256):
                     raise ChecksumMismatch(f"checksum mismatch: the copy of file id {record.id} differs")
                 if not target.up:  # it left during the copy: keep the file where it is (its copy becomes an orphan)
                     raise FileUnavailable(f"file unavailable: node {target.id} went down during the move")
                 if not self.coordinating():  # another manager reconciles nodes now, blind to this move: give it up
                     raise FileUnavailable("file unavailable: this manager stopped coordinating during the move")
-                relocated = await self.store.relocate(record.id, source.id, target.id)
+                try:
+                    relocated = await self.store.relocate(record.id, source.id, target.id)
+                except ServersUnavailable:
+                    in_doubt = True  # switched or not, nobody can tell now: the next coordinator reconciles both
+                    raise
                 if not relocated:  # deleted or moved meanwhile, or a part being composed: the new copy is an orphan
                     await self._remove_copy(target, record.id)
                     return
@@ -156,8 +179,14 @@ class Rebalancer:
                 self.failed += 1
                 metrics.MOVES.labels("failed").inc()
                 log.warning("move_failed", file_id=record.id, source=source.id, target=target.id, error=str(err))
-                if not relocated:
+                # A node's error answer means the target kept nothing of this copy; what it holds of that id then
+                # (an orphan, or a copy another coordinator is making) is not this move's to remove.
+                ours = copied or isinstance(err, ConnectionLost)
+                if ours and not (relocated or in_doubt):
                     await self._remove_copy(target, record.id)
+                refused = not ours
+        if refused:  # the target may hold that id already: an orphan (say, a copy a dead coordinator finished late)
+            await self.in_flight.remove_orphans(self.pool, target, [record.id])
 
     async def _remove_copy(self, node: NodeState, file_id: int) -> None:
         await remove_copy(self.pool, node, file_id)

@@ -122,9 +122,23 @@ class Manager:
             lost = LostFiles(self.store)
             in_flight = InFlight(self.store, self.topology, lost)
             self.rebalancer = Rebalancer(
-                self.store, self.topology, self.pool, in_flight, self.auto_rebalance, lambda: coordination.coordinating
+                self.store,
+                self.topology,
+                self.pool,
+                in_flight,
+                self.auto_rebalance,
+                lambda: coordination.coordinating,
+                lambda: coordination.taken_over(),
             )
-            coordination = Coordination(self.store, self.topology, in_flight, self.pool, self.db_path, self.rebalancer)
+            coordination = Coordination(
+                self.store,
+                self.topology,
+                in_flight,
+                self.pool,
+                self.db_path,
+                self.rebalancer,
+                lambda: nodes.reconcile_live(),
+            )
             rejoining = Rejoining(self.topology)
             removals = Removals(self.pool, self.topology)
             files = FileOperations(

@@ -204,6 +204,7 @@ _NOT_COMPOSING = (
     "id NOT IN (SELECT parts.file_id FROM multipart_parts AS parts JOIN multipart_uploads AS uploads "
     "ON uploads.upload_id = parts.upload_id WHERE uploads.completing IS NOT NULL)"
 )
+RELOCATE_SQL = f"UPDATE files SET node = ? WHERE id = ? AND node = ? AND {_NOT_COMPOSING} RETURNING id"
 FIND_SQL = f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ?"
 
 # File ids claimed from the database at a time: one commit per this many uploads.
@@ -320,10 +321,15 @@ class MetadataStore(ABC):
     async def reserve(self, name: str, node: int, *, replace: bool = False) -> int:
         """Claim ``name`` for an upload to ``node`` and return the new file's id; ``NameExists`` if it is taken. The
         claim lasts until ``release``. A ``replace`` upload claims no name (it may replace a stored file, and races
-        with other replacements are settled by their commits), only a new id."""
+        with other replacements are settled by their commits), only a new id, recorded in flight like any upload."""
         if replace:
             file_id = await self._new_id()
             self._replacing.add(file_id)
+            try:
+                await self._hold(None, file_id, node)  # no name to claim: it always succeeds
+            except BaseException:
+                self._replacing.discard(file_id)
+                raise
             return file_id
         if name in self._reserved:
             raise _name_exists(name)
@@ -341,7 +347,7 @@ class MetadataStore(ABC):
         except BaseException:
             del self._reserved[name]
             if held:
-                await self._unhold(name)
+                await self._unhold(file_id)
             raise
         self._reserved[name] = file_id
         return file_id
@@ -364,8 +370,9 @@ class MetadataStore(ABC):
         reservation."""
         if file_id is not None and file_id in self._replacing:
             self._replacing.discard(file_id)
-        elif self._reserved.pop(name, None):
-            await self._unhold(name)
+            await self._unhold(file_id)
+        elif held := self._reserved.pop(name, None):
+            await self._unhold(held)
 
     async def uploading(self) -> set[int]:
         """The file ids of the uploads under way, through this manager or (on a shared database) any other."""
@@ -375,12 +382,13 @@ class MetadataStore(ABC):
     # Reservations seen by other managers: only a shared database (PostgreSQL) has them. On SQLite, the one manager's
     # memory is the whole truth, and these do nothing.
 
-    async def _hold(self, name: str, file_id: int, node: int) -> bool:
-        """Record the reservation where other managers see it; False if one of them holds the name."""
+    async def _hold(self, name: str | None, file_id: int, node: int) -> bool:
+        """Record the reservation of upload ``file_id`` where other managers see it: its bytes are no orphan, and
+        its ``name`` (None: a replacing upload, which claims none) is taken; False if another manager holds it."""
         return True
 
-    async def _unhold(self, name: str) -> None:
-        """Drop the recorded reservation of ``name`` (failures are left to ``tidy_reservations``)."""
+    async def _unhold(self, file_id: int) -> None:
+        """Drop the recorded reservation of upload ``file_id`` (failures are left to ``tidy_reservations``)."""
         return None
 
     async def _held_elsewhere(self) -> set[int]:
@@ -401,6 +409,12 @@ class MetadataStore(ABC):
     async def try_coordinate(self) -> bool:
         """Whether this manager coordinates (runs the cluster-wide jobs) now: take or keep the database's coordinator
         lock. On SQLite the one manager always does."""
+        return True
+
+    async def holds_lock(self) -> bool:
+        """Whether this manager still holds the coordinator's lock, checked now: asked just before an act that a
+        coordinator alone may do (removing orphans), so that one which has just lost it does not act beside its
+        successor. On SQLite the one manager always does."""
         return True
 
     async def renew_manager(self, manager: ManagerRecord, coordinating: bool, progress: Progress) -> bool:
@@ -522,11 +536,16 @@ class MetadataStore(ABC):
             known.update(row[0] for row in rows)
         return set(ids) - known
 
-    async def set_lost(self, ids: list[int], when: float | None) -> None:
-        """Mark files lost at ``when`` (or found again, with None)."""
+    async def set_lost(self, ids: list[int], when: float | None, node: int | None = None) -> None:
+        """Mark files lost at ``when`` (or found again, with None); given ``node``, only those still recorded there
+        (one that a move took elsewhere meanwhile was not lost by this node)."""
+        where = "" if node is None else " AND node = ?"
         for start in range(0, len(ids), _BATCH):
             batch = ids[start : start + _BATCH]
-            await self._write(f"UPDATE files SET lost = ? WHERE id IN ({','.join('?' * len(batch))})", (when, *batch))
+            await self._write(
+                f"UPDATE files SET lost = ? WHERE id IN ({','.join('?' * len(batch))}){where}",
+                (when, *batch) if node is None else (when, *batch, node),
+            )
 
     async def lost_files(self, limit: int) -> tuple[int, list[str]]:
         """How many stored files are lost, and the names of the first ``limit`` of them."""
@@ -556,11 +575,9 @@ class MetadataStore(ABC):
 
     async def relocate(self, file_id: int, source: int, target: int) -> bool:
         """Point file ``file_id`` at ``target`` if it is still stored on ``source`` and is no part of an upload being
-        completed; False if it changed meanwhile, or is such a part (the move is given up: it stays on ``source``)."""
-        rows = await self._write(
-            f"UPDATE files SET node = ? WHERE id = ? AND node = ? AND {_NOT_COMPOSING} RETURNING id",
-            (target, file_id, source),
-        )
+        completed; False if it changed meanwhile, or is such a part (the move is given up: it stays on ``source``), or,
+        on a shared database, this manager no longer coordinates (only the coordinator may switch a move)."""
+        rows = await self._write(RELOCATE_SQL, (target, file_id, source))
         return len(rows) == 1
 
     async def usage_by_node(self) -> dict[int, tuple[int, int]]:

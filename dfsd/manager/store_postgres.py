@@ -12,9 +12,14 @@ File ids come from the sequence ``file_ids``, which steps by ID_BLOCK: each ``ne
 is claimed inside a committed transaction, so the claim is on disk before any id of it is used.
 
 Several managers may share the database (``shared``): schema version 4 adds the table of uploads in flight (each
-reservation is a row, so names are unique across managers and every manager's orphan checks see every upload) and the
-table of managers (each renews its row; ``coordination.py``). The coordinator is whoever holds COORDINATOR_LOCK, a
-session advisory lock on a connection of its own, which the server frees when that connection ends.
+reservation is a row, so names are unique across managers and every manager's orphan checks see every upload; since
+version 6 replacing uploads too, which claim no name) and the table of managers (each renews its row;
+``coordination.py``). The coordinator is whoever holds COORDINATOR_LOCK, a session advisory lock on a connection of
+its own, which the server frees when that connection ends. A move is
+switched to its target (``relocate``) on that very connection: a manager that has lost the lock, which only happens by
+losing that connection, can no longer commit a move that the new coordinator, blind to it, would take for an orphan.
+The managers' leases are renewed, and reservations tidied, outside the group commit, so that a commit stuck behind a
+row lock does not make a live manager's lease run out.
 
 When the server cannot be reached, or goes away mid-request, every call fails at once with ``ServersUnavailable``
 (error 1, naming the database) instead of an asyncpg error; a statement, or the wait for a pooled connection, gives up
@@ -28,7 +33,7 @@ starting at once do not both create it.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import functools
 import re
 from collections.abc import Sequence
@@ -42,6 +47,7 @@ from .lookups import GroupLookup
 from .store import (
     _FILE_COLUMNS,
     ID_BLOCK,
+    RELOCATE_SQL,
     BackupUnsupported,
     DatabaseUnavailable,
     FileRecord,
@@ -144,6 +150,14 @@ SCHEMA_STEPS = [
         PRIMARY KEY (upload_id, number)
     );
     """,
+    # Version 6: a replacing upload is recorded in flight too, so no manager takes its bytes for an orphan; it claims
+    # no name (NULL), so an upload is known by its file id, and only the names claimed are unique.
+    """
+    ALTER TABLE uploads DROP CONSTRAINT uploads_pkey;
+    ALTER TABLE uploads ALTER COLUMN name DROP NOT NULL;
+    ALTER TABLE uploads ADD PRIMARY KEY (file_id);
+    CREATE UNIQUE INDEX uploads_by_name ON uploads (name);
+    """,
 ]
 
 # The database's clock, in seconds since the Unix epoch: the one clock every manager's lease is measured by.
@@ -189,8 +203,11 @@ class PostgresStore(MetadataStore):
         super().__init__()
         self._pool = pool
         self._location = location
+        self._stale_holds: set[int] = set()  # file ids of uploads over whose rows in uploads may not have been deleted
         self._lock_conn: asyncpg.Connection | None = None  # holds COORDINATOR_LOCK while this manager coordinates
         self._lookups = GroupLookup(self._find_all)
+        self._lock_conn_busy = asyncio.Lock()  # one statement at a time on it: the lock's check, or a move's switch
+        self._lock_lost = False  # lost outside a try: the next try reports the turn ended, even if it takes it again
 
     @classmethod
     async def connect(cls, location: PostgresURL) -> PostgresStore:
@@ -264,6 +281,14 @@ class PostgresStore(MetadataStore):
         except asyncpg.PostgresError as err:
             return err
 
+    async def _write_alone(self, sql: str, params: Sequence[object] = ()) -> Rows:
+        """One write statement committed on its own, at once, beside the group commit rather than in it."""
+        try:
+            async with self._pool.acquire(timeout=DB_TIMEOUT) as conn:
+                return [tuple(row) for row in await conn.fetch(_numbered(sql), *params)]
+        except _LOST as err:
+            raise _unreachable(err) from err
+
     async def _in_one_transaction(self, batch: list[Write]) -> list[Rows]:
         async with self._pool.acquire(timeout=DB_TIMEOUT) as conn:
             if len(batch) == 1:  # one statement is a transaction of its own: no BEGIN and COMMIT round trips
@@ -273,27 +298,35 @@ class PostgresStore(MetadataStore):
 
     # --- uploads in flight, shared by every manager -------------------------------------------------------------------
 
-    async def _hold(self, name: str, file_id: int, node: int) -> bool:
-        rows = await self._write(
-            f"INSERT INTO uploads (name, file_id, node, manager, started) VALUES (?, ?, ?, ?, {_NOW}) "
-            "ON CONFLICT (name) DO NOTHING RETURNING file_id",
-            (name, file_id, node, self.manager_id),
-        )
+    async def _hold(self, name: str | None, file_id: int, node: int) -> bool:
+        try:
+            rows = await self._write(
+                f"INSERT INTO uploads (name, file_id, node, manager, started) VALUES (?, ?, ?, ?, {_NOW}) "
+                "ON CONFLICT (name) DO NOTHING RETURNING file_id",
+                (name, file_id, node, self.manager_id),
+            )
+        except ServersUnavailable:
+            self._stale_holds.add(file_id)  # the row may have been written: tidy_reservations makes sure it goes
+            raise
         return bool(rows)
 
-    async def _unhold(self, name: str) -> None:
-        with contextlib.suppress(ServersUnavailable):  # the row stays; tidy_reservations drops it later
-            await self._write("DELETE FROM uploads WHERE name = ? AND manager = ?", (name, self.manager_id))
+    async def _unhold(self, file_id: int) -> None:
+        try:
+            await self._write("DELETE FROM uploads WHERE file_id = ? AND manager = ?", (file_id, self.manager_id))
+        except ServersUnavailable:
+            self._stale_holds.add(file_id)  # the row stays; tidy_reservations drops it later
 
     async def _held_elsewhere(self) -> set[int]:
         return {file_id for (file_id,) in await self._read("SELECT file_id FROM uploads")}
 
     async def tidy_reservations(self, manager_lease: float) -> None:
-        await self._write(
-            "DELETE FROM uploads WHERE manager = ? AND NOT (name = ANY(?::text[]))",
-            (self.manager_id, list(self._reserved)),
-        )
-        await self._write(
+        # By file id, never "all but those in flight": an upload reserving meanwhile is safe from this statement.
+        if stale := sorted(self._stale_holds):
+            await self._write_alone(
+                "DELETE FROM uploads WHERE manager = ? AND file_id = ANY(?::bigint[])", (self.manager_id, stale)
+            )
+            self._stale_holds.difference_update(stale)
+        await self._write_alone(
             f"DELETE FROM uploads WHERE manager <> ? AND manager NOT IN "
             f"(SELECT id FROM managers WHERE last_seen > {_NOW} - ?)",
             (self.manager_id, manager_lease),
@@ -310,6 +343,13 @@ class PostgresStore(MetadataStore):
     # --- managers and their coordinator -------------------------------------------------------------------------------
 
     async def try_coordinate(self) -> bool:
+        async with self._lock_conn_busy:
+            return await self._take_or_keep_lock()
+
+    async def _take_or_keep_lock(self) -> bool:
+        if self._lock_lost:
+            self._lock_lost = False
+            return False
         try:
             if self._lock_conn is None:
                 self._lock_conn = await asyncpg.connect(
@@ -327,6 +367,38 @@ class PostgresStore(MetadataStore):
             await self._drop_lock()
             return False
 
+    async def holds_lock(self) -> bool:
+        async with self._lock_conn_busy:
+            if self._lock_conn is None:
+                return False
+            try:
+                await self._lock_conn.fetchval("SELECT 1", timeout=LOCK_CHECK_TIMEOUT)
+                return True
+            except (*_LOST, asyncpg.PostgresError):
+                await self._lose_lock()
+                return False
+
+    async def relocate(self, file_id: int, source: int, target: int) -> bool:
+        """Fenced: the switch runs on the connection holding the coordinator lock, so it commits only while this
+        manager holds it; False (as for a row changed meanwhile) if it does not. ``ServersUnavailable`` if that
+        connection failed during the switch: then it may or may not have been committed, and the caller leaves both
+        copies for the next coordinator's reconciliation to sort out."""
+        async with self._lock_conn_busy:
+            conn = self._lock_conn
+            if conn is None:
+                return False
+            try:
+                rows = await conn.fetch(_numbered(RELOCATE_SQL), target, file_id, source, timeout=DB_TIMEOUT)
+            except (*_LOST, asyncpg.PostgresError) as err:
+                await self._lose_lock()
+                raise _unreachable(err) from err
+        return len(rows) == 1
+
+    async def _lose_lock(self) -> None:
+        """The lock's connection failed outside ``try_coordinate``: the next try tells the manager its turn ended."""
+        await self._drop_lock()
+        self._lock_lost = True
+
     async def _drop_lock(self) -> None:
         """Let go of the coordinator lock (closing its connection frees it on the server)."""
         conn, self._lock_conn = self._lock_conn, None
@@ -334,7 +406,7 @@ class PostgresStore(MetadataStore):
             conn.terminate()
 
     async def renew_manager(self, manager: ManagerRecord, coordinating: bool, progress: Progress) -> bool:
-        await self._write(
+        await self._write_alone(
             "INSERT INTO managers "
             "(id, address, started, last_seen, coordinator, rebalancing, moved, failed, remaining) "
             f"VALUES (?, ?, ?, {_NOW}, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET last_seen = {_NOW}, "
@@ -345,11 +417,14 @@ class PostgresStore(MetadataStore):
         if not coordinating:
             return False
         # A coordinator that died did not clear its own flag; a rebalance asked of it is this one's to run.
-        await self._write("UPDATE managers SET coordinator = FALSE WHERE id <> ? AND coordinator", (manager.id,))
-        return bool(await self._write("UPDATE managers SET rebalance_asked = FALSE WHERE rebalance_asked RETURNING id"))
+        await self._write_alone("UPDATE managers SET coordinator = FALSE WHERE id <> ? AND coordinator", (manager.id,))
+        asked = await self._write_alone(
+            "UPDATE managers SET rebalance_asked = FALSE WHERE rebalance_asked RETURNING id"
+        )
+        return bool(asked)
 
     async def ask_rebalance(self) -> None:
-        await self._write("UPDATE managers SET rebalance_asked = TRUE WHERE coordinator")
+        await self._write_alone("UPDATE managers SET rebalance_asked = TRUE WHERE coordinator")
 
     async def managers(self, lease: float) -> list[ManagerRecord] | None:
         rows = await self._read(

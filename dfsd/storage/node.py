@@ -22,6 +22,7 @@ fsynced; only then does the node answer ``stored``. Any failure on the way remov
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import io
 import os
@@ -54,6 +55,7 @@ from ..protocol.messages import (
     Fetch,
     Heartbeat,
     Inventory,
+    ListHeld,
     Message,
     Ok,
     PartInfo,
@@ -143,6 +145,7 @@ class StorageNode:
             Transfer: self.handle_transfer,
             Verify: self.handle_verify,
             Build: self.handle_build,
+            ListHeld: self.handle_list_held,
         }
         from_peer = {Store: self.handle_store, Fetch: self.handle_fetch}
         listener: Listener
@@ -308,7 +311,8 @@ class StorageNode:
                 raise FileUnavailable(f"file unavailable: the target node cannot be reached ({err})") from None
             try:
                 store = Store(request.file_id, size, request.sha256)
-                stored = await send_file(peer, store, _read_frames(file, request.file_id, 0, size))
+                frames = _while_asked(conn, _read_frames(file, request.file_id, 0, size))
+                stored = await send_file(peer, store, frames)
             except ConnectionLost as err:
                 raise FileUnavailable(f"file unavailable: the target node failed during the copy ({err})") from None
             finally:
@@ -390,6 +394,14 @@ class StorageNode:
             self.layout.remove(file_id)
         raise FileNotFound(f"file does not exist: this node holds no file id {file_id}")
 
+    async def handle_list_held(self, conn: Connection, request: ListHeld, req: Request) -> None:
+        """A page of what this node holds now, for a coordinator taking over (it did not hear the registration)."""
+        held = self.layout.file_ids()
+        start = 0 if request.after is None else bisect.bisect_right(held, request.after)
+        page = held[start : start + INVENTORY_PAGE]
+        req.fields.update(after=request.after, count=len(page))
+        await conn.send(Inventory(page, more=start + INVENTORY_PAGE < len(held)))
+
     async def handle_remove(self, conn: Connection, request: Remove, req: Request) -> None:
         req.fields.update(file_id=request.file_id, removed=self.layout.remove(request.file_id))
         await conn.send(Ok())
@@ -402,6 +414,16 @@ async def _write_stream(file: DurableWrite, frames: Frames) -> bytes | None:
             file.write(message.data)
     assert type(message) is End  # a received stream ends with its end frame, or raises
     return message.sha256
+
+
+async def _while_asked(conn: Connection, frames: Frames) -> AsyncIterator[Data | End]:
+    """The frames of a transfer, cut off (at the next chunk, and at the latest before their end) once the manager
+    that asked for it has gone (killed, say): the target then keeps nothing, where a finished copy would be an orphan
+    that nobody is left to record, or collide with the next coordinator's move of the same file."""
+    async for message in frames:
+        if conn.closed or conn.peer_closed:
+            raise FileUnavailable("file unavailable: the manager that asked for this transfer has gone")
+        yield message
 
 
 async def _read_frames(file: BinaryIO, file_id: int, offset: int, length: int) -> AsyncIterator[Data | End]:

@@ -90,6 +90,7 @@ def seed_frames() -> dict[str, bytes]:
         m.Fetch(42, 0, 6),
         m.Transfer(42, "127.0.0.1", 9101, b"\x0a" * 32),
         m.Verify(42, b"\x0b" * 32),
+        m.ListHeld(41),
         m.Remove(42),
     ]
     assert {type(sample) for sample in samples} == set(m.CATALOGUE.values()), "a message type has no seed"

@@ -333,6 +333,34 @@ def test_dfsd_status_with_a_bogus_manager_printed_a_traceback_repro(command: lis
     ]
 
 
+@pytest.mark.parametrize("daemon", [["storage", "--id", "7"], ["gateway", "--port", "0", "--anonymous"]])
+@pytest.mark.parametrize(
+    ("manager", "complaint"),
+    [
+        ("bogus", "manager address 'bogus' is not HOST:PORT"),
+        ("127.0.0.1:0", "manager address '127.0.0.1:0' is not HOST:PORT"),
+        ("127.0.0.1:70000", "manager address '127.0.0.1:70000' is not HOST:PORT"),
+        ("127.0.0.1:8000,", "manager list '127.0.0.1:8000,' has an empty entry"),
+    ],
+)
+def test_daemon_with_a_bogus_manager_printed_a_traceback_repro(
+    daemon: list[str], manager: str, complaint: str, tmp_path: Path
+) -> None:
+    """``dfsd storage`` and ``dfsd gateway`` died on a malformed --manager (or $DFS_MANAGER) with a Python traceback;
+    they now say what is wrong in one line, with the tools' hint, and exit 64 before starting anything."""
+    prog = f"dfsd {daemon[0]}"
+    for result in (
+        run_tool("dfsd", *daemon, "--manager", manager, manager="127.0.0.1:1", cwd=tmp_path),
+        run_tool("dfsd", *daemon, manager=manager, cwd=tmp_path),  # the same value from $DFS_MANAGER
+    ):
+        message = result.stderr.decode()
+        assert result.returncode == 64, message
+        assert message.splitlines() == [
+            f"{prog}: {complaint}" + (": give HOST:PORT, or HOST:PORT,HOST:PORT,..." if "list" in complaint else ""),
+            f"{prog}: hint: fix the setting it names; --manager and $DFS_MANAGER take HOST:PORT",
+        ]
+
+
 def test_status_help_documents_its_exit_statuses() -> None:
     text = run_tool("dfsd", "status", "--help", manager="127.0.0.1:1").stdout.decode()
     assert "exit status:" in text and "--json" in text

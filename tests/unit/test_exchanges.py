@@ -44,6 +44,7 @@ from dfsd.protocol.messages import (
     Inventory,
     List,
     ListBuckets,
+    ListHeld,
     Listing,
     ListParts,
     ListUploads,
@@ -94,7 +95,7 @@ REFUSED = Error(6, "protocol error")
 POOL: list[Message] = [
     Put("a", 2, SHA, b"ab"), Put("a"), Put("a", 2, SHA), Store(1, 2, SHA, b"ab"), Store(1), Get("a"), Fetch(1),
     Delete("a"), Remove(1), Verify(1, SHA), Stat("a"), List(), Status(), Rebalance(), Drain(1), Scrub(),
-    Transfer(1, "h", 1, SHA),
+    Transfer(1, "h", 1, SHA), ListHeld(), ListHeld(1),
     Register(1, "h", 1, 1, 1), Inventory([1], more=True), Inventory([], more=False), Heartbeat(1, 1),
     Ok(), FAILED, REFUSED, Error(11, "in use"), Data(b"ab"), Data(CHUNK), End(), End(SHA), STORED, INLINE_SENDING,
     STREAM_SENDING, Sending(2, 0, 2, SHA), Sending(BIG, 0, BIG, SHA, b"ab"), Sending(2, 0, 2, SHA, b"a"), Info(FILE),
@@ -175,6 +176,7 @@ EXCHANGES: dict[str, tuple[str, list[tuple[Side, Message]]]] = {
     "verify": ("manager", [(DIALER, Verify(1, SHA)), (LISTENER, Ok())]),
     "verify mismatch": ("manager", [(DIALER, Verify(1, SHA)), (LISTENER, Error(7, "mismatch"))]),
     "transfer": ("manager", [(DIALER, Transfer(1, "h", 1, SHA)), (LISTENER, STORED)]),
+    "list held": ("manager", [(DIALER, ListHeld(7)), (LISTENER, Inventory([8, 9], more=True))]),
     "peer store": ("peer", [
         (DIALER, Store(1, 2, SHA)), (LISTENER, Ok()), (DIALER, Data(b"ab")), (DIALER, End()), (LISTENER, STORED),
     ]),
