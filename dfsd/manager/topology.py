@@ -168,7 +168,9 @@ class Topology:
         self.stored(target, size)
 
     def removed(self, node_id: int, size: int) -> None:
+        """A file left ``node_id``. With managers sharing a database the counts are this manager's estimate between
+        two recounts (another may have moved the file there unseen), so they stop at zero rather than go below."""
         node = self.nodes.get(node_id)
         if node is not None:
-            node.files -= 1
-            node.used -= size
+            node.files = max(0, node.files - 1)
+            node.used = max(0, node.used - size)

@@ -77,3 +77,12 @@ def test_full_disk_flake_a_refused_files_removed_bytes_counted_as_room_repro() -
     assert choose_node(topology.nodes.values(), None) is roomy
     topology.heartbeat(full, 8 << 20, 8 << 20, now=4.0)  # a file of 2 MiB deleted since
     assert choose_node(topology.nodes.values(), None) is full
+
+
+def test_negative_file_count_after_a_move_seen_by_another_manager_repro() -> None:
+    """A manager sharing the database deleted a file that the coordinator had moved onto a node it counted empty: its
+    count went to -1 and ``status`` failed to encode (files are unsigned on the wire)."""
+    topology = Topology()
+    node = joined(topology, 1)
+    topology.removed(node.id, 4096)
+    assert (node.files, node.used) == (0, 0)
