@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from dfsd.protocol import BadRequest, ChecksumMismatch, InternalError, StorageFull
 from harness import small_tmpfs
 
+from dfsd.bulk import BATCH_BYTES
 from dfsd.storage.disk import Disk, DurableWrite
 from dfsd.storage.layout import Layout
 from dfsd.wire import ConnectionLost
@@ -109,6 +111,40 @@ async def test_a_cancelled_write_removes_the_partial_file(disk: Disk, layout: La
         await task
     assert_nothing_kept(layout)
     await assert_slot_free(disk, layout)
+
+
+async def test_a_write_cancelled_while_its_disk_thread_writes_removes_the_partial_file(
+    disk: Disk, layout: Layout
+) -> None:
+    """A batch is in a disk thread when the task is cancelled: the way out waits for it before closing the file."""
+    written = asyncio.Event()
+
+    async def write_and_wait() -> None:
+        async with DurableWrite(disk, layout, 7) as file:
+            await file.create()
+            await file.write(b"x" * BATCH_BYTES)  # handed to a disk thread
+            written.set()
+            await asyncio.Event().wait()  # the rest never comes
+
+    task = asyncio.create_task(write_and_wait())
+    await written.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert_nothing_kept(layout)
+    await assert_slot_free(disk, layout)
+
+
+async def test_a_stream_of_several_batches_is_kept_whole(disk: Disk, layout: Layout) -> None:
+    payload = os.urandom(2 * BATCH_BYTES + 999)
+    digest = hashlib.sha256(payload).digest()
+    async with DurableWrite(disk, layout, 7, len(payload), digest) as file:
+        await file.create()
+        for start in range(0, len(payload), 1024 * 1024):
+            await file.write(payload[start : start + 1024 * 1024])
+        assert await file.publish(digest) == (len(payload), digest)
+    path = layout.path(7)
+    assert path is not None and path.read_bytes() == payload
 
 
 async def test_a_block_left_without_publishing_keeps_nothing(disk: Disk, layout: Layout) -> None:
@@ -210,11 +246,11 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
 
 
-@pytest.mark.parametrize("how", ["streamed", "whole"])
+@pytest.mark.parametrize("how", ["streamed", "streamed in several batches", "whole"])
 async def test_a_full_disk_is_storage_full_and_keeps_nothing(disk: Disk, tiny_disk: Path, how: str) -> None:
     layout = Layout(tiny_disk)
     layout.load()
-    too_big = b"x" * (256 * 1024)
+    too_big = b"x" * (3 * BATCH_BYTES if how == "streamed in several batches" else 256 * 1024)
     with pytest.raises(StorageFull, match="storage full"):
         async with DurableWrite(disk, layout, 7) as file:
             if how == "whole":
