@@ -37,7 +37,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, S
 from typing import BinaryIO, TypeVar
 
 from .aio import run
-from .bulk import ThreadedWriter, read_batches
+from .bulk import ThreadedWriter
 from .protocol import (
     CHUNK_SIZE,
     MAX_META_BYTES,
@@ -367,7 +367,7 @@ class Client:
     async def _put(self, header: Put, source: BinaryIO | bytes | AsyncIterable[bytes], sent: _Sent) -> Stored:
         conn = await self._connection()
         async with self._using(conn):
-            return await send_file(conn, header, _frames(source, sent))
+            return await send_file(conn, header, _frames(_chunks(source), sent))
 
     async def _ask_again(self, header: Put) -> Stored:
         """Repeat a put whose source cannot be read again, naming its size and SHA-256: answered ``stored`` at once if
@@ -606,43 +606,36 @@ async def _digest(source: BinaryIO | bytes) -> tuple[int, bytes]:
     """The size and SHA-256 of the rest of ``source``, read in a thread."""
     hasher = hashlib.sha256()
     size = 0
-    async for chunk in _chunks(source, hasher):
+    async for chunk in _chunks(source):
+        hasher.update(chunk)
         size += len(chunk)
     return size, hasher.digest()
 
 
-async def _frames(source: BinaryIO | bytes | AsyncIterable[Buffer], sent: _Sent) -> AsyncIterator[Data | End]:
-    """The upload stream of ``source``: data frames, then an end frame with their SHA-256 (recorded in ``sent``)."""
+async def _frames(chunks: AsyncIterable[Buffer], sent: _Sent) -> AsyncIterator[Data | End]:
+    """The upload stream of ``chunks``: data frames, then an end frame with their SHA-256 (recorded in ``sent``)."""
     hasher = hashlib.sha256()
     size = 0
-    async for chunk in _chunks(source, hasher):
+    async for chunk in chunks:
+        hasher.update(chunk)
         size += len(chunk)
         yield Data(chunk)
     sent.size, sent.sha256 = size, hasher.digest()
     yield End(sent.sha256)
 
 
-async def _chunks(source: BinaryIO | bytes | AsyncIterable[Buffer], hasher: hashlib._Hash) -> AsyncIterator[Buffer]:
-    """``source`` in chunks of at most CHUNK_SIZE, each fed to ``hasher`` before it is yielded."""
-    if isinstance(source, bytes | AsyncIterable):
-        async for piece in _split(source):
-            hasher.update(piece)
-            yield piece
-        return
-    # A file is read, and hashed, in a thread, a batch of chunks at a time: a pipe or a terminal may take its time,
-    # and the loop must keep sending (and serving the answer) meanwhile.
-    async for batch in read_batches(source, CHUNK_SIZE, hasher):
-        for chunk in batch:
-            yield chunk
-
-
-async def _split(source: bytes | AsyncIterable[Buffer]) -> AsyncIterator[memoryview]:
+async def _chunks(source: BinaryIO | bytes | AsyncIterable[bytes]) -> AsyncIterator[bytes | memoryview]:
     if isinstance(source, bytes):
         view = memoryview(source)
         for start in range(0, len(view), CHUNK_SIZE):
             yield view[start : start + CHUNK_SIZE]
-        return
-    async for chunk in source:
-        view = memoryview(chunk)
-        for start in range(0, len(view), CHUNK_SIZE):
-            yield view[start : start + CHUNK_SIZE]
+    elif isinstance(source, AsyncIterable):
+        async for chunk in source:
+            view = memoryview(chunk)
+            for start in range(0, len(view), CHUNK_SIZE):
+                yield view[start : start + CHUNK_SIZE]
+    else:
+        loop = asyncio.get_running_loop()
+        # Reads go to a thread: a pipe or a terminal may take its time, and the loop must keep serving the answer.
+        while chunk := await loop.run_in_executor(None, source.read, CHUNK_SIZE):
+            yield chunk

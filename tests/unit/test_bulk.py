@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dfsd.bulk import BATCH_BYTES, ThreadedWriter, read_batches, write_all
+from dfsd.bulk import BATCH_BYTES, ThreadedWriter, write_all
 
 CHUNK = 1024 * 1024
 
@@ -70,16 +70,3 @@ async def test_a_failed_write_is_raised_and_settle_leaves_no_thread_behind() -> 
         await writer.flush()
     await writer.write(b"y")
     await writer.settle()  # nothing in the thread now: returns at once
-
-
-async def test_batches_read_hold_every_chunk_in_order_hashed(tmp_path: Path) -> None:
-    payload = os.urandom(BATCH_BYTES + 3 * CHUNK + 7)
-    path = tmp_path / "in"
-    path.write_bytes(payload)
-    hasher = hashlib.sha256()
-    with open(path, "rb") as source:
-        batches = [batch async for batch in read_batches(source, CHUNK, hasher)]
-    assert [sum(map(len, batch)) for batch in batches] == [BATCH_BYTES, 3 * CHUNK + 7]
-    assert b"".join(chunk for batch in batches for chunk in batch) == payload
-    assert all(len(chunk) <= CHUNK for batch in batches for chunk in batch)
-    assert hasher.digest() == hashlib.sha256(payload).digest()
