@@ -2,8 +2,8 @@
 
 With -o the bytes go to a temporary file beside the target, renamed into place only once the checksum has been
 verified, so a failed download never leaves a file that looks complete. On standard output bytes are written as they
-arrive (a pipe cannot take them back): a checksum failure then exits 7 after the bytes, and the reader must discard
-them.
+arrive, a few MiB at a time (a pipe cannot take them back): a checksum failure then exits 7 after the bytes, and the
+reader must discard them. Either way the writing is done in a thread, so the download goes on while it writes.
 
 A progress bar (bytes, rate, time left) is drawn on standard error when it is a terminal, unless -q is given or the
 bytes themselves go to that terminal (the bar would be drawn in the middle of them).
@@ -43,16 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     async def fetch(client: Client, target: BinaryIO) -> None:
         download = await client.get(args.name, offset=args.offset, length=args.length)
         with progress.bar(download.info.length, args.name, show) as bar:
-            async for chunk in download:
-                try:
-                    target.write(chunk)
-                except OSError as err:
-                    raise CannotWrite() from err
-                bar.update(len(chunk))
-        try:
-            target.flush()
-        except OSError as err:
-            raise CannotWrite() from err
+            try:
+                await download.save(target, bar.update)
+            except OSError as err:
+                raise CannotWrite() from err
 
     async def cat(client: Client) -> int:
         if args.output is None:

@@ -342,7 +342,7 @@ class StorageNode:
                 raise FileNotFound(f"file does not exist: file id {part.file_id} here is not of {part.size} bytes")
             async for message in _read_frames(source, part.file_id, 0, part.size):
                 if type(message) is Data:
-                    file.write(message.data)
+                    await file.write(message.data)
 
     async def _copy_remote(self, part: PartInfo, file: DurableWrite) -> None:
         assert part.host is not None and part.port is not None
@@ -360,7 +360,7 @@ class StorageNode:
                 raise FileNotFound(f"file does not exist: file id {part.file_id} there is not of {part.size} bytes")
             body = receive_file(peer, sending)
             if body.data is not None:
-                file.write(body.data)
+                await file.write(body.data)
             else:
                 assert body.frames is not None
                 await _write_stream(file, body.frames)
@@ -411,7 +411,7 @@ async def _write_stream(file: DurableWrite, frames: Frames) -> bytes | None:
     """Write a stream's data into ``file``; return the digest its end carries, if any."""
     async for message in frames:
         if type(message) is Data:
-            file.write(message.data)
+            await file.write(message.data)
     assert type(message) is End  # a received stream ends with its end frame, or raises
     return message.sha256
 

@@ -26,8 +26,10 @@ from harness import Daemon, LocalCluster, run_tool
 from dfsd.client import CHUNK_SIZE, Client, ServersUnavailable, format_address
 from dfsd.manager.store import PostgresURL
 
-# Large enough that a manager killed after the first chunk has not yet relayed the whole file into socket buffers.
-BIG = 24 * 1024 * 1024
+# Large enough that a manager killed after the first chunk has not yet relayed the whole file into the buffers on the
+# way: socket buffers (up to 8 MiB each way, the kernel doubling our 4 MiB), the manager's write buffer, and the two
+# batches of 4 MiB a client's writer thread may hold (bulk.BATCH_BYTES).
+BIG = 48 * 1024 * 1024
 
 
 @dataclass

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from dfsd.protocol import INLINE_MAX, BadRequest, ChecksumMismatch, FileNotFound, NameExists, error_from_wire
 from dfsd.protocol.messages import End, Error, Get, Put, Sending, Stat, Stored
 from harness import LocalCluster, stalled
 
+from dfsd.bulk import BATCH_BYTES
 from dfsd.client import Client
 from dfsd.sync_client import SyncClient
 from dfsd.wire import Connection
@@ -29,6 +32,24 @@ async def test_round_trip_is_byte_exact(cluster: LocalCluster, size: int) -> Non
     assert (info.size, info.sha256, info.available) == (size, stored.sha256, True)
     on_disk = cluster.stored_files(info.node)
     assert [path.read_bytes() for path in on_disk] == [payload]
+
+
+async def test_a_file_of_several_batches_round_trips_between_files(cluster: LocalCluster, tmp_path: Path) -> None:
+    """Larger than two of the batches in which the client reads and saves files and the node writes them, each in a
+    thread (``bulk.BATCH_BYTES``): read from a path, saved to a path and to a file object."""
+    payload = os.urandom(2 * BATCH_BYTES + 5)
+    source = tmp_path / "source.bin"
+    source.write_bytes(payload)
+    in_memory = io.BytesIO()
+    async with Client(cluster.address) as client:
+        stored = await client.put("batches.bin", source)
+        assert (stored.size, stored.sha256) == (len(payload), hashlib.sha256(payload).digest())
+        await client.get_file("batches.bin", tmp_path / "copy.bin")
+        await client.get_file("batches.bin", in_memory)
+        info = await client.stat("batches.bin")
+    assert (tmp_path / "copy.bin").read_bytes() == payload
+    assert in_memory.getvalue() == payload
+    assert [path.read_bytes() for path in cluster.stored_files(info.node)] == [payload]
 
 
 async def test_ranged_reads(cluster: LocalCluster) -> None:

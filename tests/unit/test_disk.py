@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from dfsd.protocol import BadRequest, ChecksumMismatch, InternalError, StorageFull
 from harness import small_tmpfs
 
+from dfsd.bulk import BATCH_BYTES
 from dfsd.storage.disk import Disk, DurableWrite
 from dfsd.storage.layout import Layout
 from dfsd.wire import ConnectionLost
@@ -59,7 +61,7 @@ async def test_a_stream_is_published_in_its_slot(disk: Disk, layout: Layout) -> 
         await file.create()
         assert entries(layout) == ["g0/0.7.part"]
         for start in range(0, len(PAYLOAD), 4096):
-            file.write(PAYLOAD[start : start + 4096])
+            await file.write(PAYLOAD[start : start + 4096])
         assert await file.publish(SHA256) == (len(PAYLOAD), SHA256)
     assert entries(layout) == ["g0/0.7"]
     path = layout.path(7)
@@ -76,7 +78,7 @@ async def test_a_whole_file_is_published_in_one_go(disk: Disk, layout: Layout) -
 async def test_a_stream_of_unknown_size_and_digest_is_kept_as_it_came(disk: Disk, layout: Layout) -> None:
     async with DurableWrite(disk, layout, 7) as file:
         await file.create()
-        file.write(PAYLOAD)
+        await file.write(PAYLOAD)
         assert await file.publish() == (len(PAYLOAD), SHA256)
     assert layout.file_ids() == [7]
 
@@ -85,7 +87,7 @@ async def test_an_exception_in_the_block_removes_the_partial_file(disk: Disk, la
     with pytest.raises(ConnectionLost):
         async with DurableWrite(disk, layout, 7) as file:
             await file.create()
-            file.write(PAYLOAD[:100])
+            await file.write(PAYLOAD[:100])
             raise ConnectionLost("the sender went away")
     assert_nothing_kept(layout)
     await assert_slot_free(disk, layout)
@@ -97,7 +99,7 @@ async def test_a_cancelled_write_removes_the_partial_file(disk: Disk, layout: La
     async def write_and_wait() -> None:
         async with DurableWrite(disk, layout, 7) as file:
             await file.create()
-            file.write(PAYLOAD[:100])
+            await file.write(PAYLOAD[:100])
             created.set()
             await asyncio.Event().wait()  # the rest never comes
 
@@ -111,10 +113,44 @@ async def test_a_cancelled_write_removes_the_partial_file(disk: Disk, layout: La
     await assert_slot_free(disk, layout)
 
 
+async def test_a_write_cancelled_while_its_disk_thread_writes_removes_the_partial_file(
+    disk: Disk, layout: Layout
+) -> None:
+    """A batch is in a disk thread when the task is cancelled: the way out waits for it before closing the file."""
+    written = asyncio.Event()
+
+    async def write_and_wait() -> None:
+        async with DurableWrite(disk, layout, 7) as file:
+            await file.create()
+            await file.write(b"x" * BATCH_BYTES)  # handed to a disk thread
+            written.set()
+            await asyncio.Event().wait()  # the rest never comes
+
+    task = asyncio.create_task(write_and_wait())
+    await written.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert_nothing_kept(layout)
+    await assert_slot_free(disk, layout)
+
+
+async def test_a_stream_of_several_batches_is_kept_whole(disk: Disk, layout: Layout) -> None:
+    payload = os.urandom(2 * BATCH_BYTES + 999)
+    digest = hashlib.sha256(payload).digest()
+    async with DurableWrite(disk, layout, 7, len(payload), digest) as file:
+        await file.create()
+        for start in range(0, len(payload), 1024 * 1024):
+            await file.write(payload[start : start + 1024 * 1024])
+        assert await file.publish(digest) == (len(payload), digest)
+    path = layout.path(7)
+    assert path is not None and path.read_bytes() == payload
+
+
 async def test_a_block_left_without_publishing_keeps_nothing(disk: Disk, layout: Layout) -> None:
     async with DurableWrite(disk, layout, 7) as file:
         await file.create()
-        file.write(PAYLOAD)
+        await file.write(PAYLOAD)
     assert_nothing_kept(layout)
 
 
@@ -124,7 +160,7 @@ async def test_a_digest_mismatch_keeps_nothing(disk: Disk, layout: Layout, where
     with pytest.raises(ChecksumMismatch, match="checksum mismatch"):
         async with DurableWrite(disk, layout, 7, sha256=wrong if where == "announced" else None) as file:
             await file.create()
-            file.write(PAYLOAD)
+            await file.write(PAYLOAD)
             await file.publish(wrong if where == "at the end" else None)
     assert_nothing_kept(layout)
     await assert_slot_free(disk, layout)
@@ -141,8 +177,8 @@ async def test_more_bytes_than_announced_are_refused_before_they_reach_the_disk(
     with pytest.raises(BadRequest, match="more bytes arrived than the 10 announced"):
         async with DurableWrite(disk, layout, 7, size=10) as file:
             await file.create()
-            file.write(b"x" * 8)
-            file.write(b"x" * 8)
+            await file.write(b"x" * 8)
+            await file.write(b"x" * 8)
     assert_nothing_kept(layout)
 
 
@@ -150,7 +186,7 @@ async def test_fewer_bytes_than_announced_keep_nothing(disk: Disk, layout: Layou
     with pytest.raises(BadRequest, match="8 bytes arrived, 10 were announced"):
         async with DurableWrite(disk, layout, 7, size=10) as file:
             await file.create()
-            file.write(b"x" * 8)
+            await file.write(b"x" * 8)
             await file.publish()
     assert_nothing_kept(layout)
     await assert_slot_free(disk, layout)
@@ -171,7 +207,7 @@ async def test_a_file_removed_while_being_written_is_not_kept(disk: Disk, layout
     with pytest.raises(InternalError, match="abandoned before it was committed"):
         async with DurableWrite(disk, layout, 7) as file:
             await file.create()
-            file.write(PAYLOAD)
+            await file.write(PAYLOAD)
             assert layout.remove(7)  # a delete arrives while the bytes are still coming
             await file.publish()
     assert_nothing_kept(layout)
@@ -210,11 +246,11 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
 
 
-@pytest.mark.parametrize("how", ["streamed", "whole"])
+@pytest.mark.parametrize("how", ["streamed", "streamed in several batches", "whole"])
 async def test_a_full_disk_is_storage_full_and_keeps_nothing(disk: Disk, tiny_disk: Path, how: str) -> None:
     layout = Layout(tiny_disk)
     layout.load()
-    too_big = b"x" * (256 * 1024)
+    too_big = b"x" * (3 * BATCH_BYTES if how == "streamed in several batches" else 256 * 1024)
     with pytest.raises(StorageFull, match="storage full"):
         async with DurableWrite(disk, layout, 7) as file:
             if how == "whole":
@@ -222,7 +258,7 @@ async def test_a_full_disk_is_storage_full_and_keeps_nothing(disk: Disk, tiny_di
             else:
                 await file.create()
                 for start in range(0, len(too_big), 16 * 1024):
-                    file.write(too_big[start : start + 16 * 1024])
+                    await file.write(too_big[start : start + 16 * 1024])
                 await file.publish()
     assert_nothing_kept(layout)
     await assert_slot_free(disk, layout)

@@ -103,7 +103,7 @@ async def test_abandoned_writes_free_their_slot(tmp_path: Path, disk: Disk) -> N
     with pytest.raises(ConnectionLost):
         async with DurableWrite(disk, layout, 1) as file:
             await file.create()
-            file.write(b"half")
+            await file.write(b"half")
             raise ConnectionLost("the sender went away")
     assert not list(tmp_path.rglob("*.part"))
     assert (await store(disk, layout, 2)).name == "0.2"
