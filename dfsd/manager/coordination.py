@@ -32,6 +32,7 @@ manager saves that query.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
@@ -81,6 +82,7 @@ class Coordination:
             self._taken_over.set()  # SQLite: it heard every registration itself
         self.alone = True  # no other manager is up: placement may trust this manager's own counts
         self._decided = asyncio.Event()  # set once the first tick has tried to take the lock
+        self._role_changed = asyncio.Event()  # the lock was taken or lost: the record says so now, not a tick later
         self._unreachable = False  # the database failed the last tick (logged once per outage)
 
     async def run(self, address: str) -> None:
@@ -107,6 +109,7 @@ class Coordination:
                 self.coordinating = True
                 log.info("coordinating", manager=record.id)
                 self._takeover = asyncio.create_task(self._take_over(record))
+                self._role_changed.set()
             elif not coordinating:
                 self._step_down()
             self._decided.set()
@@ -123,7 +126,10 @@ class Coordination:
                 if not self._unreachable:
                     log.error("database_unreachable", error=err.message)
                 self._unreachable = True
-            await asyncio.sleep(TICK)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(TICK):
+                    await self._role_changed.wait()
+            self._role_changed.clear()
 
     async def _tick(self, record: ManagerRecord) -> None:
         info = self._rebalancer.info()
@@ -140,6 +146,7 @@ class Coordination:
     def _step_down(self) -> None:
         if self.coordinating:
             log.warning("stopped_coordinating")
+            self._role_changed.set()
         self.coordinating = False
         self._taken_over.clear()
         if self._takeover is not None:
