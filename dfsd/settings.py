@@ -49,7 +49,14 @@ def load_secret(secret_file: Path | None = None) -> bytes | None:
     cluster runs open."""
     path = secret_file or _env_path(SECRET_FILE_ENV)
     if path is not None:
-        secret = path.read_text(encoding="utf-8").strip().encode()
+        try:
+            secret = path.read_text(encoding="utf-8").strip().encode()
+        except OSError as err:
+            raise ValueError(
+                f"cannot read the secret file {path} ({err.strerror}): give a file this user can read"
+            ) from None
+        except UnicodeDecodeError:
+            raise ValueError(f"the secret file {path} is not UTF-8 text") from None
     else:
         secret = os.environ.get(SECRET_ENV, "").strip().encode()
     if path is not None and not secret:

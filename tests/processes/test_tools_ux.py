@@ -361,6 +361,35 @@ def test_daemon_with_a_bogus_manager_printed_a_traceback_repro(
         ]
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["dfsd", "manager", "--port", "0"],
+        ["dfsd", "storage", "--id", "7"],
+        ["dfsd", "gateway", "--anonymous"],
+        ["dfs-ls"],
+    ],
+)
+def test_missing_secret_file_printed_a_traceback_repro(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A --secret-file (or $DFS_SECRET_FILE) that does not exist killed the daemons with a Python traceback; every
+    program now names the file and why it cannot be read, with the hint, and exits 64 before starting anything."""
+    missing = tmp_path / "no-such-secret"
+    prog = " ".join(command[:2]) if command[0] == "dfsd" else command[0]
+    results = []
+    if command[0] == "dfsd":  # the tools take the secret from the environment only
+        results.append(run_tool(*command, "--secret-file", str(missing), manager="127.0.0.1:1", cwd=tmp_path))
+    monkeypatch.setenv("DFS_SECRET_FILE", str(missing))
+    results.append(run_tool(*command, manager="127.0.0.1:1", cwd=tmp_path))
+    for result in results:
+        message = result.stderr.decode()
+        assert result.returncode == 64, message
+        complaint = f"{prog}: cannot read the secret file {missing} (No such file or directory): give a file this "
+        assert complaint + "user can read" in message.splitlines(), message  # the gateway logs its users first
+        assert "Traceback" not in message
+
+
 def test_status_help_documents_its_exit_statuses() -> None:
     text = run_tool("dfsd", "status", "--help", manager="127.0.0.1:1").stdout.decode()
     assert "exit status:" in text and "--json" in text
