@@ -36,6 +36,11 @@ async def test_scrub_reports_corrupt_and_missing_files(cluster: LocalCluster) ->
         assert status.lost is not None and len(status.lost) == 1
 
 
+async def _free_on(client: Client, node_id: int) -> int:
+    """The free bytes the manager last heard of from one node."""
+    return next(node.free for node in (await client.status()).nodes if node.id == node_id)
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """An 8 MiB tmpfs for one node's data directory (needs root; skipped otherwise)."""
@@ -68,8 +73,11 @@ async def test_a_full_disk_refuses_the_file_and_is_passed_over_until_it_has_room
             await client.put("after-full", b"small")
             assert (await client.stat("after-full")).node == 101  # 100 has fewer files, but no room
 
-            await client.delete("two-mib")  # 2 MiB free again on node 100
-            await asyncio.sleep(1.0)  # a few heartbeats report it
+            full = await _free_on(client, 100)
+            await client.delete("two-mib")  # 2 MiB free again on node 100, once its heartbeat reports it
+            async with asyncio.timeout(10):
+                while await _free_on(client, 100) < full + 1024 * 1024:
+                    await asyncio.sleep(0.05)
             await client.put("room-again", b"small")
             assert (await client.stat("room-again")).node == 100
         await asyncio.to_thread(cluster.wait_no_orphans)
