@@ -4,8 +4,10 @@ behind one gateway or several."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -116,6 +118,31 @@ async def test_expiry_aborts_old_uploads_with_their_parts(cluster: LocalCluster)
         assert await client.expire_uploads(3600.0) == []  # not old enough
         assert [upload.upload_id for upload in await client.expire_uploads(0.0)] == [old.upload_id]
         assert [upload async for upload in client.uploads()] == [] and await hidden_files(client) == 0
+    cluster.wait_no_orphans()
+
+
+async def test_expiry_sweeps_the_parts_an_abort_cut_short_by_a_crash_left(bare_cluster: LocalCluster) -> None:
+    """An abort removes the records, then the files: a manager killed in between leaves part files that no upload
+    names. The state is made by hand (the abort's own transaction, run on the stopped manager's database)."""
+    cluster = bare_cluster
+    cluster.start_node(100)
+    async with Client(cluster.address) as client:
+        upload = await client.create_upload("b/obj", "alice")
+        for number in (1, 2):
+            await client.put_part(upload.upload_id, number, os.urandom(1000), owner="alice")
+        kept = await client.create_upload("b/kept", "alice")
+        await client.put_part(kept.upload_id, 1, b"still wanted", owner="alice")
+    assert cluster.manager is not None
+    cluster.manager.kill()
+    with contextlib.closing(sqlite3.connect(cluster.root / "manager.db")) as db, db:
+        db.execute("DELETE FROM multipart_uploads WHERE upload_id = ?", (upload.upload_id,))
+        db.execute("DELETE FROM multipart_parts WHERE upload_id = ?", (upload.upload_id,))
+    cluster.start_manager()
+    async with Client(cluster.address) as client:
+        assert await hidden_files(client) == 3  # the dead upload's two parts are still stored
+        assert await client.expire_uploads(3600.0) == []  # no upload is old enough: only the sweep works
+        assert await hidden_files(client) == 1
+        assert [part.number async for part in client.parts(kept.upload_id)] == [1]
     cluster.wait_no_orphans()
 
 
