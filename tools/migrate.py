@@ -3,10 +3,11 @@ stopped, and verify the copy.
 
 Like ``dfsd backup``, this works beside the managers, on their database, through the metadata store (the one module
 that knows how). Every copied table (``MetadataStore.MIGRATED_TABLES``: files with their lost marks, nodes with their
-drains) is read page by page in id order and written to the destination, and the file-id counter follows, so the
-copy never hands out an id again. Then the copy is verified: the row counts of both sides, and a SHA-256 over every
-row of every table in that fixed order, read back from the destination, must equal the source's; the source's digest
-is taken again at the end, so a manager still writing to it is caught rather than copied half-way.
+drains, buckets, multipart uploads in progress with their parts) is read page by page in the order of its key and
+written to the destination, and the file-id counter follows, so the copy never hands out an id again. Then the copy
+is verified: the row counts of both sides, and a SHA-256 over every row of every table in that fixed order, read back
+from the destination, must equal the source's; the source's digest is taken again at the end, so a manager still
+writing to it is caught rather than copied half-way.
 
 The destination must be empty (a new SQLite path, or a new PostgreSQL database): merging two clusters' names is
 refused, never attempted.
@@ -48,7 +49,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "migrate",
         help="copy all metadata from one database to another (SQLite <-> PostgreSQL) while the cluster is stopped",
-        description="Copy every file record (with lost marks), every node (with drains) and the file-id counter from "
+        description="Copy every file record (with lost marks), every node (with drains), every bucket, every multipart "
+        "upload in progress (with its parts) and the file-id counter from "
         "SRC to the empty database DST, then verify the copy (row counts, and a SHA-256 over every row). "
         "Stop every manager first.",
         epilog="exit status:\n  0      copied and verified\n  64     wrong command line, or SRC and DST are one\n"
@@ -125,10 +127,10 @@ async def _copy(src: MetadataStore, dst: MetadataStore, dest: Location) -> tuple
 
 async def _pages(store: MetadataStore, table: str) -> AsyncIterator[Rows]:
     """Every row of ``table``, a page at a time, in the order of its key."""
-    after: object | None = None
+    after: tuple[object, ...] | None = None
     while page := await store.export_rows(table, after, PAGE):
         yield page
-        after = page[-1][0]
+        after = store.migrated_key(page[-1], table)
 
 
 async def _digest(store: MetadataStore) -> bytes:

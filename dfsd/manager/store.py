@@ -762,26 +762,35 @@ class MetadataStore(ABC):
     # --- copying to another database (dfsd migrate) -------------------------------------------------------------------
 
     # What ``dfsd migrate`` copies, and the columns of each, in the order a digest reads them. Uploads in flight,
-    # reservations and managers' leases are not copied: the cluster is stopped, so none of them is alive.
-    # Each table's first column is its key, the order of its rows.
+    # reservations and managers' leases are not copied: the cluster is stopped, so none of them is alive. Multipart
+    # uploads are: they outlive any manager (their parts are files, which the next expiry would sweep away without
+    # them). Each table's first ``MIGRATED_KEYS`` columns (one unless said) are its key, the order of its rows.
     MIGRATED_TABLES: ClassVar[dict[str, str]] = {
         "files": _FILE_COLUMNS,
         "nodes": _NODE_COLUMNS,
         "buckets": "name, owner, created",
+        "multipart_uploads": "upload_id, name, owner, initiated, meta, completing",
+        "multipart_parts": "upload_id, number, name, file_id, size, md5, created",
     }
+    MIGRATED_KEYS: ClassVar[dict[str, int]] = {"multipart_parts": 2}
 
     async def row_counts(self) -> dict[str, int]:
         """How many rows each copied table holds."""
         return {table: (await self._read(f"SELECT count(*) FROM {table}"))[0][0] for table in self.MIGRATED_TABLES}
 
-    async def export_rows(self, table: str, after: object | None, limit: int) -> Rows:
+    def migrated_key(self, row: Sequence[object], table: str) -> tuple[object, ...]:
+        """The key of one of ``table``'s rows, as ``export_rows`` takes it for ``after``."""
+        return tuple(row[: self.MIGRATED_KEYS.get(table, 1)])
+
+    async def export_rows(self, table: str, after: tuple[object, ...] | None, limit: int) -> Rows:
         """A page of ``table``'s rows in the order of its key, those whose key is above ``after`` (None: from the
         first): a walk over the whole table."""
         columns = self.MIGRATED_TABLES[table]
-        key = columns.split(",")[0]
+        key = ", ".join(columns.split(", ")[: self.MIGRATED_KEYS.get(table, 1)])
         if after is None:
             return await self._read(f"SELECT {columns} FROM {table} ORDER BY {key} LIMIT ?", (limit,))
-        return await self._read(f"SELECT {columns} FROM {table} WHERE {key} > ? ORDER BY {key} LIMIT ?", (after, limit))
+        above = f"({key}) > ({', '.join('?' * len(after))})"
+        return await self._read(f"SELECT {columns} FROM {table} WHERE {above} ORDER BY {key} LIMIT ?", (*after, limit))
 
     async def import_rows(self, table: str, rows: Rows) -> None:
         """Insert ``rows`` (as ``export_rows`` gives them) into ``table``, in one transaction."""
