@@ -110,8 +110,8 @@ class Gateway:
                 raise  # the response is under way: only cutting the connection tells the client
         finally:
             duration = time.perf_counter() - started
-            metrics.REQUESTS.labels(request.operation, str(request.status)).inc()
-            metrics.LATENCY.labels(request.operation).observe(duration)
+            metrics.answered(request.operation, str(request.status)).inc()
+            metrics.latency_of(request.operation).observe(duration)
             log.info(
                 "request",
                 op=request.operation,
