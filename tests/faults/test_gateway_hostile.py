@@ -131,14 +131,19 @@ def test_body_longer_than_content_length_stores_only_what_was_announced(live_gat
     still_serving(live_gateway)
 
 
-def test_oversized_headers_are_refused(live_gateway: LiveGateway) -> None:
+# Over MAX_HEADER_BYTES (64 KiB) but within granian's read buffer (1 MiB), the app answers 431; beyond the buffer,
+# granian refuses the head itself, perhaps by closing the connection while it is still being sent.
+@pytest.mark.parametrize("filler", [200_000, 2_000_000])
+def test_oversized_headers_are_refused(live_gateway: LiveGateway, filler: int) -> None:
     with connect(live_gateway) as client:
-        client.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nx-filler: " + b"a" * 200_000 + b"\r\n\r\n")
         try:
+            client.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nx-filler: " + b"a" * filler + b"\r\n\r\n")
             answer = client.recv(65536)
-        except ConnectionResetError:
+        except (ConnectionResetError, BrokenPipeError):
             answer = b""
     assert not answer.startswith(b"HTTP/1.1 2")
+    if filler < 1 << 20:
+        assert answer.startswith(b"HTTP/1.1 431")
     still_serving(live_gateway)
 
 

@@ -7,10 +7,11 @@ the end (the SHA-256, Content-MD5, the last chunk's signature, the checksum, the
 *before* the iterator ends, so the client library never sends the upload's end frame: the manager drops the partial
 file and nothing is kept. ``Md5Stream`` is the same for bytes copied from another object (CopyObject, UploadPartCopy).
 
-The body arrives from granian 64 KiB at a time (its read buffer, which also bounds a request's head); each piece passed
-on costs a data frame, a socket write and a call into each hasher, so pieces are joined into ``PIECE_SIZE`` ones first
-(a tenth less of the gateway's CPU per MiB), held at most ``HOLD_SECONDS``, so a slow client's bytes still reach the
-manager well within its idle timeout. The MD5 is computed on the event loop: in a worker thread (hashlib lets go
+The body arrives from granian in pieces of at most its read buffer (``daemon.READ_BUFFER``, 1 MiB), smaller ones when
+the client sends slowly or its TCP window is small; each piece passed on costs a data frame, a socket write and a call
+into each hasher, so small pieces are joined into ``PIECE_SIZE`` ones first (a tenth less of the gateway's CPU per MiB,
+measured with 64 KiB pieces), held at most ``HOLD_SECONDS``, so a slow client's bytes still reach the manager well
+within its idle timeout. The MD5 is computed on the event loop: in a worker thread (hashlib lets go
 of the GIL on large buffers) it measured no faster, since the other processes of an upload keep both cores busy.
 """
 

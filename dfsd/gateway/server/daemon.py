@@ -27,6 +27,7 @@ from granian.net import SocketSpec
 from granian.server.embed import Server
 
 from dfsd.client import DfsError
+from dfsd.protocol import CHUNK_SIZE
 
 from ... import metrics
 from .credentials import Credentials
@@ -38,13 +39,21 @@ from .store import ClientPool, Store
 log = structlog.get_logger("dfsd.gateway")
 
 # Request line and headers together: S3's own limit on headers is 8 KiB of user metadata plus the usual headers;
-# 64 KiB admits every real client and refuses header floods (granian answers 431 beyond it).
+# 64 KiB admits every real client and refuses header floods (431, from the app below READ_BUFFER, from granian above).
 MAX_HEADER_BYTES = 64 * 1024
+
+# granian's read buffer for each connection (hyper's max_buf_size): it bounds a request's head and the pieces a body is
+# handed over in. A data frame's worth (CHUNK_SIZE), not 64 KiB: each piece is a wake-up of this loop from granian's
+# thread, and with 1 MiB pieces (measured, 256 MiB PUTs alternated with 64 KiB ones, 3 pairs, load 9-11) the gateway
+# spent 0.76-0.81 of the CPU per MiB and uploaded 1.2-1.6 times as fast. A download's memory is not affected.
+READ_BUFFER = CHUNK_SIZE
 
 # Multipart uploads untouched for this long are aborted with their parts (S3 leaves that to a lifecycle rule; a day is
 # what most rules choose), checked at least this often.
 DEFAULT_UPLOAD_EXPIRY = 24 * 3600.0
 EXPIRY_CHECK_INTERVAL = 3600.0
+
+HEAD_TOO_LARGE = f"the request line and headers are over {MAX_HEADER_BYTES} bytes; send less metadata".encode()
 
 # granian's backlog: connections waiting to be accepted.
 BACKLOG = 1024
@@ -88,6 +97,10 @@ class Gateway:
         started = time.perf_counter()
         request = HttpRequest.from_scope(scope, receive, send)
         try:
+            if request.head_size > MAX_HEADER_BYTES:
+                request.operation = "refused"
+                await request.respond(431, [("content-type", "text/plain"), ("connection", "close")], HEAD_TOO_LARGE)
+                return
             await (self.rest if is_rest(request.raw_path) else self.s3).handle(request)
         except Exception as error:
             log.warning("request_failed", method=request.method, path=request.raw_path, error=repr(error))
@@ -97,8 +110,8 @@ class Gateway:
                 raise  # the response is under way: only cutting the connection tells the client
         finally:
             duration = time.perf_counter() - started
-            metrics.REQUESTS.labels(request.operation, str(request.status)).inc()
-            metrics.LATENCY.labels(request.operation).observe(duration)
+            metrics.answered(request.operation, str(request.status)).inc()
+            metrics.latency_of(request.operation).observe(duration)
             log.info(
                 "request",
                 op=request.operation,
@@ -115,7 +128,7 @@ class Gateway:
             port=self.port,
             interface=Interfaces.ASGINL,
             backlog=BACKLOG,
-            http1_settings=HTTP1Settings(max_buffer_size=MAX_HEADER_BYTES),
+            http1_settings=HTTP1Settings(max_buffer_size=READ_BUFFER),
             log_enabled=False,
             ssl_cert=self.tls_cert,
             ssl_key=self.tls_key,
