@@ -1,6 +1,7 @@
 """File operations: put, get, delete, stat and list, and the relays that carry the bytes of puts and gets.
 
-File bytes never rest in the manager: an upload is relayed frame by frame from the client's connection to a pooled
+File bytes pass through the manager, never resting there but in the bounded read cache of small files
+(``read_cache.py``): an upload is relayed frame by frame from the client's connection to a pooled
 data connection to the chosen node, and a download the other way, each hop awaiting the next one's write buffer, so
 memory stays flat whatever the file size; what arrived inline goes on inline, a stream as a stream (``transfer.py``).
 A failure on the client's side of a relay is told apart from the node's by its type (a connection the manager dialed
