@@ -27,12 +27,13 @@ import structlog
 from . import aio, logs, processes
 from .client import Client, format_address, manager_addresses
 from .config import apply_defaults, config_path
+from .manager.read_cache import DEFAULT_CAPACITY
 from .manager.store import StoreError, database_location
 from .protocol import MAX_FRAME_SIZE, MAX_NAME_BYTES
 from .protocol.limits import CHUNK_SIZE
 from .settings import Limits, Security
 from .tools import backup, drain, migrate, rebalance, scrub, status
-from .tools.common import UsageParser, add_manager_option, bad_setting
+from .tools.common import UsageParser, add_manager_option, bad_setting, size
 
 # A data frame holds a whole CHUNK_SIZE chunk plus a small header: no smaller frame limit can carry an upload.
 MIN_FRAME_SIZE = CHUNK_SIZE + 1024
@@ -61,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
         dest="auto_rebalance",
         action="store_false",
         help="do not move files when a node joins; run `dfsd rebalance` by hand instead",
+    )
+    manager.add_argument(
+        "--read-cache",
+        type=size,
+        default=DEFAULT_CAPACITY,
+        metavar="SIZE",
+        help="memory for the bytes of small files (up to 64 KiB) read or written lately, served without the hop to "
+        f"their node; e.g. 64M, 0 turns it off (default {DEFAULT_CAPACITY // 1024**2}M)",
     )
 
     storage = commands.add_parser("storage", help="run a storage node")
@@ -288,6 +297,7 @@ def _manager(args: argparse.Namespace) -> Daemon:
         limits=limits,
         grace=args.grace,
         metrics_port=args.metrics_port,
+        read_cache=args.read_cache,
     )
 
 

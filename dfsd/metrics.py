@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -95,3 +95,41 @@ class ClusterCollector(Collector):
 
 def watch_cluster(nodes: Callable[[], list[Any]], lost: Callable[[], int]) -> None:
     REGISTRY.register(ClusterCollector(nodes, lost))
+
+
+class CacheCounts(Protocol):
+    """What the read cache counts (``dfsd.manager.read_cache.ReadCache``)."""
+
+    capacity: int
+    used: int
+    hits: int
+    misses: int
+
+    def __len__(self) -> int: ...
+
+
+class ReadCacheCollector(Collector):
+    """The manager's read cache, read from its plain counters when Prometheus scrapes (they change on every read)."""
+
+    def __init__(self, cache: CacheCounts) -> None:
+        self._cache = cache
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        cache = self._cache
+        yield CounterMetricFamily("dfsd_read_cache_hits", "Small-file reads answered from the read cache", cache.hits)
+        yield CounterMetricFamily(
+            "dfsd_read_cache_misses",
+            "Small-file reads the read cache could not answer (relayed from the node)",
+            cache.misses,
+        )
+        yield GaugeMetricFamily(
+            "dfsd_read_cache_bytes", "Memory the read cache's entries take, as it counts it", cache.used
+        )
+        yield GaugeMetricFamily("dfsd_read_cache_files", "Files held in the read cache", len(cache))
+        yield GaugeMetricFamily(
+            "dfsd_read_cache_capacity_bytes", "The read cache's bound (--read-cache)", cache.capacity
+        )
+
+
+def watch_read_cache(cache: CacheCounts) -> None:
+    REGISTRY.register(ReadCacheCollector(cache))

@@ -80,11 +80,16 @@ async def _stream_of(conn: Connection, upload: bool) -> AsyncIterator[Data | End
         yield message
 
 
+def travels_inline(length: int) -> bool:
+    """Whether a file (or range) of ``length`` bytes goes inside its header rather than as a stream."""
+    return length <= INLINE_MAX
+
+
 async def _choose(header: Header, frames: Frames) -> Body:
     """Inline or a stream, for the one who holds the bytes: inline when the header's length is at most INLINE_MAX
     and the frames hold no more than that; the frames read ahead to tell are sent first otherwise."""
     length = header.length if isinstance(header, Sending) else header.size
-    if length is None or length > INLINE_MAX:
+    if length is None or not travels_inline(length):
         return Body(frames=frames)
     ahead = aiter(frames)
     head: list[Data] = []

@@ -52,6 +52,7 @@ from dfsd.client import run as run_async
 
 from .bench_cluster import (
     BACKEND_NAMES,
+    DEFAULT_READ_CACHE,
     POSTGRESQL,
     SQLITE,
     BenchFailed,
@@ -68,7 +69,17 @@ from .bench_large import large_file
 from .bench_measure import Figure, Plan
 from .bench_report import comparison, comparison_table, load_report, table
 from .bench_small import small_files, targets_of
-from .common import EXIT_INTERRUPTED, EXIT_USAGE, Failures, UsageParser, add_manager_option, human_size, say
+from .common import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    Failures,
+    UsageParser,
+    add_manager_option,
+    human_size,
+    parse_size,
+    say,
+    size,
+)
 from .throwaway_postgres import PostgresFailed, ThrowawayPostgres
 
 PROG = "dfs-bench"
@@ -173,30 +184,22 @@ def run(
             }
             for cluster in setup.clusters
         ],
-        "settings": {"large_size": plan.large_size, "files": plan.files, "clients": plan.clients, "sizes": plan.sizes},
+        "settings": {
+            "large_size": plan.large_size,
+            "files": plan.files,
+            "clients": plan.clients,
+            "sizes": plan.sizes,
+            "read_cache": None if manager is not None else clusters.read_cache,  # None: the existing cluster's own
+        },
         "peak_memory": "per direction" if reset else "since each process started (the kernel refused a reset)",
         "seconds": round(time.monotonic() - started, 1),
         "figures": {figure.key: figure.as_json() for figure in figures},
     }
 
 
-def parse_size(text: str) -> int:
-    """A byte count: ``1073741824``, ``1G``, ``64M``, ``512K`` (binary multiples; an optional ``iB``/``B`` suffix)."""
-    value = text.strip().upper().removesuffix("IB").removesuffix("B")
-    scale = 1
-    if value and value[-1] in "KMG":
-        scale = 1024 ** ("KMG".index(value[-1]) + 1)
-        value = value[:-1]
-    try:
-        size = int(float(value) * scale)
-    except (ValueError, OverflowError):  # not a number; infinity
-        raise ValueError(f"{text!r} is not a size (e.g. 1G, 64M, 4096)") from None
-    if size < 1:
-        raise ValueError(f"{text!r}: a size must be at least 1 byte")
-    return size
-
-
-def cluster_plan(backends: str | None, database: str | None, managers: int) -> ClusterPlan:
+def cluster_plan(
+    backends: str | None, database: str | None, managers: int, read_cache: int | None = None
+) -> ClusterPlan:
     """The private clusters the options ask for; ValueError saying which option is wrong and how."""
     if database is not None:
         parts = urlsplit(database)
@@ -216,7 +219,7 @@ def cluster_plan(backends: str | None, database: str | None, managers: int) -> C
         raise ValueError("--managers must be at least 1")
     if managers > 1 and POSTGRESQL not in chosen:
         raise ValueError("--managers 2 or more share one PostgreSQL database: add --backends sqlite,postgresql or --db")
-    return ClusterPlan(chosen, managers, database)
+    return ClusterPlan(chosen, managers, database, DEFAULT_READ_CACHE if read_cache is None else read_cache)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -249,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="run N managers on the PostgreSQL database and measure the 1 KiB small files with the clients spread "
         "over all of them, beside one manager serving them all (N >= 2 needs postgresql in --backends or --db)",
+    )
+    parser.add_argument(
+        "--read-cache",
+        type=size,
+        metavar="SIZE",
+        help="the private cluster's managers keep this much memory of small files' bytes (dfsd manager --read-cache; "
+        f"default: its default, {human_size(DEFAULT_READ_CACHE)}); 0 measures the reads without it",
     )
     parser.add_argument("-n", "--files", type=int, help=f"small files of each size (default {DEFAULT_FILES:,})")
     parser.add_argument("--clients", type=int, default=CLIENTS, help=f"concurrent clients for small files ({CLIENTS})")
@@ -283,10 +293,12 @@ def main(argv: list[str] | None = None) -> int:
             manager_addresses(args.manager)
         except ValueError as err:
             parser.error(f"--manager: {err}")
-    if args.manager is not None and (args.db or args.backends or args.managers != 1):
-        parser.error("--db, --backends and --managers shape the private cluster: leave them out with --manager")
+    if args.manager is not None and (args.db or args.backends or args.managers != 1 or args.read_cache is not None):
+        parser.error(
+            "--db, --backends, --managers and --read-cache shape the private cluster: leave them out with --manager"
+        )
     try:
-        clusters = cluster_plan(args.backends, args.db, args.managers)
+        clusters = cluster_plan(args.backends, args.db, args.managers, args.read_cache)
     except ValueError as err:
         parser.error(str(err))
     old = None

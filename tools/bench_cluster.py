@@ -37,6 +37,7 @@ from dfsd.client import (
     format_address,
     manager_addresses,
 )
+from dfsd.manager.read_cache import DEFAULT_CAPACITY as DEFAULT_READ_CACHE
 
 # The baseline servers, and the commands timed, run by this Python.
 BASELINE = (sys.executable, "-m", "dfsd.tools.bench_baselines")
@@ -123,6 +124,7 @@ class ClusterPlan:
     backends: tuple[str, ...] = (SQLITE,)
     managers: int = 1
     database: str | None = None  # --db: the PostgreSQL database to use; None: a throwaway server's
+    read_cache: int = DEFAULT_READ_CACHE  # each manager's --read-cache, in bytes (0: off)
 
     @property
     def needs_postgres_server(self) -> bool:
@@ -226,7 +228,7 @@ def start_processes(
             database = str(directory / "manager.db") if backend == SQLITE else postgres_url
             assert database is not None
             managers = plan.managers if backend == POSTGRESQL else 1
-            clusters.append(start_cluster(start, backend, directory, database, managers, main))
+            clusters.append(start_cluster(start, backend, directory, database, managers, main, plan.read_cache))
         security = Security()
     gateway = start(
         "dfsd gateway",
@@ -238,15 +240,22 @@ def start_processes(
 
 
 def start_cluster(
-    start: Callable[..., Child], backend: str, directory: Path, database: str, count: int, main: bool
+    start: Callable[..., Child],
+    backend: str,
+    directory: Path,
+    database: str,
+    count: int,
+    main: bool,
+    read_cache: int,
 ) -> Cluster:
-    """``count`` managers on ``database``, one after another (the first creates the schema), then the node, dialing
-    them all. Another cluster than the first names its processes after its backend."""
+    """``count`` managers on ``database``, one after another (the first creates the schema), each with a read cache
+    of ``read_cache`` bytes, then the node, dialing them all. Another cluster than the first names its processes
+    after its backend."""
     suffix = "" if main else f" ({BACKEND_NAMES[backend]})"
     managers = [
         start(
             f"dfsd manager{'' if number == 1 else f' {number}'}{suffix}",
-            *processes.dfsd_command("manager", "--port", "0", "--db", database),
+            *processes.dfsd_command("manager", "--port", "0", "--db", database, "--read-cache", str(read_cache)),
             cwd=directory,
         )
         for number in range(1, count + 1)

@@ -55,12 +55,22 @@ def table(report: dict[str, Any]) -> list[str]:
         *(f"compared with: {cluster['description']}" for cluster in report.get("clusters", [])[1:]),
         f"large file: {human_size(settings['large_size'])} up and down; small files: {settings['files']:,} of each "
         f"size, {settings['clients']} clients, read back and deleted in random order",
+        f"manager read cache: {read_cache(settings.get('read_cache', 'unknown'))}",
         f"run time: {report['seconds']:g} s",
         "",
         *format_table(("FIGURE", "UNIT", "DFSD", "BASELINE", "DFSD/BASELINE"), rows, (False, False, True, True, True)),
         "",
         *textwrap.wrap(notes, 120),
     ]
+
+
+def read_cache(capacity: int | str | None) -> str:
+    """The managers' read cache (``--read-cache``) as the report shows it."""
+    if capacity is None:
+        return "the existing cluster's own setting"
+    if capacity == 0:
+        return "off (--read-cache 0)"
+    return capacity if isinstance(capacity, str) else f"{human_size(capacity)} (--read-cache {capacity})"
 
 
 def comparison_notes(clusters: list[dict[str, Any]], clients: int) -> str:

@@ -176,6 +176,29 @@ def human_size(size: int) -> str:
     return f"{value:.1f} TiB"
 
 
+def parse_size(text: str | int, minimum: int = 1) -> int:
+    """A byte count: ``1073741824``, ``1G``, ``64M``, ``512K`` (binary multiples; an optional ``iB``/``B`` suffix), at
+    least ``minimum``; ValueError saying what is wrong."""
+    value = str(text).strip().upper().removesuffix("IB").removesuffix("B")
+    scale = 1
+    if value and value[-1] in "KMG":
+        scale = 1024 ** ("KMG".index(value[-1]) + 1)
+        value = value[:-1]
+    try:
+        size = int(float(value) * scale)
+    except (ValueError, OverflowError):  # not a number; infinity
+        raise ValueError(f"{text!r} is not a size (e.g. 1G, 64M, 4096)") from None
+    if size < minimum:
+        raise ValueError(f"{text!r}: a size must be at least {minimum} byte{'' if minimum == 1 else 's'}")
+    return size
+
+
+def size(text: str | int) -> int:
+    """A byte count that may be 0 (``parse_size``), for argparse, whose message names this function: "invalid size
+    value"."""
+    return parse_size(text, minimum=0)
+
+
 def human_time(when: float, now: float | None = None) -> str:
     """A local time, with the date only when it is not today."""
     local = time.localtime(when)

@@ -1,6 +1,7 @@
 """File operations: put, get, delete, stat and list, and the relays that carry the bytes of puts and gets.
 
-File bytes never rest in the manager: an upload is relayed frame by frame from the client's connection to a pooled
+File bytes pass through the manager, never resting there but in the bounded read cache of small files
+(``read_cache.py``): an upload is relayed frame by frame from the client's connection to a pooled
 data connection to the chosen node, and a download the other way, each hop awaiting the next one's write buffer, so
 memory stays flat whatever the file size; what arrived inline goes on inline, a stream as a stream (``transfer.py``).
 A failure on the client's side of a relay is told apart from the node's by its type (a connection the manager dialed
@@ -11,7 +12,9 @@ An upload's name is reserved (``inflight.py``) before any byte moves and committ
 ``stored`` (the bytes are fsynced there); every failure on the way releases the name. A delete is answered once the
 name is gone from the metadata; its bytes leave the node afterwards (``removals.py``). A download that finds its node
 without the file's bytes asks the same owner whether a move took them elsewhere (follow it), a delete removed the file
-(error 2), or the file is lost (marked so; error 4).
+(error 2), or the file is lost (marked so; error 4). A small file's bytes may come from the read cache instead
+(``read_cache.py``): only after the name was looked up as for any read, and only while its node is up and it is not
+marked lost, so a read answers what it would have from the node.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ from .inflight import InFlight
 from .nodes import Rejoining
 from .placement import choose_node
 from .pool import NodeConnections, remove_copy
+from .read_cache import ReadCache
 from .removals import Removals
 from .store import FileRecord, MetadataStore
 from .topology import NodeState, Topology
@@ -89,7 +93,9 @@ class FileOperations:
         limits: Limits,
         coordination: Coordination,
         removals: Removals,
+        read_cache: ReadCache,
     ) -> None:
+        self.read_cache = read_cache  # small files' bytes by file id, served while their node is up
         self.coordination = coordination  # whether other managers place files too
         self.removals = removals  # the bytes of deleted files, removed from their nodes after the answer
         self.store = store
@@ -135,6 +141,8 @@ class FileOperations:
                 self.in_flight.doubt(node.id, file_id)  # its bytes go once the database says it has no row
                 raise
             self.topology.stored(node.id, stored.size)
+        if request.data is not None and not part:  # committed: these are the bytes of file_id for good
+            self.read_cache.add(file_id, request.data)
         req.fields.update(size=stored.size)
         if replaced is not None:
             req.fields.update(replaced=replaced.id)
@@ -174,6 +182,7 @@ class FileOperations:
     async def _remove_bytes(self, record: FileRecord) -> None:
         """The row of ``record`` is gone (deleted or replaced): remove its bytes from its node (if the node is down,
         reconciliation removes them when it registers again)."""
+        self.read_cache.discard(record.id)
         self.topology.removed(record.node, record.size)
         node = self.topology.nodes.get(record.node)
         if node is not None:
@@ -297,6 +306,9 @@ class FileOperations:
         record = await self._find(request.name)
         length = check_range(record.size, request.offset, request.length)
         req.fields.update(node=record.node, size=length)
+        if await self._send_cached(conn, record, request.offset, length):
+            req.fields.update(cached=True)
+            return
         while True:
             await self.rejoining.wait(record.node)
             node = self._node_of(record)
@@ -322,6 +334,20 @@ class FileOperations:
                     f"file unavailable: storage node {node.id} failed while sending {record.name!r} ({err}); try again"
                 ) from err
 
+    async def _send_cached(self, conn: Connection, record: FileRecord, offset: int, length: int) -> bool:
+        """Answer from the read cache if it holds the file and the file may be served now: its node is up (a down
+        node's files answer error 4, cached or not) and it is not marked lost. False, having sent nothing, if not."""
+        if not self.read_cache.holds(record.size) or record.lost is not None or not self.topology.is_up(record.node):
+            return False
+        data = self.read_cache.get(record.id)
+        if data is None:
+            return False
+        piece = data[offset : offset + length]
+        await conn.send(
+            Sending(record.size, offset, length, record.sha256, piece, meta=record.meta, created=record.created)
+        )
+        return True
+
     async def _relay_download(
         self, conn: Connection, record: FileRecord, offset: int, length: int, node: NodeState
     ) -> None:
@@ -333,6 +359,8 @@ class FileOperations:
                     f"protocol error: storage node {node.id} answered fetch with the wrong sending"
                 )
             body = receive_file(node_conn, sending)
+            if body.data is not None and offset == 0 and len(body.data) == record.size:  # the whole file, inline
+                self.read_cache.add(record.id, body.data)
             sending = Sending(record.size, offset, length, record.sha256, meta=record.meta, created=record.created)
             await send_file(conn, sending, body)
 
@@ -343,6 +371,7 @@ class FileOperations:
         if record is None:
             raise FileNotFound(f"file does not exist: {request.name!r}")
         req.fields.update(node=record.node, size=record.size)
+        self.read_cache.discard(record.id)
         self.topology.removed(record.node, record.size)
         self.removals.add(record.node, record.id)  # after the answer: the name is gone, the bytes are an orphan now
         await conn.send(Ok())

@@ -11,6 +11,8 @@ connection) and storage nodes (a control session of register, then heartbeats). 
 - ``rebalance.py``: the rebalancer, one task owned here, which moves files between nodes;
 - ``removals.py``: the bytes of deleted files, removed from their nodes after the delete is answered, one task owned
   here;
+- ``read_cache.py``: the bytes of small files read or written lately, by file id, served without the hop to their
+  node;
 - ``coordination.py``: this manager's record among those sharing the database, and whether it coordinates (runs the
   jobs that must run once: rebalancing, reconciliation, orphan removal), one task owned here.
 
@@ -67,6 +69,7 @@ from .lost import LostFiles
 from .multipart import MultipartOperations
 from .nodes import NodeSessions, Rejoining
 from .pool import NodeConnections
+from .read_cache import DEFAULT_CAPACITY, ReadCache
 from .rebalance import Rebalancer
 from .removals import Removals
 from .store import Location, MetadataStore
@@ -95,6 +98,7 @@ class Manager:
         limits: Limits = DEFAULT_LIMITS,
         grace: float = GRACE,
         metrics_port: int | None = None,
+        read_cache: int = DEFAULT_CAPACITY,
     ) -> None:
         self.db_path = db_path
         self.host = host
@@ -109,6 +113,7 @@ class Manager:
         self.rebalancer: Rebalancer
         self.grace = grace
         self.metrics_port = metrics_port
+        self.read_cache = ReadCache(read_cache)
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -142,7 +147,15 @@ class Manager:
             rejoining = Rejoining(self.topology)
             removals = Removals(self.pool, self.topology)
             files = FileOperations(
-                self.store, self.topology, self.pool, in_flight, rejoining, self.limits, coordination, removals
+                self.store,
+                self.topology,
+                self.pool,
+                in_flight,
+                rejoining,
+                self.limits,
+                coordination,
+                removals,
+                self.read_cache,
             )
             buckets = BucketOperations(self.store)
             multipart = MultipartOperations(self.store, files, self.limits)
@@ -195,9 +208,12 @@ class Manager:
                     hint="no shared secret: anyone who can reach this port can read, write and delete files and join "
                     "as a storage node; set --secret-file or DFS_SECRET on every process",
                 )
-            log.info("listening", host=self.host, port=self.port, db=str(self.db_path))
+            log.info(
+                "listening", host=self.host, port=self.port, db=str(self.db_path), read_cache=self.read_cache.capacity
+            )
             if self.metrics_port is not None:
                 metrics.watch_cluster(self.topology.snapshot, lambda: lost.count)
+                metrics.watch_read_cache(self.read_cache)
                 await lost.refresh()
                 log.info("metrics", url=f"http://{self.host}:{metrics.serve(self.host, self.metrics_port)}/metrics")
             if on_ready is not None:

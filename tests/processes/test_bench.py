@@ -87,7 +87,13 @@ def test_quick_run_reports_every_figure_compares_and_leaves_nothing_behind(tmp_p
     assert result.returncode == 0, result.stderr.decode()
     report = json.loads(result.stdout)
 
-    assert report["settings"] == {"large_size": 64 * 1024**2, "files": 500, "clients": 16, "sizes": [1024, 65536]}
+    assert report["settings"] == {
+        "large_size": 64 * 1024**2,
+        "files": 500,
+        "clients": 16,
+        "sizes": [1024, 65536],
+        "read_cache": 32 * 1024**2,  # the manager's default, which the private cluster's manager ran with
+    }
     assert report["machine"]["cpus"] >= 1 and report["machine"]["python"] and report["machine"]["date"]
     assert report["cluster"].startswith("private")
     figures = report["figures"]
@@ -113,6 +119,7 @@ def test_quick_run_reports_every_figure_compares_and_leaves_nothing_behind(tmp_p
     lines = table(report)
     for figure in figures.values():
         assert sum(line.startswith(figure["label"] + "  ") for line in lines) == 1, figure["label"]
+    assert "manager read cache: 32.0 MiB (--read-cache 33554432)" in lines
 
     # The temporary directory is gone, and so is every process started in it (daemons and baseline servers alike).
     assert list(tmp_path.iterdir()) == []
