@@ -24,9 +24,13 @@ connections and the same payloads as the dfsd phase they are compared with: a wr
 request, a read in the answer, a delete in neither.
 
 (c) Durable creates. dfsd acknowledges a write only once the node has fsynced the file and the directory entry its
-rename made. The baseline does just that on the same disk, with as many threads as there are clients and nothing
-else: create a partial file, write the bytes, fsync, rename into place, fsync the directory. No write of any file
-server on this disk that keeps that promise can go faster, so it shows how much of a small write is the disk's.
+rename made, and no directory of a node holds more than 36 entries. The baseline does just that on the same disk, with
+as many threads as there are clients and nothing else: create a partial file, write the bytes, fsync, rename into
+place, fsync the directory; the files go DIRECTORY_ENTRIES to a directory, in directories nested so that none holds
+more, each made when the first file needs it and its parent fsynced then (a file in a directory that a crash could
+lose is not durable). No write of any file server on this disk that keeps those promises can go faster, so it shows
+how much of a small write is the disk's. (It first put all the files in one directory, which no node may do; on a
+busy machine the two layouts measured within each other's noise.)
 
 The servers run as processes of their own, ``python -m dfsd.tools.bench_baselines relay|sink|echo``; like the dfsd
 daemons each prints one line ``dfs-bench ROLE listening on HOST:PORT`` once it accepts connections, and runs until it
@@ -44,6 +48,7 @@ import socketserver
 import struct
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +73,9 @@ PUT, GET = b"P", b"G"
 STORED = b"K"
 
 FRAME_LENGTH = struct.Struct(">I")
+
+# The most entries a directory of the durable creates holds: the rule every dfsd storage node keeps.
+DIRECTORY_ENTRIES = 36
 
 
 def tune(transport: asyncio.BaseTransport) -> None:
@@ -261,13 +269,27 @@ class _SinkServer(socketserver.ThreadingTCPServer):
 
 
 def durable_creates(directory: Path, payloads: Sequence[bytes], threads: int) -> tuple[float, list[float]]:
-    """Create one file per payload in ``directory``, durably, from ``threads`` threads at once; return the seconds it
-    took in all and each create's latency. The files are removed afterwards."""
+    """Create one file per payload below ``directory`` (``create_path``), durably, from ``threads`` threads at once;
+    return the seconds it took in all and each create's latency. The files are removed afterwards."""
     directory.mkdir(parents=True, exist_ok=True)
+    making = threading.Lock()
+
+    def make_directories(folder: Path) -> None:
+        """``folder`` and the parents it lacks, each made durable (its parent fsynced) before any file goes in."""
+        with making:
+            missing = []
+            while not folder.is_dir():
+                missing.append(folder)
+                folder = folder.parent
+            for path in reversed(missing):
+                path.mkdir()
+                _fsync_directory(path.parent)
 
     def create(index: int) -> float:
         start = time.perf_counter()
-        partial, final = directory / f"{index}.part", directory / str(index)
+        final = create_path(directory, index, len(payloads))
+        partial = final.with_name(final.name + ".part")
+        make_directories(final.parent)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, payloads[index])
@@ -275,11 +297,7 @@ def durable_creates(directory: Path, payloads: Sequence[bytes], threads: int) ->
         finally:
             os.close(fd)
         os.rename(partial, final)
-        directory_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory_fd)
-        finally:
-            os.close(directory_fd)
+        _fsync_directory(final.parent)
         return time.perf_counter() - start
 
     start = time.perf_counter()
@@ -289,6 +307,29 @@ def durable_creates(directory: Path, payloads: Sequence[bytes], threads: int) ->
         return time.perf_counter() - start, latencies
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def create_path(directory: Path, index: int, count: int) -> Path:
+    """Where durable create ``index`` of ``count`` goes: DIRECTORY_ENTRIES files to a leaf directory, the leaves named
+    by the digits of their number (base DIRECTORY_ENTRIES, as many as the last leaf needs), one directory level each,
+    so that no directory holds more than DIRECTORY_ENTRIES entries (``directory`` itself included)."""
+    leaf, name = divmod(index, DIRECTORY_ENTRIES)
+    levels = 1
+    while DIRECTORY_ENTRIES**levels < -(-count // DIRECTORY_ENTRIES):
+        levels += 1
+    digits = []
+    for _ in range(levels):
+        leaf, digit = divmod(leaf, DIRECTORY_ENTRIES)
+        digits.append(str(digit))
+    return directory.joinpath(*reversed(digits), str(name))
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 async def _connect(address: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
