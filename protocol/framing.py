@@ -25,18 +25,23 @@ from .messages import Buffer, Data, Message, message_from_wire, message_to_wire
 
 _LENGTH = struct.Struct(">I")
 
-# The receive buffers (``FrameDecoder``). A connection starts with FIRST_BUFFER, which holds any request or answer
-# carrying a file inline (INLINE_MAX) and is reused from its start after every frame; idle, it holds nothing at all.
-# Once it receives a stream, its buffers are STREAM_BUFFER: room for two data frames of CHUNK_SIZE and a read-ahead,
-# so about a fresh buffer (a few dozen microseconds) per 2 MiB.
-FIRST_BUFFER = 128 * 1024
+# The receive buffers (``FrameDecoder``) come in three sizes, the smallest that holds the frames a connection carries:
+# FIRST_BUFFER for requests and answers of a few KiB (a new connection's, so an idle or hostile one costs little),
+# INLINE_BUFFER once a frame carries a file inline (up to INLINE_MAX), and STREAM_BUFFER while a stream of data frames
+# runs: room for two of CHUNK_SIZE and a read-ahead, so about one fresh buffer (a few dozen microseconds) per 2 MiB.
+FIRST_BUFFER = 16 * 1024
+INLINE_BUFFER = 128 * 1024
 STREAM_BUFFER = 2 * CHUNK_SIZE + 512 * 1024
+
+# A frame that fills its buffer before it is whole moves to one at most GROWTH times the bytes of it that arrived: a
+# peer that announces a large frame gets a large buffer only by sending a good part of it.
+GROWTH = 16
 
 # While the next frame's length is unknown, at most this many bytes are asked of the transport: a batch of small
 # frames in one system call, and the start of a data frame, which then fits in the same buffer (ROOM).
 READ_AHEAD = 256 * 1024
 
-# A buffer that lent a payload takes a next frame only with this much room left: a read-ahead and a data frame after
+# While a stream runs, a buffer takes a next frame only with this much room left: a read-ahead and a data frame after
 # it, so a data frame never has to move to a fresh buffer.
 ROOM = READ_AHEAD + CHUNK_SIZE + 64
 
@@ -107,15 +112,15 @@ class FrameDecoder:
     Buffer lifetime: a data payload handed out stays the receiver's for as long as it keeps it (a disk thread's batch,
     a transport's write queue), so bytes of a buffer that lent one are never written again; the buffer is forgotten
     when full or when its stream ends, and freed by the last view. A buffer that lent nothing is reused from its
-    start. A frame that would not fit in what is left of its buffer moves to a fresh one: the only copy, of the bytes
-    of it that arrived so far. Offers keep that rare for data frames: while the next frame's length is unknown at most
-    READ_AHEAD bytes are offered, once known exactly the rest of that frame, and while a stream runs a buffer with less
-    than ROOM left takes no next frame.
+    start. A frame that fills what is left of its buffer before it is whole moves to a larger one (GROWTH): a copy of
+    the bytes of it that arrived so far. Offers keep that rare: while the next frame's length is unknown at most
+    READ_AHEAD bytes are offered, once known at most the rest of that frame, and while a stream runs a buffer with less
+    than ROOM left takes no next frame, so a stream's data frames are never copied.
     """
 
     def __init__(self, max_frame_size: int = MAX_FRAME_SIZE) -> None:
         self._max_frame_size = max_frame_size
-        self._standing = FIRST_BUFFER  # the size of the next fresh buffer: STREAM_BUFFER once a stream runs
+        self._standing = FIRST_BUFFER  # the size of the next fresh buffer, for the frames the connection carries
         self._buffer = bytearray(0)  # allocated at the first get_buffer: an idle connection holds nothing
         self._view = memoryview(self._buffer).toreadonly()  # what frames are cut from (a payload is read-only)
         self._lent = False  # a data payload was handed out of this buffer: its bytes are never written again
@@ -123,7 +128,7 @@ class FrameDecoder:
         self._framed = 0  # their bytes, length prefixes included
         self._tail = 0  # where the frame still arriving starts in the buffer
         self._tail_length: int | None = None  # its body's announced length, once its prefix is in
-        self._last_small = True  # the last whole frame fits FIRST_BUFFER: no stream is running (or it just ended)
+        self._last_small = True  # the last whole frame fits INLINE_BUFFER: no stream runs (or it just ended)
         self._end = 0  # where the next bytes go
         self._error: ProtocolError | None = None
         self.moved = 0  # bytes copied to a fresh buffer because their frame did not fit (the decoder's only copy)
@@ -141,18 +146,10 @@ class FrameDecoder:
                 self._start_over()
             elif len(self._buffer) - self._end < (ROOM if self._standing == STREAM_BUFFER else 1):
                 self._replace(self._standing)
-        elif self._tail_length is None:
-            if self._end == len(self._buffer):  # a length prefix cut by the end of the buffer
-                self._replace(self._standing)
-        elif self._tail + _LENGTH.size + self._tail_length > len(self._buffer):
-            if _LENGTH.size + self._tail_length > FIRST_BUFFER:  # a large frame: a stream, most likely
-                self._standing = STREAM_BUFFER
-            self._replace(max(self._standing, _LENGTH.size + self._tail_length))
-        if self._tail_length is None:
-            stop = min(len(self._buffer), self._end + READ_AHEAD)
-        else:
-            stop = self._tail + _LENGTH.size + self._tail_length
-        return memoryview(self._buffer)[self._end : stop]
+        elif self._end == len(self._buffer):  # the frame arriving fills the buffer: it moves to a larger one
+            self._replace(self._grown())
+        stop = self._end + READ_AHEAD if self._tail_length is None else self._tail + _LENGTH.size + self._tail_length
+        return memoryview(self._buffer)[self._end : min(stop, len(self._buffer))]
 
     def buffer_updated(self, nbytes: int) -> None:
         """``nbytes`` bytes were written at the start of the last ``get_buffer``; raises ``ProtocolError`` at once if
@@ -216,16 +213,31 @@ class FrameDecoder:
                 return
             self._frames.append(self._view[body_start : body_start + length])
             self._framed += _LENGTH.size + length
-            self._last_small = _LENGTH.size + length <= FIRST_BUFFER
+            self._grow_standing(_LENGTH.size + length)
             self._tail = body_start + length
         self._tail_length = None
 
+    def _grow_standing(self, frame: int) -> None:
+        """A whole frame of ``frame`` bytes arrived: later buffers are large enough for frames like it."""
+        self._last_small = frame <= INLINE_BUFFER
+        if not self._last_small:
+            self._standing = STREAM_BUFFER
+        elif frame > FIRST_BUFFER:
+            self._standing = max(self._standing, INLINE_BUFFER)
+
+    def _grown(self) -> int:
+        """The size of the buffer the frame filling this one moves to (GROWTH)."""
+        arrived = self._end - self._tail
+        whole = arrived + 1 if self._tail_length is None else _LENGTH.size + self._tail_length
+        return max(self._standing, min(whole, GROWTH * arrived))
+
     def _start_over(self) -> None:
         """Nothing in the buffer is needed any more: write from its start again. If a payload of it may still be out,
-        or it served a stream that has ended, go on in a fresh small one instead."""
-        if self._lent or (self._standing == STREAM_BUFFER and self._end) or not self._buffer:
-            self._standing = FIRST_BUFFER
-            self._replace(FIRST_BUFFER)
+        or it is not the size the connection needs now (the stream it served has ended), go on in a fresh one."""
+        if self._standing == STREAM_BUFFER and self._end:
+            self._standing = INLINE_BUFFER
+        if self._lent or len(self._buffer) != self._standing:
+            self._replace(self._standing)
         self._tail = self._end = 0
 
     def _replace(self, size: int) -> None:

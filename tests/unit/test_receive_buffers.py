@@ -13,8 +13,8 @@ import itertools
 from collections.abc import Iterator
 
 from comparable import normalise
-from dfsd.protocol import CHUNK_SIZE, FrameDecoder, Message, encode
-from dfsd.protocol.framing import FIRST_BUFFER, STREAM_BUFFER
+from dfsd.protocol import CHUNK_SIZE, MAX_FRAME_SIZE, FrameDecoder, Message, encode
+from dfsd.protocol.framing import FIRST_BUFFER, GROWTH, INLINE_BUFFER, STREAM_BUFFER
 from dfsd.protocol.messages import Data, End, Get, Ok, Sending
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -74,7 +74,7 @@ def test_a_stream_of_data_frames_is_received_without_a_copy() -> None:
     decoder = FrameDecoder()
     received = [message for message in fill(decoder, stream + encode(End()), greedy()) if type(message) is Data]
     assert [bytes(message.data) == payload(i, CHUNK_SIZE) for i, message in enumerate(received)] == [True] * 12
-    assert decoder.moved < 256 * 1024  # at most the start of the first data frame, in the small first buffer
+    assert decoder.moved <= FIRST_BUFFER + GROWTH * FIRST_BUFFER  # the start of the first data frame only
     assert all(isinstance(message.data, memoryview) and isinstance(message.data.obj, bytearray) for message in received)
     assert all(message.data.readonly for message in received)
     assert all(len(message.data.obj) == STREAM_BUFFER for message in received[1:])
@@ -84,7 +84,7 @@ def test_a_stream_read_in_odd_pieces_moves_little() -> None:
     stream = b"".join(encode(Data(payload(i, CHUNK_SIZE))) for i in range(16)) + encode(End())
     decoder = FrameDecoder()
     list(fill(decoder, stream, itertools.cycle([4093, 65521, 131071, 300007])))
-    assert decoder.moved <= 2 * 256 * 1024
+    assert decoder.moved <= FIRST_BUFFER + GROWTH * FIRST_BUFFER
 
 
 def test_small_frames_reuse_one_small_buffer() -> None:
@@ -101,7 +101,7 @@ def test_small_frames_reuse_one_small_buffer() -> None:
     assert len(decoder.get_buffer().obj) == FIRST_BUFFER
 
 
-def test_a_buffer_goes_back_to_small_once_a_stream_has_ended() -> None:
+def test_a_buffer_goes_back_to_inline_size_once_a_stream_has_ended() -> None:
     decoder = FrameDecoder()
     stream = b"".join(encode(Data(payload(i, CHUNK_SIZE))) for i in range(3)) + encode(End()) + encode(Ok())
     assert len(list(fill(decoder, stream, greedy()))) == 5
@@ -110,8 +110,16 @@ def test_a_buffer_goes_back_to_small_once_a_stream_has_ended() -> None:
     room[: len(frame)] = frame
     decoder.buffer_updated(len(frame))
     assert decoder.next_message() == Ok()
-    assert len(decoder.get_buffer().obj) == FIRST_BUFFER
+    assert len(decoder.get_buffer().obj) == INLINE_BUFFER
 
 
 def test_an_idle_decoder_holds_no_buffer() -> None:
     assert FrameDecoder()._buffer == bytearray()
+
+
+def test_a_peer_announcing_a_large_frame_gets_a_large_buffer_only_by_sending_it() -> None:
+    decoder = FrameDecoder()
+    decoder.receive_data(MAX_FRAME_SIZE.to_bytes(4, "big") + b"x")
+    assert len(decoder.get_buffer().obj) == FIRST_BUFFER
+    decoder.receive_data(bytes(FIRST_BUFFER - 5))
+    assert len(decoder.get_buffer().obj) == GROWTH * FIRST_BUFFER
