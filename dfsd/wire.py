@@ -114,11 +114,11 @@ class Link(asyncio.BufferedProtocol):
         self.gone = False  # the transport is closed (connection_lost)
         self.failure: Exception | None = None  # why, if the network failed it
         self.writable: asyncio.Future[None] | None = None  # while the transport holds too many of our bytes
+        self.reading = True  # False while paused: the connection has enough to take first
         self._on_connected = on_connected
         self._loop = asyncio.get_running_loop()
         self._arrived: asyncio.Future[None] | None = None
         self._closed = self._loop.create_future()
-        self._reading = True
         self._discarding = False
         self._scrap: memoryview | None = None  # where dropped input goes
 
@@ -170,11 +170,14 @@ class Link(asyncio.BufferedProtocol):
         paused)."""
         if self._arrived is None or self._arrived.done():
             self._arrived = self._loop.create_future()
-        if not self._reading and not self.gone:
-            assert self.transport is not None
-            self._reading = True
-            self.transport.resume_reading()
+        self._resume_reading()
         return self._arrived
+
+    def taken(self) -> None:
+        """The connection took a message: once half of READ_PAUSE or less waits, read again, so that the next bytes
+        are in before they are wanted."""
+        if not self.reading and self.decoder.buffered <= READ_PAUSE // 2 and not self.decoder.broken:
+            self._resume_reading()
 
     async def discard_input(self) -> None:
         """Read and drop whatever the peer still sends, until it closes its side or the connection is lost."""
@@ -185,9 +188,14 @@ class Link(asyncio.BufferedProtocol):
     async def closed(self) -> None:
         await self._closed
 
+    def _resume_reading(self) -> None:
+        if not self.reading and self.transport is not None and not self.gone:
+            self.reading = True
+            self.transport.resume_reading()
+
     def _pause_reading(self) -> None:
-        if self._reading and self.transport is not None and not self.gone:
-            self._reading = False
+        if self.reading and self.transport is not None and not self.gone:
+            self.reading = False
             self.transport.pause_reading()
 
     def _wake(self) -> None:
@@ -271,6 +279,7 @@ class Connection:
             while True:
                 message = self._decoder.next_message()
                 if message is not None:
+                    self._link.taken()
                     if self.conversation is not None:
                         self.conversation.receive(message)
                     return message
