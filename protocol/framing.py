@@ -28,10 +28,10 @@ _LENGTH = struct.Struct(">I")
 # The receive buffers (``FrameDecoder``) come in three sizes, the smallest that holds the frames a connection carries:
 # FIRST_BUFFER for requests and answers of a few KiB (a new connection's, so an idle or hostile one costs little),
 # INLINE_BUFFER once a frame carries a file inline (up to INLINE_MAX), and STREAM_BUFFER while a stream of data frames
-# runs: room for two of CHUNK_SIZE and a read-ahead, so about one fresh buffer (a few dozen microseconds) per 2 MiB.
+# runs: room for two of CHUNK_SIZE and a read-ahead (little to spare: a payload kept pins its whole buffer).
 FIRST_BUFFER = 16 * 1024
 INLINE_BUFFER = 128 * 1024
-STREAM_BUFFER = 2 * CHUNK_SIZE + 512 * 1024
+STREAM_BUFFER = 2 * CHUNK_SIZE + 128 * 1024
 
 # Stream buffers a connection keeps to reuse once no payload of theirs is out: a fresh one costs a page fault per 4 KiB
 # (measured: more than the socket's own copy of the bytes), a reused one nothing. Enough for what receivers hold at once
@@ -44,7 +44,7 @@ GROWTH = 16
 
 # While the next frame's length is unknown, at most this many bytes are asked of the transport: a batch of small
 # frames in one system call, and the start of a data frame, which then fits in the same buffer (ROOM).
-READ_AHEAD = 256 * 1024
+READ_AHEAD = 64 * 1024
 
 # While a stream runs, a buffer takes a next frame only with this much room left: a read-ahead and a data frame after
 # it, so a data frame never has to move to a fresh buffer.
