@@ -33,14 +33,14 @@ from typing import Any
 import structlog
 
 from . import metrics
-from .protocol import DfsError, InternalError, ProtocolError, ServersUnavailable
+from .protocol import DfsError, FrameDecoder, InternalError, ProtocolError, ServersUnavailable
 from .protocol.errors import LocalProtocolError
 from .protocol.exchanges import Conversation, Side
 from .protocol.handshake import NONCE_BYTES, ListenerHandshake
 from .protocol.messages import Message
 from .settings import SECRET_HINT, Limits, Security
 from .transfer import discard_stream
-from .wire import AGENT, Connection, ConnectionLost, conversation_of
+from .wire import AGENT, Connection, ConnectionLost, Link, conversation_of
 
 Session = Callable[[Connection], Awaitable[None]]
 Log = structlog.typing.FilteringBoundLogger
@@ -71,7 +71,12 @@ class Listener:
         From here on the process is a server whose log is one JSON object per line, so an error that escapes every
         owner (a bug) is logged as one such line too, instead of asyncio's traceback on standard error."""
         asyncio.get_running_loop().set_exception_handler(self._log_stray_error)
-        self._server = await asyncio.start_server(self._accept, host, port, ssl=self.security.server_tls)
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: Link(FrameDecoder(self.limits.max_frame_size), on_connected=self._accept),
+            host,
+            port,
+            ssl=self.security.server_tls,
+        )
         return int(self._server.sockets[0].getsockname()[1])
 
     async def shutdown(self, grace: float) -> None:
@@ -97,11 +102,13 @@ class Listener:
         """Marks the current connection as waiting for its next request, so shutdown closes it at once."""
         return _member_of(self._waiting)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)  # type: ignore[arg-type]
-        conn = Connection(reader, writer, self.limits.max_frame_size)
+    def _accept(self, link: Link) -> None:
+        """A peer connected: its connection gets a task of its own, which this listener owns."""
+        task = asyncio.get_running_loop().create_task(self._own(Connection(link)))
+        self._connections.add(task)
+        task.add_done_callback(self._connections.discard)
+
+    async def _own(self, conn: Connection) -> None:
         try:
             await self._serve(conn)
         except asyncio.CancelledError:
@@ -109,8 +116,6 @@ class Listener:
         except Exception:  # a bug: this task is the connection's owner, so it logs the error and drops the peer
             self.log.exception("connection_failed", peer=conn.peer)
             conn.abort()
-        finally:
-            self._connections.discard(task)  # type: ignore[arg-type]
 
     def _log_stray_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         error = context.get("exception")

@@ -1,9 +1,13 @@
-"""Messages over asyncio streams: the thin I/O layer around the sans-I/O protocol in ``dfsd.protocol``.
+"""Messages over asyncio transports: the thin I/O layer around the sans-I/O protocol in ``dfsd.protocol``.
 
-Every peer (client, manager, storage node) talks through ``Connection``: bytes read from the socket go into a
-``FrameDecoder``; messages to send are encoded and written with backpressure (``drain``), so a fast sender never fills
-memory. After the handshake each connection owns a ``Conversation`` (``protocol/exchanges.py``), which sees every frame
-sent and received and refuses one out of order: the order of frames lives there, not here. Moving a file's bytes over
+Every peer (client, manager, storage node) talks through ``Connection``: the transport receives straight into the
+``FrameDecoder``'s buffers (``Link``, an ``asyncio.BufferedProtocol``), so a data frame's payload reaches whoever
+takes it (a disk thread, the next hop's transport) as a view of the bytes the socket filled, never copied on the way;
+messages to send are encoded and written with backpressure, so a fast sender never fills memory. A receiver that
+falls behind stops reading once READ_PAUSE bytes wait in its decoder, so TCP holds the sender back.
+
+After the handshake each connection owns a ``Conversation`` (``protocol/exchanges.py``), which sees every frame sent and
+received and refuses one out of order: the order of frames lives there, not here. Moving a file's bytes over
 a connection is ``dfsd/transfer.py``'s.
 
 Timers measure only a peer that owes us something (PROTOCOL.md 9.5), and the conversation says when it does
@@ -17,6 +21,7 @@ slow reader that keeps reading is served however long it takes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import socket
@@ -24,11 +29,10 @@ import ssl
 import struct
 import termios
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from . import metrics
 from .protocol import (
-    MAX_FRAME_SIZE,
     DfsError,
     FrameDecoder,
     NotAuthorised,
@@ -48,8 +52,9 @@ X = TypeVar("X")
 
 AGENT = "dfsd/0.1"
 
-# Reads of up to 1 MiB take a whole data frame in one or two system calls.
-READ_SIZE = 1024 * 1024
+# A receiver stops reading from its socket once this many bytes wait in its decoder for it (two data frames), and
+# reads again when it wants more: the kernel's buffers then fill and TCP holds the sender back.
+READ_PAUSE = 2 * 1024 * 1024
 
 # Socket buffers of 4 MiB keep a loopback or LAN pipe full between two hops; the kernel caps them at its own maximum.
 SOCKET_BUFFER = 4 * 1024 * 1024
@@ -60,6 +65,9 @@ WRITE_HIGH_WATER = 4 * 1024 * 1024
 # Frames queued within one turn of the event loop are written in one system call, up to this many bytes (a data chunk
 # goes out at once).
 COALESCE_BYTES = 64 * 1024
+
+# Input read only to be dropped (a refused peer's) goes through a scratch buffer of this size.
+SCRAP_BYTES = 64 * 1024
 
 # A peer has this long to say hello, or to answer ours, before the connection is dropped.
 HANDSHAKE_TIMEOUT = 10.0
@@ -92,19 +100,118 @@ class ServerProtocolError(ProtocolError):
     """A server this process dialed sent garbage or a frame out of order (or answered that we did)."""
 
 
+class Link(asyncio.BufferedProtocol):
+    """The transport's side of one ``Connection``: bytes arrive in the decoder's own buffers, and the connection waits
+    here for more of them (``arrival``) and for the transport to take more of ours (``writable``).
+
+    Once framing is lost (the decoder is ``broken``) nothing more is decoded: reading pauses, and whatever arrives
+    later is dropped (``discard_input``)."""
+
+    def __init__(self, decoder: FrameDecoder, on_connected: Callable[[Link], None] | None = None) -> None:
+        self.decoder = decoder
+        self.transport: asyncio.Transport | None = None
+        self.eof = False  # the peer closed its side
+        self.gone = False  # the transport is closed (connection_lost)
+        self.failure: Exception | None = None  # why, if the network failed it
+        self.writable: asyncio.Future[None] | None = None  # while the transport holds too many of our bytes
+        self.reading = True  # False while paused: the connection has enough to take first
+        self._on_connected = on_connected
+        self._loop = asyncio.get_running_loop()
+        self._arrived: asyncio.Future[None] | None = None
+        self._closed = self._loop.create_future()
+        self._discarding = False
+        self._scrap: memoryview | None = None  # where dropped input goes
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass asyncio's
+        if self._on_connected is not None:
+            self._on_connected(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._discarding or self.decoder.broken:
+            if self._scrap is None:
+                self._scrap = memoryview(bytearray(SCRAP_BYTES))
+            return self._scrap
+        return self.decoder.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        metrics.BYTES.received += nbytes
+        if not (self._discarding or self.decoder.broken):
+            with contextlib.suppress(ProtocolError):  # the decoder keeps it: the next message raises it
+                self.decoder.buffer_updated(nbytes)
+            if self.decoder.broken or self.decoder.buffered >= READ_PAUSE:
+                self._pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake()
+        # Keep our side open to answer (plain TCP only: TLS cannot half-close, and says so if asked).
+        return self.transport is not None and self.transport.get_extra_info("sslcontext") is None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone, self.failure = True, exc
+        self._wake()
+        self.resume_writing()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self.writable is None:
+            self.writable = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        writable, self.writable = self.writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    def arrival(self) -> asyncio.Future[None]:
+        """Resolved when bytes arrive, the peer closes its side or the connection is lost (reading again if it
+        paused)."""
+        if self._arrived is None or self._arrived.done():
+            self._arrived = self._loop.create_future()
+        self._resume_reading()
+        return self._arrived
+
+    def taken(self) -> None:
+        """The connection took a message: once half of READ_PAUSE or less waits, read again, so that the next bytes
+        are in before they are wanted."""
+        if not self.reading and self.decoder.buffered <= READ_PAUSE // 2 and not self.decoder.broken:
+            self._resume_reading()
+
+    async def discard_input(self) -> None:
+        """Read and drop whatever the peer still sends, until it closes its side or the connection is lost."""
+        self._discarding = True
+        while not (self.eof or self.gone):
+            await self.arrival()
+
+    async def closed(self) -> None:
+        await self._closed
+
+    def _resume_reading(self) -> None:
+        if not self.reading and self.transport is not None and not self.gone:
+            self.reading = True
+            self.transport.resume_reading()
+
+    def _pause_reading(self) -> None:
+        if self.reading and self.transport is not None and not self.gone:
+            self.reading = False
+            self.transport.pause_reading()
+
+    def _wake(self) -> None:
+        arrived = self._arrived
+        if arrived is not None and not arrived.done():
+            arrived.set_result(None)
+
+
 class Connection:
     """One peer: ``recv`` and ``send`` whole messages."""
 
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        max_frame_size: int = MAX_FRAME_SIZE,
-        dialed: bool = False,
-    ) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._decoder = FrameDecoder(max_frame_size)
+    def __init__(self, link: Link, dialed: bool = False) -> None:
+        assert link.transport is not None, "the link is not connected"
+        self._link = link
+        self._transport = link.transport
+        self._decoder = link.decoder
         # How long the peer may leave undone what it owes us: the next byte of a message that is due or begun, or
         # taking some of the bytes we sent. None: forever (the peer's liveness is watched some other way).
         self.timeout: float | None = None
@@ -117,9 +224,9 @@ class Connection:
         # Whose fault a failure is, in its type: a server we dialed, or a peer that dialed us.
         self._lost: type[ConnectionLost] = ServerLost if dialed else ConnectionLost
         self._garbage: type[ProtocolError] = ServerProtocolError if dialed else ProtocolError
-        peer = writer.get_extra_info("peername")
+        peer = self._transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
-        tune_socket(writer)
+        tune_socket(self._transport)
 
     @classmethod
     async def open(
@@ -128,14 +235,14 @@ class Connection:
         """Connect (over TLS if configured), say hello as ``role``, and prove the shared secret if there is one."""
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(
+                _, link = await asyncio.get_running_loop().create_connection(
+                    lambda: Link(FrameDecoder()),
                     host,
                     port,
-                    limit=READ_SIZE,
                     ssl=security.client_tls,
                     server_hostname=host if security.client_tls else None,
                 )
-                conn = cls(reader, writer, dialed=True)
+                conn = cls(link, dialed=True)
                 try:
                     await conn._introduce(role, security.secret, f"{host}:{port}")
                 except BaseException:
@@ -172,49 +279,56 @@ class Connection:
             while True:
                 message = self._decoder.next_message()
                 if message is not None:
+                    self._link.taken()
                     if self.conversation is not None:
                         self.conversation.receive(message)
                     return message
-                data = await self._read(idle)
-                metrics.BYTES.received += len(data)
-                if not data:
-                    if self._decoder.buffered:
-                        raise self._lost(f"{self.peer} closed the connection in the middle of a frame")
-                    raise self._lost(f"{self.peer} closed the connection")
-                self._decoder.receive_data(data)
+                self._raise_if_ended()
+                await self._read(idle)
         except ProtocolError as err:
             if isinstance(err, self._garbage):
                 raise
             raise self._garbage(err.message) from err
 
-    async def _read(self, idle: float | None) -> bytes:
-        """The peer's next bytes, under the timer that applies (PROTOCOL.md 9.5)."""
+    def _raise_if_ended(self) -> None:
+        """Raise ``ConnectionLost`` if no more bytes can come: the peer closed its side, or the connection is lost."""
+        link = self._link
+        if link.failure is not None:
+            err = link.failure
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+            raise self._lost(f"connection to {self.peer} failed: {reason}")
+        if link.eof or link.gone:
+            if self._decoder.buffered:
+                raise self._lost(f"{self.peer} closed the connection in the middle of a frame")
+            raise self._lost(f"{self.peer} closed the connection")
+
+    async def _read(self, idle: float | None) -> None:
+        """Wait for the peer's next bytes (or its end), under the timer that applies (PROTOCOL.md 9.5)."""
         while True:
             limit = self.timeout if self._owed() else idle
             if limit is None:  # nothing is owed, and silence may last: no timer (a sender judges the taking)
-                return await self._read_chunk()
+                await self._arrival()
+                return
             if not self._untaken():
                 try:
                     async with asyncio.timeout(limit):
-                        return await self._read_chunk()
+                        await self._arrival()
+                        return
                 except TimeoutError:
                     raise self._lost(f"{self.peer} sent nothing for {limit:g} s") from None
             # The peer still has bytes of ours to take (the end of a download, say): it is judged on taking them, and
             # its own silence is timed only once it has taken them all.
-            data = await self._while_taking(self._read_chunk, until_taken=True, period=limit)
-            if data is not None:
-                return data
+            if await self._while_taking(self._arrival, until_taken=True, period=limit):
+                return
 
     def _owed(self) -> bool:
         """The peer owes us bytes now: a frame it has begun, or the next frame of the handshake or the exchange."""
         conversation = self.conversation
         return self._decoder.buffered > 0 or conversation is None or conversation.their_turn
 
-    async def _read_chunk(self) -> bytes:
-        try:
-            return await self._reader.read(READ_SIZE)
-        except OSError as err:
-            raise self._lost(f"connection to {self.peer} failed: {err.strerror or err}") from None
+    async def _arrival(self) -> bool:
+        await self._link.arrival()
+        return True
 
     async def expect(self, kind: type[M]) -> M:
         """The next message, which must be ``kind``; an ``error`` frame in its place (which the conversation lets
@@ -238,7 +352,7 @@ class Connection:
         Small messages sent one after another within one turn of the event loop (``sending``, ``data``, ``end``) go
         out in one system call; a message that makes the queue reach COALESCE_BYTES is written at once.
         """
-        if self._writer.is_closing():
+        if self._transport.is_closing():
             raise self._lost(f"connection to {self.peer} is closed")
         if self.conversation is not None:
             self.conversation.send(message)  # LocalProtocolError: a bug of ours, and nothing is sent
@@ -252,12 +366,17 @@ class Connection:
         elif not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
-        if self._writer.transport.get_write_buffer_size() <= WRITE_HIGH_WATER:
+        if self._transport.get_write_buffer_size() <= WRITE_HIGH_WATER:
             return
-        try:
-            await self._while_taking(self._writer.drain, until_taken=False, period=0.0)
-        except OSError as err:
-            raise self._lost(f"connection to {self.peer} failed: {err.strerror or err}") from None
+        await self._while_taking(self._drained, until_taken=False, period=0.0)
+
+    async def _drained(self) -> None:
+        """Return once the transport takes more of our bytes; raise ``ConnectionLost`` if it never will."""
+        writable = self._link.writable
+        if writable is not None:
+            await asyncio.shield(writable)  # a timer's cancellation must not resolve it for every other waiter
+        if self._link.gone:
+            self._raise_if_ended()
 
     async def _while_taking(self, wait: Callable[[], Awaitable[X]], until_taken: bool, period: float) -> X | None:
         """Await ``wait()`` while the peer takes the bytes we sent: with a ``timeout``, it must take some within every
@@ -287,9 +406,9 @@ class Connection:
 
     def _untaken(self) -> int:
         """Bytes we sent that the peer has not taken yet: in our transport's buffer or our kernel's send queue."""
-        if self._writer.is_closing():
+        if self._transport.is_closing():
             return 0
-        return self._writer.transport.get_write_buffer_size() + _kernel_unsent(self._writer)
+        return self._transport.get_write_buffer_size() + _kernel_unsent(self._transport)
 
     def _taken(self) -> int:
         """Bytes the peer has taken so far; grows only when it takes some."""
@@ -297,8 +416,8 @@ class Connection:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        if self._unsent and not self._writer.is_closing():
-            self._writer.writelines(self._unsent)
+        if self._unsent and not self._transport.is_closing():
+            self._transport.writelines(self._unsent)
             self._handed += self._unsent_bytes
         self._unsent = []
         self._unsent_bytes = 0
@@ -312,10 +431,9 @@ class Connection:
         try:
             await self.send(Error.of(err))
             self._flush()
-            self._writer.write_eof()
+            self._transport.write_eof()
             async with asyncio.timeout(LINGER):
-                while await self._reader.read(READ_SIZE):
-                    pass
+                await self._link.discard_input()
         except (ConnectionLost, OSError, TimeoutError):
             pass
         self.abort()
@@ -329,22 +447,22 @@ class Connection:
 
     @property
     def closed(self) -> bool:
-        return self._writer.is_closing()
+        return self._transport.is_closing()
 
     @property
     def peer_closed(self) -> bool:
-        """The peer has closed its side (we may not have read everything it sent before)."""
-        return self._reader.at_eof()
+        """The peer has closed its side, and we have read everything it sent before."""
+        return self._link.eof and not self._decoder.buffered
 
     def local_address(self) -> str | None:
-        sockname = self._writer.get_extra_info("sockname")
+        sockname = self._transport.get_extra_info("sockname")
         return sockname[0] if isinstance(sockname, tuple) else None
 
     def abort(self) -> None:
         """Drop the connection at once (its state is unknown, e.g. mid-stream); whole frames already queued are
         handed to the socket first, so an error answer just sent still has its chance to arrive."""
         self._flush()
-        self._writer.transport.abort()
+        self._transport.abort()
         if self.conversation is not None:
             self.conversation.close()
 
@@ -352,16 +470,13 @@ class Connection:
         if self.conversation is not None:
             self.conversation.close()
         self._flush()
-        self._writer.close()
-        try:
-            await self._writer.wait_closed()
-        except OSError:
-            pass
+        self._transport.close()
+        await self._link.closed()
 
 
-def _kernel_unsent(writer: asyncio.StreamWriter) -> int:
+def _kernel_unsent(transport: asyncio.Transport) -> int:
     """Bytes in the kernel's send queue that the peer has not acknowledged (SIOCOUTQ); 0 where that cannot be asked."""
-    sock = writer.get_extra_info("socket")
+    sock = transport.get_extra_info("socket")
     if sock is None:
         return 0
     try:
@@ -371,13 +486,13 @@ def _kernel_unsent(writer: asyncio.StreamWriter) -> int:
     return int(unsent)
 
 
-def tune_socket(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
+def tune_socket(transport: asyncio.Transport) -> None:
+    sock = transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-    writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+    transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
 
 
 def conversation_of(conn: Connection) -> Conversation:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import struct
@@ -120,6 +121,9 @@ async def test_tls_everywhere(tmp_path: Path, certificates: Path) -> None:
             async with Client(tap.address, security) as client:
                 await client.put("tls.txt", b"private bytes " * 100)
                 assert await client.read("tls.txt") == b"private bytes " * 100
+                streamed = os.urandom(5 * 1024 * 1024 + 17)  # data frames through every hop's TLS receive path
+                await client.put("tls.bin", streamed)
+                assert await client.read("tls.bin") == streamed
             assert b"private bytes" not in tap.captured
         with pytest.raises((ServersUnavailable, NotAuthorised)):  # plain TCP to a TLS port
             async with Client(cluster.address, Security()) as client:
