@@ -204,6 +204,7 @@ class PostgresStore(MetadataStore):
         self._pool = pool
         self._location = location
         self._stale_holds: set[int] = set()  # file ids of uploads over whose rows in uploads may not have been deleted
+        self._released: set[int] = set()  # file ids of uploads under way whose commit deleted their rows in uploads
         self._lock_conn: asyncpg.Connection | None = None  # holds COORDINATOR_LOCK while this manager coordinates
         self._lookups = GroupLookup(self._find_all)
         self._lock_conn_busy = asyncio.Lock()  # one statement at a time on it: the lock's check, or a move's switch
@@ -310,7 +311,22 @@ class PostgresStore(MetadataStore):
             raise
         return bool(rows)
 
+    async def _record(self, file_id: int, sql: str, params: Sequence[object]) -> Rows:
+        # The hold goes only with the row written: a commit that lost a race (and is tried again) keeps its hold, so
+        # its bytes are never an orphan meanwhile.
+        rows = await self._write(
+            f"WITH recorded AS ({sql}), released AS (DELETE FROM uploads WHERE file_id IN (SELECT id FROM recorded) "
+            "AND manager = ?) SELECT id FROM recorded",
+            (*params, self.manager_id),
+        )
+        if rows:
+            self._released.add(file_id)
+        return rows
+
     async def _unhold(self, file_id: int) -> None:
+        if file_id in self._released:  # its commit deleted the hold
+            self._released.discard(file_id)
+            return
         try:
             await self._write("DELETE FROM uploads WHERE file_id = ? AND manager = ?", (file_id, self.manager_id))
         except ServersUnavailable:
