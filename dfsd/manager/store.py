@@ -223,6 +223,9 @@ class Write:
     sql: str
     params: Sequence[object]
     done: asyncio.Future[Rows]
+    # What the first column of the one row this write returns (if it writes anything) holds, known beforehand: the
+    # writes of one statement with distinct keys can then be sent in one go, their rows told apart by it.
+    key: object = None
 
 
 def _name_exists(name: str) -> NameExists:
@@ -291,9 +294,9 @@ class MetadataStore(ABC):
 
     # --- group commit -------------------------------------------------------------------------------------------------
 
-    async def _write(self, sql: str, params: Sequence[object] = ()) -> Rows:
+    async def _write(self, sql: str, params: Sequence[object] = (), *, key: object = None) -> Rows:
         """Run one write statement in the next group commit; returns once that transaction is durable."""
-        (rows,) = await self._write_together(Write(sql, params, self._future()))
+        (rows,) = await self._write_together(Write(sql, params, self._future(), key))
         return rows
 
     async def _commit_queued(self) -> None:
@@ -498,8 +501,8 @@ class MetadataStore(ABC):
 
     async def remove(self, name: str) -> FileRecord | None:
         """Delete the stored file ``name`` and return what it was, or None if there was none."""
-        rows = await self._write(f"DELETE FROM files WHERE name = ? RETURNING {_FILE_COLUMNS}", (name,))
-        return file_record(rows[0]) if rows else None
+        rows = await self._write(f"DELETE FROM files WHERE name = ? RETURNING name, {_FILE_COLUMNS}", (name,), key=name)
+        return file_record(rows[0][1:]) if rows else None
 
     async def remove_exact(self, name: str, file_id: int) -> FileRecord | None:
         """Delete the stored file ``name`` only if it is still file ``file_id``; return it, or None."""

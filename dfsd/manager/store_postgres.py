@@ -291,11 +291,16 @@ class PostgresStore(MetadataStore):
             raise _unreachable(err) from err
 
     async def _in_one_transaction(self, batch: list[Write]) -> list[Rows]:
+        runs = _runs(batch)
+        results: dict[int, Rows] = {}
         async with self._pool.acquire(timeout=DB_TIMEOUT) as conn:
-            if len(batch) == 1:  # one statement is a transaction of its own: no BEGIN and COMMIT round trips
-                return [[tuple(row) for row in await conn.fetch(_numbered(batch[0].sql), *batch[0].params)]]
-            async with conn.transaction():
-                return [[tuple(row) for row in await conn.fetch(_numbered(w.sql), *w.params)] for w in batch]
+            if len(runs) == 1:  # one round trip is a transaction of its own: no BEGIN and COMMIT round trips
+                await _send(conn, runs[0], results)
+            else:
+                async with conn.transaction():
+                    for run in runs:
+                        await _send(conn, run, results)
+        return [results[id(write)] for write in batch]
 
     # --- uploads in flight, shared by every manager -------------------------------------------------------------------
 
@@ -305,6 +310,7 @@ class PostgresStore(MetadataStore):
                 f"INSERT INTO uploads (name, file_id, node, manager, started) VALUES (?, ?, ?, ?, {_NOW}) "
                 "ON CONFLICT (name) DO NOTHING RETURNING file_id",
                 (name, file_id, node, self.manager_id),
+                key=file_id,
             )
         except ServersUnavailable:
             self._stale_holds.add(file_id)  # the row may have been written: tidy_reservations makes sure it goes
@@ -318,6 +324,7 @@ class PostgresStore(MetadataStore):
             f"WITH recorded AS ({sql}), released AS (DELETE FROM uploads WHERE file_id IN (SELECT id FROM recorded) "
             "AND manager = ?) SELECT id FROM recorded",
             (*params, self.manager_id),
+            key=file_id,
         )
         if rows:
             self._released.add(file_id)
@@ -461,6 +468,38 @@ class PostgresStore(MetadataStore):
 
     async def set_next_file_id(self, next_id: int) -> None:
         await self._write("SELECT setval('file_ids', ?, false)", (next_id,))  # the next nextval gives next_id
+
+
+def _runs(batch: list[Write]) -> list[list[Write]]:
+    """The round trips that send ``batch``: the keyed writes of each statement together, in one (at the place of the
+    first of them), and every other write alone, in order. Writes in one batch come from callers that did not wait
+    for each other, so their order is theirs to choose; only a write's key tells its rows from the others' in the
+    answer of a round trip, so two writes of one statement and one key never share one."""
+    runs: list[list[Write]] = []
+    together: dict[str, tuple[list[Write], set[object]]] = {}
+    for write in batch:
+        run, keys = together.get(write.sql, ([], set()))
+        if write.key is None or write.key in keys:
+            runs.append([write])
+            continue
+        if not run:
+            runs.append(run)
+            together[write.sql] = (run, keys)
+        run.append(write)
+        keys.add(write.key)
+    return runs
+
+
+async def _send(conn: asyncpg.Connection, run: list[Write], results: dict[int, Rows]) -> None:
+    """Run the writes of ``run`` (one statement's, with distinct keys, if more than one) in one round trip."""
+    if len(run) == 1:
+        results[id(run[0])] = [tuple(row) for row in await conn.fetch(_numbered(run[0].sql), *run[0].params)]
+        return
+    by_key: dict[object, Rows] = {write.key: [] for write in run}
+    for row in await conn.fetchmany(_numbered(run[0].sql), [write.params for write in run]):
+        by_key[row[0]].append(tuple(row))
+    for write in run:
+        results[id(write)] = by_key[write.key]
 
 
 async def _upgrade(pool: asyncpg.Pool, location: PostgresURL) -> None:
