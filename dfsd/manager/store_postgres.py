@@ -3,10 +3,12 @@
 A pool of connections serves the reads; a group commit takes one connection for its transaction, and a commit is
 durable (with PostgreSQL's default ``synchronous_commit = on``) before the client hears ``stored``. One statement's
 error aborts a whole PostgreSQL transaction, so a batch that fails that way is run again one write at a time: the error
-then fails only its own caller, as on SQLite. A batch of one write is a transaction of its own, sent without BEGIN and
-COMMIT. Lookups by name, the reads of every get, are grouped (``lookups.py``): one query for all the names asked while
-the previous one was out. Every round trip saved counts: on a busy machine, a query costs the manager and the
-server more than the lookup it makes.
+then fails only its own caller, as on SQLite. The writes of one statement in a batch go in one round trip (asyncpg's
+``fetchmany``) when each names beforehand the key its row comes back with (``Write.key``: the holds and commits of
+uploads, the deletes); a batch that is one round trip is a transaction of its own, sent without BEGIN and COMMIT.
+An upload's commit also deletes its hold, in the same statement. Lookups by name, the reads of every get, are grouped
+(``lookups.py``): one query, on a connection of its own, for all the names asked while the previous one was out. Every
+round trip saved counts: on a busy machine, a query costs the manager and the server more than the lookup it makes.
 
 File ids come from the sequence ``file_ids``, which steps by ID_BLOCK: each ``nextval`` claims a whole block, and it
 is claimed inside a committed transaction, so the claim is on disk before any id of it is used.
@@ -207,6 +209,7 @@ class PostgresStore(MetadataStore):
         self._released: set[int] = set()  # file ids of uploads under way whose commit deleted their rows in uploads
         self._lock_conn: asyncpg.Connection | None = None  # holds COORDINATOR_LOCK while this manager coordinates
         self._lookups = GroupLookup(self._find_all)
+        self._lookup_conn: asyncpg.Connection | None = None  # the group lookup's
         self._lock_conn_busy = asyncio.Lock()  # one statement at a time on it: the lock's check, or a move's switch
         self._lock_lost = False  # lost outside a try: the next try reports the turn ended, even if it takes it again
 
@@ -244,6 +247,8 @@ class PostgresStore(MetadataStore):
 
     async def _disconnect(self) -> None:
         await self._lookups.close()
+        if self._lookup_conn is not None:
+            self._lookup_conn.terminate()
         await self._drop_lock()
         await self._pool.close()
 
@@ -258,7 +263,23 @@ class PostgresStore(MetadataStore):
         return await self._lookups.find(name)
 
     async def _find_all(self, names: list[str]) -> dict[str, FileRecord]:
-        return {record.name: record for record in map(file_record, await self._read(FIND_ANY_SQL, (names,)))}
+        # On a connection of its own, outside the pool: the group lookup sends one query at a time, and a pooled
+        # connection's acquire and release cost the manager more than the query itself.
+        try:
+            if self._lookup_conn is None:
+                self._lookup_conn = await asyncpg.connect(
+                    self._location.url,
+                    timeout=DB_TIMEOUT,
+                    command_timeout=DB_TIMEOUT,
+                    server_settings={"application_name": "dfsd manager"},
+                )
+            rows = await self._lookup_conn.fetch(_numbered(FIND_ANY_SQL), names)
+        except _LOST as err:
+            conn, self._lookup_conn = self._lookup_conn, None
+            if conn is not None:
+                conn.terminate()
+            raise _unreachable(err) from err
+        return {record.name: record for record in map(file_record, rows)}
 
     async def _claim_ids(self) -> int:
         (first,) = (await self._write("SELECT nextval('file_ids')"))[0]
