@@ -223,6 +223,9 @@ class Write:
     sql: str
     params: Sequence[object]
     done: asyncio.Future[Rows]
+    # What the first column of the one row this write returns (if it writes anything) holds, known beforehand: the
+    # writes of one statement with distinct keys can then be sent in one go, their rows told apart by it.
+    key: object = None
 
 
 def _name_exists(name: str) -> NameExists:
@@ -291,9 +294,9 @@ class MetadataStore(ABC):
 
     # --- group commit -------------------------------------------------------------------------------------------------
 
-    async def _write(self, sql: str, params: Sequence[object] = ()) -> Rows:
+    async def _write(self, sql: str, params: Sequence[object] = (), *, key: object = None) -> Rows:
         """Run one write statement in the next group commit; returns once that transaction is durable."""
-        (rows,) = await self._write_together(Write(sql, params, self._future()))
+        (rows,) = await self._write_together(Write(sql, params, self._future(), key))
         return rows
 
     async def _commit_queued(self) -> None:
@@ -338,7 +341,7 @@ class MetadataStore(ABC):
         try:
             file_id = await self._new_id()
             # Held first, then looked up: an upload of the name that commits elsewhere meanwhile releases its hold
-            # only after its row is written, so one of the two steps sees it.
+            # no earlier than its row is written (in the same commit), so one of the two steps sees it.
             if not await self._hold(name, file_id, node):
                 raise _name_exists(name)
             held = True
@@ -394,6 +397,12 @@ class MetadataStore(ABC):
     async def _held_elsewhere(self) -> set[int]:
         return set()
 
+    async def _record(self, file_id: int, sql: str, params: Sequence[object]) -> Rows:
+        """Run ``sql``, which writes the row of upload ``file_id``'s file and returns its id if it did. A backend
+        that records reservations ends this one in the same statement: the row and the end of the reservation are
+        one commit, and ``release`` then has nothing left to write."""
+        return await self._write(sql, params)
+
     async def tidy_reservations(self, manager_lease: float) -> None:
         """Drop recorded reservations that no upload holds any more: this manager's own that a failed release left
         behind (the database was down), and those of managers whose lease expired (they died)."""
@@ -442,7 +451,8 @@ class MetadataStore(ABC):
         meta: dict[str, str] | None = None,
     ) -> None:
         """The upload's bytes are durable on ``node``: record the file (with its metadata), which makes it visible."""
-        rows = await self._write(
+        rows = await self._record(
+            file_id,
             f"INSERT INTO files ({_NEW_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (name) DO NOTHING RETURNING id",
             (file_id, name, node, size, sha256, created, _meta_text(meta)),
@@ -467,13 +477,15 @@ class MetadataStore(ABC):
         while True:
             current = await self.find(name)
             if current is None:
-                rows = await self._write(
+                rows = await self._record(
+                    file_id,
                     f"INSERT INTO files ({_NEW_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (name) DO NOTHING RETURNING id",
                     (file_id, name, node, size, sha256, created, _meta_text(meta)),
                 )
             else:
-                rows = await self._write(
+                rows = await self._record(
+                    file_id,
                     "UPDATE files SET id = ?, node = ?, size = ?, sha256 = ?, created = ?, lost = NULL, meta = ? "
                     "WHERE name = ? AND id = ? RETURNING id",
                     (file_id, node, size, sha256, created, _meta_text(meta), name, current.id),
@@ -489,8 +501,8 @@ class MetadataStore(ABC):
 
     async def remove(self, name: str) -> FileRecord | None:
         """Delete the stored file ``name`` and return what it was, or None if there was none."""
-        rows = await self._write(f"DELETE FROM files WHERE name = ? RETURNING {_FILE_COLUMNS}", (name,))
-        return file_record(rows[0]) if rows else None
+        rows = await self._write(f"DELETE FROM files WHERE name = ? RETURNING name, {_FILE_COLUMNS}", (name,), key=name)
+        return file_record(rows[0][1:]) if rows else None
 
     async def remove_exact(self, name: str, file_id: int) -> FileRecord | None:
         """Delete the stored file ``name`` only if it is still file ``file_id``; return it, or None."""

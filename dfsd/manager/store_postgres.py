@@ -3,10 +3,12 @@
 A pool of connections serves the reads; a group commit takes one connection for its transaction, and a commit is
 durable (with PostgreSQL's default ``synchronous_commit = on``) before the client hears ``stored``. One statement's
 error aborts a whole PostgreSQL transaction, so a batch that fails that way is run again one write at a time: the error
-then fails only its own caller, as on SQLite. A batch of one write is a transaction of its own, sent without BEGIN and
-COMMIT. Lookups by name, the reads of every get, are grouped (``lookups.py``): one query for all the names asked while
-the previous one was out. Every round trip saved counts: on a busy machine, a query costs the manager and the
-server more than the lookup it makes.
+then fails only its own caller, as on SQLite. The writes of one statement in a batch go in one round trip (asyncpg's
+``fetchmany``) when each names beforehand the key its row comes back with (``Write.key``: the holds and commits of
+uploads, the deletes); a batch that is one round trip is a transaction of its own, sent without BEGIN and COMMIT.
+An upload's commit also deletes its hold, in the same statement. Lookups by name, the reads of every get, are grouped
+(``lookups.py``): one query, on a connection of its own, for all the names asked while the previous one was out. Every
+round trip saved counts: on a busy machine, a query costs the manager and the server more than the lookup it makes.
 
 File ids come from the sequence ``file_ids``, which steps by ID_BLOCK: each ``nextval`` claims a whole block, and it
 is claimed inside a committed transaction, so the claim is on disk before any id of it is used.
@@ -204,8 +206,10 @@ class PostgresStore(MetadataStore):
         self._pool = pool
         self._location = location
         self._stale_holds: set[int] = set()  # file ids of uploads over whose rows in uploads may not have been deleted
+        self._released: set[int] = set()  # file ids of uploads under way whose commit deleted their rows in uploads
         self._lock_conn: asyncpg.Connection | None = None  # holds COORDINATOR_LOCK while this manager coordinates
         self._lookups = GroupLookup(self._find_all)
+        self._lookup_conn: asyncpg.Connection | None = None  # the group lookup's
         self._lock_conn_busy = asyncio.Lock()  # one statement at a time on it: the lock's check, or a move's switch
         self._lock_lost = False  # lost outside a try: the next try reports the turn ended, even if it takes it again
 
@@ -243,6 +247,8 @@ class PostgresStore(MetadataStore):
 
     async def _disconnect(self) -> None:
         await self._lookups.close()
+        if self._lookup_conn is not None:
+            self._lookup_conn.terminate()
         await self._drop_lock()
         await self._pool.close()
 
@@ -257,7 +263,23 @@ class PostgresStore(MetadataStore):
         return await self._lookups.find(name)
 
     async def _find_all(self, names: list[str]) -> dict[str, FileRecord]:
-        return {record.name: record for record in map(file_record, await self._read(FIND_ANY_SQL, (names,)))}
+        # On a connection of its own, outside the pool: the group lookup sends one query at a time, and a pooled
+        # connection's acquire and release cost the manager more than the query itself.
+        try:
+            if self._lookup_conn is None:
+                self._lookup_conn = await asyncpg.connect(
+                    self._location.url,
+                    timeout=DB_TIMEOUT,
+                    command_timeout=DB_TIMEOUT,
+                    server_settings={"application_name": "dfsd manager"},
+                )
+            rows = await self._lookup_conn.fetch(_numbered(FIND_ANY_SQL), names)
+        except _LOST as err:
+            conn, self._lookup_conn = self._lookup_conn, None
+            if conn is not None:
+                conn.terminate()
+            raise _unreachable(err) from err
+        return {record.name: record for record in map(file_record, rows)}
 
     async def _claim_ids(self) -> int:
         (first,) = (await self._write("SELECT nextval('file_ids')"))[0]
@@ -290,11 +312,16 @@ class PostgresStore(MetadataStore):
             raise _unreachable(err) from err
 
     async def _in_one_transaction(self, batch: list[Write]) -> list[Rows]:
+        runs = _runs(batch)
+        results: dict[int, Rows] = {}
         async with self._pool.acquire(timeout=DB_TIMEOUT) as conn:
-            if len(batch) == 1:  # one statement is a transaction of its own: no BEGIN and COMMIT round trips
-                return [[tuple(row) for row in await conn.fetch(_numbered(batch[0].sql), *batch[0].params)]]
-            async with conn.transaction():
-                return [[tuple(row) for row in await conn.fetch(_numbered(w.sql), *w.params)] for w in batch]
+            if len(runs) == 1:  # one round trip is a transaction of its own: no BEGIN and COMMIT round trips
+                await _send(conn, runs[0], results)
+            else:
+                async with conn.transaction():
+                    for run in runs:
+                        await _send(conn, run, results)
+        return [results[id(write)] for write in batch]
 
     # --- uploads in flight, shared by every manager -------------------------------------------------------------------
 
@@ -304,13 +331,30 @@ class PostgresStore(MetadataStore):
                 f"INSERT INTO uploads (name, file_id, node, manager, started) VALUES (?, ?, ?, ?, {_NOW}) "
                 "ON CONFLICT (name) DO NOTHING RETURNING file_id",
                 (name, file_id, node, self.manager_id),
+                key=file_id,
             )
         except ServersUnavailable:
             self._stale_holds.add(file_id)  # the row may have been written: tidy_reservations makes sure it goes
             raise
         return bool(rows)
 
+    async def _record(self, file_id: int, sql: str, params: Sequence[object]) -> Rows:
+        # The hold goes only with the row written: a commit that lost a race (and is tried again) keeps its hold, so
+        # its bytes are never an orphan meanwhile.
+        rows = await self._write(
+            f"WITH recorded AS ({sql}), released AS (DELETE FROM uploads WHERE file_id IN (SELECT id FROM recorded) "
+            "AND manager = ?) SELECT id FROM recorded",
+            (*params, self.manager_id),
+            key=file_id,
+        )
+        if rows:
+            self._released.add(file_id)
+        return rows
+
     async def _unhold(self, file_id: int) -> None:
+        if file_id in self._released:  # its commit deleted the hold
+            self._released.discard(file_id)
+            return
         try:
             await self._write("DELETE FROM uploads WHERE file_id = ? AND manager = ?", (file_id, self.manager_id))
         except ServersUnavailable:
@@ -445,6 +489,38 @@ class PostgresStore(MetadataStore):
 
     async def set_next_file_id(self, next_id: int) -> None:
         await self._write("SELECT setval('file_ids', ?, false)", (next_id,))  # the next nextval gives next_id
+
+
+def _runs(batch: list[Write]) -> list[list[Write]]:
+    """The round trips that send ``batch``: the keyed writes of each statement together, in one (at the place of the
+    first of them), and every other write alone, in order. Writes in one batch come from callers that did not wait
+    for each other, so their order is theirs to choose; only a write's key tells its rows from the others' in the
+    answer of a round trip, so two writes of one statement and one key never share one."""
+    runs: list[list[Write]] = []
+    together: dict[str, tuple[list[Write], set[object]]] = {}
+    for write in batch:
+        run, keys = together.get(write.sql, ([], set()))
+        if write.key is None or write.key in keys:
+            runs.append([write])
+            continue
+        if not run:
+            runs.append(run)
+            together[write.sql] = (run, keys)
+        run.append(write)
+        keys.add(write.key)
+    return runs
+
+
+async def _send(conn: asyncpg.Connection, run: list[Write], results: dict[int, Rows]) -> None:
+    """Run the writes of ``run`` (one statement's, with distinct keys, if more than one) in one round trip."""
+    if len(run) == 1:
+        results[id(run[0])] = [tuple(row) for row in await conn.fetch(_numbered(run[0].sql), *run[0].params)]
+        return
+    by_key: dict[object, Rows] = {write.key: [] for write in run}
+    for row in await conn.fetchmany(_numbered(run[0].sql), [write.params for write in run]):
+        by_key[row[0]].append(tuple(row))
+    for write in run:
+        results[id(write)] = by_key[write.key]
 
 
 async def _upgrade(pool: asyncpg.Pool, location: PostgresURL) -> None:

@@ -90,6 +90,28 @@ async def _stored(store: MetadataStore, name: str, node: int = 5) -> int:
     return file_id
 
 
+async def test_writes_committed_together_each_get_their_own_answer(db_location: Location) -> None:
+    """Many uploads and deletes at once share group commits (on PostgreSQL the writes of one statement share one
+    round trip, their rows told apart by key): each commit records its own file and ends its own reservation, and of
+    two deletes of one name exactly one gets the file."""
+    store = await MetadataStore.open(db_location)
+    try:
+        names = [f"g/{index}" for index in range(60)]
+        ids = dict(zip(names, await asyncio.gather(*(_stored(store, name) for name in names)), strict=True))
+        assert len(set(ids.values())) == len(names)
+        assert await store.uploading() == set()  # no reservation is left, in memory or in the database
+        for name in names:
+            record = await store.find(name)
+            assert record is not None and record.id == ids[name]
+        removed = await asyncio.gather(*(store.remove(name) for name in names + names))
+        for name in names:
+            answers = [record for record in removed if record is not None and record.name == name]
+            assert [record.id for record in answers] == [ids[name]]
+        assert removed.count(None) == len(names)
+    finally:
+        await store.close()
+
+
 async def test_lookups_asked_together_each_find_their_own_file(db_location: Location) -> None:
     """Many finds at once (on PostgreSQL they share queries, ``lookups.py``): each gets its own name's file, or None,
     whether its name is asked once, several times or not stored at all; more at once than one query takes too."""
