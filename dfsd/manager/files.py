@@ -31,6 +31,7 @@ from ..protocol import (
     FileNotFound,
     FileUnavailable,
     InternalError,
+    NameExists,
     NoSuchUpload,
     ServersUnavailable,
     StorageFull,
@@ -116,31 +117,35 @@ class FileOperations:
         part = is_part_name(request.name)
         if part:
             await self._check_part_upload(request.name)
-        if request.sha256 is not None and size is not None:
-            already = await self._already_stored(request.name, size, request.sha256, request.meta)
-            if already is not None:
-                req.fields.update(size=size, already=True)
-                await conn.send(already)
-                return
-        await self.rejoining.wait()
-        stored = None if self.coordination.alone else await self.store.files_per_node()
-        node = choose_node(self.topology.nodes.values(), request.size, stored)
-        replace = bool(request.replace)
-        meta = dict(request.meta or {})  # with what the stream's end adds
-        async with self.in_flight.upload(request.name, node, replace=replace) as file_id:
-            req.fields.update(node=node.id, file_id=file_id)
-            try:
-                store = Store(file_id, request.size, request.sha256)
-                stored = await self._relay_upload(conn, request, store, node, meta)
-            except StorageFull:
-                self.topology.filled(node)
+        if request.replace and await self._answered_already(conn, request, req, size):
+            return
+        relaying = False
+        try:
+            await self.rejoining.wait()
+            counts = None if self.coordination.alone else await self.store.files_per_node()
+            node = choose_node(self.topology.nodes.values(), request.size, counts)
+            meta = dict(request.meta or {})  # with what the stream's end adds
+            async with self.in_flight.upload(request.name, node, replace=bool(request.replace)) as file_id:
+                req.fields.update(node=node.id, file_id=file_id)
+                relaying = True
+                try:
+                    store = Store(file_id, request.size, request.sha256)
+                    stored = await self._relay_upload(conn, request, store, node, meta)
+                except StorageFull:
+                    self.topology.filled(node)
+                    raise
+                try:
+                    replaced = await self._commit(file_id, request.name, node.id, stored, request.replace, meta)
+                except ServersUnavailable:
+                    self.in_flight.doubt(node.id, file_id)  # its bytes go once the database says it has no row
+                    raise
+                self.topology.stored(node.id, stored.size)
+        except (NameExists, ServersUnavailable):
+            # The name is taken, or no node is up: this may be a retry whose first attempt was stored though its
+            # answer was lost. Asked only now, so a put of a free name costs no lookup of it beforehand.
+            if relaying or not await self._answered_already(conn, request, req, size):
                 raise
-            try:
-                replaced = await self._commit(file_id, request.name, node.id, stored, request.replace, meta)
-            except ServersUnavailable:
-                self.in_flight.doubt(node.id, file_id)  # its bytes go once the database says it has no row
-                raise
-            self.topology.stored(node.id, stored.size)
+            return
         if request.data is not None and not part:  # committed: these are the bytes of file_id for good
             self.read_cache.add(file_id, request.data)
         req.fields.update(size=stored.size)
@@ -188,17 +193,22 @@ class FileOperations:
         if node is not None:
             await remove_copy(self.pool, node, record.id)
 
-    async def _already_stored(self, name: str, size: int, sha256: bytes, meta: dict[str, str] | None) -> Stored | None:
-        """``stored`` (marked ``already``) if ``name`` holds exactly these bytes and this metadata: the answer to a
-        retry whose first attempt was stored though its answer was lost. An upload of the name under way is given
-        SETTLE_WAIT to end first, since it may be that first attempt, committing right now."""
-        await self.in_flight.settle(name, SETTLE_WAIT)
-        record = await self.store.find(name)
-        if record is None or record.lost is not None or (record.size, record.sha256) != (size, sha256):
-            return None
-        if (record.meta or None) != (meta or None):
-            return None  # reserving the name then answers error 3 if it is taken
-        return Stored(record.size, record.sha256, already=True)
+    async def _answered_already(self, conn: Connection, request: Put, req: Request, size: int | None) -> bool:
+        """Answer ``stored`` (marked ``already``) if the put names its size and SHA-256 and its name holds exactly
+        these bytes and this metadata: the answer to a retry whose first attempt was stored though its answer was
+        lost. An upload of the name under way is given SETTLE_WAIT to end first, since it may be that first attempt,
+        committing right now."""
+        if request.sha256 is None or size is None:
+            return False
+        await self.in_flight.settle(request.name, SETTLE_WAIT)
+        record = await self.store.find(request.name)
+        if record is None or record.lost is not None or (record.size, record.sha256) != (size, request.sha256):
+            return False
+        if (record.meta or None) != (request.meta or None):
+            return False
+        req.fields.update(size=size, already=True)
+        await conn.send(Stored(record.size, record.sha256, already=True))
+        return True
 
     async def _relay_upload(
         self, conn: Connection, request: Put, store: Store, node: NodeState, meta: dict[str, str]
