@@ -132,6 +132,11 @@ __all__ = [
 
 DEFAULT_MANAGER = "127.0.0.1:8000"
 
+# Chunks of a regular file read per trip to a thread while uploading it: 4 MiB, as ``bulk.BATCH_BYTES`` for the same
+# reason (a trip's wake-ups cost more than reading one chunk); measured, dfs-push then took 0.1 s less CPU per GiB and
+# a third of the context switches.
+READ_BATCH = 4
+
 # How long a retried upload waits for its name to be freed by the attempt a lost manager left in flight (its lease,
 # 5 s, and the coordinator's round to notice, with room to spare), and how often it asks.
 HELD_NAME_WAIT = 30.0
@@ -786,7 +791,22 @@ async def _chunks(source: BinaryIO | bytes | AsyncIterable[bytes]) -> AsyncItera
             for start in range(0, len(view), CHUNK_SIZE):
                 yield view[start : start + CHUNK_SIZE]
     else:
-        loop = asyncio.get_running_loop()
-        # Reads go to a thread: a pipe or a terminal may take its time, and the loop must keep serving the answer.
-        while chunk := await loop.run_in_executor(None, source.read, CHUNK_SIZE):
-            yield chunk
+        # Reads go to a thread: a pipe or a terminal may take its time, and the loop must keep serving the answer. A
+        # regular file (seekable) is read READ_BATCH chunks a trip, each trip costing two wake-ups; a pipe one chunk a
+        # trip, so that a slow one starts at once. A cancelled read is waited for (``in_thread``): nobody must rewind
+        # or close the source while a thread still reads it.
+        per_trip = READ_BATCH if source.seekable() else 1
+        while chunks := await in_thread(None, _read_chunks, source, per_trip):
+            for chunk in chunks:
+                yield chunk
+
+
+def _read_chunks(source: BinaryIO, count: int) -> builtins.list[bytes]:
+    """(In a thread.) Up to ``count`` chunks of ``source``, fewer at its end, none past it."""
+    chunks = []
+    for _ in range(count):
+        chunk = source.read(CHUNK_SIZE)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return chunks
