@@ -208,8 +208,8 @@ class Download:
     async def save_to_fd(self, fd: int, progress: Callable[[int], object] | None = None) -> Sending:
         """Write the bytes into the regular file open for writing on ``fd``, from its offset, and verify them; returns
         what was sent. As ``save``, but around the page cache where the file system allows (``directio``): the
-        cheapest way to write a large file, which the kernel's copy into its cache made twice as costly. ``fd`` is
-        left as it was given (open, ``O_DIRECT`` off)."""
+        kernel's copy into its cache cost more CPU than all the rest of the writing. ``fd`` is left as it was given
+        (open, ``O_DIRECT`` off)."""
         with DirectFile(fd) as file:
             await self._write(file.write, progress)
             await in_thread(None, file.flush)

@@ -4,8 +4,8 @@ With -o the bytes go to a temporary file beside the target, renamed into place o
 verified, so a failed download never leaves a file that looks complete. On standard output bytes are written as they
 arrive, a few MiB at a time (a pipe cannot take them back): a checksum failure then exits 7 after the bytes, and the
 reader must discard them. Either way the writing is done in a thread, so the download goes on while it writes; with -o
-it goes around the page cache where the file system allows (``O_DIRECT``, see ``dfsd/directio.py``), which halved the
-command's CPU time.
+it goes around the page cache where the file system allows (``O_DIRECT``, see ``dfsd/directio.py``), which cut the
+command's CPU time by more than a third (2.6 to 1.65 s per GiB, measured on a busy machine).
 
 A progress bar (bytes, rate, time left) is drawn on standard error when it is a terminal, unless -q is given or the
 bytes themselves go to that terminal (the bar would be drawn in the middle of them).
