@@ -144,7 +144,7 @@ def _receive_hashed(sock: socket.socket, length: int, fd: int | None) -> None:
                 previous.result()  # the buffer is free again
             if not remaining:
                 break
-            got = _receive_some(sock, buffers[side], remaining)
+            got = _fill(sock, buffers[side], remaining)
             remaining -= got
             taking[side] = thread.submit(take, buffers[side][:got])
         for future in taking:
@@ -153,8 +153,18 @@ def _receive_hashed(sock: socket.socket, length: int, fd: int | None) -> None:
     hasher.digest()
 
 
+def _fill(sock: socket.socket, buffer: memoryview, remaining: int) -> int:
+    """Receive until ``buffer`` is full or the stream's ``remaining`` bytes are in: a handoff to the other thread for
+    each receive (often 64 KiB) would cost more than the hashing."""
+    want = min(len(buffer), remaining)
+    got = 0
+    while got < want:
+        got += _receive_some(sock, buffer[got:], remaining - got)
+    return got
+
+
 def _receive_some(sock: socket.socket, buffer: memoryview, remaining: int) -> int:
-    got = sock.recv_into(buffer, min(STREAM_READ, remaining))
+    got = sock.recv_into(buffer, min(len(buffer), remaining))
     if not got:
         raise ConnectionError(f"the baseline stream ended {remaining} bytes early (see the sink's log)")
     return got
