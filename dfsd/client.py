@@ -38,7 +38,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, S
 from typing import Any, BinaryIO, TypeVar
 
 from .aio import run
-from .bulk import ThreadedWriter
+from .bulk import ThreadedWriter, in_thread
+from .directio import DirectFile
 from .protocol import (
     CHUNK_SIZE,
     MAX_META_BYTES,
@@ -131,6 +132,11 @@ __all__ = [
 
 DEFAULT_MANAGER = "127.0.0.1:8000"
 
+# Chunks of a regular file read per trip to a thread while uploading it: 4 MiB, as ``bulk.BATCH_BYTES`` for the same
+# reason (a trip's wake-ups cost more than reading one chunk); measured, dfs-push then took 0.1 s less CPU per GiB and
+# a third of the context switches.
+READ_BATCH = 4
+
 # How long a retried upload waits for its name to be freed by the attempt a lost manager left in flight (its lease,
 # 5 s, and the coordinator's round to notice, with room to spare), and how often it asks.
 HELD_NAME_WAIT = 30.0
@@ -195,8 +201,24 @@ class Download:
         goes on receiving: on the loop, writing a large file took half of ``dfs-cat -o``'s time. However this ends, no
         thread writes to ``file`` any more once it has; a failure of ``file`` is its ``OSError``."""
         file.flush()
+        await self._write(file.write, progress)
+        file.flush()
+        return self.info
+
+    async def save_to_fd(self, fd: int, progress: Callable[[int], object] | None = None) -> Sending:
+        """Write the bytes into the regular file open for writing on ``fd``, from its offset, and verify them; returns
+        what was sent. As ``save``, but around the page cache where the file system allows (``directio``): the
+        kernel's copy into its cache cost more CPU than all the rest of the writing. ``fd`` is left as it was given
+        (open, ``O_DIRECT`` off)."""
+        with DirectFile(fd) as file:
+            await self._write(file.write, progress)
+            await in_thread(None, file.flush)
+        return self.info
+
+    async def _write(self, write: Callable[[Buffer], object], progress: Callable[[int], object] | None) -> None:
+        """Hand every chunk to ``write`` in a thread (``bulk.ThreadedWriter``), hashed there, and verify the hash."""
         hasher = self._hasher()
-        writer = ThreadedWriter(file.write, hasher)
+        writer = ThreadedWriter(write, hasher)
         try:
             async for chunk in self._received():
                 await writer.write(chunk)
@@ -205,9 +227,7 @@ class Download:
             await writer.flush()
         finally:
             await writer.settle()
-        file.flush()
         self._verify(hasher)
-        return self.info
 
     def _hasher(self) -> hashlib._Hash | None:
         """A hasher for the bytes to come if they can be checked: the whole file, with a recorded SHA-256."""
@@ -439,8 +459,11 @@ class Client:
         """Download ``name`` into a path or a binary file object; returns what was sent."""
         download = await self.get(name, **range_)  # type: ignore[arg-type]
         if isinstance(target, str | os.PathLike):  # opened only now: a failed request leaves an existing file alone
-            with open(target, "wb") as file:
-                return await download.save(file)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            try:
+                return await download.save_to_fd(fd)
+            finally:
+                os.close(fd)
         return await download.save(target)
 
     async def read(self, name: str, *, offset: int = 0, length: int | None = None) -> bytes:
@@ -768,7 +791,22 @@ async def _chunks(source: BinaryIO | bytes | AsyncIterable[bytes]) -> AsyncItera
             for start in range(0, len(view), CHUNK_SIZE):
                 yield view[start : start + CHUNK_SIZE]
     else:
-        loop = asyncio.get_running_loop()
-        # Reads go to a thread: a pipe or a terminal may take its time, and the loop must keep serving the answer.
-        while chunk := await loop.run_in_executor(None, source.read, CHUNK_SIZE):
-            yield chunk
+        # Reads go to a thread: a pipe or a terminal may take its time, and the loop must keep serving the answer. A
+        # regular file (seekable) is read READ_BATCH chunks a trip, each trip costing two wake-ups; a pipe one chunk a
+        # trip, so that a slow one starts at once. A cancelled read is waited for (``in_thread``): nobody must rewind
+        # or close the source while a thread still reads it.
+        per_trip = READ_BATCH if source.seekable() else 1
+        while chunks := await in_thread(None, _read_chunks, source, per_trip):
+            for chunk in chunks:
+                yield chunk
+
+
+def _read_chunks(source: BinaryIO, count: int) -> builtins.list[bytes]:
+    """(In a thread.) Up to ``count`` chunks of ``source``, fewer at its end, none past it."""
+    chunks = []
+    for _ in range(count):
+        chunk = source.read(CHUNK_SIZE)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return chunks

@@ -12,7 +12,9 @@ disk; the baseline moves the same bytes through the same three hops, as three pr
 * the download client (``receive``) writes what arrives the way ``dfs-cat -o`` promises to: into a temporary file
   beside the target, renamed into place once complete. ``dfs-cat -o`` does not fsync its output, so neither does this
   (the day it does, this must too). Without ``--output`` it drops the bytes, the ceiling for the client library's
-  ``get``, which keeps them in memory.
+  ``get``, which keeps them in memory. With ``--sha256`` it also hashes them (in a second thread, overlapped with
+  the receiving), as dfsd's client must to keep its end-to-end promise: an informative second baseline for
+  ``dfs-cat -o``, so that the protocol's cost can be read apart from the checksum's.
 
 Every socket gets large kernel buffers (SOCKET_BUFFER) and Nagle's delay off. The constants are this module's own,
 chosen for the fastest plain transfer, never dfsd's: the point is the machine's ceiling, not dfsd measured against
@@ -41,6 +43,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import itertools
 import os
 import shutil
 import socket
@@ -51,7 +55,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
@@ -122,12 +126,56 @@ def _receive_into(sock: socket.socket, length: int, fd: int | None) -> None:
     buffer = memoryview(bytearray(STREAM_READ))
     remaining = length
     while remaining:
-        got = sock.recv_into(buffer, min(STREAM_READ, remaining))
-        if not got:
-            raise ConnectionError(f"the baseline stream ended {remaining} bytes early (see the sink's log)")
+        got = _receive_some(sock, buffer, remaining)
         remaining -= got
         if fd is not None:
             _write_all(fd, buffer[:got])
+
+
+def _receive_hashed(sock: socket.socket, length: int, fd: int | None) -> None:
+    """As ``_receive_into``, and the bytes fed to SHA-256 too: hashed and written in a second thread, from one of two
+    buffers while the next fills, as a client that checks what it receives would do it at best."""
+    hasher = hashlib.sha256()
+
+    def take(data: memoryview) -> None:
+        hasher.update(data)
+        if fd is not None:
+            _write_all(fd, data)
+
+    buffers = [memoryview(bytearray(STREAM_READ)) for _ in range(2)]
+    taking: list[Future[None] | None] = [None, None]  # each buffer's turn in the thread, if under way
+    remaining = length
+    with ThreadPoolExecutor(1) as thread:
+        for turn in itertools.count():
+            side = turn % 2
+            if (previous := taking[side]) is not None:
+                previous.result()  # the buffer is free again
+            if not remaining:
+                break
+            got = _fill(sock, buffers[side], remaining)
+            remaining -= got
+            taking[side] = thread.submit(take, buffers[side][:got])
+        for future in taking:
+            if future is not None:
+                future.result()
+    hasher.digest()
+
+
+def _fill(sock: socket.socket, buffer: memoryview, remaining: int) -> int:
+    """Receive until ``buffer`` is full or the stream's ``remaining`` bytes are in: a handoff to the other thread for
+    each receive (often 64 KiB) would cost more than the hashing."""
+    want = min(len(buffer), remaining)
+    got = 0
+    while got < want:
+        got += _receive_some(sock, buffer[got:], remaining - got)
+    return got
+
+
+def _receive_some(sock: socket.socket, buffer: memoryview, remaining: int) -> int:
+    got = sock.recv_into(buffer, min(len(buffer), remaining))
+    if not got:
+        raise ConnectionError(f"the baseline stream ended {remaining} bytes early (see the sink's log)")
+    return got
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -135,17 +183,19 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[os.write(fd, data) :]
 
 
-def receive(address: tuple[str, int], length: int, output: Path | None) -> None:
+def receive(address: tuple[str, int], length: int, output: Path | None, sha256: bool = False) -> None:
     """Receive the first ``length`` bytes of the sink's file through the relay, into ``output`` as ``dfs-cat -o``
-    writes it (a temporary file beside it, renamed into place once whole), or nowhere."""
+    writes it (a temporary file beside it, renamed into place once whole), or nowhere; with ``sha256``, hashing them
+    on the way (``_receive_hashed``)."""
+    receive_into = _receive_hashed if sha256 else _receive_into
     with _stream_connection(address, GET, length) as sock:
         if output is None:
-            _receive_into(sock, length, None)
+            receive_into(sock, length, None)
             return
         fd, partial = tempfile.mkstemp(prefix=".bench-receive-", dir=output.parent)
         try:
             try:
-                _receive_into(sock, length, fd)
+                receive_into(sock, length, fd)
             finally:
                 os.close(fd)
             os.replace(partial, output)
@@ -442,11 +492,12 @@ def main(argv: list[str] | None = None) -> int:
     receiver.add_argument("--to", required=True, metavar="HOST:PORT")
     receiver.add_argument("--length", required=True, type=int)
     receiver.add_argument("-o", "--output", type=Path, help="write them as dfs-cat -o does (default: drop them)")
+    receiver.add_argument("--sha256", action="store_true", help="hash them with SHA-256 too, in a second thread")
     args = parser.parse_args(argv)
     if args.role == "send":
         send(_address(args.to), args.file)
     elif args.role == "receive":
-        receive(_address(args.to), args.length, args.output)
+        receive(_address(args.to), args.length, args.output, args.sha256)
     elif args.role == "sink":
         _serve_sink(args.file)
     else:

@@ -171,13 +171,18 @@ async def baseline_upload(setup: Setup, memory: Memory, source: Path) -> Stream:
     )
 
 
-async def baseline_download(setup: Setup, memory: Memory, size: int, output: Path | None) -> Stream:
+async def baseline_download(
+    setup: Setup, memory: Memory, size: int, output: Path | None, sha256: bool = False
+) -> Stream:
     """The baseline client process receives ``size`` bytes from the sink through the relay, into ``output`` as
-    ``dfs-cat -o`` writes a file (None: dropped, as the client library's ``get`` keeps them in memory)."""
+    ``dfs-cat -o`` writes a file (None: dropped, as the client library's ``get`` keeps them in memory); with
+    ``sha256``, hashing them too."""
     command = [*BASELINE, "receive", "--to", setup.relay.address, "--length", str(size)]
     if output is not None:
         command += ["--output", str(output)]
-    async with phase("the baseline download", setup):
+    if sha256:
+        command.append("--sha256")
+    async with phase("the hashing baseline download" if sha256 else "the baseline download", setup):
         memory.start(setup.relay, setup.sink)
         seconds, client = await run_command("baseline receive", command, setup)
     if output is not None:
@@ -288,10 +293,12 @@ async def library_download(large: LargeFile) -> list[Figure]:
 
 async def command_cat(large: LargeFile) -> list[Figure]:
     """``dfs-cat NAME -o FILE`` as a process, beside the baseline's download written as ``-o`` writes; the file it
-    wrote is then compared with the pattern, byte by byte."""
+    wrote is then compared with the pattern, byte by byte. A second, informative row sets it beside a baseline that
+    also hashes what it receives (SHA-256, as dfs-cat must): what is left between the two is the protocol's cost."""
     setup, size, memory = large.setup, large.size, large.memory
     output = setup.root / "large-downloaded.bin"
     baseline = await baseline_download(setup, memory, size, output)
+    hashing = await baseline_download(setup, memory, size, output, sha256=True)
     async with phase("dfs-cat -o", setup):
         memory.start(setup.manager, setup.node)
         seconds, peak = await run_command(
@@ -303,7 +310,11 @@ async def command_cat(large: LargeFile) -> list[Figure]:
         )
     await asyncio.to_thread(check_pattern_file, large.pattern, size, output, "the file dfs-cat -o wrote")
     output.unlink()
-    return stream_figures("large.cat", f"dfs-cat -o {human_size(size)}", size, dfsd, baseline)
+    label = f"dfs-cat -o {human_size(size)}"
+    figures = stream_figures("large.cat", label, size, dfsd, baseline)
+    rate, hashing_rate = size / dfsd.seconds / MB, size / hashing.seconds / MB
+    figures.append(Figure("large.cat.hashing_baseline", f"{label} (baseline hashes)", "MB/s", rate, hashing_rate, True))
+    return figures
 
 
 # Every large-file figure, in the order measured (each runs its own baseline first): the uploads store the file that

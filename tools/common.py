@@ -26,6 +26,8 @@ from tqdm import tqdm
 from dfsd.client import Client, DfsError, ErrorCode
 from dfsd.client import run as run_async
 
+from .heap import keep_freed_memory
+
 # 2 would mean "file does not exist" here (the cluster's error codes are the tools' exit statuses): EX_USAGE instead.
 EXIT_USAGE = 64
 EXIT_NO_INPUT = 66
@@ -136,6 +138,8 @@ def say(line: str) -> None:
 def run(prog: str, manager: str | None, work: Callable[[Client], Awaitable[int | None]]) -> int:
     """Run ``work`` with a connected client; print any error as ``prog: error N: message``, and each request asked
     again of another manager as one ``prog: ...`` line; return the exit status."""
+
+    keep_freed_memory()
 
     async def main() -> int | None:
         async with Client(manager, on_retry=lambda reason: say(f"{prog}: {reason}")) as client:

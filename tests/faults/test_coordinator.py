@@ -270,7 +270,9 @@ async def test_a_download_cut_by_the_killed_coordinator_resumes_on_the_next_one(
     A client reading small files in a loop meanwhile shows how long it waits for its next answer."""
     for node_id in (100, 101):
         cluster.start_node(node_id)
-    payload = os.urandom(24 * 1024 * 1024)
+    # 48 MiB, as in test_failover.py (BIG): more than the buffers on the way hold (socket buffers, the manager's write
+    # buffer, the two 4 MiB batches of dfs-cat's writer thread), so the manager still has bytes to relay when killed.
+    payload = os.urandom(48 * 1024 * 1024)
     small = os.urandom(1000)
     async with Client(address(cluster, 0)) as client:
         await client.put("big", payload)

@@ -38,6 +38,7 @@ EXPECTED_KEYS = {
         for what in ("rate", "p50", "p99")
     ),
     *(f"small.{tag}.write.disk" for tag in ("1KiB", "64KiB")),
+    "large.cat.hashing_baseline",  # dfs-cat -o beside a baseline that hashes what it receives too
     "gateway.large.upload",
     "gateway.large.download",
     "gateway.large.upload.peak_memory",
