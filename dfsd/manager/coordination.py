@@ -189,19 +189,16 @@ class Coordination:
         A drain goes on until its node is empty by the database's count, not by this manager's estimate: a recount
         that runs while a move commits can take the move off twice, and a rebalance that then saw the node empty
         stopped with a file still on it."""
-        usage = await self._store.usage_by_node()
+        off = self._topology.recount(await self._store.usage_by_node())
         drain_unfinished = False
         for record in await self._store.nodes():
             node = self._topology.nodes.get(record.id)
             if node is None:
                 continue
-            files, used = usage.get(record.id, (0, 0))
-            recounted = files != node.files
-            self._topology.recount(node, files, used)
             if node.draining != record.draining:
                 self._topology.drain(node, record.draining)
                 drain_unfinished = True
-            elif node.draining and node.up and files and recounted:
+            elif node.draining and node.up and node.files and node.id in off:
                 drain_unfinished = True
         if drain_unfinished and self.coordinating:
             self._rebalancer.request()  # a drain asked of another manager, or left unfinished: this one moves the files

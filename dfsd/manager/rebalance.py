@@ -105,6 +105,8 @@ class Rebalancer:
     async def _rebalance(self) -> None:
         stalled = False  # the last round's every move failed
         while self.coordinating():
+            if self.store.shared:  # plan on the database's counts: other managers' uploads, deletes and completions
+                self.topology.recount(await self.store.usage_by_node())
             up = [node for node in self.topology.nodes.values() if node.up]
             moves = plan_moves(
                 {node.id: node.files for node in up}, ROUND, frozenset(node.id for node in up if node.draining)

@@ -159,9 +159,16 @@ class Topology:
         node.used += size
         node.free = max(0, node.free - size)
 
-    def recount(self, node: NodeState, files: int, used: int) -> None:
-        """The database's count of the files on ``node``, which other managers sharing it change too."""
-        node.files, node.used = files, used
+    def recount(self, usage: dict[int, tuple[int, int]]) -> set[int]:
+        """The database's counts (node id -> files, bytes), which other managers sharing it change too, in place of
+        this manager's estimates; returns the ids of the nodes whose file count was off."""
+        off = set()
+        for node in self.nodes.values():
+            files, used = usage.get(node.id, (0, 0))
+            if files != node.files:
+                off.add(node.id)
+            node.files, node.used = files, used
+        return off
 
     def moved(self, source: int, target: int, size: int) -> None:
         self.removed(source, size)
