@@ -3,35 +3,16 @@ connection's conversation decides for it, with handlers written for the test."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Mapping
-
 import pytest
-import structlog
 from dfsd.protocol import BadRequest, ProtocolError
-from dfsd.protocol.messages import Data, End, Error, FileInfo, Info, Message, Ok, Put, Stat
+from dfsd.protocol.messages import Data, End, Error, FileInfo, Info, Ok, Put, Stat
+from serving import serving
 from structlog.testing import capture_logs
 
-from dfsd.service import Handler, Listener, Request, serve_requests
-from dfsd.settings import Limits, Security
+from dfsd.service import Request
 from dfsd.wire import Connection, ConnectionLost
 
 INFO = Info(FileInfo("a", 1, bytes(32), 100, 0.0, True))
-
-
-@contextlib.asynccontextmanager
-async def serving(handlers: Mapping[type[Message], Handler]) -> AsyncIterator[Connection]:
-    """A listener taking clients with ``handlers``, and a client connected to it."""
-    listener: Listener
-    sessions = {"client": lambda conn: serve_requests(conn, handlers, listener)}
-    listener = Listener(sessions, structlog.get_logger("test"), Security(), Limits())  # type: ignore[arg-type]
-    port = await listener.start("127.0.0.1", 0)
-    conn = await Connection.open("127.0.0.1", port, role="client")
-    try:
-        yield conn
-    finally:
-        conn.abort()
-        await listener.shutdown(0)
 
 
 async def test_a_frame_we_may_not_send_is_logged_as_our_bug_and_drops_the_peer() -> None:

@@ -5,15 +5,12 @@ stops reading makes the sender wait instead of filling its own memory."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Mapping
 
-import structlog
 from dfsd.protocol import CHUNK_SIZE
 from dfsd.protocol.messages import Data, End, Message, Ok, Put, Stored
+from serving import serving
 
-from dfsd.service import Handler, Listener, Request, serve_requests
-from dfsd.settings import Limits, Security
+from dfsd.service import Request
 from dfsd.wire import READ_PAUSE, Connection
 
 FRAMES = 24  # data frames of CHUNK_SIZE: several receive buffers' worth
@@ -24,20 +21,6 @@ MANY_FRAMES = 40
 
 def payload(index: int) -> bytes:
     return bytes([index % 251]) * CHUNK_SIZE
-
-
-@contextlib.asynccontextmanager
-async def serving(handlers: Mapping[type[Message], Handler]) -> AsyncIterator[Connection]:
-    listener: Listener
-    sessions = {"client": lambda conn: serve_requests(conn, handlers, listener)}
-    listener = Listener(sessions, structlog.get_logger("test"), Security(), Limits())  # type: ignore[arg-type]
-    port = await listener.start("127.0.0.1", 0)
-    conn = await Connection.open("127.0.0.1", port, role="client")
-    try:
-        yield conn
-    finally:
-        conn.abort()
-        await listener.shutdown(0)
 
 
 async def upload(conn: Connection, frames: int = FRAMES) -> Stored:
