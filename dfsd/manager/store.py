@@ -514,12 +514,8 @@ class MetadataStore(ABC):
     async def list_files(self, prefix: str, after: str | None, limit: int, *, parts: bool = False) -> list[FileRecord]:
         """Stored files whose names start with ``prefix``, in byte order, after ``after``, at most ``limit``; the
         multipart uploads' parts (``PARTS_PREFIX``) only with ``parts``."""
-        query = f"SELECT {_FILE_COLUMNS} FROM files WHERE name >= ?"
-        params: list[object] = [prefix]
-        end = _prefix_end(prefix)
-        if end is not None:
-            query += " AND name < ?"
-            params.append(end)
+        within, params = _starting_with(prefix)
+        query = f"SELECT {_FILE_COLUMNS} FROM files WHERE {within}"
         if after is not None:
             query += " AND name > ?"
             params.append(after)
@@ -644,12 +640,8 @@ class MetadataStore(ABC):
 
     async def list_uploads(self, prefix: str, after: tuple[str, str] | None, limit: int) -> list[UploadRecord]:
         """Uploads whose names start with ``prefix``, by name then id, after ``after`` (name, id), at most ``limit``."""
-        query = f"SELECT {_UPLOAD_COLUMNS} FROM multipart_uploads WHERE name >= ?"
-        params: list[object] = [prefix]
-        end = _prefix_end(prefix)
-        if end is not None:
-            query += " AND name < ?"
-            params.append(end)
+        within, params = _starting_with(prefix)
+        query = f"SELECT {_UPLOAD_COLUMNS} FROM multipart_uploads WHERE {within}"
         if after is not None:
             query += " AND (name > ? OR (name = ? AND upload_id > ?))"
             params += [after[0], *after]
@@ -832,6 +824,15 @@ def schema_steps_to_run(recorded: int, steps: Sequence[str], where: object) -> r
             "run the dfsd release that wrote it, or a later one"
         )
     return range(recorded, len(steps))
+
+
+def _starting_with(prefix: str) -> tuple[str, list[object]]:
+    """The condition (and its parameters) for names that start with ``prefix``: a range of names, which their index
+    serves, rather than LIKE, whose wildcards a name may hold."""
+    end = _prefix_end(prefix)
+    if end is None:
+        return "name >= ?", [prefix]
+    return "name >= ? AND name < ?", [prefix, end]
 
 
 def _prefix_end(prefix: str) -> str | None:
