@@ -184,24 +184,16 @@ class Coordination:
             await asyncio.gather(self._takeover, return_exceptions=True)
 
     async def _refresh_nodes(self) -> None:
-        """What other managers changed: file counts (their uploads, deletes, moves) and drains.
-
-        A drain goes on until its node is empty by the database's count, not by this manager's estimate: a recount
-        that runs while a move commits can take the move off twice, and a rebalance that then saw the node empty
-        stopped with a file still on it."""
-        off = self._topology.recount(await self._store.usage_by_node())
-        drain_unfinished = False
+        """What other managers changed: file counts (their uploads, deletes, moves) and drains."""
+        self._topology.recount(await self._store.usage_by_node())
+        drained = False
         for record in await self._store.nodes():
             node = self._topology.nodes.get(record.id)
-            if node is None:
-                continue
-            if node.draining != record.draining:
+            if node is not None and node.draining != record.draining:
                 self._topology.drain(node, record.draining)
-                drain_unfinished = True
-            elif node.draining and node.up and node.files and node.id in off:
-                drain_unfinished = True
-        if drain_unfinished and self.coordinating:
-            self._rebalancer.request()  # a drain asked of another manager, or left unfinished: this one moves the files
+                drained = True
+        if drained and self.coordinating:
+            self._rebalancer.request()  # a drain asked of another manager: this one moves the files
 
     async def rebalance(self) -> None:
         """An operator asked for a rebalance: run it here, or have the coordinator run it."""

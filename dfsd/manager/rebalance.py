@@ -105,14 +105,10 @@ class Rebalancer:
     async def _rebalance(self) -> None:
         stalled = False  # the last round's every move failed
         while self.coordinating():
-            if self.store.shared:  # plan on the database's counts: other managers' uploads, deletes and completions
-                self.topology.recount(await self.store.usage_by_node())
-            up = [node for node in self.topology.nodes.values() if node.up]
-            moves = plan_moves(
-                {node.id: node.files for node in up}, ROUND, frozenset(node.id for node in up if node.draining)
-            )
+            moves = await self.plan_round()
             if not moves:
-                log.info("balanced", files={node.id: node.files for node in up}, moved=self.moved, failed=self.failed)
+                files = {node.id: node.files for node in self.topology.nodes.values() if node.up}
+                log.info("balanced", files=files, moved=self.moved, failed=self.failed)
                 return
             self.remaining = len(moves)
             failed_before = self.failed
@@ -129,6 +125,18 @@ class Rebalancer:
             else:
                 stalled = True
                 await asyncio.sleep(STALLED_RETRY)
+
+    async def plan_round(self) -> list[tuple[int, int]]:
+        """The next round's moves (source id, target id) among the nodes up. With managers sharing the database they
+        are planned on its counts, not this manager's estimate: the estimate misses what the others changed since the
+        last tick (a completion that deleted parts, uploads), and a recount racing a move's commit can take the move
+        off twice, so a round planned on it could judge uneven nodes balanced, or a draining node empty."""
+        if self.store.shared:
+            self.topology.recount(await self.store.usage_by_node())
+        up = [node for node in self.topology.nodes.values() if node.up]
+        return plan_moves(
+            {node.id: node.files for node in up}, ROUND, frozenset(node.id for node in up if node.draining)
+        )
 
     async def _limited_move(self, limit: asyncio.Semaphore, record: FileRecord, target: int) -> None:
         async with limit:

@@ -159,16 +159,11 @@ class Topology:
         node.used += size
         node.free = max(0, node.free - size)
 
-    def recount(self, usage: dict[int, tuple[int, int]]) -> set[int]:
+    def recount(self, usage: dict[int, tuple[int, int]]) -> None:
         """The database's counts (node id -> files, bytes), which other managers sharing it change too, in place of
-        this manager's estimates; returns the ids of the nodes whose file count was off."""
-        off = set()
+        this manager's estimates."""
         for node in self.nodes.values():
-            files, used = usage.get(node.id, (0, 0))
-            if files != node.files:
-                off.add(node.id)
-            node.files, node.used = files, used
-        return off
+            node.files, node.used = usage.get(node.id, (0, 0))
 
     def moved(self, source: int, target: int, size: int) -> None:
         self.removed(source, size)
