@@ -214,6 +214,19 @@ class LocalCluster:
             placed.setdefault(node_id, set()).add(file_id)
         return placed
 
+    def placed(self) -> dict[int, int]:
+        """node id -> files the shared database places there, uploads under way to it included: what placement
+        balances (a file is in one of the two tables at any instant: a commit releases its upload's row)."""
+        assert self.database is not None, "uploads under way are recorded only in a shared (PostgreSQL) database"
+        rows = _query(
+            self.database,
+            "SELECT node, count(*) FROM (SELECT node FROM files UNION ALL SELECT node FROM uploads) AS placed "
+            "GROUP BY node",
+        )
+        counts = {node_id: 0 for node_id in self.nodes}
+        counts.update({int(node_id): int(count) for node_id, count in rows})
+        return counts
+
     def ids_on_disk(self, node_id: int) -> set[int]:
         return {int(path.name.split(".")[1]) for path in self.stored_files(node_id)}
 
