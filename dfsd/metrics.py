@@ -15,6 +15,8 @@ from prometheus_client import Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
+from . import traffic
+
 REQUESTS = Counter("dfsd_requests", "Requests answered, by operation and outcome", ["op", "outcome"])
 LATENCY = Histogram(
     "dfsd_request_seconds",
@@ -24,26 +26,18 @@ LATENCY = Histogram(
 )
 
 
-class ByteCounts(Collector):
-    """Bytes received from and sent to peers, shown as the counter ``dfsd_bytes_total{direction}`` when scraped.
-
-    Every frame adds to these, so they are plain integers that the event loop moving the bytes adds to: a prometheus
-    ``Counter`` takes a lock on each ``inc``, which cost a small request more than its log line's timestamp. (Two
-    threads adding at the same instant could lose one addition; dfsd moves bytes in its event loop's thread only.)"""
-
-    def __init__(self) -> None:
-        self.received = 0
-        self.sent = 0
+class TrafficCollector(Collector):
+    """``traffic.BYTES``, the bytes every connection received and sent, shown as the counter
+    ``dfsd_bytes_total{direction}`` when scraped."""
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         family = CounterMetricFamily("dfsd_bytes", "Bytes received from and sent to peers", labels=["direction"])
-        family.add_metric(["in"], self.received)
-        family.add_metric(["out"], self.sent)
+        family.add_metric(["in"], traffic.BYTES.received)
+        family.add_metric(["out"], traffic.BYTES.sent)
         yield family
 
 
-BYTES = ByteCounts()
-REGISTRY.register(BYTES)
+REGISTRY.register(TrafficCollector())
 
 
 @functools.cache

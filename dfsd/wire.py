@@ -31,7 +31,7 @@ import termios
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, cast
 
-from . import metrics
+from . import traffic
 from .protocol import (
     DfsError,
     FrameDecoder,
@@ -135,7 +135,7 @@ class Link(asyncio.BufferedProtocol):
         return self.decoder.get_buffer()
 
     def buffer_updated(self, nbytes: int) -> None:
-        metrics.BYTES.received += nbytes
+        traffic.BYTES.received += nbytes
         if not (self._discarding or self.decoder.broken):
             with contextlib.suppress(ProtocolError):  # the decoder keeps it: the next message raises it
                 self.decoder.buffer_updated(nbytes)
@@ -358,7 +358,7 @@ class Connection:
             self.conversation.send(message)  # LocalProtocolError: a bug of ours, and nothing is sent
         parts = encode_parts(message)
         size = sum(len(part) for part in parts)
-        metrics.BYTES.sent += size
+        traffic.BYTES.sent += size
         self._unsent.extend(parts)
         self._unsent_bytes += size
         if self._unsent_bytes >= COALESCE_BYTES:
