@@ -288,6 +288,37 @@ def test_wire_map_has_type_first_and_leaves_out_none(message: Message) -> None:
     assert set(wire) == {"type"} | {name for name, value in fields.items() if value is not None}
 
 
+@pytest.mark.parametrize("message", EXAMPLES, ids=example_id)
+def test_messages_compare_hash_and_print_as_generated_dataclasses_do(message: Message) -> None:
+    """The message classes share ``==``, ``hash()`` and ``repr()`` (``messages.Record``) instead of having the
+    dataclasses module generate them per class (a cost to every process's start-up): they behave as generated ones."""
+    fields = dataclasses.fields(message)  # type: ignore[arg-type]
+    values = {field.name: getattr(message, field.name) for field in fields}
+    generated = dataclasses.make_dataclass(
+        type(message).__qualname__, [(field.name, field.type) for field in fields], frozen=True
+    )(**values)
+    assert repr(message) == repr(generated)
+    twin = dataclasses.replace(message)  # type: ignore[type-var]
+    assert twin == message and not twin != message
+    assert message != generated and generated != message  # another class, however alike
+    try:
+        expected = hash(generated)
+    except TypeError:  # a field holds a dict or a list
+        with pytest.raises(TypeError):
+            hash(message)
+    else:
+        assert hash(message) == expected
+    if fields:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(message, fields[0].name, None)
+
+
+def test_messages_differing_in_one_field_are_unequal() -> None:
+    assert Get("a", offset=1) != Get("a", offset=2)
+    assert Get("a") == Get("a", offset=0, length=None)
+    assert Ok() == Ok() and Ok() != End()
+
+
 def test_several_frames_in_one_receive_data() -> None:
     messages = decode_frames(STREAM)
     assert [normalise(m) for m in messages] == [normalise(m) for m in EXAMPLES]
