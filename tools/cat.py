@@ -45,12 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     async def fetch(client: Client, target: BinaryIO | int) -> None:
         """Download into a file object, or into the regular file open on a descriptor (written around the cache)."""
         download = await client.get(args.name, offset=args.offset, length=args.length)
-        with progress.bar(download.info.length, args.name, show) as bar:
+        with progress.counter(download.info.length, args.name, show) as update:
             try:
                 if isinstance(target, int):
-                    await download.save_to_fd(target, bar.update)
+                    await download.save_to_fd(target, update)
                 else:
-                    await download.save(target, bar.update)
+                    await download.save(target, update)
             except OSError as err:
                 raise CannotWrite() from err
 

@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
-
-from tqdm import tqdm
 
 from dfsd.client import Client, DfsError, ErrorCode
 from dfsd.client import run as run_async
@@ -131,8 +128,13 @@ class Failures:
 
 
 def say(line: str) -> None:
-    """One line on standard error, drawn above a progress bar if one is showing (tqdm.write knows about it)."""
-    tqdm.write(line, file=sys.stderr)
+    """One line on standard error, drawn above a progress bar if one is showing (tqdm.write knows about it). tqdm is
+    imported only to draw a bar (``progress``), so while it is not, no bar can be showing and a plain print does."""
+    drawing = sys.modules.get("tqdm")
+    if drawing is None:
+        print(line, file=sys.stderr)
+    else:
+        drawing.tqdm.write(line, file=sys.stderr)
 
 
 def run(prog: str, manager: str | None, work: Callable[[Client], Awaitable[int | None]]) -> int:
@@ -238,6 +240,8 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: S
 def dump_json(value: Any, indent: int | None = None) -> str:
     """``value`` (dataclasses, lists, dicts) as JSON, with bytes as lowercase hex (a SHA-256 reads as it does in
     ``sha256sum``) and non-ASCII characters escaped, so any locale can print it."""
+    import json  # here, not at the top: only --json needs it, and every tool's start-up would pay for it
+
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
     return json.dumps(value, default=_hex, indent=indent)

@@ -2,7 +2,9 @@
 
 A bar is drawn only for a person watching: when standard error is a terminal and -q was not given. Anywhere else (a
 pipe, a file, a script's capture) the bar is tqdm's disabled no-op, so the same code runs and nothing extra is
-written. Bars are updated from the event loop only, as each chunk is handed on, never from reader threads.
+written; ``counter`` goes further and, with no bar to draw, never imports tqdm (10 ms of a command's start-up, which
+dfs-bench times as part of every dfs-cat). Bars are updated from the event loop only, as each chunk is handed on,
+never from reader threads.
 
 A bar follows the terminal's size as it changes, except on a terminal that reports 0 columns or rows (a pseudo-terminal
 under ``script``, some CI runners): tqdm would draw nothing there, so the bar is drawn as on an 80x24 terminal instead.
@@ -10,13 +12,16 @@ under ``script``, some CI runners): tqdm would draw nothing there, so the bar is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from typing import TextIO
-
-from tqdm import tqdm
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TextIO
 
 from .common import printable
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 # Room left for the bar itself on an 80-column terminal once the counters are drawn.
 DESCRIPTION_WIDTH = 24
@@ -24,9 +29,6 @@ DESCRIPTION_WIDTH = 24
 # The size assumed for a terminal that does not say its own: the classic terminal's.
 FALLBACK_COLUMNS = 80
 FALLBACK_ROWS = 24
-
-# tqdm's watchdog thread only tunes redraws of bars that stall; ours are updated from the loop at every chunk.
-tqdm.monitor_interval = 0
 
 
 def wanted(quiet: bool, stream: TextIO | None = None) -> bool:
@@ -38,6 +40,9 @@ def wanted(quiet: bool, stream: TextIO | None = None) -> bool:
 def bar(total: int | None, description: str, enabled: bool) -> tqdm:
     """A byte-counting bar on standard error (total None: size unknown, so no percentage or ETA); a no-op unless
     ``enabled``. Use it as a context manager so it is closed (and its line finished) whatever happens."""
+    from tqdm import tqdm  # here, not at the top: see counter
+
+    tqdm.monitor_interval = 0  # its watchdog thread only tunes bars that stall; ours are updated at every chunk
     size = fixed_size(sys.stderr) if enabled else None
     columns, rows = size if size is not None else (None, None)
     return tqdm(
@@ -54,6 +59,17 @@ def bar(total: int | None, description: str, enabled: bool) -> tqdm:
         leave=True,
         mininterval=0.1,
     )
+
+
+@contextlib.contextmanager
+def counter(total: int | None, description: str, enabled: bool) -> Iterator[Callable[[int], object] | None]:
+    """The ``update`` of a bar as ``bar`` draws it, to be told the length of each chunk; None, and no tqdm imported,
+    unless ``enabled``."""
+    if not enabled:
+        yield None
+        return
+    with bar(total, description, enabled) as shown:
+        yield shown.update
 
 
 def label(name: str) -> str:
