@@ -1,7 +1,8 @@
 """A large file's bytes from the event loop into a local file: written and hashed in a thread, in batches.
 
-Whoever takes a large file spends most of its time in ``os.write`` and SHA-256 (a storage node taking an upload,
-``dfs-cat -o`` taking a download). Both release the GIL, so a thread does them while the event loop goes on receiving.
+Whoever takes a large file spends most of its time in ``os.write`` and SHA-256 (a storage node taking an upload; the
+client taking a download hashes on its loop and only writes here). Both release the GIL, so a thread does them while
+the event loop goes on receiving.
 A handoff between the loop and a thread wakes one of them (a futex call, and a fight for the GIL): handing over each
 1 MiB frame costs more than it saves, so the bytes go over in batches of BATCH_BYTES.
 

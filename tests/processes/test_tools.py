@@ -129,6 +129,24 @@ def test_cat_refuses_to_leave_a_partial_output_file(cluster: LocalCluster, tmp_p
     assert list(output.iterdir()) == []
 
 
+def test_cat_of_bytes_rotten_on_disk_exits_7_and_leaves_no_output_file(cluster: LocalCluster, tmp_path: Path) -> None:
+    """dfs-cat checks the SHA-256 of what it receives (on its event loop, while a thread writes the file): one bit
+    flipped on the node's disk fails -o with error 7 and leaves nothing behind, over several of the thread's batches
+    and a last partial block."""
+    source = tmp_path / "source"
+    source.write_bytes(os.urandom(9 * 1024 * 1024 + 5))
+    assert run_tool("dfs-push", str(source), "--name", "rotten", manager=cluster.address).returncode == 0
+    (stored,) = [path for node_id in cluster.nodes for path in cluster.stored_files(node_id)]
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    stored.write_bytes(bytes(data))
+    output = tmp_path / "output"
+    output.mkdir()
+    message = expect_error(run_tool("dfs-cat", "rotten", "-o", str(output / "copy"), manager=cluster.address), 7)
+    assert "do not trust the copy" in message
+    assert list(output.iterdir()) == []
+
+
 def test_cluster_command_starts_and_stops_everything(tmp_path: Path) -> None:
     import socket
 
