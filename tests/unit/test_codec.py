@@ -313,6 +313,15 @@ def test_messages_compare_hash_and_print_as_generated_dataclasses_do(message: Me
             setattr(message, fields[0].name, None)
 
 
+def test_every_message_and_record_class_is_made_by_record() -> None:
+    """Encoding walks the field names ``@record`` notes (a class made with plain ``@dataclass`` would have none)."""
+    from dfsd.protocol import messages
+
+    made = [value for value in vars(messages).values() if dataclasses.is_dataclass(value)]
+    assert len(made) >= len(CATALOGUE)
+    assert [cls.__name__ for cls in made if cls not in messages._FIELD_NAMES] == []
+
+
 def test_messages_differing_in_one_field_are_unequal() -> None:
     assert Get("a", offset=1) != Get("a", offset=2)
     assert Get("a") == Get("a", offset=0, length=None)
