@@ -1,11 +1,27 @@
 """How a storage node writes a new file durably, and the threads that do its blocking disk work.
 
-A new file is durable once its bytes are fsynced and the directory entry its rename made is fsynced too. So every file
-a node takes — an upload streamed through the manager, a small file inline in its ``store``, a copy from another node
-— goes the same way, through one ``DurableWrite``: take a slot in the layout, create the partial entry there, write
-and hash the bytes, check them against the size and digest the sender announced, fsync, close, rename into place,
-fsync the directory. Leaving it any other way (an error, a cancelled task, a sender gone) removes the partial entry and
-frees the slot, so a failed write leaves nothing behind.
+A new file is durable once its bytes are fsynced and the directory entry that names it is fsynced too. Every file a
+node takes — an upload streamed through the manager, a small file inline in its ``store``, a copy from another node —
+goes through one ``DurableWrite``: take a slot in the layout, create the file there, write and hash the bytes, check
+them against the size and digest the sender announced, fsync, close, fsync the directory. Leaving it any other way (an
+error, a cancelled task, a sender gone) removes what was created and frees the slot, so a failed write leaves nothing.
+
+A stream is written to a partial entry (``<digit>.<file id>.part``) and renamed into place once synced: it stays open
+for seconds or minutes, and what a crash leaves of it (up to gigabytes) the node removes by itself at start-up, without
+waiting for a manager. A small file given whole (at most INLINE_MAX, in one trip to a thread) is created at its final
+path from the start and never renamed, one metadata change less per write (measured: see the README's design notes).
+That is as safe, because what makes an unacknowledged file harmless is that no record names it, not its name:
+
+- the node answers ``stored`` only after both fsyncs, and the manager writes the file's row only after ``stored``: every
+  file a row names is whole and durable (a crash before that can leave the file torn or empty, never recorded);
+- file ids are never reused (claimed durably in blocks ahead of use, ``manager/store.py``), so a file a crash left at its
+  final path can be neither confused with a later upload's nor collide with one (``Layout.begin`` refuses a held id);
+- while it is written, it is in the layout's slots being written, not its index: never served, listed (``list_held``)
+  or reported before it is committed; after a crash, the node's start-up loads it like any file and reports it in its
+  inventory, where the id is held but recorded nowhere, and no longer in flight (its upload failed with the crash;
+  the manager frees the reservation then, or at its own restart): an orphan, which the reconciliation removes;
+- the tests: a kill between the write and the commit (``test_small_file_killed_between_write_and_commit_...``,
+  tests/faults/test_membership.py), a file cut short (``test_rebuild_holds_a_small_file_a_crash_cut_short_...``).
 
 Directories are made on the way when a slot's directory does not exist yet; the parent of each is fsynced at once,
 under a lock, so any writer that finds a directory knows it is durable and has only its own directory to sync.
