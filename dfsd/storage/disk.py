@@ -14,8 +14,9 @@ That is as safe, because what makes an unacknowledged file harmless is that no r
 
 - the node answers ``stored`` only after both fsyncs, and the manager writes the file's row only after ``stored``: every
   file a row names is whole and durable (a crash before that can leave the file torn or empty, never recorded);
-- file ids are never reused (claimed durably in blocks ahead of use, ``manager/store.py``), so a file a crash left at its
-  final path can be neither confused with a later upload's nor collide with one (``Layout.begin`` refuses a held id);
+- file ids are never reused (claimed durably in blocks ahead of use, ``manager/store.py``), so a file a crash left at
+  its final path can be neither confused with a later upload's nor collide with one (``Layout.begin`` refuses a held
+  id);
 - while it is written, it is in the layout's slots being written, not its index: never served, listed (``list_held``)
   or reported before it is committed; after a crash, the node's start-up loads it like any file and reports it in its
   inventory, where the id is held but recorded nowhere, and no longer in flight (its upload failed with the crash;
