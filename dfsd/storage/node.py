@@ -404,7 +404,9 @@ class StorageNode:
         await conn.send(Inventory(page, more=start + INVENTORY_PAGE < len(held)))
 
     async def handle_remove(self, conn: Connection, request: Remove, req: Request) -> None:
-        req.fields.update(file_id=request.file_id, removed=self.layout.remove(request.file_id))
+        file_ids = [request.file_id, *(request.also or ())]
+        removed = sum(self.layout.remove(file_id) for file_id in file_ids)
+        req.fields.update(file_id=request.file_id, count=len(file_ids), removed=removed)
         await conn.send(Ok())
 
 
