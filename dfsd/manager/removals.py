@@ -9,8 +9,9 @@ Theory of operation: ``add`` notes a copy to remove and returns at once; one tas
 takes everything noted so far and removes it, each node's copies in batches (``pool.remove_copies``: up to
 REMOVE_BATCH ids in one ``remove``, one request at a time to a node), then takes what was noted meanwhile, so the
 faster deletes come, the larger the batches. A removal that fails (the node is down or fails) leaves orphans, logged
-by ``remove_copies``, for reconciliation to remove. (One ``remove`` per copy, four at a time to a node, cost the
-manager and the node a request each per delete: MEASURED_BATCH.)
+by ``remove_copies``, for reconciliation to remove. (One ``remove`` per copy, four at a time to a node, cost each
+delete a request of its own at the manager and at the node: batched, the node's CPU per delete fell to about a third
+and the manager's by a fifth; the README has the figures.)
 """
 
 from __future__ import annotations
