@@ -11,7 +11,7 @@ REMOVE_BATCH ids in one ``remove``, one request at a time to a node), then takes
 faster deletes come, the larger the batches. A removal that fails (the node is down or fails) leaves orphans, logged
 by ``remove_copies``, for reconciliation to remove. (One ``remove`` per copy, four at a time to a node, cost each
 delete a request of its own at the manager and at the node: batched, the node's CPU per delete fell to about a third
-and the manager's by a fifth; the README has the figures.)
+and the manager's by a quarter; the README has the figures.)
 """
 
 from __future__ import annotations
