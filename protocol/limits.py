@@ -58,6 +58,10 @@ PARTS_PREFIX = ".multipart/"
 # File ids per inventory page: 100,000 ids of up to 9 bytes each stay under 1 MiB.
 INVENTORY_PAGE = 100_000
 
+# File ids one ``remove`` names at most: the node unlinks them on its event loop, and 100 unlinks take about a
+# millisecond there, short enough to keep other requests waiting no longer than one small write does.
+REMOVE_BATCH = 100
+
 # Largest integer any field may carry: sizes, offsets and ids fit SQLite's signed 64-bit INTEGER.
 MAX_UINT = 2**63 - 1
 

@@ -652,10 +652,13 @@ class ListHeld(Message):
 
 @record
 class Remove(Message):
-    """Manager → storage node: delete file ``file_id``; ``ok`` (also if it was already gone)."""
+    """Manager → storage node: delete file ``file_id``, and each in ``also``; ``ok`` (also for any already gone).
+    ``also`` lets the copies of many deletes go in one request (at most REMOVE_BATCH ids in all): one round trip,
+    frame and request for each would cost the manager and the node more than the unlinks."""
 
     TYPE = "remove"
     file_id: int
+    also: list[int] | None = None
 
 
 # --- wire conversion --------------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 It runs its own event loop in a thread, so it keeps forwarding while a test blocks (in ``LocalCluster.wait_for``, say).
 A black-holed link accepts connections and swallows every byte in both directions, like a network that drops packets;
 ``heal`` lets bytes through again; ``cut`` aborts every connection open now; ``cut_after`` loses a server's answer.
+With ``answers_lost`` set, a link forwards what clients send but swallows what servers send, keeping the connections
+open: a server does what it was asked, and nobody hears it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ class FaultProxy:
         self.target = (host, int(port))
         self.delay = 0.0  # seconds to hold each chunk before forwarding it
         self.blackholed = False
+        self.answers_lost = False
         self.captured: bytearray | None = None  # set to a bytearray to record every byte forwarded
         self.from_client: bytearray | None = None  # set to a bytearray to record the bytes clients send
         self.from_server: bytearray | None = None  # set to a bytearray to record the bytes the server sends
@@ -41,6 +44,7 @@ class FaultProxy:
 
     def heal(self) -> None:
         self.blackholed = False
+        self.answers_lost = False
 
     def cut_after(self, marker: bytes) -> None:
         """Once the bytes a client has sent contain ``marker`` (however the reads split them): cut that client off, and
@@ -95,7 +99,7 @@ class FaultProxy:
         while chunk := await reader.read(256 * 1024):
             if self.delay:
                 await asyncio.sleep(self.delay)
-            if self.blackholed:
+            if self.blackholed or (self.answers_lost and client is None):
                 continue
             if self.captured is not None:
                 self.captured += chunk

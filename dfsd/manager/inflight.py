@@ -34,7 +34,7 @@ import structlog
 from .. import metrics
 from ..protocol import ServersUnavailable
 from .lost import LostFiles
-from .pool import NodeConnections, remove_copy
+from .pool import NodeConnections, remove_copies
 from .store import FileRecord, MetadataStore
 from .topology import NodeState, Topology
 
@@ -91,8 +91,7 @@ class InFlight:
                 continue
             node = self._topology.nodes.get(node_id)
             if node is not None:
-                for file_id in sorted(unrecorded):
-                    await remove_copy(pool, node, file_id)
+                await remove_copies(pool, node, sorted(unrecorded))
 
     async def settle(self, name: str, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for an upload of ``name`` under way (if any) to be committed or given up."""
@@ -147,8 +146,7 @@ class InFlight:
         if orphans and not await self._store.holds_lock():
             log.warning("orphans_left_to_coordinator", node=node.id, count=len(orphans))
             return
-        for file_id in orphans:
-            await remove_copy(pool, node, file_id)
+        await remove_copies(pool, node, orphans)
         if orphans:
             log.info("orphans_removed", node=node.id, count=len(orphans))
             metrics.ORPHANS.inc(len(orphans))

@@ -6,21 +6,20 @@ to a node. A crash at any point in between loses nothing: a copy that no row nam
 registration removes (reconciliation, ``nodes.py``), as it does for a node that was down when the file was deleted.
 
 Theory of operation: ``add`` notes a copy to remove and returns at once; one task, owned by the manager (``run``),
-takes everything noted so far and removes it, each node's copies by up to WORKERS_PER_NODE pooled connections at once
-(one ``remove`` each, as ``pool.remove_copy`` asks), then takes what was noted meanwhile. A removal that fails (the
-node is down or fails) leaves an orphan, logged by ``remove_copy``, for reconciliation to remove.
+takes everything noted so far and removes it, each node's copies in batches (``pool.remove_copies``: up to
+REMOVE_BATCH ids in one ``remove``, one request at a time to a node), then takes what was noted meanwhile, so the
+faster deletes come, the larger the batches. A removal that fails (the node is down or fails) leaves orphans, logged
+by ``remove_copies``, for reconciliation to remove. (One ``remove`` per copy, four at a time to a node, cost each
+delete a request of its own at the manager and at the node: batched, the node's CPU per delete fell to about a third
+and the manager's by a quarter; the README has the figures.)
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from .pool import NodeConnections, remove_copy
+from .pool import NodeConnections, remove_copies
 from .topology import Topology
-
-# Removals sent to one node at once: enough to keep up with deletes answered at the manager's full rate, few enough to
-# leave the node's connections and disk to the requests of clients.
-WORKERS_PER_NODE = 4
 
 
 class Removals:
@@ -47,9 +46,4 @@ class Removals:
         node = self._topology.nodes.get(node_id)
         if node is None:  # forgotten meanwhile: nothing of it is ours to clean any more
             return
-
-        async def work(share: list[int]) -> None:
-            for file_id in share:
-                await remove_copy(self._pool, node, file_id)
-
-        await asyncio.gather(*(work(file_ids[k::WORKERS_PER_NODE]) for k in range(WORKERS_PER_NODE)))
+        await remove_copies(self._pool, node, file_ids)

@@ -1,11 +1,28 @@
 """How a storage node writes a new file durably, and the threads that do its blocking disk work.
 
-A new file is durable once its bytes are fsynced and the directory entry its rename made is fsynced too. So every file
-a node takes — an upload streamed through the manager, a small file inline in its ``store``, a copy from another node
-— goes the same way, through one ``DurableWrite``: take a slot in the layout, create the partial entry there, write
-and hash the bytes, check them against the size and digest the sender announced, fsync, close, rename into place,
-fsync the directory. Leaving it any other way (an error, a cancelled task, a sender gone) removes the partial entry and
-frees the slot, so a failed write leaves nothing behind.
+A new file is durable once its bytes are fsynced and the directory entry that names it is fsynced too. Every file a
+node takes — an upload streamed through the manager, a small file inline in its ``store``, a copy from another node —
+goes through one ``DurableWrite``: take a slot in the layout, create the file there, write and hash the bytes, check
+them against the size and digest the sender announced, fsync, close, fsync the directory. Leaving it any other way (an
+error, a cancelled task, a sender gone) removes what was created and frees the slot, so a failed write leaves nothing.
+
+A stream is written to a partial entry (``<digit>.<file id>.part``) and renamed into place once synced: it stays open
+for seconds or minutes, and what a crash leaves of it (up to gigabytes) the node removes by itself at start-up, without
+waiting for a manager. A small file given whole (at most INLINE_MAX, in one trip to a thread) is created at its final
+path from the start and never renamed, one metadata change less per write (measured: see the README's design notes).
+That is as safe, because what makes an unacknowledged file harmless is that no record names it, not its name:
+
+- the node answers ``stored`` only after both fsyncs, and the manager writes the file's row only after ``stored``: every
+  file a row names is whole and durable (a crash before that can leave the file torn or empty, never recorded);
+- file ids are never reused (claimed durably in blocks ahead of use, ``manager/store.py``), so a file a crash left at
+  its final path can be neither confused with a later upload's nor collide with one (``Layout.begin`` refuses a held
+  id);
+- while it is written, it is in the layout's slots being written, not its index: never served, listed (``list_held``)
+  or reported before it is committed; after a crash, the node's start-up loads it like any file and reports it in its
+  inventory, where the id is held but recorded nowhere, and no longer in flight (its upload failed with the crash;
+  the manager frees the reservation then, or at its own restart): an orphan, which the reconciliation removes;
+- the tests: a kill between the write and the commit (``test_small_file_killed_between_write_and_commit_...``,
+  tests/faults/test_membership.py), a file cut short (``test_rebuild_holds_a_small_file_a_crash_cut_short_...``).
 
 Directories are made on the way when a slot's directory does not exist yet; the parent of each is fsynced at once,
 under a lock, so any writer that finds a directory knows it is durable and has only its own directory to sync.
@@ -108,9 +125,9 @@ class DurableWrite:
         self._hasher = hashlib.sha256()
         self._size = 0
         self._final = self._partial = Path()
+        self._at: Path | None = None  # where the file is on disk, from its creation on (set in a disk thread)
         self._fd = -1
         self._writer: ThreadedWriter | None = None  # a stream's, from ``create`` on
-        self._renamed = False  # the file sits at its final path (set in a disk thread)
         self._held = False  # the layout counts it as held
 
     async def __aenter__(self) -> DurableWrite:
@@ -129,12 +146,10 @@ class DurableWrite:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        if self._renamed and not self._held:  # syncing its directory failed after the rename: hold it to remove it
-            self._layout.committed(self._file_id)
-            self._held = True
         if not self._held:
-            with contextlib.suppress(OSError):
-                self._partial.unlink(missing_ok=True)
+            if self._at is not None:
+                with contextlib.suppress(OSError):
+                    self._at.unlink(missing_ok=True)
             self._layout.abandon(self._file_id)
         elif error is not None:
             self._layout.remove(self._file_id)
@@ -142,7 +157,7 @@ class DurableWrite:
     async def create(self) -> None:
         """Create the partial entry (one trip to a disk thread), ready for ``write``."""
         with _storage_errors():
-            await self._disk.run(self._create)
+            await self._disk.run(self._open, self._partial)
         self._writer = self._disk.writer(self._fd, self._hasher)
 
     async def write(self, data: bytes | memoryview) -> None:
@@ -164,11 +179,12 @@ class DurableWrite:
         return await self._publish(self._check(sha256), self._sync_and_rename)
 
     async def write_whole(self, data: bytes) -> tuple[int, bytes]:
-        """Write, check and publish a whole file in one trip to a disk thread; return its size and SHA-256."""
+        """Write, check and publish a whole file in one trip to a disk thread, at its final path from the start (no
+        partial entry, no rename: see the module's docstring); return its size and SHA-256."""
         self._size = len(data)
         self._hasher.update(data)
         return await self._publish(
-            self._check(), self._create, functools.partial(self._write, data), self._sync_and_rename
+            self._check(), functools.partial(self._open, self._final), functools.partial(self._write, data), self._sync
         )
 
     def _check(self, sha256: bytes | None = None) -> bytes:
@@ -190,25 +206,34 @@ class DurableWrite:
             raise InternalError(f"internal error: file id {self._file_id} was abandoned before it was committed")
         return self._size, digest
 
-    def _create(self) -> None:
-        """(In a disk thread.)"""
-        self._disk.make_directories(self._final.parent, self._layout.root)
-        self._fd = os.open(self._partial, _NEW_FILE, 0o644)
+    def _open(self, path: Path) -> None:
+        """(In a disk thread.) Create the file at ``path``, making its directories."""
+        self._disk.make_directories(path.parent, self._layout.root)
+        self._fd = os.open(path, _NEW_FILE, 0o644)
+        self._at = path
 
     def _write(self, data: bytes) -> None:
         """(In a disk thread.) A whole file's bytes."""
         write_all(self._fd, data)
 
     def _sync_and_rename(self) -> None:
-        """(In a disk thread.)"""
+        """(In a disk thread.) A stream's partial entry, complete: synced, renamed into place, its directory synced."""
+        self._sync_file()
+        os.rename(self._partial, self._final)
+        self._at = self._final
+        _fsync_directory(self._final.parent)
+
+    def _sync(self) -> None:
+        """(In a disk thread.) A file written at its final path, complete: synced, and its directory."""
+        self._sync_file()
+        _fsync_directory(self._final.parent)
+
+    def _sync_file(self) -> None:
         fd, self._fd = self._fd, -1
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(self._partial, self._final)
-        self._renamed = True
-        _fsync_directory(self._final.parent)
 
 
 def _in_turn(steps: tuple[Callable[[], None], ...]) -> None:

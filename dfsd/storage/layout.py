@@ -10,13 +10,16 @@ g+1 base-36 digits, all but the last naming nested directories and the last nami
 
 So no directory ever holds more than 36 entries (the root holds one per generation), depth grows with the logarithm of
 the file count, a slot's path never changes as the node grows, and the smallest free slot is reused after a delete.
-A file being written sits in its own slot as ``<digit>.<file id>.part`` and is renamed in place when complete, so even
-temporary files respect the 36-entry rule. This module only says where files go; writing one (making its directories,
-the partial entry, the syncs, the rename) is ``disk.DurableWrite``'s job.
+A file streamed to the node is written in its own slot as ``<digit>.<file id>.part`` and renamed in place when
+complete, so even temporary files respect the 36-entry rule; a small file given whole is written at its final name
+from the start. This module only says where files go; writing one (making its directories, the partial entry, the
+syncs, the rename) is ``disk.DurableWrite``'s job, and its docstring says why the two differ.
 
 The node finds a file's slot through an in-memory index (file id -> slot), rebuilt at start-up by walking the tree:
 file names carry the file id, so the disk alone says what the node holds. Partial files found at start-up belong to
-uploads that never finished; they are removed.
+uploads that never finished; they are removed. A small file that a crash cut short sits at its final name and is held
+like any other: the manager never recorded it (a node answers ``stored`` only once a file is durable), so it is an
+orphan that the manager has removed when the node registers.
 
 Anything else in the tree is *foreign*: an entry dfsd did not make (a file copied in by hand, ``lost+found``, a
 ``g1/5.17`` at the wrong depth). The node never counts, serves or deletes it, and does not look inside a foreign

@@ -15,8 +15,9 @@ first requests need nodes (it waits a few seconds for them, ``REJOIN_WAIT``). On
 gets exponential backoff with jitter, up to BACKOFF_MAX, as does one that was never reached.
 
 Every file a node takes, inline or streamed, from the manager or from another node, goes through one ``DurableWrite``
-(disk.py): written to a partial entry in its slot, hashed as it arrives, fsynced, renamed into place and its directory
-fsynced; only then does the node answer ``stored``. Any failure on the way removes the partial entry.
+(disk.py): written in its slot (a stream to a partial entry, renamed into place; a small file at its final name),
+hashed as it arrives, fsynced, and its directory fsynced; only then does the node answer ``stored``. Any failure on
+the way removes what was written.
 """
 
 from __future__ import annotations
@@ -403,7 +404,9 @@ class StorageNode:
         await conn.send(Inventory(page, more=start + INVENTORY_PAGE < len(held)))
 
     async def handle_remove(self, conn: Connection, request: Remove, req: Request) -> None:
-        req.fields.update(file_id=request.file_id, removed=self.layout.remove(request.file_id))
+        file_ids = [request.file_id, *(request.also or ())]
+        removed = sum(self.layout.remove(file_id) for file_id in file_ids)
+        req.fields.update(file_id=request.file_id, count=len(file_ids), removed=removed)
         await conn.send(Ok())
 
 

@@ -293,6 +293,38 @@ async def test_links_cut_mid_stream_fail_cleanly(cluster: LocalCluster) -> None:
         await asyncio.to_thread(cluster.wait_no_orphans)
 
 
+async def test_small_file_killed_between_write_and_commit_leaves_an_orphan_that_registration_removes(
+    bare_cluster: LocalCluster,
+) -> None:
+    """A small file is written at its final path, not under a partial name: the node creates and writes it, its
+    answer is lost on the link (the manager never hears it), and the manager and the node are killed (kill -9) before
+    any commit. The name never appears, and the file left on the node's disk, whole or cut short, is an orphan that
+    the node's next registration with the restarted manager removes."""
+    cluster = bare_cluster
+    port = free_port()
+    with FaultProxy(f"127.0.0.1:{port}") as link:
+        await asyncio.to_thread(cluster.start_node, 100, True, None, "--port", str(port), "--advertise", link.address)
+        async with Client(cluster.address) as client:
+            await client.put("committed", b"acknowledged")  # the manager's data connection, through the link
+            link.answers_lost = True
+            upload = asyncio.ensure_future(client.put("uncommitted", b"written, never recorded"))
+            async with asyncio.timeout(15):
+                while not (written := cluster.ids_on_disk(100) - cluster.records().get(100, set())):
+                    await asyncio.sleep(0.01)
+            assert cluster.manager is not None
+            cluster.manager.kill()
+            cluster.nodes[100].kill()
+            with pytest.raises(ServersUnavailable):
+                await upload
+    await asyncio.to_thread(cluster.start_manager)
+    await asyncio.to_thread(cluster.start_node, 100)
+    await asyncio.to_thread(cluster.wait_no_orphans)
+    assert not written & cluster.ids_on_disk(100)
+    async with Client(cluster.address) as client:
+        assert [info.name async for info in client.list()] == ["committed"]
+        assert await client.read("committed") == b"acknowledged"
+
+
 async def test_draining_a_node_retires_it_without_losing_a_file(cluster: LocalCluster) -> None:
     files = {f"drain/{index}": os.urandom(2000) for index in range(60)}
     await upload_all(cluster, files)

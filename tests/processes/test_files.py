@@ -5,12 +5,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import os
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
-from dfsd.protocol import INLINE_MAX, BadRequest, ChecksumMismatch, FileNotFound, NameExists, error_from_wire
+from dfsd.protocol import (
+    INLINE_MAX,
+    REMOVE_BATCH,
+    BadRequest,
+    ChecksumMismatch,
+    FileNotFound,
+    NameExists,
+    error_from_wire,
+)
 from dfsd.protocol.messages import End, Error, Get, Put, Sending, Stat, Stored
 from harness import LocalCluster, stalled
 
@@ -151,6 +161,36 @@ async def test_delete_frees_the_name_and_the_bytes(cluster: LocalCluster) -> Non
             await client.delete("doomed")
         await client.put("doomed", b"again")
         assert await client.read("doomed") == b"again"
+
+
+async def test_deletes_faster_than_their_removals_leave_no_copy_behind(cluster: LocalCluster) -> None:
+    """Deletes answered faster than the nodes are asked to remove the bytes reach them in batches (a ``remove``
+    naming several ids, at most REMOVE_BATCH): every copy goes, and no node is asked for more in one request."""
+    names = [f"batch/{index}" for index in range(3 * REMOVE_BATCH)]
+    clients = [Client(cluster.address) for _ in range(8)]
+    for client in clients:
+        await client.__aenter__()
+    try:
+        for put in (True, False):
+
+            async def share(k: int, put: bool = put) -> None:
+                for name in names[k::8]:
+                    await (clients[k].put(name, b"bytes") if put else clients[k].delete(name))
+
+            await asyncio.gather(*(share(k) for k in range(8)))
+    finally:
+        for client in clients:
+            await client.__aexit__(None, None, None)
+    await asyncio.to_thread(cluster.wait_no_orphans)
+    removals = [line for node_id in cluster.nodes for line in _requests(cluster.root / f"node-{node_id}.log", "remove")]
+    assert sum(line["count"] for line in removals) == len(names)
+    assert max(line["count"] for line in removals) <= REMOVE_BATCH
+
+
+def _requests(log: Path, op: str) -> list[dict[str, Any]]:
+    """The request lines of ``op`` in a daemon's JSON log."""
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return [line for line in lines if line.get("op") == op]
 
 
 HOSTILE_NAMES = [

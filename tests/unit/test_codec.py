@@ -192,6 +192,7 @@ EXAMPLES: list[Message] = [
     Fetch(7, 1, 2),
     Transfer(7, "10.0.0.6", 9002, SHA),
     Remove(MAX_UINT),
+    Remove(1, [2, MAX_UINT]),
     Put("obj", 3, SHA, b"abc", True, {"content-type": "text/plain", "x-amz-meta-ünï": "cødé", "": ""}),
     Sending(3, 0, 3, SHA, b"abc", {"content-type": "text/plain"}),
     Sending(3, 0, 3, SHA, b"abc", None, 1767225600.5),

@@ -109,6 +109,19 @@ async def test_abandoned_writes_free_their_slot(tmp_path: Path, disk: Disk) -> N
     assert (await store(disk, layout, 2)).name == "0.2"
 
 
+def test_rebuild_holds_a_small_file_a_crash_cut_short_at_its_final_path(tmp_path: Path) -> None:
+    """A small file is written at its final path from the start (``DurableWrite.write_whole``). One that a crash cut
+    short is held after a rebuild like any other, so the node reports it; the manager, whose records cannot name it
+    (nothing is recorded before the node answers ``stored``), has it removed as an orphan."""
+    (tmp_path / "g0").mkdir()
+    crashed = tmp_path / "g0" / "0.500"  # created, never written
+    crashed.touch()
+    layout = Layout(tmp_path)
+    assert [(file.file_id, file.size) for file in layout.load()] == [(500, 0)]
+    assert layout.remove(500)
+    assert not crashed.exists()
+
+
 async def test_rebuild_from_disk_drops_partial_files(tmp_path: Path, disk: Disk) -> None:
     layout = Layout(tmp_path)
     layout.load()
