@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property, lru_cache
+from typing import NamedTuple
 from urllib.parse import quote, unquote_to_bytes
 
 from .errors import S3Error
@@ -53,6 +54,7 @@ MAX_PRESIGN_EXPIRES = 7 * 24 * 3600
 SIGNING_KEY_CACHE = 256
 
 _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
+_CREDENTIAL_DATE = re.compile(r"\d{8}")
 _HEX_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 _HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -132,8 +134,7 @@ class Authorised:
     presigned: bool
 
 
-@dataclass(frozen=True)
-class _Credential:
+class _Credential(NamedTuple):  # a tuple, not a frozen dataclass: made on every request, at a third of the cost
     access_key: str
     date: str
     region: str
@@ -144,8 +145,7 @@ class _Credential:
         return f"{self.date}/{self.region}/{self.service}/{TERMINATOR}"
 
 
-@dataclass(frozen=True)
-class _Signature:
+class _Signature(NamedTuple):  # as _Credential
     credential: _Credential
     signed_headers: tuple[str, ...]
     signature: str
@@ -242,7 +242,7 @@ def _parse_credential(value: str, error: str) -> _Credential:
     if len(parts) != 5 or not parts[0]:
         raise S3Error(error, f"The credential {value!r} is not KEY/DATE/REGION/s3/aws4_request.")
     access_key, date, region, service, terminator = parts
-    if not re.fullmatch(r"\d{8}", date) or not region:
+    if not _CREDENTIAL_DATE.fullmatch(date) or not region:
         raise S3Error(error, f"The credential {value!r} has a malformed date or an empty region.")
     if service != SERVICE or terminator != TERMINATOR:
         raise S3Error(error, f"The credential scope must end in /{SERVICE}/{TERMINATOR}, not /{service}/{terminator}.")

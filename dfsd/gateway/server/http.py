@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -66,8 +67,16 @@ class HttpRequest:
         return len(self.raw_path) + len(self.query) + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     def header(self, name: str) -> str | None:
-        values = [value for key, value in self.headers if key == name]
-        return ",".join(values) if values else None
+        """A header's value (repeats joined by commas), None if absent; ``name`` in lower case."""
+        return self._by_name.get(name)
+
+    @cached_property
+    def _by_name(self) -> dict[str, str]:
+        """Each header by name, gathered once: a request looks up a handful of them, some twice."""
+        found: dict[str, str] = {}
+        for name, value in self.headers:
+            found[name] = f"{found[name]},{value}" if name in found else value
+        return found
 
     @property
     def params(self) -> dict[str, str]:
