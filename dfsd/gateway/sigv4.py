@@ -138,7 +138,7 @@ class Authorised:
     presigned: bool
 
 
-class _Credential(NamedTuple):  # a tuple, not a frozen dataclass: made on every request, at a third of the cost
+class _Credential(NamedTuple):  # a tuple, not a frozen dataclass: made on every request, at under half the cost
     access_key: str
     date: str
     region: str
