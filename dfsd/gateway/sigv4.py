@@ -31,9 +31,9 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import quote, unquote_to_bytes
 
@@ -91,6 +91,14 @@ class SignedRequest:
     path: str
     query: str
     headers: Sequence[tuple[str, str]]
+    # Each header's values by lower-case name, gathered once: verifying looks up a dozen of them.
+    _by_name: dict[str, list[str]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        found: dict[str, list[str]] = {}
+        for key, value in self.headers:
+            found.setdefault(key.lower(), []).append(value)
+        object.__setattr__(self, "_by_name", found)  # frozen: set once, here
 
     def header_names(self) -> Iterable[str]:
         """Every header's name, in lower case, once."""
@@ -98,14 +106,6 @@ class SignedRequest:
 
     def header_values(self, name: str) -> list[str]:
         return self._by_name.get(name.lower(), [])
-
-    @cached_property
-    def _by_name(self) -> dict[str, list[str]]:
-        """Each header's values by lower-case name, gathered once: verifying looks up a dozen of them."""
-        found: dict[str, list[str]] = {}
-        for key, value in self.headers:
-            found.setdefault(key.lower(), []).append(value)
-        return found
 
     def header(self, name: str) -> str | None:
         values = self.header_values(name)
@@ -201,7 +201,8 @@ def canonical_headers(request: SignedRequest, signed_headers: Sequence[str]) -> 
         values = request.header_values(name)
         if not values:
             raise S3Error("SignatureDoesNotMatch", f"The signed header {name!r} is not in the request.")
-        lines.append(f"{name}:{','.join(' '.join(value.split()) for value in values)}\n")
+        folded = " ".join(values[0].split()) if len(values) == 1 else ",".join(" ".join(v.split()) for v in values)
+        lines.append(f"{name}:{folded}\n")
     return "".join(lines)
 
 
@@ -375,7 +376,7 @@ _MODES = ", ".join(mode.value for mode in PayloadMode if mode is not PayloadMode
 
 def lookup_secret(secrets: SecretLookup, access_key: str) -> str | None:
     """The secret of ``access_key``, None if unknown."""
-    return secrets.get(access_key) if isinstance(secrets, Mapping) else secrets(access_key)
+    return secrets(access_key) if callable(secrets) else secrets.get(access_key)  # callable() is no ABC check
 
 
 def verify(request: SignedRequest, secrets: SecretLookup, now: float, region: str | None = None) -> Authorised:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -48,6 +47,8 @@ class HttpRequest:
     response_started: bool = False
     status: int = 0  # the answer's status, once started
     operation: str = "unknown"  # what the request asked, for its log line and metrics (e.g. "s3.put_object")
+    # Each header by name, made by ``header`` at its first call.
+    _by_name: dict[str, str] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive, send: Send) -> HttpRequest:
@@ -68,15 +69,12 @@ class HttpRequest:
 
     def header(self, name: str) -> str | None:
         """A header's value (repeats joined by commas), None if absent; ``name`` in lower case."""
+        if self._by_name is None:  # gathered once: a request looks up a handful of headers, some twice
+            found: dict[str, str] = {}
+            for key, value in self.headers:
+                found[key] = f"{found[key]},{value}" if key in found else value
+            self._by_name = found
         return self._by_name.get(name)
-
-    @cached_property
-    def _by_name(self) -> dict[str, str]:
-        """Each header by name, gathered once: a request looks up a handful of them, some twice."""
-        found: dict[str, str] = {}
-        for name, value in self.headers:
-            found[name] = f"{found[name]},{value}" if name in found else value
-        return found
 
     @property
     def params(self) -> dict[str, str]:
