@@ -193,6 +193,19 @@ class Download:
             yield chunk
         self._verify(hasher)
 
+    def inline(self) -> bytes | None:
+        """The whole of the bytes, verified, if they came inside ``info`` (a small file); None if they follow as a
+        stream (iterate then). For a server answering many small reads: no iteration, no copy."""
+        body = self._body
+        if body.frames is not None:
+            return None
+        data = body.data or b""
+        hasher = self._hasher()
+        if hasher is not None:
+            hasher.update(data)
+        self._verify(hasher)
+        return data
+
     async def save(self, file: BinaryIO, progress: Callable[[int], object] | None = None) -> Sending:
         """Write the bytes into ``file`` (a binary file whose ``write`` takes all it is given, as buffered files do)
         and verify them; returns what was sent. ``progress`` hears the length of each chunk as it arrives.

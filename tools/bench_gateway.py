@@ -139,7 +139,12 @@ class HttpClient:
             yield chunk
 
     async def read(self, length: int) -> bytes:
-        return b"".join([chunk async for chunk in self.body(length)])
+        """A small answer's body, whole, in one call (not through ``body``'s generator: this client's CPU is taken
+        from the two cores the gateway shares with it)."""
+        try:
+            return await self._reader.readexactly(length)
+        except asyncio.IncompleteReadError:
+            raise HttpFailed("the gateway closed the connection mid-answer") from None
 
     async def expect(self, wanted: int, method: str, path: str, body: bytes = b"") -> bytes:
         """A request with a small answer, which must have status ``wanted``; returns the answer's body."""

@@ -15,6 +15,7 @@ import enum
 import re
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
+from functools import lru_cache
 
 from .errors import S3Error
 from .etags import unquote_etag
@@ -115,4 +116,9 @@ def _http_date(value: str | None) -> int | None:
 
 def http_date(seconds: float) -> str:
     """An HTTP date (Last-Modified, Expires) for seconds since the epoch."""
-    return formatdate(int(seconds), usegmt=True)
+    return _http_date_of_second(int(seconds))
+
+
+@lru_cache(maxsize=1024)  # every GET and HEAD answers one; objects written in the same second share it
+def _http_date_of_second(second: int) -> str:
+    return formatdate(second, usegmt=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 from urllib.parse import unquote_to_bytes
 
 from dfsd.protocol.limits import MAX_NAME_BYTES
@@ -39,6 +40,9 @@ _RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 
 
+# Every S3 request checks its bucket's name, and a gateway serves few buckets: the names that pass are kept (a refusal
+# raises, so it is not), which saves the rules' regular expression and IP address parse on each request.
+@lru_cache(maxsize=1024)
 def check_bucket_name(name: str) -> str:
     """Return ``name`` if S3's bucket naming rules allow it, else raise ``InvalidBucketName`` saying which rule."""
 

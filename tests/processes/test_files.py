@@ -115,6 +115,21 @@ async def test_small_files_travel_inside_one_frame_each_way(cluster: LocalCluste
     assert held == sorted([b"abc", big])
 
 
+async def test_a_download_hands_over_inline_bytes_whole_and_a_stream_as_none(cluster: LocalCluster) -> None:
+    """``Download.inline``: a file that came inside the answer is its bytes (checked), a streamed one is None and
+    still reads whole by iterating; the client's connection serves the next request either way."""
+    small, big = os.urandom(INLINE_MAX), os.urandom(INLINE_MAX + 1)
+    async with Client(cluster.address) as client:
+        await client.put("small", small)
+        await client.put("big", big)
+        assert (await client.get("small")).inline() == small
+        streamed = await client.get("big")
+        assert streamed.inline() is None
+        assert b"".join([bytes(chunk) async for chunk in streamed]) == big
+        assert (await client.get("big", offset=1, length=10)).inline() == big[1:11]  # a range: no checksum to check
+        assert await client.read("small") == small
+
+
 async def test_three_hundred_files_spread_evenly(cluster: LocalCluster) -> None:
     async with Client(cluster.address) as client:
         for index in range(300):

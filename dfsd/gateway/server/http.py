@@ -47,6 +47,8 @@ class HttpRequest:
     response_started: bool = False
     status: int = 0  # the answer's status, once started
     operation: str = "unknown"  # what the request asked, for its log line and metrics (e.g. "s3.put_object")
+    # Each header by name, made by ``header`` at its first call.
+    _by_name: dict[str, str] | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive, send: Send) -> HttpRequest:
@@ -66,8 +68,13 @@ class HttpRequest:
         return len(self.raw_path) + len(self.query) + sum(len(name) + len(value) + 4 for name, value in self.headers)
 
     def header(self, name: str) -> str | None:
-        values = [value for key, value in self.headers if key == name]
-        return ",".join(values) if values else None
+        """A header's value (repeats joined by commas), None if absent; ``name`` in lower case."""
+        if self._by_name is None:  # gathered once: a request looks up a handful of headers, some twice
+            found: dict[str, str] = {}
+            for key, value in self.headers:
+                found[key] = f"{found[key]},{value}" if key in found else value
+            self._by_name = found
+        return self._by_name.get(name)
 
     @property
     def params(self) -> dict[str, str]:

@@ -136,19 +136,18 @@ class S3Api:
 
     async def handle(self, request: HttpRequest) -> None:
         request_id = f"{REQUEST_ID_PREFIX}{next(_request_numbers) & 0xFFFFFFFF:08X}"
-        resource = unquote(request.raw_path)
+        context: Context | None = None
         try:
             context = self._context(request, request_id)
-            resource = "/" + "/".join(part for part in (context.bucket, context.key) if part)
             handler = self._route(request, context)
             request.operation = f"s3.{handler.__name__}"
-            if context.bucket is not None and handler not in (S3Api.create_bucket,):
+            if context.bucket is not None and handler is not S3Api.create_bucket:
                 await self._check_owner(context)
             await handler(self, request, context)
         except DfsError as error:
-            await self.fail(request, s3_error_of(error), resource, request_id)
+            await self.fail(request, s3_error_of(error), _resource(request, context), request_id)
         except S3Error as error:
-            await self.fail(request, error, resource, request_id)
+            await self.fail(request, error, _resource(request, context), request_id)
 
     async def fail(self, request: HttpRequest, error: S3Error, resource: str, request_id: str) -> None:
         if request.response_started:
@@ -367,7 +366,11 @@ class S3Api:
             # The common case, in one request to the manager: its answer carries what the headers need.
             async with self.store.download(context.bucket_name, context.key_name) as (info, download):
                 headers = [*_ids(context), *_object_headers(request, info), ("content-length", str(info.size))]
-                await request.respond_with(200, headers, download, info.size)
+                whole = download.inline()  # a small object came inside the answer: sent as it is
+                if whole is not None:
+                    await request.respond(200, headers, whole)
+                else:
+                    await request.respond_with(200, headers, download, info.size)
             return
         info = await self.store.stat(context.bucket_name, context.key_name)
         status = _preconditions(request, info)
@@ -512,6 +515,13 @@ class S3Api:
 # --- helpers ----------------------------------------------------------------------------------------------------------
 
 
+def _resource(request: HttpRequest, context: Context | None) -> str:
+    """What an error body names as its Resource: the bucket and key, or the path as sent if they were not known."""
+    if context is None:
+        return unquote(request.raw_path)
+    return "/" + "/".join(part for part in (context.bucket, context.key) if part)
+
+
 def _is_signed(request: HttpRequest) -> bool:
     query = request.query
     return request.header("authorization") is not None or "X-Amz-Signature=" in query or "Signature=" in query
@@ -549,7 +559,7 @@ CONDITIONAL_HEADERS = ("if-match", "if-none-match", "if-modified-since", "if-unm
 
 
 def _has_conditions(request: HttpRequest) -> bool:
-    return any(name in CONDITIONAL_HEADERS for name, _ in request.headers)
+    return any(request.header(name) is not None for name in CONDITIONAL_HEADERS)
 
 
 def _preconditions(request: HttpRequest, info: ObjectInfo, prefix: str = "") -> int:

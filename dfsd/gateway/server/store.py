@@ -66,14 +66,22 @@ class ClientPool:
 
     @contextlib.asynccontextmanager
     async def client(self) -> AsyncIterator[Client]:
-        client = self._idle.pop() if self._idle else Client(self.address, self.security)
+        client = self.take()
         try:
             yield client
         finally:
-            if len(self._idle) < POOL_SIZE:
-                self._idle.append(client)
-            else:
-                await client.close()
+            await self.give_back(client)
+
+    def take(self) -> Client:
+        """A client for one request, which ``give_back`` returns (for the few paths that run on every request,
+        where a context manager per layer cost more than the rest of the layer)."""
+        return self._idle.pop() if self._idle else Client(self.address, self.security)
+
+    async def give_back(self, client: Client) -> None:
+        if len(self._idle) < POOL_SIZE:
+            self._idle.append(client)
+        else:
+            await client.close()
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
@@ -227,9 +235,15 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def download(self, bucket: str, key: str) -> AsyncIterator[tuple[ObjectInfo, Download]]:
-        """The whole object and what its headers need, asked in one request (no ``stat`` first)."""
-        async with self.get(bucket, key) as download:
+        """The whole object and what its headers need, asked in one request (no ``stat`` first). Every plain GET
+        comes here, so it takes its client itself rather than through ``get`` and ``ClientPool.client``: each level
+        of ``asynccontextmanager`` costs about 1.5 µs (measured: one level 1.8 µs, three nested 4.7 µs)."""
+        client = self.pool.take()
+        try:
+            download = await client.get(dfs_name(bucket, key))
             yield ObjectInfo.sent(bucket, key, download.info), download
+        finally:
+            await self.pool.give_back(client)
 
     async def delete(self, bucket: str, key: str) -> None:
         """Delete the object; one that is not there is no error (S3 answers 204 either way)."""
