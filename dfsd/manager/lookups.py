@@ -66,5 +66,5 @@ class GroupLookup(Generic[Record]):
                         future.set_result(found.get(name))
 
     async def close(self) -> None:
-        """Wait for the query under way (the lookups still asked get their answers first)."""
+        """Wait for the queries under way (the lookups still asked get their answers first)."""
         await asyncio.gather(*(runner for runner in self._runners if runner is not None), return_exceptions=True)

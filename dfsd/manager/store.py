@@ -375,7 +375,7 @@ class MetadataStore(ABC):
         return mine | await self._held_elsewhere()
 
     # Reservations seen by other managers: only a shared database (PostgreSQL) has them. On SQLite, the one manager's
-    # memory is the whole truth, and these do nothing.
+    # memory is the whole truth: there ``_hold`` only looks the name up, and the others do nothing.
 
     async def _hold(self, name: str | None, file_id: int, node: int) -> bool:
         """Claim ``name`` (None: a replacing upload, which claims none) for upload ``file_id``: False if a file of
