@@ -2,11 +2,11 @@
 
 A networked database (PostgreSQL) costs a round trip, and work on both sides of it, per query: with many clients
 reading at once, that cost, not the lookup itself, bounds the manager's reads. So lookups queue, as writes do for the
-group commit (``store.py``): while the queries of every lane are out, every name asked for joins the next, which goes
-out as soon as a lane is free. Alone, a lookup costs what it did (one query); under load, one query serves many.
-A second lane keeps a query going while the first waits on a server that is slow to answer (a busy host deschedules
-it): with one, every read waited on the slowest query; with two, in alternating measurements on a loaded 2-core
-machine, reads' p50 latency fell from 4.6 to 2.5 ms at about the same CPU per read; four did no better than two.
+group commit (``store.py``): while one query is out, every name asked for joins the next, which goes out as soon as
+the first answers. Alone, a lookup costs what it did (one query); under load, one query serves many. A second query
+in flight, on a second connection, was measured against this: it halved the names per query and doubled PostgreSQL's
+CPU per read, and reads fell from 0.98 to 0.88 of SQLite's rate on a lightly loaded 2-core machine (it helped only on
+a heavily loaded one, where a server slow to be scheduled held up every read waiting on its one query).
 
 Each lookup is answered by a query sent after it was asked, so it sees every write committed before it was asked,
 as a query of its own would: a name deleted (or replaced) and acknowledged, through any manager, is never found in its
@@ -27,30 +27,27 @@ MAX_GROUP = 512
 
 
 class GroupLookup(Generic[Record]):
-    """Finds by name through ``fetch``, which takes a lane (0 to ``lanes`` - 1: at most one query at a time on each)
-    and a list of distinct names, and returns what it found for each (a name it did not find is missing from its
-    answer)."""
+    """Finds by name through ``fetch``, which takes a list of distinct names and returns what it found for each
+    (a name it did not find is missing from its answer)."""
 
-    def __init__(self, fetch: Callable[[int, list[str]], Awaitable[dict[str, Record]]], lanes: int = 1) -> None:
+    def __init__(self, fetch: Callable[[list[str]], Awaitable[dict[str, Record]]]) -> None:
         self._fetch = fetch
         self._asked: dict[str, list[asyncio.Future[Record | None]]] = {}
-        self._runners: list[asyncio.Task[None] | None] = [None] * lanes
+        self._runner: asyncio.Task[None] | None = None
 
     async def find(self, name: str) -> Record | None:
         found: asyncio.Future[Record | None] = asyncio.get_running_loop().create_future()
         self._asked.setdefault(name, []).append(found)
-        for lane, runner in enumerate(self._runners):
-            if runner is None or runner.done():
-                self._runners[lane] = asyncio.create_task(self._run(lane))
-                break
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run())
         return await found  # cancelled, it is simply not answered: a lookup changes nothing
 
-    async def _run(self, lane: int) -> None:
+    async def _run(self) -> None:
         while self._asked:
             names = list(self._asked)[:MAX_GROUP]
             group = {name: self._asked.pop(name) for name in names}
             try:
-                found = await self._fetch(lane, names)
+                found = await self._fetch(names)
             except BaseException as err:
                 for future in (future for waiting in group.values() for future in waiting if not future.done()):
                     if isinstance(err, Exception):
@@ -66,5 +63,6 @@ class GroupLookup(Generic[Record]):
                         future.set_result(found.get(name))
 
     async def close(self) -> None:
-        """Wait for the queries under way (the lookups still asked get their answers first)."""
-        await asyncio.gather(*(runner for runner in self._runners if runner is not None), return_exceptions=True)
+        """Wait for the query under way (the lookups still asked get their answers first)."""
+        if self._runner is not None:
+            await asyncio.gather(self._runner, return_exceptions=True)

@@ -1,6 +1,6 @@
 """The metadata store on PostgreSQL (``--db postgresql://USER[:PASSWORD]@HOST:PORT/DBNAME``), through asyncpg.
 
-A pool of connections serves the reads; a group commit takes one connection for its transaction, and a commit is
+A pool of connections serves the reads; a group commit takes one for each of its transactions, and a commit is
 durable (with PostgreSQL's default ``synchronous_commit = on``) before the client hears ``stored``. One statement's
 error aborts a whole PostgreSQL transaction, so a transaction that fails that way is run again one write at a time: the
 error then fails only its own caller, as on SQLite. The writes of one statement in a batch go in one round trip
@@ -10,9 +10,8 @@ transaction of their own, sent without BEGIN and COMMIT, and the batch's transac
 connection: a batch of holds and commits costs one round trip's wait, not four (BEGIN, holds, commits, COMMIT).
 An upload's hold also looks its name up, and its commit deletes the hold, each in one statement: an upload costs two
 statements, both in group commits, and no query of its own. Lookups by name, the reads of every get, are grouped
-(``lookups.py``): one query for all the names asked while the previous ones were out, on one of LOOKUP_LANES
-connections of their own. Every round trip saved counts: on a busy machine, a query costs the manager and the server
-more than the lookup it makes.
+(``lookups.py``): one query, on a connection of its own, for all the names asked while the previous one was out. Every
+round trip saved counts: on a busy machine, a query costs the manager and the server more than the lookup it makes.
 
 File ids come from the sequence ``file_ids``, which steps by ID_BLOCK: each ``nextval`` claims a whole block, and it
 is claimed inside a committed transaction, so the claim is on disk before any id of it is used.
@@ -69,9 +68,6 @@ from .store import (
 
 # Connections held open at most: reads run in parallel up to this many, and so do the transactions of a group commit.
 POOL_SIZE = 10
-
-# Group lookups in flight at once, each on a connection of its own (``lookups.py`` says why two).
-LOOKUP_LANES = 2
 
 # The files of many names in one query: the group lookup's (``lookups.py``).
 FIND_ANY_SQL = f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ANY(?::text[])"
@@ -215,8 +211,8 @@ class PostgresStore(MetadataStore):
         self._stale_holds: set[int] = set()  # file ids of uploads over whose rows in uploads may not have been deleted
         self._released: set[int] = set()  # file ids of uploads under way whose commit deleted their rows in uploads
         self._lock_conn: asyncpg.Connection | None = None  # holds COORDINATOR_LOCK while this manager coordinates
-        self._lookups = GroupLookup(self._find_all, LOOKUP_LANES)
-        self._lookup_conns: list[asyncpg.Connection | None] = [None] * LOOKUP_LANES  # the group lookup's lanes
+        self._lookups = GroupLookup(self._find_all)
+        self._lookup_conn: asyncpg.Connection | None = None  # the group lookup's
         self._lock_conn_busy = asyncio.Lock()  # one statement at a time on it: the lock's check, or a move's switch
         self._lock_lost = False  # lost outside a try: the next try reports the turn ended, even if it takes it again
 
@@ -254,9 +250,8 @@ class PostgresStore(MetadataStore):
 
     async def _disconnect(self) -> None:
         await self._lookups.close()
-        for conn in self._lookup_conns:
-            if conn is not None:
-                conn.terminate()
+        if self._lookup_conn is not None:
+            self._lookup_conn.terminate()
         await self._drop_lock()
         await self._pool.close()
 
@@ -270,21 +265,20 @@ class PostgresStore(MetadataStore):
     async def find(self, name: str) -> FileRecord | None:
         return await self._lookups.find(name)
 
-    async def _find_all(self, lane: int, names: list[str]) -> dict[str, FileRecord]:
-        # On a connection of its own, outside the pool: the group lookup sends one query at a time on each lane, and
-        # a pooled connection's acquire and release cost the manager more than the query itself.
-        conn = self._lookup_conns[lane]
+    async def _find_all(self, names: list[str]) -> dict[str, FileRecord]:
+        # On a connection of its own, outside the pool: the group lookup sends one query at a time, and a pooled
+        # connection's acquire and release cost the manager more than the query itself.
         try:
-            if conn is None:
-                conn = self._lookup_conns[lane] = await asyncpg.connect(
+            if self._lookup_conn is None:
+                self._lookup_conn = await asyncpg.connect(
                     self._location.url,
                     timeout=DB_TIMEOUT,
                     command_timeout=DB_TIMEOUT,
                     server_settings={"application_name": "dfsd manager"},
                 )
-            rows = await conn.fetch(_numbered(FIND_ANY_SQL), names)
+            rows = await self._lookup_conn.fetch(_numbered(FIND_ANY_SQL), names)
         except _LOST as err:
-            self._lookup_conns[lane] = None
+            conn, self._lookup_conn = self._lookup_conn, None
             if conn is not None:
                 conn.terminate()
             raise _unreachable(err) from err
