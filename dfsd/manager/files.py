@@ -139,6 +139,9 @@ class FileOperations:
                 except ServersUnavailable:
                     self.in_flight.doubt(node.id, file_id)  # its bytes go once the database says it has no row
                     raise
+                except NameExists:  # a file of the name was committed through another manager meanwhile
+                    await remove_copy(self.pool, node, file_id)
+                    raise
                 self.topology.stored(node.id, stored.size)
         except (NameExists, ServersUnavailable):
             # The name is taken, or no node is up: this may be a retry whose first attempt was stored though its

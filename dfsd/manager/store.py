@@ -337,20 +337,12 @@ class MetadataStore(ABC):
         if name in self._reserved:
             raise _name_exists(name)
         self._reserved[name] = 0  # before any await: a racing upload of the same name sees it
-        held = False
         try:
             file_id = await self._new_id()
-            # Held first, then looked up: an upload of the name that commits elsewhere meanwhile releases its hold
-            # no earlier than its row is written (in the same commit), so one of the two steps sees it.
             if not await self._hold(name, file_id, node):
-                raise _name_exists(name)
-            held = True
-            if await self.find(name) is not None:
                 raise _name_exists(name)
         except BaseException:
             del self._reserved[name]
-            if held:
-                await self._unhold(file_id)
             raise
         self._reserved[name] = file_id
         return file_id
@@ -383,12 +375,15 @@ class MetadataStore(ABC):
         return mine | await self._held_elsewhere()
 
     # Reservations seen by other managers: only a shared database (PostgreSQL) has them. On SQLite, the one manager's
-    # memory is the whole truth, and these do nothing.
+    # memory is the whole truth: there ``_hold`` only looks the name up, and the others do nothing.
 
     async def _hold(self, name: str | None, file_id: int, node: int) -> bool:
-        """Record the reservation of upload ``file_id`` where other managers see it: its bytes are no orphan, and
-        its ``name`` (None: a replacing upload, which claims none) is taken; False if another manager holds it."""
-        return True
+        """Claim ``name`` (None: a replacing upload, which claims none) for upload ``file_id``: False if a file of
+        that name is stored or (on a shared database) another manager's upload holds it. A shared database records
+        the reservation where other managers see it, so its bytes are no orphan and its name is taken; the one
+        statement that does also looks the name up, as of when it began: a file of that name committed through
+        another manager just after is refused by this upload's own commit instead (``commit``)."""
+        return name is None or await self.find(name) is None
 
     async def _unhold(self, file_id: int) -> None:
         """Drop the recorded reservation of upload ``file_id`` (failures are left to ``tidy_reservations``)."""
@@ -457,7 +452,7 @@ class MetadataStore(ABC):
             "ON CONFLICT (name) DO NOTHING RETURNING id",
             (file_id, name, node, size, sha256, created, _meta_text(meta)),
         )
-        if not rows:  # only if the reservation was released early (the upload was cancelled)
+        if not rows:  # the reservation was released early (the upload was cancelled), or lost a race (``_hold``)
             raise _name_exists(name)
 
     async def commit_replacing(

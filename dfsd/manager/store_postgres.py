@@ -1,12 +1,15 @@
 """The metadata store on PostgreSQL (``--db postgresql://USER[:PASSWORD]@HOST:PORT/DBNAME``), through asyncpg.
 
-A pool of connections serves the reads; a group commit takes one connection for its transaction, and a commit is
+A pool of connections serves the reads; a group commit takes one for each of its transactions, and a commit is
 durable (with PostgreSQL's default ``synchronous_commit = on``) before the client hears ``stored``. One statement's
-error aborts a whole PostgreSQL transaction, so a batch that fails that way is run again one write at a time: the error
-then fails only its own caller, as on SQLite. The writes of one statement in a batch go in one round trip (asyncpg's
-``fetchmany``) when each names beforehand the key its row comes back with (``Write.key``: the holds and commits of
-uploads, the deletes); a batch that is one round trip is a transaction of its own, sent without BEGIN and COMMIT.
-An upload's commit also deletes its hold, in the same statement. Lookups by name, the reads of every get, are grouped
+error aborts a whole PostgreSQL transaction, so a transaction that fails that way is run again one write at a time: the
+error then fails only its own caller, as on SQLite. The writes of one statement in a batch go in one round trip
+(asyncpg's ``fetchmany``) when each names beforehand the key its row comes back with (``Write.key``: the holds and
+commits of uploads, the deletes); such writes each stand alone (one caller's one statement), so each statement's are a
+transaction of their own, sent without BEGIN and COMMIT, and the batch's transactions go at once, each on a pooled
+connection: a batch of holds and commits costs one round trip's wait, not four (BEGIN, holds, commits, COMMIT).
+An upload's hold also looks its name up, and its commit deletes the hold, each in one statement: an upload costs two
+statements, both in group commits, and no query of its own. Lookups by name, the reads of every get, are grouped
 (``lookups.py``): one query, on a connection of its own, for all the names asked while the previous one was out. Every
 round trip saved counts: on a busy machine, a query costs the manager and the server more than the lookup it makes.
 
@@ -63,7 +66,7 @@ from .store import (
     schema_steps_to_run,
 )
 
-# Connections held open at most: reads run in parallel up to this many, plus the group commit's one.
+# Connections held open at most: reads run in parallel up to this many, and so do the transactions of a group commit.
 POOL_SIZE = 10
 
 # The files of many names in one query: the group lookup's (``lookups.py``).
@@ -286,14 +289,26 @@ class PostgresStore(MetadataStore):
         return int(first)
 
     async def _transaction(self, batch: list[Write]) -> list[Rows | Exception]:
-        try:
-            return list(await self._in_one_transaction(batch))
-        except _LOST as err:
-            raise _unreachable(err) from err
-        except asyncpg.PostgresError:
-            if len(batch) == 1:
-                raise
-        return [await self._alone(write) for write in batch]
+        # Keyed writes are single statements of callers that did not wait for each other: each statement's go
+        # together, in a transaction of their own (one round trip), beside the other writes' one transaction; all of
+        # them at once, each on a connection of its own, so that the batch takes one round trip, not one after another.
+        groups: list[list[Write]] = [run for run in _runs(batch) if run[0].key is not None]
+        if rest := [write for write in batch if write.key is None]:
+            groups.append(rest)
+        outcomes = await asyncio.gather(*map(self._in_one_transaction, groups), return_exceptions=True)
+        results: dict[int, Rows | Exception] = {}
+        for group, outcome in zip(groups, outcomes, strict=True):
+            each: list[Rows | Exception]
+            if isinstance(outcome, _LOST):
+                each = [_unreachable(outcome)] * len(group)
+            elif isinstance(outcome, asyncpg.PostgresError):  # the group again write by write: it fails only its own
+                each = [await self._alone(write) for write in group] if len(group) > 1 else [outcome]
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                each = list(outcome)
+            results.update(zip(map(id, group), each, strict=True))
+        return [results[id(write)] for write in batch]
 
     async def _alone(self, write: Write) -> Rows | Exception:
         try:
@@ -326,14 +341,16 @@ class PostgresStore(MetadataStore):
     # --- uploads in flight, shared by every manager -------------------------------------------------------------------
 
     async def _hold(self, name: str | None, file_id: int, node: int) -> bool:
+        # One statement, hence one round trip and one commit in the group commit's batch, for the hold and the
+        # lookup of the name (a NULL name finds no file).
         try:
             rows = await self._write(
-                f"INSERT INTO uploads (name, file_id, node, manager, started) VALUES (?, ?, ?, ?, {_NOW}) "
-                "ON CONFLICT (name) DO NOTHING RETURNING file_id",
-                (name, file_id, node, self.manager_id),
+                f"INSERT INTO uploads (name, file_id, node, manager, started) SELECT ?, ?, ?, ?, {_NOW} "
+                "WHERE NOT EXISTS (SELECT 1 FROM files WHERE name = ?) ON CONFLICT (name) DO NOTHING RETURNING file_id",
+                (name, file_id, node, self.manager_id, name),
                 key=file_id,
             )
-        except ServersUnavailable:
+        except BaseException:
             self._stale_holds.add(file_id)  # the row may have been written: tidy_reservations makes sure it goes
             raise
         return bool(rows)

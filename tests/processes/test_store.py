@@ -82,6 +82,25 @@ async def test_only_one_of_many_racing_reservations_wins(db_location: Location) 
         await store.close()
 
 
+async def test_a_name_stored_after_an_upload_took_it_fails_that_uploads_commit(db_location: Location) -> None:
+    """On PostgreSQL an upload's hold looks its name up as of its statement's start, so a file of that name committed
+    through another manager just then is seen by neither: the upload's commit must refuse the name (here the other
+    commit is made directly, as it lands in the database), and the file stored first stays."""
+    store = await MetadataStore.open(db_location)
+    try:
+        late = await store.reserve("taken", 1)
+        other = late + 1000
+        await store.commit(other, "taken", node=2, size=1, sha256=b"o" * 32, created=1.0)
+        with pytest.raises(NameExists):
+            await store.commit(late, "taken", node=1, size=2, sha256=b"l" * 32, created=2.0)
+        await store.release("taken")
+        record = await store.find("taken")
+        assert record is not None and record.id == other
+        assert await store.uploading() == set()
+    finally:
+        await store.close()
+
+
 async def _stored(store: MetadataStore, name: str, node: int = 5) -> int:
     """Store a file ``name`` as an upload would: reserve, commit, release; returns its id."""
     file_id = await store.reserve(name, node)
