@@ -18,7 +18,7 @@ The bytes of a stream are written and hashed there too, a few MiB per trip (``bu
 loop, writing and hashing took three fifths of a node's time taking a large upload, and the loop could not read the
 next bytes meanwhile. A stream announced at DIRECT_MIN bytes or more is written around the page cache (``O_DIRECT``,
 ``dfsd/directio.py``): the kernel's copy into cache pages was the largest cost of a node taking a large upload
-(measured: 2.0 s of system time per GiB in its disk thread, against 0.1 s for the same bytes written directly), and
+(measured: 2.0 s of system time per GiB in its disk thread, against under 0.1 s written directly), and
 its fsync then has almost nothing left to write.
 
 (Measured and not kept: sharing one directory fsync among the renames that came before it, as databases group their
