@@ -182,6 +182,28 @@ async def test_a_large_stream_that_fails_keeps_nothing(disk: Disk, layout: Layou
     await assert_slot_free(disk, layout)
 
 
+async def test_a_large_write_cancelled_while_its_stages_are_written_keeps_nothing(disk: Disk, layout: Layout) -> None:
+    """Cancelled with batches in a disk thread and a stage in the direct file's own thread: the way out waits for
+    both before closing the file, and removes it."""
+    written = asyncio.Event()
+
+    async def write_and_wait() -> None:
+        async with DurableWrite(disk, layout, 7, DIRECT_MIN) as file:
+            await file.create()
+            for _ in range(3):
+                await file.write(b"x" * BATCH_BYTES)
+            written.set()
+            await asyncio.Event().wait()  # the rest never comes
+
+    task = asyncio.create_task(write_and_wait())
+    await written.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert_nothing_kept(layout)
+    await assert_slot_free(disk, layout)
+
+
 async def test_a_block_left_without_publishing_keeps_nothing(disk: Disk, layout: Layout) -> None:
     async with DurableWrite(disk, layout, 7) as file:
         await file.create()
