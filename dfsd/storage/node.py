@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import hashlib
 import io
 import os
@@ -76,6 +77,10 @@ from .disk import Disk, DurableWrite
 from .layout import Layout
 
 log = structlog.get_logger("dfsd.storage")
+
+# Chunks of a large file read per trip to a disk thread when sending it: 4 MiB, as ``bulk.BATCH_BYTES`` (a trip's
+# wake-ups cost more than reading one chunk from the page cache).
+READ_BATCH = 4
 
 # Reconnection to the manager: first retry after ~0.1 s, doubling up to 5 s, each delay jittered by ±50 % so that many
 # nodes restarted together do not knock on the manager in step.
@@ -294,7 +299,7 @@ class StorageNode:
             size = os.fstat(file.fileno()).st_size
             length = check_range(size, request.offset, request.length)
             req.fields.update(size=length)
-            frames = _read_frames(file, request.file_id, request.offset, length)
+            frames = _read_frames(self.disk, file, request.file_id, request.offset, length)
             await send_file(conn, Sending(size, request.offset, length), frames)
 
     async def handle_transfer(self, conn: Connection, request: Transfer, req: Request) -> None:
@@ -312,7 +317,7 @@ class StorageNode:
                 raise FileUnavailable(f"file unavailable: the target node cannot be reached ({err})") from None
             try:
                 store = Store(request.file_id, size, request.sha256)
-                frames = _while_asked(conn, _read_frames(file, request.file_id, 0, size))
+                frames = _while_asked(conn, _read_frames(self.disk, file, request.file_id, 0, size))
                 stored = await send_file(peer, store, frames)
             except ConnectionLost as err:
                 raise FileUnavailable(f"file unavailable: the target node failed during the copy ({err})") from None
@@ -341,7 +346,7 @@ class StorageNode:
         with self._open(part.file_id) as source:
             if os.fstat(source.fileno()).st_size != part.size:
                 raise FileNotFound(f"file does not exist: file id {part.file_id} here is not of {part.size} bytes")
-            async for message in _read_frames(source, part.file_id, 0, part.size):
+            async for message in _read_frames(self.disk, source, part.file_id, 0, part.size):
                 if type(message) is Data:
                     await file.write(message.data)
 
@@ -429,14 +434,31 @@ async def _while_asked(conn: Connection, frames: Frames) -> AsyncIterator[Data |
         yield message
 
 
-async def _read_frames(file: BinaryIO, file_id: int, offset: int, length: int) -> AsyncIterator[Data | End]:
-    """``length`` bytes of ``file`` from ``offset`` as a stream of data frames."""
+async def _read_frames(disk: Disk, file: BinaryIO, file_id: int, offset: int, length: int) -> AsyncIterator[Data | End]:
+    """``length`` bytes of ``file`` from ``offset`` as a stream of data frames. A range of one chunk is read at once
+    (a small file, most likely in the page cache); a longer one in a disk thread, READ_BATCH chunks a trip: a large
+    file is often not in the cache (a large upload is written around it: ``disk.DIRECT_MIN``), and a read that waits
+    for a busy disk must not stop the event loop, whose heartbeats keep the node up."""
     position, end = offset, offset + length
     while position < end:
-        chunk = _read_exactly(file, file_id, position, min(CHUNK_SIZE, end - position))
-        yield Data(chunk)
-        position += len(chunk)
+        if length <= CHUNK_SIZE:
+            chunks = [_read_exactly(file, file_id, position, length)]
+        else:
+            chunks = await disk.run(_read_chunks, file, file_id, position, min(READ_BATCH * CHUNK_SIZE, end - position))
+        for chunk in chunks:
+            yield Data(chunk)
+            position += len(chunk)
     yield End()
+
+
+def _read_chunks(file: BinaryIO, file_id: int, offset: int, length: int) -> list[bytes]:
+    """(In a disk thread.) ``length`` bytes of ``file`` from ``offset``, in chunks of at most CHUNK_SIZE."""
+    end = offset + length
+    with contextlib.suppress(OSError):  # only advice: have the disk read the next batch while this one is sent
+        os.posix_fadvise(file.fileno(), end, READ_BATCH * CHUNK_SIZE, os.POSIX_FADV_WILLNEED)
+    return [
+        _read_exactly(file, file_id, start, min(CHUNK_SIZE, end - start)) for start in range(offset, end, CHUNK_SIZE)
+    ]
 
 
 def _read_exactly(file: BinaryIO, file_id: int, offset: int, length: int) -> bytes:

@@ -26,6 +26,7 @@ from dfsd.protocol.messages import Data, End, Error, Put
 from harness import LocalCluster, stalled, start_daemon
 
 from dfsd.client import Client
+from dfsd.storage.disk import DIRECT_MIN
 from dfsd.transfer import send_upload
 from dfsd.wire import Connection
 
@@ -82,6 +83,30 @@ async def test_node_killed_during_upload_leaves_nothing(cluster: LocalCluster) -
     cluster.start_node(target)  # a restarted node clears what a crash left half-written
     assert cluster.partial_files() == []
     assert cluster.stored_files(target) == []
+
+
+async def test_client_gone_midway_through_a_large_upload_leaves_nothing(cluster: LocalCluster) -> None:
+    """A file announced at DIRECT_MIN bytes or more is written around the page cache (O_DIRECT) in stages: a client
+    that goes away with half of it sent leaves no byte on any node, and the name is free for the whole file."""
+    payload = os.urandom(DIRECT_MIN + 12345)
+    async with Client(cluster.address) as client:
+        upload = asyncio.ensure_future(
+            client.put("large", stalled(payload[: DIRECT_MIN // 2 + 7], asyncio.Event()), size=len(payload))
+        )
+        await cluster.until_partial()
+        async with asyncio.timeout(10):  # until the node has written some of it (a stage, at least)
+            while not any(path.stat().st_size for path in cluster.partial_files()):
+                await asyncio.sleep(0.01)
+        upload.cancel()  # the client drops its connection mid-stream
+        with pytest.raises(asyncio.CancelledError):
+            await upload
+        deadline = time.monotonic() + 10
+        while cluster.partial_files() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert cluster.partial_files() == []
+        assert all(cluster.stored_files(node_id) == [] for node_id in cluster.nodes)
+        await client.put("large", payload)
+        assert await client.read("large") == payload
 
 
 async def test_node_killed_amid_concurrent_small_uploads_loses_no_acknowledged_file(

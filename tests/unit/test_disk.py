@@ -17,7 +17,7 @@ from dfsd.protocol import BadRequest, ChecksumMismatch, InternalError, StorageFu
 from harness import small_tmpfs
 
 from dfsd.bulk import BATCH_BYTES
-from dfsd.storage.disk import Disk, DurableWrite
+from dfsd.storage.disk import DIRECT_MIN, Disk, DurableWrite
 from dfsd.storage.layout import Layout
 from dfsd.wire import ConnectionLost
 
@@ -147,6 +147,63 @@ async def test_a_stream_of_several_batches_is_kept_whole(disk: Disk, layout: Lay
     assert path is not None and path.read_bytes() == payload
 
 
+async def write_in_pieces(file: DurableWrite, payload: bytes, piece: int) -> None:
+    for start in range(0, len(payload), piece):
+        await file.write(payload[start : start + piece])
+
+
+async def test_a_large_stream_written_around_the_page_cache_is_kept_whole(disk: Disk, layout: Layout) -> None:
+    """A stream announced at DIRECT_MIN bytes or more goes with O_DIRECT: pieces off any block boundary and a last,
+    partial block still give exactly the bytes sent."""
+    payload = os.urandom(DIRECT_MIN + 4097)
+    digest = hashlib.sha256(payload).digest()
+    async with DurableWrite(disk, layout, 7, len(payload), digest) as file:
+        await file.create()
+        await write_in_pieces(file, payload, 1024 * 1024 + 3)
+        assert await file.publish(digest) == (len(payload), digest)
+    path = layout.path(7)
+    assert path is not None and path.read_bytes() == payload
+
+
+@pytest.mark.parametrize("how", ["cut off", "checksum mismatch"])
+async def test_a_large_stream_that_fails_keeps_nothing(disk: Disk, layout: Layout, how: str) -> None:
+    """The way out of a direct write waits for its own thread and drops what it staged: nothing is left."""
+    payload = os.urandom(DIRECT_MIN)
+    wrong = hashlib.sha256(b"other bytes").digest()
+    with pytest.raises(ConnectionLost if how == "cut off" else ChecksumMismatch):
+        async with DurableWrite(disk, layout, 7, len(payload)) as file:
+            await file.create()
+            if how == "cut off":
+                await write_in_pieces(file, payload[: len(payload) // 2 + 5], 1024 * 1024)
+                raise ConnectionLost("the sender went away")
+            await write_in_pieces(file, payload, 1024 * 1024)
+            await file.publish(wrong)
+    assert_nothing_kept(layout)
+    await assert_slot_free(disk, layout)
+
+
+async def test_a_large_write_cancelled_while_its_stages_are_written_keeps_nothing(disk: Disk, layout: Layout) -> None:
+    """Cancelled with batches in a disk thread and a stage in the direct file's own thread: the way out waits for
+    both before closing the file, and removes it."""
+    written = asyncio.Event()
+
+    async def write_and_wait() -> None:
+        async with DurableWrite(disk, layout, 7, DIRECT_MIN) as file:
+            await file.create()
+            for _ in range(3):
+                await file.write(b"x" * BATCH_BYTES)
+            written.set()
+            await asyncio.Event().wait()  # the rest never comes
+
+    task = asyncio.create_task(write_and_wait())
+    await written.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert_nothing_kept(layout)
+    await assert_slot_free(disk, layout)
+
+
 async def test_a_block_left_without_publishing_keeps_nothing(disk: Disk, layout: Layout) -> None:
     async with DurableWrite(disk, layout, 7) as file:
         await file.create()
@@ -246,13 +303,16 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount_point
 
 
-@pytest.mark.parametrize("how", ["streamed", "streamed in several batches", "whole"])
+@pytest.mark.parametrize(
+    "how", ["streamed", "streamed in several batches", "several batches, announced large", "whole"]
+)
 async def test_a_full_disk_is_storage_full_and_keeps_nothing(disk: Disk, tiny_disk: Path, how: str) -> None:
     layout = Layout(tiny_disk)
     layout.load()
-    too_big = b"x" * (3 * BATCH_BYTES if how == "streamed in several batches" else 256 * 1024)
+    too_big = b"x" * (3 * BATCH_BYTES if "several batches" in how else 256 * 1024)
+    announced = DIRECT_MIN if "large" in how else None  # tmpfs refuses O_DIRECT: written through the cache
     with pytest.raises(StorageFull, match="storage full"):
-        async with DurableWrite(disk, layout, 7) as file:
+        async with DurableWrite(disk, layout, 7, announced) as file:
             if how == "whole":
                 await file.write_whole(too_big)
             else:
