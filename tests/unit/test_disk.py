@@ -113,28 +113,6 @@ async def test_a_cancelled_write_removes_the_partial_file(disk: Disk, layout: La
     await assert_slot_free(disk, layout)
 
 
-async def test_a_write_cancelled_while_its_disk_thread_writes_removes_the_partial_file(
-    disk: Disk, layout: Layout
-) -> None:
-    """A batch is in a disk thread when the task is cancelled: the way out waits for it before closing the file."""
-    written = asyncio.Event()
-
-    async def write_and_wait() -> None:
-        async with DurableWrite(disk, layout, 7) as file:
-            await file.create()
-            await file.write(b"x" * BATCH_BYTES)  # handed to a disk thread
-            written.set()
-            await asyncio.Event().wait()  # the rest never comes
-
-    task = asyncio.create_task(write_and_wait())
-    await written.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert_nothing_kept(layout)
-    await assert_slot_free(disk, layout)
-
-
 async def test_a_stream_of_several_batches_is_kept_whole(disk: Disk, layout: Layout) -> None:
     payload = os.urandom(2 * BATCH_BYTES + 999)
     digest = hashlib.sha256(payload).digest()
@@ -182,16 +160,19 @@ async def test_a_large_stream_that_fails_keeps_nothing(disk: Disk, layout: Layou
     await assert_slot_free(disk, layout)
 
 
-async def test_a_large_write_cancelled_while_its_stages_are_written_keeps_nothing(disk: Disk, layout: Layout) -> None:
-    """Cancelled with batches in a disk thread and a stage in the direct file's own thread: the way out waits for
-    both before closing the file, and removes it."""
+@pytest.mark.parametrize(("announced", "batches"), [(None, 1), (DIRECT_MIN, 3)], ids=["cached", "direct"])
+async def test_a_write_cancelled_while_its_threads_write_keeps_nothing(
+    disk: Disk, layout: Layout, announced: int | None, batches: int
+) -> None:
+    """Cancelled with batches in a disk thread (and, for a large stream, a stage in the direct file's own thread):
+    the way out waits for them before closing the file, and removes it."""
     written = asyncio.Event()
 
     async def write_and_wait() -> None:
-        async with DurableWrite(disk, layout, 7, DIRECT_MIN) as file:
+        async with DurableWrite(disk, layout, 7, announced) as file:
             await file.create()
-            for _ in range(3):
-                await file.write(b"x" * BATCH_BYTES)
+            for _ in range(batches):
+                await file.write(b"x" * BATCH_BYTES)  # handed to a disk thread
             written.set()
             await asyncio.Event().wait()  # the rest never comes
 
