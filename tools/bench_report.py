@@ -38,8 +38,9 @@ def table(report: dict[str, Any]) -> list[str]:
     notes = (
         "Baselines: for the large file, the same bytes through three processes with no protocol: a client "
         "sending the file with sendfile, a uvloop relay forwarding what arrives, a sink writing a file on the same "
-        "disk and fsyncing it at the end (and back: the sink sendfiles, the client drops the bytes, or for dfs-cat -o "
-        "writes a temporary file renamed into place, as -o does); large socket buffers. Its memory figures are the "
+        "disk around the page cache and fsyncing it at the end (and back: the sink sendfiles it from the page cache, "
+        "the client drops the bytes, or for dfs-cat -o writes a temporary file renamed into place, around the page "
+        "cache, as -o does); large socket buffers. Its memory figures are the "
         "relay's (beside the manager), the sink's (beside the node) and its client's (beside dfs-push's and "
         "dfs-cat's); dfs-push, dfs-cat and the baseline's client are timed as processes, start-up included. "
         f"For small files, bare CBOR request/answer frames over loopback, "
