@@ -277,6 +277,35 @@ def test_signed_payload_mismatch_keeps_nothing(live_gateway: LiveGateway) -> Non
     assert live_gateway.names(bucket + "/") == [f"{bucket}/k"]
 
 
+def test_large_bodies_hashed_in_worker_threads_keep_every_check(live_gateway: LiveGateway) -> None:
+    """A body of several pieces is hashed in worker threads (MD5, the signed SHA-256, an x-amz-checksum-* header):
+    each check still holds at the end, and a body that fails one keeps nothing."""
+    bucket = live_gateway.bucket()
+    payload = os.urandom(3 * MIB + 12345)
+    md5 = base64.b64encode(hashlib.md5(payload).digest()).decode()
+    crc = base64.b64encode(zlib.crc32(payload).to_bytes(4, "big")).decode()
+    wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+    cases = (  # key, x-amz-content-sha256, other headers, status, S3 code
+        ("good", sha256_hex(payload), {"content-md5": md5, "x-amz-checksum-crc32": crc}, 200, b""),
+        ("md5", "UNSIGNED-PAYLOAD", {"content-md5": wrong}, 400, b"BadDigest"),
+        ("sha", sha256_hex(b"what was signed"), {}, 400, b"XAmzContentSHA256Mismatch"),
+        ("crc", "UNSIGNED-PAYLOAD", {"x-amz-checksum-crc32": "AAAAAA=="}, 400, b"BadDigest"),
+    )
+    for key, payload_hash, extra, status, code in cases:
+        url = _url(live_gateway, bucket, key)
+        headers, _ = signed_request("PUT", url, payload_hash=payload_hash, headers=extra)
+        got, _, body = send("PUT", url, headers, payload)
+        assert got == status and code in body, body
+    assert answer_etag(live_gateway, bucket, "good") == f'"{hashlib.md5(payload).hexdigest()}"'
+    assert live_gateway.names(bucket + "/") == [f"{bucket}/good"]
+
+
+def answer_etag(live_gateway: LiveGateway, bucket: str, key: str) -> str:
+    got = live_gateway.s3().get_object(Bucket=bucket, Key=key)
+    assert len(got["Body"].read()) == got["ContentLength"]
+    return str(got["ETag"])
+
+
 def test_unsigned_payload(live_gateway: LiveGateway) -> None:
     bucket = live_gateway.bucket()
     url = _url(live_gateway, bucket, "k")

@@ -11,15 +11,15 @@ The body arrives from granian in pieces of at most its read buffer (``daemon.REA
 the client sends slowly or its TCP window is small; each piece passed on costs a data frame, a socket write and a call
 into each hasher, so small pieces are joined into ``PIECE_SIZE`` ones first (a tenth less of the gateway's CPU per MiB,
 measured with 64 KiB pieces), held at most ``HOLD_SECONDS``, so a slow client's bytes still reach the manager well
-within its idle timeout. The MD5 is computed on the event loop: in a worker thread (hashlib lets go
-of the GIL on large buffers) it measured no faster, since the other processes of an upload keep both cores busy.
+within its idle timeout. Each hasher of the bytes passed on (the MD5, a SIGNED payload's SHA-256, an
+``x-amz-checksum-*``) runs in a worker thread of its own (``hashing.HashThread``), beside the loop.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 from dfsd.protocol import CHUNK_SIZE
 
@@ -28,6 +28,7 @@ from ..chunked import AwsChunkedDecoder
 from ..errors import S3Error
 from ..etags import check_content_md5
 from ..sigv4 import Authorised, PayloadHasher
+from .hashing import HashThread
 from .http import ClientGone, HttpRequest
 
 # The pieces passed on: the client library's data frames hold this much.
@@ -55,6 +56,14 @@ class CheckedBody:
         self._checksum = _header_checksum(request) if self._decoder is None else None
         self._md5 = hashlib.md5()
         self.md5: bytes | None = None
+        # The hashers of the bytes passed on, each in a thread of its own. A SIGNED payload is never aws-chunked, so
+        # its raw bytes are the ones passed on.
+        updates: list[Callable[[bytes], object]] = [self._md5.update]
+        if self._hasher is not None:
+            updates.append(self._hasher.update)
+        if self._checksum is not None:
+            updates.append(self._checksum[0].update)
+        self._threads = [HashThread(update) for update in updates]
 
     @property
     def size(self) -> int | None:
@@ -73,20 +82,23 @@ class CheckedBody:
         try:
             async for raw in self._request.body():
                 received += len(raw)
-                if self._hasher is not None:
-                    self._hasher.update(raw)
                 for decoded in self._decoder.feed(raw) if self._decoder is not None else (raw,):
                     if not gathered:
                         hold_until = time.monotonic() + HOLD_SECONDS
                     gathered.append(decoded)
                     held += len(decoded)
                     if held >= PIECE_SIZE or time.monotonic() >= hold_until:
-                        yield self._passed_on(gathered)
+                        yield await self._passed_on(gathered, last=self._request.body_done)
                         gathered, held = [], 0
             if held:
-                yield self._passed_on(gathered)
+                yield await self._passed_on(gathered, last=True)
+            for thread in self._threads:
+                await thread.finish()
         except ClientGone:
             raise S3Error("IncompleteBody", "The client went away before the body ended; nothing was kept.") from None
+        finally:
+            for thread in self._threads:
+                thread.close()
         if expected is not None and received != expected:
             raise S3Error("IncompleteBody", f"The body held {received} bytes; Content-Length said {expected}.")
         if self._decoder is not None:
@@ -101,12 +113,12 @@ class CheckedBody:
             check_content_md5(self._content_md5, digest)
         self.md5 = digest
 
-    def _passed_on(self, pieces: list[bytes]) -> bytes:
-        """``pieces`` joined into the next piece to pass on, once the hashers of decoded bytes have it."""
+    async def _passed_on(self, pieces: list[bytes], *, last: bool) -> bytes:
+        """``pieces`` joined into the next piece to pass on, once it is handed to the hashers (``last``: the body
+        has no more bytes after it, as far as is known now)."""
         piece = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        self._md5.update(piece)
-        if self._checksum is not None:
-            self._checksum[0].update(piece)
+        for thread in self._threads:
+            await thread.feed(piece, last=last)
         return piece
 
 
