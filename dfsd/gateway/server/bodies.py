@@ -133,7 +133,8 @@ def _header_checksum(request: HttpRequest) -> tuple[ChecksumVerifier, str] | Non
 
 
 class Md5Stream:
-    """Bytes of ``source`` (a download being copied) passed on while their MD5 is computed: ``md5`` once all passed."""
+    """Bytes of ``source`` (a download being copied) passed on while their MD5 is computed (in a thread, unless they
+    come in one piece): ``md5`` once all passed."""
 
     def __init__(self, source: AsyncIterable[bytes | memoryview], size: int) -> None:
         self._source = source
@@ -142,7 +143,15 @@ class Md5Stream:
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         md5 = hashlib.md5()
-        async for chunk in self._source:
-            md5.update(chunk)
-            yield bytes(chunk)
+        hashing = HashThread(md5.update)
+        passed = 0
+        try:
+            async for chunk in self._source:
+                piece = bytes(chunk)
+                passed += len(piece)
+                await hashing.feed(piece, last=passed == self.size)
+                yield piece
+            await hashing.finish()
+        finally:
+            hashing.close()
         self.md5 = md5.digest()
