@@ -9,14 +9,15 @@ while the loop receives the next piece and sends this one on. The loop never wai
 the oldest when ``DEPTH`` are waiting (so a hash slower than the network paces the upload instead of piling up
 memory), and for the last one in ``finish``, before the body's end is checked.
 
-A body that arrives whole in its first piece (every small object) never starts a thread: the piece is hashed on the
-loop, where it costs less than a hand-over would.
+A body passed on in one piece (every object up to 1 MiB) never starts a thread: the piece is hashed on the loop,
+where it costs less than a hand-over would.
 
-Measured (1 GiB PUTs, UNSIGNED-PAYLOAD, 6 A/B pairs at load 9-14 on 2 cores): the loop's thread spent 0.88-0.97 s
-of CPU per GiB instead of 2.05-2.21, the process 2.62-2.79 s instead of 2.43-2.66 (a hand-over costs about 40 ms per
-GiB of 1 MiB pieces: the rest is noise). The MD5 thread itself takes about 1.3 s per GiB, so on an idle machine an
-upload is bound by the CPU of all its processes together, no longer by the loop alone. (``dfsd.bulk.ThreadedWriter``
-hands over 4 MiB batches and holds two: twice the memory per upload, for a saving too small to measure here.)
+Measured (1 GiB PUTs, UNSIGNED-PAYLOAD, 14 A/B pairs at load 8-18 on 2 cores): the loop's thread spent 0.83-0.97 s
+of CPU per GiB instead of 1.99-2.21, the process 2.53-2.79 s instead of 2.35-2.66 (a hand-over costs about 40 ms per
+GiB of 1 MiB pieces, measured alone; the MD5 took 1.3-1.4 s per GiB in its thread). So the loop is no longer the
+upload's serial path: on a free core the MD5 runs beside it, and on a saturated machine the upload costs about 5 %
+more CPU. (``dfsd.bulk.ThreadedWriter`` hands over 4 MiB batches and holds two: twice the memory per upload, for a
+saving too small to measure here.)
 """
 
 from __future__ import annotations
