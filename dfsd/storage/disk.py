@@ -78,6 +78,9 @@ DIRECT_MIN = 16 * 1024 * 1024
 
 # Flags for a new partial file: it must not exist yet.
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+# A small file given whole is opened so: its one ``write`` returns once the bytes are synced, as an fsync would, so
+# the write and the sync are one system call (each call hands the GIL back and fights for it again).
+_NEW_SYNCED_FILE = _NEW_FILE | os.O_SYNC
 
 
 class Disk:
@@ -86,6 +89,7 @@ class Disk:
     def __init__(self) -> None:
         self._threads = ThreadPoolExecutor(DISK_THREADS, thread_name_prefix="disk")
         self._making_directories = threading.Lock()
+        self._made: set[Path] = set()  # directories known to exist, their entries durable: no need to look again
 
     def close(self) -> None:
         self._threads.shutdown(wait=True)
@@ -102,6 +106,8 @@ class Disk:
     def make_directories(self, directory: Path, root: Path) -> None:
         """(In a disk thread.) Make ``directory`` and any parents it lacks below ``root`` (a data directory removed
         behind the node's back is an error, not made again empty), fsyncing the parent of each one made."""
+        if directory in self._made:
+            return
         with self._making_directories:
             missing = []
             while not directory.is_dir() and directory != root:
@@ -110,6 +116,18 @@ class Disk:
             for path in reversed(missing):
                 path.mkdir()
                 _fsync_directory(path.parent)
+            self._made.add(directory)
+
+    def create(self, path: Path, flags: int, root: Path) -> int:
+        """(In a disk thread.) Create the file ``path`` (``os.open`` with ``flags``), making its directories below
+        ``root`` first if they are not known to exist; its descriptor."""
+        self.make_directories(path.parent, root)
+        try:
+            return os.open(path, flags, 0o644)
+        except FileNotFoundError:  # its directory was known, then removed behind the node's back: make it again
+            self._made.discard(path.parent)
+            self.make_directories(path.parent, root)
+            return os.open(path, flags, 0o644)
 
 
 class DurableWrite:
@@ -170,7 +188,7 @@ class DurableWrite:
     async def create(self) -> None:
         """Create the partial entry (one trip to a disk thread), ready for ``write``."""
         with _storage_errors():
-            await self._disk.run(self._open, self._partial)
+            await self._disk.run(self._open_partial)
         if self._announced is not None and self._announced >= DIRECT_MIN:
             self._direct = DirectFile(self._fd)
             self._writer = self._disk.writer(self._direct.write, self._hasher)
@@ -200,9 +218,7 @@ class DurableWrite:
         partial entry, no rename: see the module's docstring); return its size and SHA-256."""
         self._size = len(data)
         self._hasher.update(data)
-        return await self._publish(
-            self._check(), functools.partial(self._open, self._final), functools.partial(self._write, data), self._sync
-        )
+        return await self._publish(self._check(), functools.partial(self._write_synced, data))
 
     def _check(self, sha256: bytes | None = None) -> bytes:
         digest = self._hasher.digest()
@@ -223,11 +239,10 @@ class DurableWrite:
             raise InternalError(f"internal error: file id {self._file_id} was abandoned before it was committed")
         return self._size, digest
 
-    def _open(self, path: Path) -> None:
-        """(In a disk thread.) Create the file at ``path``, making its directories."""
-        self._disk.make_directories(path.parent, self._layout.root)
-        self._fd = os.open(path, _NEW_FILE, 0o644)
-        self._at = path
+    def _open_partial(self) -> None:
+        """(In a disk thread.) Create the partial entry."""
+        self._fd = self._disk.create(self._partial, _NEW_FILE, self._layout.root)
+        self._at = self._partial
 
     def _close_direct(self) -> None:
         """(In a disk thread.) Write what a large stream's direct file has staged, and close it."""
@@ -235,20 +250,24 @@ class DurableWrite:
         if direct is not None:
             direct.close()
 
-    def _write(self, data: bytes) -> None:
-        """(In a disk thread.) A whole file's bytes."""
-        write_all(self._fd, data)
+    def _write_synced(self, data: bytes) -> None:
+        """(In a disk thread.) A whole file at its final path: created, written and synced by one ``write`` (O_SYNC),
+        closed, and its directory synced."""
+        self._fd = self._disk.create(self._final, _NEW_SYNCED_FILE, self._layout.root)
+        self._at = self._final
+        if data:
+            write_all(self._fd, data)
+        else:  # no write, no sync: the empty file's creation needs one of its own
+            os.fsync(self._fd)
+        fd, self._fd = self._fd, -1
+        os.close(fd)
+        _fsync_directory(self._final.parent)
 
     def _sync_and_rename(self) -> None:
         """(In a disk thread.) A stream's partial entry, complete: synced, renamed into place, its directory synced."""
         self._sync_file()
         os.rename(self._partial, self._final)
         self._at = self._final
-        _fsync_directory(self._final.parent)
-
-    def _sync(self) -> None:
-        """(In a disk thread.) A file written at its final path, complete: synced, and its directory."""
-        self._sync_file()
         _fsync_directory(self._final.parent)
 
     def _sync_file(self) -> None:
