@@ -83,6 +83,11 @@ DISK_THREADS = 32
 # ``directio.STAGE_BYTES``) are few next to its bytes, so that many small uploads at once do not each hold them.
 DIRECT_MIN = 16 * 1024 * 1024
 
+# Directories a node remembers having made or found (``Disk.create``): new files fill one leaf directory after another,
+# so the last few are the ones written to; forgetting them all past this many only costs a look each (a stat) again,
+# where remembering every leaf of a node with millions of files would take tens of MB.
+REMEMBERED_DIRECTORIES = 1024
+
 # Flags for a new partial file: it must not exist yet.
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 # A small file given whole is opened so: its one ``write`` returns once the bytes are synced, as an fsync would, so
@@ -123,6 +128,8 @@ class Disk:
             for path in reversed(missing):
                 path.mkdir()
                 _fsync_directory(path.parent)
+            if len(self._made) >= REMEMBERED_DIRECTORIES:
+                self._made.clear()
             self._made.add(directory)
 
     def create(self, path: Path, flags: int, root: Path) -> int:
