@@ -17,6 +17,7 @@ from dfsd.protocol import BadRequest, ChecksumMismatch, InternalError, StorageFu
 from harness import small_tmpfs
 
 from dfsd.bulk import BATCH_BYTES
+from dfsd.storage import disk as disk_module
 from dfsd.storage.disk import DIRECT_MIN, Disk, DurableWrite
 from dfsd.storage.layout import Layout
 from dfsd.wire import ConnectionLost
@@ -275,6 +276,46 @@ async def test_a_data_directory_removed_behind_the_node_is_not_made_again(disk: 
             await file.write_whole(PAYLOAD)
     assert not layout.root.exists()
     assert layout.file_ids() == []
+
+
+async def test_a_directory_removed_behind_the_node_after_a_write_is_made_again(disk: Disk, layout: Layout) -> None:
+    """The node remembers the directories it has made or found, so as not to look for them on every write: one removed
+    behind its back is made again by the next write there, whole or streamed, as when it looked every time."""
+    async with DurableWrite(disk, layout, 1) as file:
+        await file.write_whole(b"first")
+    layout.remove(1)
+    for file_id, streamed in ((2, False), (3, True)):
+        shutil.rmtree(layout.root / "g0")
+        async with DurableWrite(disk, layout, file_id) as file:
+            if streamed:
+                await file.create()
+                await file.write(PAYLOAD)
+                await file.publish()
+            else:
+                await file.write_whole(PAYLOAD)
+        assert entries(layout) == [f"g0/0.{file_id}"]
+        layout.remove(file_id)
+
+
+async def test_writes_go_on_past_the_directories_remembered(
+    disk: Disk, layout: Layout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node forgets the directories it remembers once there are REMEMBERED_DIRECTORIES of them: writes after that
+    look for their directory again, and land as before."""
+    monkeypatch.setattr(disk_module, "REMEMBERED_DIRECTORIES", 1)
+    for file_id in range(1, 81):  # slots 0-79: the leaves g0, g1/0 and g1/1
+        async with DurableWrite(disk, layout, file_id) as file:
+            await file.write_whole(b"x")
+    assert len(entries(layout)) == 80
+    assert layout.path(80) == layout.root / "g1" / "1" / "7.80"
+
+
+async def test_an_empty_whole_file_is_kept(disk: Disk, layout: Layout) -> None:
+    """A small file is synced by its one write (O_SYNC); an empty one has no write, and is synced on its own."""
+    async with DurableWrite(disk, layout, 7, 0, hashlib.sha256(b"").digest()) as file:
+        assert await file.write_whole(b"") == (0, hashlib.sha256(b"").digest())
+    assert entries(layout) == ["g0/0.7"]
+    assert (layout.root / "g0" / "0.7").stat().st_size == 0
 
 
 @pytest.fixture
