@@ -212,9 +212,10 @@ class Download:
         """Write the bytes into ``file`` (a binary file whose ``write`` takes all it is given, as buffered files do)
         and verify them; returns what was sent. ``progress`` hears the length of each chunk as it arrives.
 
-        The writing happens in a thread, a few MiB at a time (``bulk.ThreadedWriter``), while the loop goes on
-        receiving and hashing: on the loop, writing a large file took half of ``dfs-cat -o``'s time. However this
-        ends, no thread writes to ``file`` any more once it has; a failure of ``file`` is its ``OSError``."""
+        The writing happens in a thread, a few MiB at a time (``bulk.ThreadedWriter``), and the hashing in another,
+        while the loop goes on receiving: on the loop, writing a large file took half of ``dfs-cat -o``'s time.
+        However this ends, no thread writes to ``file`` any more once it has; a failure of ``file`` is its
+        ``OSError``."""
         file.flush()
         await self._write(file.write, progress)
         file.flush()
@@ -231,26 +232,31 @@ class Download:
         return self.info
 
     async def _write(self, write: Callable[[Buffer], object], progress: Callable[[int], object] | None) -> None:
-        """Hash every chunk as it arrives, hand it to ``write`` in a thread (``bulk.ThreadedWriter``), and verify the
-        hash at the end.
+        """Hand every chunk as it arrives to a hashing thread and to ``write`` in another (each a
+        ``bulk.ThreadedWriter``), and verify the hash at the end.
 
-        The hashing stays on the loop, as iterating a download does it (SHA-256 lets go of the GIL; while it runs, the
-        kernel goes on receiving into the socket's buffer). In the writing thread, as before, it waited there for the
-        direct write of the stage before (``DirectFile``), and the loop waited for it: with dfs-cat -o of 1 GiB on a
-        busy machine, that thread spent a third of its time waiting on the disk and the loop over half of the
-        download waiting on that thread. Now the disk holds back only the writing."""
+        Receiving, hashing and writing then overlap, the loop doing only the receiving. Hashed on the loop, as
+        iterating a download does it, SHA-256 (half of ``dfs-cat -o``'s CPU) kept the loop from reading its socket
+        while it ran; hashed in the writing thread, as before that, it waited there for the direct write of the stage
+        before (``DirectFile``). The chunks are shared by the two threads, not copied: each holds at most two batches
+        of them."""
         hasher = self._hasher()
+        hashing = ThreadedWriter(hasher.update) if hasher is not None else None
         writer = ThreadedWriter(write)
         try:
             async for chunk in self._received():
-                if hasher is not None:
-                    hasher.update(chunk)
+                if hashing is not None:
+                    await hashing.write(chunk)
                 await writer.write(chunk)
                 if progress is not None:
                     progress(len(chunk))
+            if hashing is not None:
+                await hashing.flush()
             await writer.flush()
         finally:
             await writer.settle()
+            if hashing is not None:
+                await hashing.settle()
         self._verify(hasher)
 
     def _hasher(self) -> hashlib._Hash | None:
