@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -34,11 +35,11 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, BinaryIO, TypeVar
 
 from .aio import run
-from .bulk import ThreadedWriter, in_thread
+from .bulk import ThreadedWriter, finish, in_thread
 from .directio import DirectFile
 from .protocol import (
     CHUNK_SIZE,
@@ -453,7 +454,8 @@ class Client:
     async def _put(self, header: Put, source: BinaryIO | bytes | AsyncIterable[bytes], sent: _Sent) -> Stored:
         conn = await self._connection()
         async with self._using(conn):
-            return await send_file(conn, header, _frames(_chunks(source), sent))
+            async with contextlib.aclosing(_frames(source, sent)) as frames:
+                return await send_file(conn, header, frames)
 
     async def _ask_again(self, header: Put) -> Stored:
         """Repeat a put whose source cannot be read again, naming its size and SHA-256: answered ``stored`` at once if
@@ -776,23 +778,23 @@ def _rewinder(source: BinaryIO | bytes | AsyncIterable[bytes]) -> Callable[[], o
 
 
 async def _digest(source: BinaryIO | bytes) -> tuple[int, bytes]:
-    """The size and SHA-256 of the rest of ``source``, read in a thread."""
+    """The size and SHA-256 of the rest of ``source``, read and hashed in a thread."""
     hasher = hashlib.sha256()
     size = 0
-    async for chunk in _chunks(source):
-        hasher.update(chunk)
-        size += len(chunk)
+    async with contextlib.aclosing(_chunks(source, hasher)) as chunks:
+        async for chunk in chunks:
+            size += len(chunk)
     return size, hasher.digest()
 
 
-async def _frames(chunks: AsyncIterable[Buffer], sent: _Sent) -> AsyncIterator[Data | End]:
-    """The upload stream of ``chunks``: data frames, then an end frame with their SHA-256 (recorded in ``sent``)."""
+async def _frames(source: BinaryIO | bytes | AsyncIterable[bytes], sent: _Sent) -> AsyncGenerator[Data | End, None]:
+    """The upload stream of ``source``: data frames, then an end frame with their SHA-256 (recorded in ``sent``)."""
     hasher = hashlib.sha256()
     size = 0
-    async for chunk in chunks:
-        hasher.update(chunk)
-        size += len(chunk)
-        yield Data(chunk)
+    async with contextlib.aclosing(_chunks(source, hasher)) as chunks:
+        async for chunk in chunks:
+            size += len(chunk)
+            yield Data(chunk)
     sent.size, sent.sha256 = size, hasher.digest()
     sent.late_meta = sent.meta_after() if sent.meta_after is not None else None
     yield End(sent.sha256, meta=sent.late_meta or None)
@@ -805,38 +807,60 @@ async def _hashed(source: Source, hasher: Any) -> AsyncIterator[Buffer]:
             async for chunk in _hashed(file, hasher):
                 yield chunk
         return
-    async for chunk in _chunks(source):
-        hasher.update(chunk)
-        yield chunk
+    async with contextlib.aclosing(_chunks(source, hasher)) as chunks:
+        async for chunk in chunks:
+            yield chunk
 
 
-async def _chunks(source: BinaryIO | bytes | AsyncIterable[bytes]) -> AsyncIterator[bytes | memoryview]:
+async def _chunks(source: BinaryIO | bytes | AsyncIterable[bytes], hasher: Any) -> AsyncGenerator[Buffer, None]:
+    """The bytes of ``source`` in chunks of at most CHUNK_SIZE, each fed to ``hasher`` before it is yielded. Close
+    it (``aclosing``) rather than drop it: a file is read ahead by a thread, which closing waits for."""
     if isinstance(source, bytes):
         view = memoryview(source)
         for start in range(0, len(view), CHUNK_SIZE):
+            hasher.update(view[start : start + CHUNK_SIZE])
             yield view[start : start + CHUNK_SIZE]
     elif isinstance(source, AsyncIterable):
         async for chunk in source:
             view = memoryview(chunk)
             for start in range(0, len(view), CHUNK_SIZE):
+                hasher.update(view[start : start + CHUNK_SIZE])
                 yield view[start : start + CHUNK_SIZE]
     else:
-        # Reads go to a thread: a pipe or a terminal may take its time, and the loop must keep serving the answer. A
-        # regular file (seekable) is read READ_BATCH chunks a trip, each trip costing two wake-ups; a pipe one chunk a
-        # trip, so that a slow one starts at once. A cancelled read is waited for (``in_thread``): nobody must rewind
-        # or close the source while a thread still reads it.
-        per_trip = READ_BATCH if source.seekable() else 1
-        while chunks := await in_thread(None, _read_chunks, source, per_trip):
-            for chunk in chunks:
+        async with contextlib.aclosing(_read_ahead(source, hasher)) as read:
+            async for chunk in read:
                 yield chunk
 
 
-def _read_chunks(source: BinaryIO, count: int) -> builtins.list[bytes]:
-    """(In a thread.) Up to ``count`` chunks of ``source``, fewer at its end, none past it."""
+async def _read_ahead(source: BinaryIO, hasher: Any) -> AsyncGenerator[bytes, None]:
+    """The chunks of a file, read and hashed in a thread one trip ahead of the caller.
+
+    Reads go to a thread: a pipe or a terminal may take its time, and the loop must keep serving the answer. A
+    regular file (seekable) is read READ_BATCH chunks a trip, each trip costing two wake-ups; a pipe one chunk a trip,
+    so that a slow one starts at once. The thread hashes what it read, and reads the next trip while the loop sends
+    this one: reading, hashing and sending overlap, and the loop (which hashed before) only sends. The trip under way
+    is waited for however this ends (``finish``): nobody must rewind or close the source while a thread still reads
+    it."""
+    per_trip = READ_BATCH if source.seekable() else 1
+    loop = asyncio.get_running_loop()
+    trip = loop.run_in_executor(None, _read_chunks, source, per_trip, hasher)
+    try:
+        while chunks := await finish(trip):
+            trip = loop.run_in_executor(None, _read_chunks, source, per_trip, hasher)
+            for chunk in chunks:
+                yield chunk
+    finally:
+        with contextlib.suppress(Exception):
+            await finish(trip)
+
+
+def _read_chunks(source: BinaryIO, count: int, hasher: Any) -> builtins.list[bytes]:
+    """(In a thread.) Up to ``count`` chunks of ``source``, fewer at its end, none past it, each fed to ``hasher``."""
     chunks = []
     for _ in range(count):
         chunk = source.read(CHUNK_SIZE)
         if not chunk:
             break
+        hasher.update(chunk)
         chunks.append(chunk)
     return chunks
