@@ -576,11 +576,12 @@ class Client:
         source that hashes as it streams (a gateway checking Content-MD5); without it the client hashes the bytes."""
         check_part_number(number)
         hasher = None
-        if md5 is None:
-            hasher = hashlib.md5()
-            source = _hashed(source, hasher)
         name = f"{part_prefix(upload_id)}{number:05d}.{secrets.token_hex(8)}"
-        await self.put(name, source, size=size)
+        async with contextlib.AsyncExitStack() as reading:
+            if md5 is None:
+                hasher = hashlib.md5()
+                source = await reading.enter_async_context(contextlib.aclosing(_hashed(source, hasher)))
+            await self.put(name, source, size=size)
         digest = hasher.digest() if hasher is not None else md5() if md5 is not None else None
         if digest is None:
             raise ValueError("put_part's md5 gave no MD5 once the part was sent")
@@ -800,16 +801,14 @@ async def _frames(source: BinaryIO | bytes | AsyncIterable[bytes], sent: _Sent) 
     yield End(sent.sha256, meta=sent.late_meta or None)
 
 
-async def _hashed(source: Source, hasher: Any) -> AsyncIterator[Buffer]:
+async def _hashed(source: Source, hasher: Any) -> AsyncGenerator[Buffer, None]:
     """The bytes of ``source`` (a path, a file, bytes or chunks), passed on as they are fed to ``hasher``."""
-    if isinstance(source, str | os.PathLike):
-        with open(source, "rb") as file:
-            async for chunk in _hashed(file, hasher):
+    with contextlib.ExitStack() as opened:
+        if isinstance(source, str | os.PathLike):
+            source = opened.enter_context(open(source, "rb"))
+        async with contextlib.aclosing(_chunks(source, hasher)) as chunks:
+            async for chunk in chunks:
                 yield chunk
-        return
-    async with contextlib.aclosing(_chunks(source, hasher)) as chunks:
-        async for chunk in chunks:
-            yield chunk
 
 
 async def _chunks(source: BinaryIO | bytes | AsyncIterable[bytes], hasher: Any) -> AsyncGenerator[Buffer, None]:
@@ -833,20 +832,24 @@ async def _chunks(source: BinaryIO | bytes | AsyncIterable[bytes], hasher: Any) 
 
 
 async def _read_ahead(source: BinaryIO, hasher: Any) -> AsyncGenerator[bytes, None]:
-    """The chunks of a file, read and hashed in a thread one trip ahead of the caller.
+    """The chunks of a file, read and hashed in a thread, a regular file's one trip ahead of the caller.
 
     Reads go to a thread: a pipe or a terminal may take its time, and the loop must keep serving the answer. A
-    regular file (seekable) is read READ_BATCH chunks a trip, each trip costing two wake-ups; a pipe one chunk a trip,
-    so that a slow one starts at once. The thread hashes what it read, and reads the next trip while the loop sends
-    this one: reading, hashing and sending overlap, and the loop (which hashed before) only sends. The trip under way
-    is waited for however this ends (``finish``): nobody must rewind or close the source while a thread still reads
-    it."""
-    per_trip = READ_BATCH if source.seekable() else 1
+    regular file (seekable) is read READ_BATCH chunks a trip, each trip costing two wake-ups, and the next trip is
+    read while the loop sends this one: reading, hashing and sending overlap, and the loop (which hashed before) only
+    sends. A pipe is read one chunk a trip, so that a slow one starts at once, and only when asked for: a failed
+    upload never waits for input that may not come. The trip under way is waited for however this ends (``finish``):
+    nobody must rewind or close the source while a thread still reads it."""
+    if not source.seekable():
+        while chunks := await in_thread(None, _read_chunks, source, 1, hasher):
+            for chunk in chunks:
+                yield chunk
+        return
     loop = asyncio.get_running_loop()
-    trip = loop.run_in_executor(None, _read_chunks, source, per_trip, hasher)
+    trip = loop.run_in_executor(None, _read_chunks, source, READ_BATCH, hasher)
     try:
         while chunks := await finish(trip):
-            trip = loop.run_in_executor(None, _read_chunks, source, per_trip, hasher)
+            trip = loop.run_in_executor(None, _read_chunks, source, READ_BATCH, hasher)
             for chunk in chunks:
                 yield chunk
     finally:
