@@ -2,8 +2,9 @@
 
 A bar is drawn only for a person watching: when standard error is a terminal and -q was not given. Anywhere else (a
 pipe, a file, a script's capture) ``bar`` is a ``Tally`` that counts and draws nothing, so the same code runs, nothing
-extra is written, and tqdm is never imported (10 to 30 ms of a command's start-up, which dfs-bench times as part of
-every dfs-cat and dfs-push); ``counter`` goes further and, with no bar to draw, gives no function to call at all.
+extra is written, and tqdm is never imported (26-37 ms of dfs-push's start-up by ``python -X importtime`` on a busy
+machine; dfs-bench times the commands as processes, start-up included); ``counter`` goes further and, with no bar to
+draw, gives no function to call at all.
 
 A bar follows the terminal's size as it changes, except on a terminal that reports 0 columns or rows (a pseudo-terminal
 under ``script``, some CI runners): tqdm would draw nothing there, so the bar is drawn as on an 80x24 terminal instead.
