@@ -1,15 +1,15 @@
 """A large file's bytes from the event loop into a local file: written and hashed in a thread, in batches.
 
 Whoever takes a large file spends most of its time in ``os.write`` and SHA-256 (a storage node taking an upload; the
-client taking a download hashes on its loop and only writes here). Both release the GIL, so a thread does them while
-the event loop goes on receiving.
+client taking a download hashes in one writer and writes in another, so that the two overlap). Both release the GIL, so
+a thread does them while the event loop goes on receiving.
 A handoff between the loop and a thread wakes one of them (a futex call, and a fight for the GIL): handing over each
 1 MiB frame costs more than it saves, so the bytes go over in batches of BATCH_BYTES.
 
 ``ThreadedWriter`` keeps at most one batch in its thread while the next one fills: a receiver that outruns its disk
 waits in ``write``, stops reading its socket, and TCP's flow control holds the sender back, so memory holds two batches
-whatever the size of the file. (Reading an uploaded file in batches in a thread, hashing there, was measured too and
-not kept: on an idle machine dfs-push moved 500 MB/s with it against 543 without, and its client spent more CPU.)
+whatever the size of the file. (An uploading client reads and hashes its file in a thread too, one batch ahead of its
+sending: see ``dfsd.client._read_ahead``.)
 
 No thread is left behind: ``finish`` waits for a thread's work even when the task awaiting it is cancelled, so nobody
 closes or reuses a file while a thread still uses it.

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -34,11 +35,11 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, BinaryIO, TypeVar
 
 from .aio import run
-from .bulk import ThreadedWriter, in_thread
+from .bulk import ThreadedWriter, finish, in_thread
 from .directio import DirectFile
 from .protocol import (
     CHUNK_SIZE,
@@ -212,9 +213,10 @@ class Download:
         """Write the bytes into ``file`` (a binary file whose ``write`` takes all it is given, as buffered files do)
         and verify them; returns what was sent. ``progress`` hears the length of each chunk as it arrives.
 
-        The writing happens in a thread, a few MiB at a time (``bulk.ThreadedWriter``), while the loop goes on
-        receiving and hashing: on the loop, writing a large file took half of ``dfs-cat -o``'s time. However this
-        ends, no thread writes to ``file`` any more once it has; a failure of ``file`` is its ``OSError``."""
+        The writing happens in a thread, a few MiB at a time (``bulk.ThreadedWriter``), and the hashing in another,
+        while the loop goes on receiving: on the loop, writing a large file took half of ``dfs-cat -o``'s time.
+        However this ends, no thread writes to ``file`` any more once it has; a failure of ``file`` is its
+        ``OSError``."""
         file.flush()
         await self._write(file.write, progress)
         file.flush()
@@ -231,26 +233,31 @@ class Download:
         return self.info
 
     async def _write(self, write: Callable[[Buffer], object], progress: Callable[[int], object] | None) -> None:
-        """Hash every chunk as it arrives, hand it to ``write`` in a thread (``bulk.ThreadedWriter``), and verify the
-        hash at the end.
+        """Hand every chunk as it arrives to a hashing thread and to ``write`` in another (each a
+        ``bulk.ThreadedWriter``), and verify the hash at the end.
 
-        The hashing stays on the loop, as iterating a download does it (SHA-256 lets go of the GIL; while it runs, the
-        kernel goes on receiving into the socket's buffer). In the writing thread, as before, it waited there for the
-        direct write of the stage before (``DirectFile``), and the loop waited for it: with dfs-cat -o of 1 GiB on a
-        busy machine, that thread spent a third of its time waiting on the disk and the loop over half of the
-        download waiting on that thread. Now the disk holds back only the writing."""
+        Receiving, hashing and writing then overlap, the loop doing only the receiving. Hashed on the loop, as
+        iterating a download does it, SHA-256 (half of ``dfs-cat -o``'s CPU) kept the loop from reading its socket
+        while it ran; hashed in the writing thread, as before that, it waited there for the direct write of the stage
+        before (``DirectFile``). The chunks are shared by the two threads, not copied: each holds at most two batches
+        of them."""
         hasher = self._hasher()
+        hashing = ThreadedWriter(hasher.update) if hasher is not None else None
         writer = ThreadedWriter(write)
         try:
             async for chunk in self._received():
-                if hasher is not None:
-                    hasher.update(chunk)
+                if hashing is not None:
+                    await hashing.write(chunk)
                 await writer.write(chunk)
                 if progress is not None:
                     progress(len(chunk))
+            if hashing is not None:
+                await hashing.flush()
             await writer.flush()
         finally:
             await writer.settle()
+            if hashing is not None:
+                await hashing.settle()
         self._verify(hasher)
 
     def _hasher(self) -> hashlib._Hash | None:
@@ -447,7 +454,8 @@ class Client:
     async def _put(self, header: Put, source: BinaryIO | bytes | AsyncIterable[bytes], sent: _Sent) -> Stored:
         conn = await self._connection()
         async with self._using(conn):
-            return await send_file(conn, header, _frames(_chunks(source), sent))
+            async with contextlib.aclosing(_frames(source, sent)) as frames:
+                return await send_file(conn, header, frames)
 
     async def _ask_again(self, header: Put) -> Stored:
         """Repeat a put whose source cannot be read again, naming its size and SHA-256: answered ``stored`` at once if
@@ -568,11 +576,12 @@ class Client:
         source that hashes as it streams (a gateway checking Content-MD5); without it the client hashes the bytes."""
         check_part_number(number)
         hasher = None
-        if md5 is None:
-            hasher = hashlib.md5()
-            source = _hashed(source, hasher)
         name = f"{part_prefix(upload_id)}{number:05d}.{secrets.token_hex(8)}"
-        await self.put(name, source, size=size)
+        async with contextlib.AsyncExitStack() as reading:
+            if md5 is None:
+                hasher = hashlib.md5()
+                source = await reading.enter_async_context(contextlib.aclosing(_hashed(source, hasher)))
+            await self.put(name, source, size=size)
         digest = hasher.digest() if hasher is not None else md5() if md5 is not None else None
         if digest is None:
             raise ValueError("put_part's md5 gave no MD5 once the part was sent")
@@ -770,67 +779,91 @@ def _rewinder(source: BinaryIO | bytes | AsyncIterable[bytes]) -> Callable[[], o
 
 
 async def _digest(source: BinaryIO | bytes) -> tuple[int, bytes]:
-    """The size and SHA-256 of the rest of ``source``, read in a thread."""
+    """The size and SHA-256 of the rest of ``source``, read and hashed in a thread."""
     hasher = hashlib.sha256()
     size = 0
-    async for chunk in _chunks(source):
-        hasher.update(chunk)
-        size += len(chunk)
+    async with contextlib.aclosing(_chunks(source, hasher)) as chunks:
+        async for chunk in chunks:
+            size += len(chunk)
     return size, hasher.digest()
 
 
-async def _frames(chunks: AsyncIterable[Buffer], sent: _Sent) -> AsyncIterator[Data | End]:
-    """The upload stream of ``chunks``: data frames, then an end frame with their SHA-256 (recorded in ``sent``)."""
+async def _frames(source: BinaryIO | bytes | AsyncIterable[bytes], sent: _Sent) -> AsyncGenerator[Data | End, None]:
+    """The upload stream of ``source``: data frames, then an end frame with their SHA-256 (recorded in ``sent``)."""
     hasher = hashlib.sha256()
     size = 0
-    async for chunk in chunks:
-        hasher.update(chunk)
-        size += len(chunk)
-        yield Data(chunk)
+    async with contextlib.aclosing(_chunks(source, hasher)) as chunks:
+        async for chunk in chunks:
+            size += len(chunk)
+            yield Data(chunk)
     sent.size, sent.sha256 = size, hasher.digest()
     sent.late_meta = sent.meta_after() if sent.meta_after is not None else None
     yield End(sent.sha256, meta=sent.late_meta or None)
 
 
-async def _hashed(source: Source, hasher: Any) -> AsyncIterator[Buffer]:
+async def _hashed(source: Source, hasher: Any) -> AsyncGenerator[Buffer, None]:
     """The bytes of ``source`` (a path, a file, bytes or chunks), passed on as they are fed to ``hasher``."""
-    if isinstance(source, str | os.PathLike):
-        with open(source, "rb") as file:
-            async for chunk in _hashed(file, hasher):
+    with contextlib.ExitStack() as opened:
+        if isinstance(source, str | os.PathLike):
+            source = opened.enter_context(open(source, "rb"))
+        async with contextlib.aclosing(_chunks(source, hasher)) as chunks:
+            async for chunk in chunks:
                 yield chunk
-        return
-    async for chunk in _chunks(source):
-        hasher.update(chunk)
-        yield chunk
 
 
-async def _chunks(source: BinaryIO | bytes | AsyncIterable[bytes]) -> AsyncIterator[bytes | memoryview]:
+async def _chunks(source: BinaryIO | bytes | AsyncIterable[bytes], hasher: Any) -> AsyncGenerator[Buffer, None]:
+    """The bytes of ``source`` in chunks of at most CHUNK_SIZE, each fed to ``hasher`` before it is yielded. Close
+    it (``aclosing``) rather than drop it: a file is read ahead by a thread, which closing waits for."""
     if isinstance(source, bytes):
         view = memoryview(source)
         for start in range(0, len(view), CHUNK_SIZE):
+            hasher.update(view[start : start + CHUNK_SIZE])
             yield view[start : start + CHUNK_SIZE]
     elif isinstance(source, AsyncIterable):
         async for chunk in source:
             view = memoryview(chunk)
             for start in range(0, len(view), CHUNK_SIZE):
+                hasher.update(view[start : start + CHUNK_SIZE])
                 yield view[start : start + CHUNK_SIZE]
     else:
-        # Reads go to a thread: a pipe or a terminal may take its time, and the loop must keep serving the answer. A
-        # regular file (seekable) is read READ_BATCH chunks a trip, each trip costing two wake-ups; a pipe one chunk a
-        # trip, so that a slow one starts at once. A cancelled read is waited for (``in_thread``): nobody must rewind
-        # or close the source while a thread still reads it.
-        per_trip = READ_BATCH if source.seekable() else 1
-        while chunks := await in_thread(None, _read_chunks, source, per_trip):
-            for chunk in chunks:
+        async with contextlib.aclosing(_read_ahead(source, hasher)) as read:
+            async for chunk in read:
                 yield chunk
 
 
-def _read_chunks(source: BinaryIO, count: int) -> builtins.list[bytes]:
-    """(In a thread.) Up to ``count`` chunks of ``source``, fewer at its end, none past it."""
+async def _read_ahead(source: BinaryIO, hasher: Any) -> AsyncGenerator[bytes, None]:
+    """The chunks of a file, read and hashed in a thread, a regular file's one trip ahead of the caller.
+
+    Reads go to a thread: a pipe or a terminal may take its time, and the loop must keep serving the answer. A
+    regular file (seekable) is read READ_BATCH chunks a trip, each trip costing two wake-ups, and the next trip is
+    read while the loop sends this one: reading, hashing and sending overlap, and the loop (which hashed before) only
+    sends. A pipe is read one chunk a trip, so that a slow one starts at once, and only when asked for: a failed
+    upload never waits for input that may not come. The trip under way is waited for however this ends (``finish``):
+    nobody must rewind or close the source while a thread still reads it."""
+    if not source.seekable():
+        while chunks := await in_thread(None, _read_chunks, source, 1, hasher):
+            for chunk in chunks:
+                yield chunk
+        return
+    loop = asyncio.get_running_loop()
+    trip = loop.run_in_executor(None, _read_chunks, source, READ_BATCH, hasher)
+    try:
+        while chunks := await finish(trip):
+            trip = loop.run_in_executor(None, _read_chunks, source, READ_BATCH, hasher)
+            for chunk in chunks:
+                yield chunk
+    finally:
+        with contextlib.suppress(Exception):
+            await finish(trip)
+
+
+def _read_chunks(source: BinaryIO, count: int, hasher: Any) -> builtins.list[bytes]:
+    """(In a thread.) Up to ``count`` chunks of ``source``, fewer at its end, none past it, each fed to ``hasher``."""
     chunks = []
     for _ in range(count):
         chunk = source.read(CHUNK_SIZE)
         if not chunk:
             break
+        hasher.update(chunk)
         chunks.append(chunk)
     return chunks

@@ -5,6 +5,11 @@ serves a block of a MiB or more from a fresh mapping: a process handling a strea
 and faults them in again for every few chunks. Measured with ``dfs-cat -o`` of 1 GiB: 110,000 page faults and 0.15 s
 of system time more than with the limits below (10,000 faults), for the same peak memory, since the memory kept is
 memory the process had in use a moment before.
+
+One arena serves every thread. glibc gives each thread that allocates its own arena, each keeping its own TRIM_BYTES
+of free memory: dfs-push, whose chunks are read (allocated) in a thread while the loop sends, peaked at 48-51 MiB for
+1 GiB with an arena per thread against 42 MiB with one. Chunks are few (a thousand 1 MiB blocks per GiB) and Python's
+small objects come from its own allocator, so the threads hardly ever wait for the arena's lock.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import ctypes
 # mallopt's parameters (malloc.h).
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
 
 # Free memory kept at the top of the heap: a few chunks' worth.
 TRIM_BYTES = 16 * 1024 * 1024
@@ -31,3 +37,4 @@ def keep_freed_memory() -> None:
         return
     mallopt(M_TRIM_THRESHOLD, TRIM_BYTES)
     mallopt(M_MMAP_THRESHOLD, MMAP_BYTES)
+    mallopt(M_ARENA_MAX, 1)

@@ -27,14 +27,15 @@ import sys
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, BinaryIO
 
 from dfsd.client import Client, DfsError, Stored, file_size
 
 from . import progress
 from .common import EXIT_NO_INPUT, ArgumentParser, Failures, printable, run, say
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 PROG = "dfs-push"
 
@@ -136,7 +137,7 @@ def _cannot_read(failures: Failures, path: str, err: BaseException | None) -> No
     failures.add(EXIT_NO_INPUT, f"cannot read {path}: {reason}", "check that the path exists and is readable")
 
 
-async def _push_one(client: Client, upload: Upload, bar: tqdm) -> Stored:
+async def _push_one(client: Client, upload: Upload, bar: progress.Tally | tqdm) -> Stored:
     start = bar.n
 
     def retrying(reason: str) -> None:
@@ -158,13 +159,13 @@ class _Counted(io.RawIOBase):
     """A file read through the client (in its reading thread), each read counted on ``bar``; a read that fails is
     ``CannotRead``. Seekable exactly when the file is: the client reads a seekable source again to retry an upload."""
 
-    def __init__(self, file: BinaryIO, bar: tqdm) -> None:
+    def __init__(self, file: BinaryIO, bar: progress.Tally | tqdm) -> None:
         super().__init__()
         self._file = file
         self._bar = bar
 
     @classmethod
-    def of(cls, file: BinaryIO, bar: tqdm) -> BinaryIO:
+    def of(cls, file: BinaryIO, bar: progress.Tally | tqdm) -> BinaryIO:
         return typing.cast(BinaryIO, cls(file, bar))
 
     def readable(self) -> bool:

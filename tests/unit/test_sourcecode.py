@@ -328,14 +328,14 @@ def test_the_checkout_is_what_is_imported(where: str, tmp_path: Path) -> None:
 
 # --- what a tool loads to start ---------------------------------------------------------------------------------------
 
-# Libraries a plain run of dfs-cat, dfs-ls or dfs-rm has no use for: the daemons' Prometheus client, tqdm (imported
-# only to draw a progress bar, on a terminal), json (only for --json). dfs-bench times dfs-cat as a process, so its
-# start-up counts in the figure: these took 35 ms of it.
+# Libraries a plain run of dfs-cat, dfs-push, dfs-ls or dfs-rm has no use for: the daemons' Prometheus client, tqdm
+# (imported only to draw a progress bar, on a terminal), json (only for --json). dfs-bench times dfs-cat and dfs-push as
+# processes, so their start-up counts in the figures: these took 35 ms of it.
 NOT_AT_START = ("prometheus_client", "tqdm", "json", "dfsd.metrics")
 LOADED = "import sys, {tool}; print(' '.join(name for name in {names!r} if name in sys.modules))"
 
 
-@pytest.mark.parametrize("tool", ["dfsd.tools.cat", "dfsd.tools.ls", "dfsd.tools.rm"])
+@pytest.mark.parametrize("tool", ["dfsd.tools.cat", "dfsd.tools.push", "dfsd.tools.ls", "dfsd.tools.rm"])
 def test_a_tool_starts_without_what_only_some_runs_need(tool: str) -> None:
     script = LOADED.format(tool=tool, names=NOT_AT_START)
     found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
