@@ -1,7 +1,9 @@
 """The metadata store on PostgreSQL (``--db postgresql://USER[:PASSWORD]@HOST:PORT/DBNAME``), through asyncpg.
 
 A pool of connections serves the reads; a group commit takes one for each of its transactions, and a commit is
-durable (with PostgreSQL's default ``synchronous_commit = on``) before the client hears ``stored``. One statement's
+durable (with PostgreSQL's default ``synchronous_commit = on``) before the client hears ``stored``. Up to
+CONCURRENT_COMMITS group commits are out at once: writes queued while one is out go in the next straight away, and
+the server flushes the commits that meet in one go. One statement's
 error aborts a whole PostgreSQL transaction, so a transaction that fails that way is run again one write at a time: the
 error then fails only its own caller, as on SQLite. The writes of one statement in a batch go in one round trip
 (asyncpg's ``fetchmany``) when each names beforehand the key its row comes back with (``Write.key``: the holds and
@@ -10,7 +12,8 @@ transaction of their own, sent without BEGIN and COMMIT, and the batch's transac
 connection: a batch of holds and commits costs one round trip's wait, not four (BEGIN, holds, commits, COMMIT).
 An upload's hold also looks its name up, and its commit deletes the hold, each in one statement: an upload costs two
 statements, both in group commits, and no query of its own. Lookups by name, the reads of every get, are grouped
-(``lookups.py``): one query, on a connection of its own, for all the names asked while the previous one was out. Every
+(``lookups.py``): one query, on a connection of its own, for all the names asked while the previous one was out; so
+is placement's count of the files on each node, which every put asks for while another manager is up. Every
 round trip saved counts: on a busy machine, a query costs the manager and the server more than the lookup it makes.
 
 File ids come from the sequence ``file_ids``, which steps by ID_BLOCK: each ``nextval`` claims a whole block, and it
@@ -69,8 +72,17 @@ from .store import (
 # Connections held open at most: reads run in parallel up to this many, and so do the transactions of a group commit.
 POOL_SIZE = 10
 
+# Group commits out at once (``MetadataStore.concurrent_commits``): a write queued while one is out goes at once in
+# the next, on another connection, instead of waiting for it; the server flushes the commits that meet together. With
+# 16 clients writing 1 KiB files on a loaded 2-core machine, three at once (batches of ~2 writes instead of ~4) cut
+# an upload's wait on its hold and on its commit from ~4-5 ms to ~3.5 ms each, for ~10 % more PostgreSQL CPU a write.
+CONCURRENT_COMMITS = 3
+
 # The files of many names in one query: the group lookup's (``lookups.py``).
 FIND_ANY_SQL = f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ANY(?::text[])"
+
+# What ``files_per_node`` asks its group lookup for: the one answer, every node's count.
+ALL_NODES = "every node"
 
 # The advisory lock held while the schema is created or upgraded ('dfsd' in ASCII).
 SCHEMA_LOCK = 0x64667364
@@ -203,6 +215,7 @@ def _unreachable(err: BaseException) -> ServersUnavailable:
 
 class PostgresStore(MetadataStore):
     shared = True
+    concurrent_commits = CONCURRENT_COMMITS
 
     def __init__(self, pool: asyncpg.Pool, location: PostgresURL) -> None:
         super().__init__()
@@ -212,6 +225,7 @@ class PostgresStore(MetadataStore):
         self._released: set[int] = set()  # file ids of uploads under way whose commit deleted their rows in uploads
         self._lock_conn: asyncpg.Connection | None = None  # holds COORDINATOR_LOCK while this manager coordinates
         self._lookups = GroupLookup(self._find_all)
+        self._counts = GroupLookup(self._count_files)  # one name, ALL_NODES: the puts asking meanwhile share a query
         self._lookup_conn: asyncpg.Connection | None = None  # the group lookup's
         self._lock_conn_busy = asyncio.Lock()  # one statement at a time on it: the lock's check, or a move's switch
         self._lock_lost = False  # lost outside a try: the next try reports the turn ended, even if it takes it again
@@ -250,6 +264,7 @@ class PostgresStore(MetadataStore):
 
     async def _disconnect(self) -> None:
         await self._lookups.close()
+        await self._counts.close()
         if self._lookup_conn is not None:
             self._lookup_conn.terminate()
         await self._drop_lock()
@@ -394,12 +409,18 @@ class PostgresStore(MetadataStore):
         )
 
     async def files_per_node(self) -> dict[int, int] | None:
+        # Every put through this manager asks while another manager is up, and the query counts every row: the puts
+        # that ask while one is out share the next, which, sent after they asked, counts what a query of their own
+        # would have (the placement test's bounds hold as they did).
+        return await self._counts.find(ALL_NODES)
+
+    async def _count_files(self, _: list[str]) -> dict[str, dict[int, int]]:
         rows = await self._read(
             "SELECT node, sum(n) FROM (SELECT node, count(*) AS n FROM files GROUP BY node UNION ALL "
             "SELECT node, count(*) AS n FROM uploads WHERE manager <> ? GROUP BY node) AS counts GROUP BY node",
             (self.manager_id,),
         )
-        return {node: int(count) for node, count in rows}
+        return {ALL_NODES: {node: int(count) for node, count in rows}}
 
     # --- managers and their coordinator -------------------------------------------------------------------------------
 
