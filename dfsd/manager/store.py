@@ -19,9 +19,7 @@ row; PostgreSQL: a sequence, so that several processes could claim blocks withou
 ID_BLOCK uploads, and a restart begins with a fresh block, skipping what the crash left unused.
 
 A commit is durable before the client hears ``stored``. Writes are *group-committed*: every write queued while a
-transaction is being written joins the next one, so concurrent uploads share one flush instead of paying one each. A
-backend whose server runs transactions side by side (PostgreSQL) sends that next one at once, up to
-``concurrent_commits`` of them out together.
+transaction is being written joins the next one, so concurrent uploads share one flush instead of paying one each.
 
 The schema is created and upgraded by the store itself when it opens, and its version is recorded in the database
 (``schema_version``); a database written by a newer dfsd is refused rather than misread.
@@ -238,13 +236,10 @@ class MetadataStore(ABC):
     """The whole interface the manager sees. ``open`` picks the backend from the location."""
 
     shared: ClassVar[bool] = False  # several managers may use this database at once (PostgreSQL)
-    # Group commits out at once at most. SQLite has one writer: one. A server runs several transactions at once and
-    # flushes the commits that meet together, so a write queued while a batch is out need not wait for it.
-    concurrent_commits: ClassVar[int] = 1
 
     def __init__(self) -> None:
         self._queued: list[Write] = []
-        self._committers: set[asyncio.Task[None]] = set()
+        self._committer: asyncio.Task[None] | None = None
         self._reserved: dict[str, int] = {}  # name -> file id of every upload under way that claimed its name
         self._replacing: set[int] = set()  # file ids of the replacing uploads under way (they claim no name)
         self._next_id = self._id_limit = 0  # the block of ids in hand; empty until the first upload claims one
@@ -275,7 +270,8 @@ class MetadataStore(ABC):
         return await SqliteStore.backup_to(location, dest)
 
     async def close(self) -> None:
-        await asyncio.gather(*self._committers, return_exceptions=True)
+        if self._committer is not None:
+            await asyncio.gather(self._committer, return_exceptions=True)
         await self._disconnect()
 
     # --- what a backend supplies --------------------------------------------------------------------------------------
@@ -729,9 +725,8 @@ class MetadataStore(ABC):
     async def _write_together(self, *writes: Write) -> list[Rows]:
         """Queue ``writes`` back to back, so that they join the same group commit; their rows, in order."""
         self._queued.extend(writes)
-        self._committers = {committer for committer in self._committers if not committer.done()}
-        if len(self._committers) < self.concurrent_commits:
-            self._committers.add(asyncio.create_task(self._commit_queued()))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_queued())
         # Shielded: a caller that gives up does not take its writes out of the batch.
         return list(await asyncio.shield(asyncio.gather(*(write.done for write in writes))))
 

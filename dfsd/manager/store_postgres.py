@@ -1,15 +1,17 @@
 """The metadata store on PostgreSQL (``--db postgresql://USER[:PASSWORD]@HOST:PORT/DBNAME``), through asyncpg.
 
 A pool of connections serves the reads; a group commit takes one for each of its transactions, and a commit is
-durable (with PostgreSQL's default ``synchronous_commit = on``) before the client hears ``stored``. Up to
-CONCURRENT_COMMITS group commits are out at once: writes queued while one is out go in the next straight away, and
-the server flushes the commits that meet in one go. One statement's error aborts a whole PostgreSQL transaction, so
-a transaction that fails that way is run again one write at a time: the error then fails only its own caller, as on
-SQLite. The writes of one statement in a batch go in one round trip (asyncpg's ``fetchmany``) when each names
-beforehand the key its row comes back with (``Write.key``: the holds and commits of uploads, the deletes); such writes
-each stand alone (one caller's one statement), so each statement's are a transaction of their own, sent without BEGIN
-and COMMIT, and the batch's transactions go at once, each on a pooled connection: a batch of holds and commits costs
-one round trip's wait, not four (BEGIN, holds, commits, COMMIT).
+durable (with PostgreSQL's default ``synchronous_commit = on``) before the client hears ``stored``. One statement's
+error aborts a whole PostgreSQL transaction, so a transaction that fails that way is run again one write at a time: the
+error then fails only its own caller, as on SQLite. The writes of one statement in a batch go in one round trip
+(asyncpg's ``fetchmany``) when each names beforehand the key its row comes back with (``Write.key``: the holds and
+commits of uploads, the deletes); such writes each stand alone (one caller's one statement), so each statement's are a
+transaction of their own, sent without BEGIN and COMMIT, and the batch's transactions go at once, each on a pooled
+connection: a batch of holds and commits costs one round trip's wait, not four (BEGIN, holds, commits, COMMIT).
+One group commit is out at a time: three at once, each going as soon as writes were queued, cut an upload's wait on
+its hold and its commit a little on a 2-core machine loaded by other work (load 7-9), but under load 4 made 1 KiB
+writes and deletes slower (batches of ~2 writes instead of ~4-8: more transactions, each costing the manager and the
+server more CPU than the flush it shares).
 An upload's hold also looks its name up, and its commit deletes the hold, each in one statement: an upload costs two
 statements, both in group commits, and no query of its own. Lookups by name, the reads of every get, are grouped
 (``lookups.py``): one query, on a connection of its own, for all the names asked while the previous one was out; so
@@ -71,13 +73,6 @@ from .store import (
 
 # Connections held open at most: reads run in parallel up to this many, and so do the transactions of a group commit.
 POOL_SIZE = 10
-
-# Group commits out at once (``MetadataStore.concurrent_commits``): a write queued while one is out goes at once in
-# the next, on another connection, instead of waiting for it; the server flushes the commits that meet together. With
-# 16 clients writing 1 KiB files on a loaded 2-core machine, three at once (batches of ~2 writes instead of ~4) cut
-# an upload's wait on its hold and on its commit from ~4-5 ms to ~3.5-4 ms each at p50, for ~12 % more PostgreSQL
-# CPU a write.
-CONCURRENT_COMMITS = 3
 
 # The files of many names in one query: the group lookup's (``lookups.py``).
 FIND_ANY_SQL = f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ANY(?::text[])"
@@ -216,7 +211,6 @@ def _unreachable(err: BaseException) -> ServersUnavailable:
 
 class PostgresStore(MetadataStore):
     shared = True
-    concurrent_commits = CONCURRENT_COMMITS
 
     def __init__(self, pool: asyncpg.Pool, location: PostgresURL) -> None:
         super().__init__()
