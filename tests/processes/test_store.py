@@ -182,6 +182,36 @@ async def test_lookups_after_a_delete_through_another_manager_do_not_find_the_fi
         await second.close()
 
 
+async def test_counts_asked_together_see_every_file_and_upload_before_they_asked(postgres_url: PostgresURL) -> None:
+    """Placement's files per node, which every put asks for while another manager is up, share queries as lookups do:
+    a count asked through one manager counts every file committed, and every upload reserved, through another before
+    it was asked, even while that manager is busy with counts sharing queries."""
+    first = await MetadataStore.open(postgres_url)
+    second = await MetadataStore.open(postgres_url)
+    try:
+        done = asyncio.Event()
+
+        async def keep_counting() -> None:
+            while not done.is_set():
+                await asyncio.gather(*(second.files_per_node() for _ in range(10)))
+
+        expected: dict[int, int] = {}
+        async with asyncio.TaskGroup() as group:
+            group.create_task(keep_counting())
+            for index in range(24):
+                node = index % 3
+                if index % 4:
+                    await _stored(first, f"c/{index}", node)
+                else:
+                    await first.reserve(f"c/{index}", node)  # in flight: the other manager counts it too
+                expected[node] = expected.get(node, 0) + 1
+                assert await second.files_per_node() == expected
+            done.set()
+    finally:
+        await first.close()
+        await second.close()
+
+
 async def test_listing_by_prefix_in_byte_order(db_location: Location) -> None:
     store = await MetadataStore.open(db_location)
     names = ["a", "a/b", "a/c", "ab", "b", "a\U0010ffff", "a\ud7ff", "é", "日本"]
