@@ -195,6 +195,8 @@ class BackupUnsupported(StoreError):
 
 _FILE_COLUMNS = "id, name, node, size, sha256, created, lost, meta"
 _NEW_FILE_COLUMNS = "id, name, node, size, sha256, created, meta"
+# Stands, in a statement that records an upload's file (``_record``), for "the upload's reservation is still there".
+HELD = "{upload still held}"
 _NODE_COLUMNS = "id, host, port, capacity, free, last_seen, draining"
 _UPLOAD_COLUMNS = "upload_id, name, owner, initiated, meta, completing"
 _PART_COLUMNS = "upload_id, number, name, file_id, size, md5, created"
@@ -393,10 +395,12 @@ class MetadataStore(ABC):
         return set()
 
     async def _record(self, file_id: int, sql: str, params: Sequence[object]) -> Rows:
-        """Run ``sql``, which writes the row of upload ``file_id``'s file and returns its id if it did. A backend
-        that records reservations ends this one in the same statement: the row and the end of the reservation are
-        one commit, and ``release`` then has nothing left to write."""
-        return await self._write(sql, params)
+        """Run ``sql``, which writes the row of upload ``file_id``'s file and returns its id if it did, where the
+        condition ``HELD`` is true. A backend that records reservations makes it "the upload's reservation is still
+        there" (``ServersUnavailable`` if it is not) and ends the reservation in the same statement: the row and the
+        end of the reservation are one commit, and ``release`` then has nothing left to write. Here, where the one
+        manager's memory holds the reservations, it is always true."""
+        return await self._write(sql.replace(HELD, "1"), params)
 
     async def tidy_reservations(self, manager_lease: float) -> None:
         """Drop recorded reservations that no upload holds any more: this manager's own that a failed release left
@@ -448,7 +452,7 @@ class MetadataStore(ABC):
         """The upload's bytes are durable on ``node``: record the file (with its metadata), which makes it visible."""
         rows = await self._record(
             file_id,
-            f"INSERT INTO files ({_NEW_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO files ({_NEW_FILE_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ? WHERE {HELD} "
             "ON CONFLICT (name) DO NOTHING RETURNING id",
             (file_id, name, node, size, sha256, created, _meta_text(meta)),
         )
@@ -474,7 +478,7 @@ class MetadataStore(ABC):
             if current is None:
                 rows = await self._record(
                     file_id,
-                    f"INSERT INTO files ({_NEW_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                    f"INSERT INTO files ({_NEW_FILE_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ? WHERE {HELD} "
                     "ON CONFLICT (name) DO NOTHING RETURNING id",
                     (file_id, name, node, size, sha256, created, _meta_text(meta)),
                 )
@@ -482,7 +486,7 @@ class MetadataStore(ABC):
                 rows = await self._record(
                     file_id,
                     "UPDATE files SET id = ?, node = ?, size = ?, sha256 = ?, created = ?, lost = NULL, meta = ? "
-                    "WHERE name = ? AND id = ? RETURNING id",
+                    f"WHERE name = ? AND id = ? AND {HELD} RETURNING id",
                     (file_id, node, size, sha256, created, _meta_text(meta), name, current.id),
                 )
             if rows:

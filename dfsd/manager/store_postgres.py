@@ -56,6 +56,7 @@ from ..protocol import ServersUnavailable
 from .lookups import GroupLookup
 from .store import (
     _FILE_COLUMNS,
+    HELD,
     ID_BLOCK,
     RELOCATE_SQL,
     BackupUnsupported,
@@ -366,17 +367,29 @@ class PostgresStore(MetadataStore):
         return bool(rows)
 
     async def _record(self, file_id: int, sql: str, params: Sequence[object]) -> Rows:
-        # The hold goes only with the row written: a commit that lost a race (and is tried again) keeps its hold, so
-        # its bytes are never an orphan meanwhile.
+        # The row is written only while the upload's hold is there, locked for this statement: another manager that
+        # finds this one's lease lapsed (it was frozen or cut off) drops its holds (``tidy_reservations``), and the
+        # coordinator may then remove the bytes as an orphan, so a commit after that would acknowledge a file with no
+        # bytes. The hold goes only with the row written: a commit that lost a race (and is tried again) keeps its
+        # hold, so its bytes are never an orphan meanwhile; it reads a row marked not recorded.
         rows = await self._write(
-            f"WITH recorded AS ({sql}), released AS (DELETE FROM uploads WHERE file_id IN (SELECT id FROM recorded) "
-            "AND manager = ?) SELECT id FROM recorded",
-            (*params, self.manager_id),
+            "WITH held AS (SELECT file_id FROM uploads WHERE file_id = ? AND manager = ? FOR UPDATE), "
+            f"recorded AS ({sql.replace(HELD, 'EXISTS (SELECT 1 FROM held)')}), "
+            "released AS (DELETE FROM uploads WHERE file_id IN (SELECT id FROM recorded) AND manager = ?) "
+            "SELECT id, TRUE FROM recorded "
+            "UNION ALL SELECT file_id, FALSE FROM held WHERE NOT EXISTS (SELECT 1 FROM recorded)",
+            (file_id, self.manager_id, *params, self.manager_id),
             key=file_id,
         )
-        if rows:
+        if not rows:
+            raise ServersUnavailable(
+                f"servers unavailable: upload {file_id} lost its reservation (this manager was out of touch with the "
+                "database for longer than its lease, and another manager released it); nothing was stored, try again"
+            )
+        recorded = [row[:1] for row in rows if row[1]]
+        if recorded:
             self._released.add(file_id)
-        return rows
+        return recorded
 
     async def _unhold(self, file_id: int) -> None:
         if file_id in self._released:  # its commit deleted the hold

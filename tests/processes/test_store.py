@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from dfsd.protocol import NameExists
+from dfsd.protocol import NameExists, ServersUnavailable
 
 from dfsd.manager.lookups import MAX_GROUP
 from dfsd.manager.store import (
@@ -85,12 +85,13 @@ async def test_only_one_of_many_racing_reservations_wins(db_location: Location) 
 async def test_a_name_stored_after_an_upload_took_it_fails_that_uploads_commit(db_location: Location) -> None:
     """On PostgreSQL an upload's hold looks its name up as of its statement's start, so a file of that name committed
     through another manager just then is seen by neither: the upload's commit must refuse the name (here the other
-    commit is made directly, as it lands in the database), and the file stored first stays."""
+    commit is one that claimed no name, as it lands in the database), and the file stored first stays."""
     store = await MetadataStore.open(db_location)
     try:
         late = await store.reserve("taken", 1)
-        other = late + 1000
+        other = await store.reserve("taken", 2, replace=True)  # an upload that claimed no name: no hold looks at it
         await store.commit(other, "taken", node=2, size=1, sha256=b"o" * 32, created=1.0)
+        await store.release("taken", other)
         with pytest.raises(NameExists):
             await store.commit(late, "taken", node=1, size=2, sha256=b"l" * 32, created=2.0)
         await store.release("taken")
@@ -180,6 +181,36 @@ async def test_lookups_after_a_delete_through_another_manager_do_not_find_the_fi
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_commit_after_another_manager_dropped_its_reservation_stores_nothing_repro(
+    postgres_url: PostgresURL,
+) -> None:
+    """A manager out of touch with the database for longer than its lease (frozen, cut off) finds, when it commits,
+    that another manager has dropped its uploads' reservations as a dead manager's, after which the coordinator may
+    have removed their bytes as orphans: the commit fails with error 1 instead of acknowledging a file with no bytes."""
+    frozen = await MetadataStore.open(postgres_url)
+    other = await MetadataStore.open(postgres_url)
+    try:
+        await _stored(frozen, "replaced")
+        new = await frozen.reserve("new", 5)
+        replacing = await frozen.reserve("replaced", 6, replace=True)
+        kept = await other.reserve("kept", 5)
+        await other.tidy_reservations(manager_lease=0.0)  # the frozen manager never renewed its lease
+        assert await other.uploading() == {kept}
+        with pytest.raises(ServersUnavailable, match="lost its reservation"):
+            await frozen.commit(new, "new", node=5, size=3, sha256=b"h" * 32, created=1.0)
+        with pytest.raises(ServersUnavailable, match="lost its reservation"):
+            await frozen.commit_replacing(replacing, "replaced", 6, 3, b"n" * 32, 2.0)
+        assert await other.find("new") is None
+        record = await other.find("replaced")
+        assert record is not None and record.id != replacing  # the stored file is still the old one
+        await other.commit(kept, "kept", node=5, size=3, sha256=b"k" * 32, created=1.0)  # a live reservation commits
+        await other.release("kept")
+        assert await frozen.find("kept") is not None and await other.uploading() == set()
+    finally:
+        await frozen.close()
+        await other.close()
 
 
 async def test_counts_asked_together_see_every_file_and_upload_before_they_asked(postgres_url: PostgresURL) -> None:
