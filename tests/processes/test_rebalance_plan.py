@@ -22,7 +22,9 @@ async def test_a_drain_whose_node_the_estimate_saw_empty_goes_on_repro(postgres_
             topology.activate(topology.join(Register(node_id, "127.0.0.1", 9000 + node_id, 10**9, 10**9), 1.0))
         draining = topology.nodes[102]
         topology.drain(draining, True)
-        await store.commit(1, "left-behind", 102, 3, b"h" * 32, 1.0)
+        file_id = await store.reserve("left-behind", 102)
+        await store.commit(file_id, "left-behind", 102, 3, b"h" * 32, 1.0)
+        await store.release("left-behind")
         draining.files = 0  # the estimate after the double count
         in_flight = InFlight(store, topology, LostFiles(store))
 
