@@ -35,6 +35,7 @@ from __future__ import annotations
 import compileall
 import contextlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -47,9 +48,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
-
-import dfsd.protocol
-import dfsd.tools
 
 from dfsd.client import Client, DfsError, manager_addresses
 from dfsd.client import run as run_async
@@ -92,6 +90,8 @@ DEFAULT_LARGE_SIZE = 1024**3
 DEFAULT_FILES = 20_000
 QUICK_LARGE_SIZE = 64 * 1024**2
 QUICK_FILES = 500
+# The packages whose directories hold dfsd's modules (an editable install maps protocol/ and tools/ in from beside it).
+PACKAGES = ("dfsd", "dfsd.protocol", "dfsd.tools")
 CLIENTS = 16
 
 EPILOG = """\
@@ -125,8 +125,9 @@ def compile_bytecode() -> None:
     """Write dfsd's bytecode, as ``pip install`` does, where it is missing: the commands and baselines dfs-bench
     times as processes would otherwise compile every module they import at each start (an editable install run with
     PYTHONDONTWRITEBYTECODE set never keeps any), a start-up that no installed user pays."""
-    for package in (dfsd, dfsd.protocol, dfsd.tools):
-        for directory in package.__path__:
+    for package in PACKAGES:
+        spec = importlib.util.find_spec(package)
+        for directory in (spec.submodule_search_locations or []) if spec else []:
             compileall.compile_dir(directory, quiet=2)
 
 
