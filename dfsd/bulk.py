@@ -54,17 +54,23 @@ async def in_thread(executor: Executor | None, function: Callable[..., T], *args
 
 class ThreadedWriter:
     """Bytes handed to ``write`` (a function that writes all it is given: ``write_all`` on a descriptor, or a buffered
-    file's ``write``) and fed to ``hasher`` (if any) in a thread, a batch at a time.
+    file's ``write``; or a hasher's ``update``) and fed to ``hasher`` (if any) in a thread, a batch of ``batch_bytes``
+    at a time.
 
     The file stays the caller's: close it only after ``flush`` or ``settle``, once no thread uses it. An error of the
     thread (an ``OSError``) is raised by the ``write`` or ``flush`` that waits for its batch."""
 
     def __init__(
-        self, write: Callable[[Buffer], object], hasher: _Hash | None = None, executor: Executor | None = None
+        self,
+        write: Callable[[Buffer], object],
+        hasher: _Hash | None = None,
+        executor: Executor | None = None,
+        batch_bytes: int = BATCH_BYTES,
     ) -> None:
         self._write_one = write
         self._hasher = hasher
         self._executor = executor
+        self._batch_limit = batch_bytes
         self._batch: list[Buffer] = []
         self._batch_bytes = 0
         self._writing: asyncio.Future[None] | None = None  # the batch in the thread
@@ -74,7 +80,7 @@ class ThreadedWriter:
         for the one in the thread."""
         self._batch.append(data)
         self._batch_bytes += len(data)
-        if self._batch_bytes >= BATCH_BYTES:
+        if self._batch_bytes >= self._batch_limit:
             await self._hand_over()
 
     async def flush(self) -> None:

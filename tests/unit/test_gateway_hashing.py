@@ -1,5 +1,5 @@
-"""A body's digest in a worker thread (dfsd/gateway/server/hashing.py): every piece is hashed, in order; a body that
-comes whole is hashed on the loop; and at most DEPTH pieces wait for the thread, whatever its speed."""
+"""A body's digests beside the loop (``bodies.PieceHashing``): every piece is hashed, in order, off the loop; a body
+that comes whole is hashed on the loop; and at most two pieces wait for a hasher, whatever its speed."""
 
 from __future__ import annotations
 
@@ -8,53 +8,53 @@ import hashlib
 import os
 import threading
 
-from dfsd.gateway.server.hashing import DEPTH, HashThread
+from dfsd.gateway.server.bodies import PIECE_SIZE, PieceHashing
 
 
-async def test_pieces_are_hashed_in_order_in_one_worker_thread() -> None:
-    pieces = [os.urandom(size) for size in (1 << 20, 1, 100_000, 1 << 20, 7, 300_000)]
-    md5 = hashlib.md5()
+async def test_pieces_are_hashed_in_order_off_the_loop_by_every_hasher() -> None:
+    pieces = [os.urandom(size) for size in (PIECE_SIZE, 1, 100_000, PIECE_SIZE, 7, 300_000)]
+    md5, sha256 = hashlib.md5(), hashlib.sha256()
     threads: set[int] = set()
 
     def update(piece: bytes) -> None:
         threads.add(threading.get_ident())
         md5.update(piece)
 
-    hashing = HashThread(update)
+    hashing = PieceHashing([update, sha256.update])
     for index, piece in enumerate(pieces):
         await hashing.feed(piece, last=index == len(pieces) - 1)
-    await hashing.finish()
-    assert md5.digest() == hashlib.md5(b"".join(pieces)).digest()
-    assert len(threads) == 1 and threading.get_ident() not in threads
+    await hashing.flush()
+    whole = b"".join(pieces)
+    assert md5.digest() == hashlib.md5(whole).digest() and sha256.digest() == hashlib.sha256(whole).digest()
+    assert threads and threading.get_ident() not in threads
 
 
 async def test_a_body_that_comes_whole_is_hashed_on_the_loop() -> None:
     threads: list[int] = []
-    hashing = HashThread(lambda piece: threads.append(threading.get_ident()))
+    hashing = PieceHashing([lambda piece: threads.append(threading.get_ident())])
     await hashing.feed(b"a small object", last=True)
-    await hashing.finish()
+    await hashing.flush()
     assert threads == [threading.get_ident()]
 
 
-async def test_a_slow_hash_holds_depth_pieces_and_paces_the_body() -> None:
-    """The thread is stuck on the first piece: DEPTH pieces are taken, the next one waits until the thread goes on;
-    ``close`` then lets the thread go without hashing what still waits."""
+async def test_a_slow_hasher_holds_two_pieces_and_paces_the_body() -> None:
+    """The hasher is stuck on the first piece: the second waits, held, until the hasher goes on; ``settle`` then
+    waits for the pieces handed over."""
     entered, release = threading.Event(), threading.Event()
     hashed: list[bytes] = []
 
     def update(piece: bytes) -> None:
         entered.set()
         release.wait()
-        hashed.append(piece)
+        hashed.append(piece[:1])
 
-    hashing = HashThread(update)
-    for number in range(DEPTH):
-        await hashing.feed(bytes([number]), last=False)
+    hashing = PieceHashing([update])
+    await hashing.feed(b"0" * PIECE_SIZE, last=False)
     await asyncio.to_thread(entered.wait)
-    waiting = asyncio.create_task(hashing.feed(b"next", last=False))
+    waiting = asyncio.create_task(hashing.feed(b"1" * PIECE_SIZE, last=False))
     done, _ = await asyncio.wait([waiting], timeout=0.2)
     assert not done
     release.set()
     await waiting
-    hashing.close()
-    assert hashed[0] == bytes([0]) and len(hashed) <= DEPTH + 1
+    await hashing.flush()
+    assert hashed[:2] == [b"0", b"1"]
