@@ -12,7 +12,7 @@ the client sends slowly or its TCP window is small; each piece passed on costs a
 into each hasher, so small pieces are joined into ``PIECE_SIZE`` ones first (a tenth less of the gateway's CPU per MiB,
 measured with 64 KiB pieces), held at most ``HOLD_SECONDS``, so a slow client's bytes still reach the manager well
 within its idle timeout. Each hasher of the bytes passed on (the MD5, a SIGNED payload's SHA-256, an
-``x-amz-checksum-*``) runs in a worker thread of its own, beside the loop (``PieceHashing``).
+``x-amz-checksum-*``) runs in a worker thread, beside the loop (``PieceHashing``).
 
 Measured with a thread per hasher four pieces deep (1 GiB PUTs, UNSIGNED-PAYLOAD, 14 A/B pairs at load 8-18 on 2
 cores): the loop's thread spent 0.83-0.97 s of CPU per GiB instead of 1.99-2.21, the process 2.53-2.79 s instead of
@@ -63,8 +63,8 @@ class CheckedBody:
         self._checksum = _header_checksum(request) if self._decoder is None else None
         self._md5 = hashlib.md5()
         self.md5: bytes | None = None
-        # The hashers of the bytes passed on, each in a thread of its own. A SIGNED payload is never aws-chunked, so
-        # its raw bytes are the ones passed on.
+        # The hashers of the bytes passed on, each beside the loop in a worker thread. A SIGNED payload is never
+        # aws-chunked, so its raw bytes are the ones passed on.
         updates: list[Callable[[bytes], object]] = [self._md5.update]
         if self._hasher is not None:
             updates.append(self._hasher.update)
@@ -127,8 +127,8 @@ class CheckedBody:
 
 
 class PieceHashing:
-    """Pieces of a body fed to ``updates`` (hashers' ``update``), in order, each hasher in a thread of its own a piece
-    at a time (``bulk.ThreadedWriter``), so that at most two pieces wait for a hasher slower than the network; a body
+    """Pieces of a body fed to ``updates`` (hashers' ``update``), in order, each hasher in a worker thread a piece at
+    a time (``bulk.ThreadedWriter``), so that at most two pieces wait for a hasher slower than the network; a body
     that comes whole (its first piece is its last) is hashed here, on the loop, where it costs less than a hand-over."""
 
     def __init__(self, updates: list[Callable[[bytes], object]]) -> None:
