@@ -92,10 +92,14 @@ async def remove_copy(pool: NodeConnections, node: NodeState, file_id: int) -> b
 async def remove_copies(pool: NodeConnections, node: NodeState, file_ids: Sequence[int]) -> bool:
     """``remove_copy`` for each of ``file_ids``, REMOVE_BATCH of them to a request, one request after another (the
     node unlinks a batch in well under a round trip's worth of CPU of one request each); returns whether the node
-    confirmed them all. After a failure the rest are left, as orphans too."""
+    confirmed them all. After a failure the rest are left, as orphans too.
+
+    A node still registering (its session live, not yet up) is asked too: its reconciliation may have read the
+    records before these rows went, so it would not take the copies for orphans, and they would stay until its next
+    registration."""
     for start in range(0, len(file_ids), REMOVE_BATCH):
         batch = file_ids[start : start + REMOVE_BATCH]
-        if not node.up:
+        if not node.claimed:
             log.warning("orphan_left", node=node.id, file_ids=list(file_ids[start:]), error="node is down")
             return False
         try:
