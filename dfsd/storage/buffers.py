@@ -9,6 +9,13 @@ A buffer may be read into again only once no frame of it is waiting to be writte
 ``memoryview`` of each frame it has not written yet, and a bytearray with a view alive refuses to change size
 (``unshared``, as framing's decoder tests its own buffers). ``take`` hands out buffers that pass, or fresh ones;
 ``give`` takes them back once the caller holds the views it sends, so that a buffer is never handed out twice.
+
+(Measured and not kept: sending a large file's chunks with ``os.sendfile``, their frame heads written before each, in a
+thread, through a duplicate of the socket's descriptor. The node's CPU per GiB served fell from 0.60 s to 0.18 s, but
+the manager's rose from 0.42 s to 1.7-1.8 s: the socket then holds the file's page-cache pages, just read from the
+disk and cold in every CPU cache, and the relay's copy out of them ran at about 0.5 GB/s, where a copy out of the
+buffers the sender had just written stays in cache. The download's CPU in all: 2.25 s -> 3.2 s per GiB. An uploading
+client sending its file so saved nothing measurable, and cost the manager 0.05-0.1 s per GiB.)
 """
 
 from __future__ import annotations
