@@ -49,7 +49,7 @@ class DirectFile:
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._direct = _set_direct(fd, True)
-        self._stages = [mmap.mmap(-1, STAGE_BYTES) for _ in range(2)] if self._direct else []
+        self._stages = [_stage() for _ in range(2)] if self._direct else []
         self._filling = 0  # the stage being filled
         self._staged = 0  # bytes in it
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="dfsd-direct") if self._direct else None
@@ -155,6 +155,17 @@ class DirectFile:
             self._writer.shutdown()
             self._writer = None
         self._end_direct()
+
+
+def _stage() -> mmap.mmap:
+    """A staging buffer, backed by a huge page where the system gives them (transparent huge pages, on request): a
+    direct write pins its memory and maps it for the disk page by page, and one page of 2 MiB costs a fraction of 512
+    of 4 KiB, as does copying into it. Measured on a 1 GiB ``dfs-cat -o`` (4 pairs): the client's CPU 1.23-1.31 s
+    -> 1.18-1.21 s; a node taking a 1 GiB upload, about 0.04 s less (within its noise)."""
+    stage = mmap.mmap(-1, STAGE_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    with contextlib.suppress(AttributeError, OSError):
+        stage.madvise(mmap.MADV_HUGEPAGE)
+    return stage
 
 
 def _set_direct(fd: int, on: bool) -> bool:

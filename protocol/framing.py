@@ -116,7 +116,7 @@ class FrameDecoder:
 
     Buffer lifetime: a data payload handed out stays the receiver's for as long as it keeps it (a disk thread's batch,
     a transport's write queue), so a buffer that lent one is written again only once no view of it lives: it is left
-    behind when full, kept (SPARE_BUFFERS) and reused from its start when ``_unshared`` says so, or freed by the last
+    behind when full, kept (SPARE_BUFFERS) and reused from its start when ``unshared`` says so, or freed by the last
     view once its stream ends. A buffer that lent nothing is reused from its
     start. A frame that fills what is left of its buffer before it is whole moves to a larger one (GROWTH): a copy of
     the bytes of it that arrived so far. Offers keep that rare: while the next frame's length is unknown at most
@@ -266,7 +266,7 @@ class FrameDecoder:
         (or ``size`` is not a stream buffer's)."""
         if size == STREAM_BUFFER:
             for index, spare in enumerate(self._spares):
-                if _unshared(spare):
+                if unshared(spare):
                     del self._spares[index]
                     return spare
         return None
@@ -276,7 +276,7 @@ class FrameDecoder:
             raise self._error
 
 
-def _unshared(buffer: bytearray) -> bool:
+def unshared(buffer: bytearray) -> bool:
     """No view of ``buffer`` lives, so it may be written again: a bytearray refuses to change size while one does
     (BufferError), and ``del`` checks that before it touches a byte. The last byte goes back; no memory moves."""
     last = buffer[-1]

@@ -70,8 +70,9 @@ from typing import Any, TypeVar
 
 from ..bulk import ThreadedWriter, in_thread, write_all
 from ..directio import DirectFile
-from ..protocol import BadRequest, ChecksumMismatch, InternalError, StorageFull
+from ..protocol import CHUNK_SIZE, BadRequest, ChecksumMismatch, InternalError, StorageFull
 from ..protocol.messages import Buffer
+from .buffers import ReadBuffers
 from .layout import Layout, partial_path
 
 T = TypeVar("T")
@@ -82,6 +83,11 @@ DISK_THREADS = 32
 # A stream announced at this size or more is written with O_DIRECT: large enough that its two staging buffers (4 MiB,
 # ``directio.STAGE_BYTES``) are few next to its bytes, so that many small uploads at once do not each hold them.
 DIRECT_MIN = 16 * 1024 * 1024
+
+# Chunk buffers kept for reading large files to send (``buffers.ReadBuffers``): one download holds up to about three
+# trips' worth at once (one read, one the transport is writing, one waiting for it), 12 MiB, small next to the 64 MiB a
+# node may use; more downloads at once read into fresh ones beyond these.
+READ_BUFFERS = 12
 
 # Directories a node remembers having made or found (``Disk.create``): new files fill one leaf directory after another,
 # so the last few are the ones written to; forgetting them all past this many only costs a look each (a stat) again,
@@ -102,6 +108,7 @@ class Disk:
         self._threads = ThreadPoolExecutor(DISK_THREADS, thread_name_prefix="disk")
         self._making_directories = threading.Lock()
         self._made: set[Path] = set()  # directories known to exist, their entries durable: no need to look again
+        self.read_buffers = ReadBuffers(CHUNK_SIZE, READ_BUFFERS)  # what large files are read into to be sent
 
     def close(self) -> None:
         self._threads.shutdown(wait=True)

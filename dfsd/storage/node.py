@@ -51,6 +51,7 @@ from ..protocol import (
     check_sha256,
 )
 from ..protocol.messages import (
+    Buffer,
     Build,
     Data,
     End,
@@ -436,29 +437,40 @@ async def _while_asked(conn: Connection, frames: Frames) -> AsyncIterator[Data |
 
 async def _read_frames(disk: Disk, file: BinaryIO, file_id: int, offset: int, length: int) -> AsyncIterator[Data | End]:
     """``length`` bytes of ``file`` from ``offset`` as a stream of data frames. A range of one chunk is read at once
-    (a small file, most likely in the page cache); a longer one in a disk thread, READ_BATCH chunks a trip: a large
-    file is often not in the cache (a large upload is written around it: ``disk.DIRECT_MIN``), and a read that waits
-    for a busy disk must not stop the event loop, whose heartbeats keep the node up."""
+    (a small file, most likely in the page cache); a longer one in a disk thread, READ_BATCH chunks a trip, into
+    buffers used again (``Disk.read_buffers``): a large file is often not in the cache (a large upload is written
+    around it: ``disk.DIRECT_MIN``), and a read that waits for a busy disk must not stop the event loop, whose
+    heartbeats keep the node up."""
     position, end = offset, offset + length
     while position < end:
+        chunks: list[Buffer]
         if length <= CHUNK_SIZE:
             chunks = [_read_exactly(file, file_id, position, length)]
         else:
-            chunks = await disk.run(_read_chunks, file, file_id, position, min(READ_BATCH * CHUNK_SIZE, end - position))
+            batch = min(READ_BATCH * CHUNK_SIZE, end - position)
+            buffers = disk.read_buffers.take(-(-batch // CHUNK_SIZE))
+            sizes = await disk.run(_read_chunks, file, file_id, position, batch, buffers)
+            chunks = [memoryview(buffer)[:size] for buffer, size in zip(buffers, sizes, strict=True)]
+            disk.read_buffers.give(buffers)
         for chunk in chunks:
             yield Data(chunk)
             position += len(chunk)
     yield End()
 
 
-def _read_chunks(file: BinaryIO, file_id: int, offset: int, length: int) -> list[bytes]:
-    """(In a disk thread.) ``length`` bytes of ``file`` from ``offset``, in chunks of at most CHUNK_SIZE."""
+def _read_chunks(file: BinaryIO, file_id: int, offset: int, length: int, buffers: list[bytearray]) -> list[int]:
+    """(In a disk thread.) ``length`` bytes of ``file`` from ``offset`` into ``buffers`` (of CHUNK_SIZE each, as
+    many as it takes); how many bytes each holds."""
     end = offset + length
     with contextlib.suppress(OSError):  # only advice: have the disk read the next batch while this one is sent
         os.posix_fadvise(file.fileno(), end, READ_BATCH * CHUNK_SIZE, os.POSIX_FADV_WILLNEED)
-    return [
-        _read_exactly(file, file_id, start, min(CHUNK_SIZE, end - start)) for start in range(offset, end, CHUNK_SIZE)
-    ]
+    sizes = []
+    for start, buffer in zip(range(offset, end, CHUNK_SIZE), buffers, strict=True):
+        size = min(CHUNK_SIZE, end - start)
+        if os.preadv(file.fileno(), [memoryview(buffer)[:size]], start) != size:
+            raise InternalError(f"internal error: file id {file_id} shrank while being read")
+        sizes.append(size)
+    return sizes
 
 
 def _read_exactly(file: BinaryIO, file_id: int, offset: int, length: int) -> bytes:

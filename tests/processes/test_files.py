@@ -63,6 +63,23 @@ async def test_a_file_of_several_batches_round_trips_between_files(cluster: Loca
     assert [path.read_bytes() for path in cluster.stored_files(info.node)] == [payload]
 
 
+async def test_large_downloads_one_after_another_and_at_once_are_byte_exact(cluster: LocalCluster) -> None:
+    """A node reads large files into buffers it uses again once their frames are sent (``storage.buffers``): files of
+    several batches, each of other bytes, read back one after another and then all at once, come back as they went."""
+    payloads = [os.urandom(9 * 1024 * 1024 + 1 + index) for index in range(3)]
+    async with Client(cluster.address) as client:
+        for index, payload in enumerate(payloads):
+            await client.put(f"large-{index}.bin", payload)
+        for index, payload in enumerate(payloads):
+            assert await client.read(f"large-{index}.bin") == payload
+    clients = [Client(cluster.address) for _ in payloads]
+    try:
+        read = await asyncio.gather(*(c.read(f"large-{index}.bin") for index, c in enumerate(clients)))
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+    assert read == payloads
+
+
 async def test_ranged_reads(cluster: LocalCluster) -> None:
     payload = os.urandom(2 * 1024 * 1024 + 5)
     async with Client(cluster.address) as client:
