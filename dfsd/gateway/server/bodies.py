@@ -1,8 +1,10 @@
 """A request body on its way into dfsd: decoded, counted and checked as it streams, never held whole.
 
 ``CheckedBody`` is the source handed to ``Client.put``. It decodes aws-chunked bodies (``chunked.AwsChunkedDecoder``),
-hashes a SIGNED payload's raw bytes (``sigv4.PayloadHasher``), computes the MD5 that becomes the ETag, counts the bytes
-against Content-Length, and checks an ``x-amz-checksum-*`` header if one came. Every check that can only be made at
+computes the MD5 that becomes the ETag and the SHA-256 that dfsd checks end to end (``sha256``, handed to the client
+library through ``put(..., sha256_after=...)``: for a SIGNED payload it is ``sigv4.PayloadHasher``'s, so the body is
+hashed with SHA-256 once, not once to check the signature and again in the client library), counts the bytes against
+Content-Length, and checks an ``x-amz-checksum-*`` header if one came. Every check that can only be made at
 the end (the SHA-256, Content-MD5, the last chunk's signature, the checksum, the length) raises its ``S3Error``
 *before* the iterator ends, so the client library never sends the upload's end frame: the manager drops the partial
 file and nothing is kept. ``Md5Stream`` is the same for bytes copied from another object (CopyObject, UploadPartCopy).
@@ -11,8 +13,8 @@ The body arrives from granian in pieces of at most its read buffer (``daemon.REA
 the client sends slowly or its TCP window is small; each piece passed on costs a data frame, a socket write and a call
 into each hasher, so small pieces are joined into ``PIECE_SIZE`` ones first (a tenth less of the gateway's CPU per MiB,
 measured with 64 KiB pieces), held at most ``HOLD_SECONDS``, so a slow client's bytes still reach the manager well
-within its idle timeout. Each hasher of the bytes passed on (the MD5, a SIGNED payload's SHA-256, an
-``x-amz-checksum-*``) runs in a worker thread, beside the loop (``PieceHashing``).
+within its idle timeout. Each hasher of the bytes passed on (the MD5, the SHA-256, an ``x-amz-checksum-*``) runs in a
+worker thread, beside the loop (``PieceHashing``), the SHA-256 too: hashed by the client library, it ran on the loop.
 
 Measured with a thread per hasher four pieces deep (1 GiB PUTs, UNSIGNED-PAYLOAD, 14 A/B pairs at load 8-18 on 2
 cores): the loop's thread spent 0.83-0.97 s of CPU per GiB instead of 1.99-2.21, the process 2.53-2.79 s instead of
@@ -46,12 +48,14 @@ HOLD_SECONDS = 0.5
 
 
 class CheckedBody:
-    """The payload of ``request`` as an async iterable of chunks; ``md5`` is its digest once it has ended."""
+    """The payload of ``request`` as an async iterable of chunks; ``md5`` and ``sha256`` are its digests once it has
+    ended."""
 
     def __init__(self, request: HttpRequest, auth: Authorised | None, content_md5: bytes | None) -> None:
         self._request = request
         self._content_md5 = content_md5
         self._hasher = PayloadHasher(auth.content_sha256) if auth and auth.content_sha256 else None
+        self._sha256 = self._hasher if self._hasher is not None else hashlib.sha256()
         self._decoder: AwsChunkedDecoder | None = None
         if auth is not None and auth.payload.is_chunked:
             decoded = request.header("x-amz-decoded-content-length")
@@ -63,11 +67,10 @@ class CheckedBody:
         self._checksum = _header_checksum(request) if self._decoder is None else None
         self._md5 = hashlib.md5()
         self.md5: bytes | None = None
+        self.sha256: bytes | None = None
         # The hashers of the bytes passed on, each beside the loop in a worker thread. A SIGNED payload is never
         # aws-chunked, so its raw bytes are the ones passed on.
-        updates: list[Callable[[bytes], object]] = [self._md5.update]
-        if self._hasher is not None:
-            updates.append(self._hasher.update)
+        updates: list[Callable[[bytes], object]] = [self._md5.update, self._sha256.update]
         if self._checksum is not None:
             updates.append(self._checksum[0].update)
         self._hashing = PieceHashing(updates)
@@ -117,6 +120,7 @@ class CheckedBody:
         if self._content_md5 is not None:
             check_content_md5(self._content_md5, digest)
         self.md5 = digest
+        self.sha256 = self._sha256.digest()
 
     async def _passed_on(self, pieces: list[bytes], *, last: bool) -> bytes:
         """``pieces`` joined into the next piece to pass on, once it is handed to the hashers (``last``: the body
@@ -168,17 +172,18 @@ def _header_checksum(request: HttpRequest) -> tuple[ChecksumVerifier, str] | Non
 
 
 class Md5Stream:
-    """Bytes of ``source`` (a download being copied) passed on while their MD5 is computed (in a thread, unless they
-    come in one piece): ``md5`` once all passed."""
+    """Bytes of ``source`` (a download being copied) passed on while their MD5 and SHA-256 are computed (in threads,
+    unless they come in one piece): ``md5`` and ``sha256`` once all passed."""
 
     def __init__(self, source: AsyncIterable[bytes | memoryview], size: int) -> None:
         self._source = source
         self.size: int | None = size
         self.md5: bytes | None = None
+        self.sha256: bytes | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        md5 = hashlib.md5()
-        hashing = PieceHashing([md5.update])
+        md5, sha256 = hashlib.md5(), hashlib.sha256()
+        hashing = PieceHashing([md5.update, sha256.update])
         passed = 0
         try:
             async for chunk in self._source:
@@ -189,4 +194,4 @@ class Md5Stream:
             await hashing.flush()
         finally:
             await hashing.settle()
-        self.md5 = md5.digest()
+        self.md5, self.sha256 = md5.digest(), sha256.digest()
