@@ -86,7 +86,7 @@ class CheckedBody:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         expected = self._request.content_length
         received = 0
-        gathered: list[bytes] = []  # decoded bytes not yet passed on, fewer than PIECE_SIZE
+        gathered: list[bytes | memoryview] = []  # decoded bytes not yet passed on, fewer than PIECE_SIZE
         held = 0
         hold_until = 0.0
         try:
@@ -122,10 +122,11 @@ class CheckedBody:
         self.md5 = digest
         self.sha256 = self._sha256.digest()
 
-    async def _passed_on(self, pieces: list[bytes], *, last: bool) -> bytes:
+    async def _passed_on(self, pieces: list[bytes | memoryview], *, last: bool) -> bytes:
         """``pieces`` joined into the next piece to pass on, once it is handed to the hashers (``last``: the body
-        has no more bytes after it, as far as is known now)."""
-        piece = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        has no more bytes after it, as far as is known now). A piece as it came from the server is passed on as it
+        is; views of one (aws-chunked data) are joined, which copies each byte once."""
+        piece = pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
         await self._hashing.feed(piece, last=last)
         return piece
 
