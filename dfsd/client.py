@@ -363,6 +363,7 @@ class Client:
         replace: bool = False,
         meta: dict[str, str] | None = None,
         meta_after: Callable[[], dict[str, str]] | None = None,
+        sha256_after: Callable[[], bytes] | None = None,
     ) -> Stored:
         """Upload ``source`` as ``name``; returns its size and SHA-256 once it is durable.
 
@@ -370,6 +371,11 @@ class Client:
         back by ``stat``, ``list`` and ``get`` (``Download.info.meta``). ``meta_after`` is called once the source has
         been read to its end, and what it returns is kept too (added to ``meta``): metadata known only from the bytes,
         like their MD5. It travels in the upload's ``end`` (or in the ``put`` of a file sent whole).
+
+        ``sha256_after`` is for a source that computes the SHA-256 of its own bytes as they stream (a gateway checking
+        a signed payload): called once the source has been read to its end, it gives that digest, which the upload
+        sends as its checksum instead of hashing every byte a second time. The node checks it as it checks any: a
+        wrong digest is ``ChecksumMismatch`` and nothing is stored.
 
         A name that is taken is error 3 (``NameExists``), unless ``replace``: then the stored file is replaced
         atomically (a reader gets the old file or the new one, whole) once the new one is durable, and its bytes are
@@ -398,11 +404,12 @@ class Client:
                     replace=replace,
                     meta=meta,
                     meta_after=meta_after,
+                    sha256_after=sha256_after,
                 )
         if isinstance(source, bytes):
             size = len(source) if size is None else size
         rewind = _rewinder(source)
-        sent = _Sent(meta_after=meta_after)
+        sent = _Sent(meta_after=meta_after, sha256_after=sha256_after)
         header = Put(name, size, sha256, replace=replace or None, meta=meta or None)
         try:
             return await self._put(header, source, sent)
@@ -569,11 +576,13 @@ class Client:
         owner: str,
         size: int | None = None,
         md5: Callable[[], bytes | None] | None = None,
+        sha256_after: Callable[[], bytes] | None = None,
     ) -> bytes:
         """Store ``source`` as part ``number`` of the upload, replacing a part of that number sent before (whose bytes
         are then removed); returns the part's MD5. The bytes become a file under the upload's hidden prefix, which no
         listing shows, then the part is recorded. ``md5`` says the MD5 of what was sent once it is all sent, for a
-        source that hashes as it streams (a gateway checking Content-MD5); without it the client hashes the bytes."""
+        source that hashes as it streams (a gateway checking Content-MD5); without it the client hashes the bytes.
+        ``sha256_after`` is ``put``'s."""
         check_part_number(number)
         hasher = None
         name = f"{part_prefix(upload_id)}{number:05d}.{secrets.token_hex(8)}"
@@ -581,7 +590,7 @@ class Client:
             if md5 is None:
                 hasher = hashlib.md5()
                 source = await reading.enter_async_context(contextlib.aclosing(_hashed(source, hasher)))
-            await self.put(name, source, size=size)
+            await self.put(name, source, size=size, sha256_after=sha256_after)
         digest = hasher.digest() if hasher is not None else md5() if md5 is not None else None
         if digest is None:
             raise ValueError("put_part's md5 gave no MD5 once the part was sent")
@@ -753,6 +762,7 @@ class _Sent:
     size: int | None = None
     sha256: bytes | None = None
     meta_after: Callable[[], dict[str, str]] | None = None  # ``put``'s: what the end adds to the metadata
+    sha256_after: Callable[[], bytes] | None = None  # ``put``'s: the source's own SHA-256, once it has ended
     late_meta: dict[str, str] | None = None  # what it gave, once the end went out
 
 
@@ -789,16 +799,27 @@ async def _digest(source: BinaryIO | bytes) -> tuple[int, bytes]:
 
 
 async def _frames(source: BinaryIO | bytes | AsyncIterable[bytes], sent: _Sent) -> AsyncGenerator[Data | End, None]:
-    """The upload stream of ``source``: data frames, then an end frame with their SHA-256 (recorded in ``sent``)."""
-    hasher = hashlib.sha256()
+    """The upload stream of ``source``: data frames, then an end frame with their SHA-256 (recorded in ``sent``),
+    computed here unless the source says it (``sent.sha256_after``)."""
+    hasher: Any = hashlib.sha256() if sent.sha256_after is None else _NOT_HASHED
     size = 0
     async with contextlib.aclosing(_chunks(source, hasher)) as chunks:
         async for chunk in chunks:
             size += len(chunk)
             yield Data(chunk)
-    sent.size, sent.sha256 = size, hasher.digest()
+    sent.size, sent.sha256 = size, hasher.digest() if sent.sha256_after is None else sent.sha256_after()
     sent.late_meta = sent.meta_after() if sent.meta_after is not None else None
     yield End(sent.sha256, meta=sent.late_meta or None)
+
+
+class _NotHashed:
+    """The hasher of a source that hashes its own bytes: feeding it costs nothing."""
+
+    def update(self, data: Buffer) -> None:
+        pass
+
+
+_NOT_HASHED = _NotHashed()
 
 
 async def _hashed(source: Source, hasher: Any) -> AsyncGenerator[Buffer, None]:

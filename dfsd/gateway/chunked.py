@@ -14,7 +14,9 @@ use it:
   the last chunk's signature over the trailer lines before it.
 
 The decoder is fed whatever the socket produced (any split, down to one byte at a time) and returns the payload bytes
-decoded so far, so it never holds more than one header line (``MAX_CHUNK_LINE``); chunk data passes straight through.
+decoded so far, so it never holds more than one header line (``MAX_CHUNK_LINE``); chunk data passes straight through,
+as views of the bytes fed, not copies (the gateway joins them into larger pieces anyway: copying each chunk out first
+cost a second copy of every byte).
 Payload bytes are handed out *before* their chunk's signature is checked (a chunk may be gigabytes), so the caller
 must keep nothing until ``close`` has returned: any ``S3Error`` on the way means the upload failed as a whole.
 ``close`` is called at the end of the request body and raises ``IncompleteBody`` if the body stopped early.
@@ -94,17 +96,18 @@ class AwsChunkedDecoder:
         """Payload bytes handed out so far."""
         return self._decoded
 
-    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
-        """Decode ``data``, the next bytes of the body; return the payload bytes it completed, in order."""
+    def feed(self, data: bytes | bytearray | memoryview) -> list[memoryview]:
+        """Decode ``data``, the next bytes of the body; return the payload bytes it completed, in order, as views of
+        ``data`` (change it afterwards and they change)."""
         view = memoryview(data).cast("B")
-        out: list[bytes] = []
+        out: list[memoryview] = []
         position = 0
         while position < len(view):
             if self._state is _State.DONE:
                 raise S3Error("IncompleteBody", "The aws-chunked body goes on after its final chunk and trailer.")
             if self._state is _State.DATA:
                 take = min(self._remaining, len(view) - position)
-                piece = bytes(view[position : position + take])
+                piece = view[position : position + take]
                 position += take
                 self._take_data(piece)
                 out.append(piece)
@@ -133,7 +136,7 @@ class AwsChunkedDecoder:
                 f"The aws-chunked body ended in its {self._state.value} after {self._decoded} payload bytes.",
             )
 
-    def _take_data(self, piece: bytes) -> None:
+    def _take_data(self, piece: memoryview) -> None:
         self._remaining -= len(piece)
         self._decoded += len(piece)
         if self._signing:

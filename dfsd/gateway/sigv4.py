@@ -445,6 +445,10 @@ class PayloadHasher:
     def update(self, data: bytes | memoryview) -> None:
         self._hash.update(data)
 
+    def digest(self) -> bytes:
+        """The SHA-256 of the bytes fed so far (once verified, the payload's, which the upload can send on)."""
+        return self._hash.digest()
+
     def verify(self) -> None:
         actual = self._hash.hexdigest()
         if not hmac.compare_digest(actual, self._expected):

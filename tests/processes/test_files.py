@@ -9,7 +9,9 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,6 +27,7 @@ from dfsd.protocol import (
 from dfsd.protocol.messages import End, Error, Get, Put, Sending, Stat, Stored
 from harness import LocalCluster, stalled
 
+import dfsd.client
 from dfsd.bulk import BATCH_BYTES
 from dfsd.client import Client
 from dfsd.sync_client import SyncClient
@@ -43,6 +46,58 @@ async def test_round_trip_is_byte_exact(cluster: LocalCluster, size: int) -> Non
     assert (info.size, info.sha256, info.available) == (size, stored.sha256, True)
     on_disk = cluster.stored_files(info.node)
     assert [path.read_bytes() for path in on_disk] == [payload]
+
+
+async def _pieces(payload: bytes) -> AsyncIterator[bytes]:
+    """``payload`` as a stream of pieces, as a gateway passes a request body on."""
+    for start in range(0, len(payload), 300_000):
+        yield payload[start : start + 300_000]
+    if not payload:
+        yield b""
+
+
+def _counting_sha256(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The SHA-256 hashers the client library makes from now on (its ``hashlib``, counting them)."""
+    made: list[object] = []
+
+    def sha256(*data: bytes) -> Any:
+        made.append(hasher := hashlib.sha256(*data))
+        return hasher
+
+    monkeypatch.setattr(dfsd.client, "hashlib", SimpleNamespace(sha256=sha256, md5=hashlib.md5))
+    return made
+
+
+@pytest.mark.parametrize("size", [5, INLINE_MAX + 1, 3 * 1024 * 1024 + 17])
+async def test_a_source_that_says_its_sha256_is_not_hashed_again(
+    cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """``put(..., sha256_after=...)``: a source that hashes its own bytes (the gateway checking a signed payload)
+    says their SHA-256 once it has ended; the client library sends that as the upload's checksum and makes no
+    SHA-256 of its own, and the file is stored and reads back whole, sent whole or streamed."""
+    payload = os.urandom(size)
+    made = _counting_sha256(monkeypatch)
+    async with Client(cluster.address) as client:
+        stored = await client.put("said.bin", _pieces(payload), sha256_after=lambda: hashlib.sha256(payload).digest())
+        assert made == []
+        assert stored.sha256 == hashlib.sha256(payload).digest()
+        assert await client.read("said.bin") == payload
+
+
+@pytest.mark.parametrize("size", [5, INLINE_MAX + 1, 3 * 1024 * 1024 + 17])
+async def test_a_wrong_sha256_after_is_refused_and_keeps_nothing(cluster: LocalCluster, size: int) -> None:
+    """The digest a source says is checked by the node like any other: a wrong one stores nothing, and the name and
+    the connection are free for the next upload."""
+    payload = os.urandom(size)
+    wrong: Callable[[], bytes] = lambda: hashlib.sha256(payload + b"!").digest()  # noqa: E731
+    async with Client(cluster.address) as client:
+        with pytest.raises(ChecksumMismatch):
+            await client.put("said.bin", _pieces(payload), sha256_after=wrong)
+        with pytest.raises(FileNotFound):
+            await client.stat("said.bin")
+        assert [path for node_id in cluster.nodes for path in cluster.stored_files(node_id)] == []
+        await client.put("said.bin", payload)
+        assert await client.read("said.bin") == payload
 
 
 async def test_a_file_of_several_batches_round_trips_between_files(cluster: LocalCluster, tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """A request body on its way into dfsd: decoded, counted and checked as it streams, never held whole.
 
 ``CheckedBody`` is the source handed to ``Client.put``. It decodes aws-chunked bodies (``chunked.AwsChunkedDecoder``),
-hashes a SIGNED payload's raw bytes (``sigv4.PayloadHasher``), computes the MD5 that becomes the ETag, counts the bytes
-against Content-Length, and checks an ``x-amz-checksum-*`` header if one came. Every check that can only be made at
+computes the MD5 that becomes the ETag and the SHA-256 that dfsd checks end to end (``sha256``, handed to the client
+library through ``put(..., sha256_after=...)``: for a SIGNED payload it is ``sigv4.PayloadHasher``'s, so the body is
+hashed with SHA-256 once, not once to check the signature and again in the client library), counts the bytes against
+Content-Length, and checks an ``x-amz-checksum-*`` header if one came. Every check that can only be made at
 the end (the SHA-256, Content-MD5, the last chunk's signature, the checksum, the length) raises its ``S3Error``
 *before* the iterator ends, so the client library never sends the upload's end frame: the manager drops the partial
 file and nothing is kept. ``Md5Stream`` is the same for bytes copied from another object (CopyObject, UploadPartCopy).
@@ -11,8 +13,8 @@ The body arrives from granian in pieces of at most its read buffer (``daemon.REA
 the client sends slowly or its TCP window is small; each piece passed on costs a data frame, a socket write and a call
 into each hasher, so small pieces are joined into ``PIECE_SIZE`` ones first (a tenth less of the gateway's CPU per MiB,
 measured with 64 KiB pieces), held at most ``HOLD_SECONDS``, so a slow client's bytes still reach the manager well
-within its idle timeout. Each hasher of the bytes passed on (the MD5, a SIGNED payload's SHA-256, an
-``x-amz-checksum-*``) runs in a worker thread, beside the loop (``PieceHashing``).
+within its idle timeout. Each hasher of the bytes passed on (the MD5, the SHA-256, an ``x-amz-checksum-*``) runs in a
+worker thread, beside the loop (``PieceHashing``), the SHA-256 too: hashed by the client library, it ran on the loop.
 
 Measured with a thread per hasher four pieces deep (1 GiB PUTs, UNSIGNED-PAYLOAD, 14 A/B pairs at load 8-18 on 2
 cores): the loop's thread spent 0.83-0.97 s of CPU per GiB instead of 1.99-2.21, the process 2.53-2.79 s instead of
@@ -20,6 +22,19 @@ cores): the loop's thread spent 0.83-0.97 s of CPU per GiB instead of 1.99-2.21,
 loop is no longer the upload's serial path: on a free core the MD5 runs beside it, and on a saturated machine the
 upload costs about 5 % more CPU. (An earlier attempt saw no gain because it was measured with both cores busy, where
 only the total CPU counts.)
+
+The CPU of a 1 GiB PUT, in s per GiB, once the SHA-256 moved here from the client library (3 A/B pairs against the
+version before, load 12-20 on 2 cores): UNSIGNED-PAYLOAD 2.67-2.85 (before 2.62-2.82; the loop's share 0.40-0.48, was
+0.87-1.00: the work moved off the loop, the total stayed), SIGNED 2.72-2.92 (3.24-3.40: the second SHA-256 is gone),
+STREAMING-AWS4-HMAC-SHA256-PAYLOAD 3.48-3.68 (3.55-3.64: each byte is still hashed twice with SHA-256, once per chunk
+for its signature and once whole for dfsd), STREAMING-UNSIGNED-PAYLOAD-TRAILER 3.00-3.19 (3.05-3.18). Of the 2.7, the
+MD5 (1.22) and the SHA-256 (0.53) run in the worker threads with about 0.15 of hand-overs, the loop's 0.4 is mostly its
+socket writes, and granian's threads take 0.3 reading the socket. (Measured and not kept: the hashers sharing one
+thread, one hand-over a piece, and hand-overs of 2 or 4 pieces: the same CPU within the noise; 4 MiB ones raised the
+RSS of four concurrent PUTs from 68 to 90 MiB.) With the manager's 0.5, the node's 1.1 and an HTTP client's 0.3-0.5, a
+gateway PUT costs 4.5-5.1 s of CPU per GiB where dfs-push's costs 2.5-2.7, so on two saturated cores the gateway moves
+at most about 0.55-0.7 of dfs-push's rate: 0.8 would leave the gateway 1.3-1.8 s per GiB (as dfs-push keeps both
+cores busy, or the 1.6 of them it used at 734 MB/s at load 6), where its two digests alone take 1.75.
 """
 
 from __future__ import annotations
@@ -46,12 +61,14 @@ HOLD_SECONDS = 0.5
 
 
 class CheckedBody:
-    """The payload of ``request`` as an async iterable of chunks; ``md5`` is its digest once it has ended."""
+    """The payload of ``request`` as an async iterable of chunks; ``md5`` and ``sha256`` are its digests once it has
+    ended."""
 
     def __init__(self, request: HttpRequest, auth: Authorised | None, content_md5: bytes | None) -> None:
         self._request = request
         self._content_md5 = content_md5
         self._hasher = PayloadHasher(auth.content_sha256) if auth and auth.content_sha256 else None
+        self._sha256 = self._hasher if self._hasher is not None else hashlib.sha256()
         self._decoder: AwsChunkedDecoder | None = None
         if auth is not None and auth.payload.is_chunked:
             decoded = request.header("x-amz-decoded-content-length")
@@ -63,11 +80,10 @@ class CheckedBody:
         self._checksum = _header_checksum(request) if self._decoder is None else None
         self._md5 = hashlib.md5()
         self.md5: bytes | None = None
+        self.sha256: bytes | None = None
         # The hashers of the bytes passed on, each beside the loop in a worker thread. A SIGNED payload is never
         # aws-chunked, so its raw bytes are the ones passed on.
-        updates: list[Callable[[bytes], object]] = [self._md5.update]
-        if self._hasher is not None:
-            updates.append(self._hasher.update)
+        updates: list[Callable[[bytes], object]] = [self._md5.update, self._sha256.update]
         if self._checksum is not None:
             updates.append(self._checksum[0].update)
         self._hashing = PieceHashing(updates)
@@ -83,7 +99,7 @@ class CheckedBody:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         expected = self._request.content_length
         received = 0
-        gathered: list[bytes] = []  # decoded bytes not yet passed on, fewer than PIECE_SIZE
+        gathered: list[bytes | memoryview] = []  # decoded bytes not yet passed on, fewer than PIECE_SIZE
         held = 0
         hold_until = 0.0
         try:
@@ -117,11 +133,13 @@ class CheckedBody:
         if self._content_md5 is not None:
             check_content_md5(self._content_md5, digest)
         self.md5 = digest
+        self.sha256 = self._sha256.digest()
 
-    async def _passed_on(self, pieces: list[bytes], *, last: bool) -> bytes:
+    async def _passed_on(self, pieces: list[bytes | memoryview], *, last: bool) -> bytes:
         """``pieces`` joined into the next piece to pass on, once it is handed to the hashers (``last``: the body
-        has no more bytes after it, as far as is known now)."""
-        piece = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        has no more bytes after it, as far as is known now). A piece as it came from the server is passed on as it
+        is; views of one (aws-chunked data) are joined, which copies each byte once."""
+        piece = pieces[0] if len(pieces) == 1 and isinstance(pieces[0], bytes) else b"".join(pieces)
         await self._hashing.feed(piece, last=last)
         return piece
 
@@ -168,17 +186,18 @@ def _header_checksum(request: HttpRequest) -> tuple[ChecksumVerifier, str] | Non
 
 
 class Md5Stream:
-    """Bytes of ``source`` (a download being copied) passed on while their MD5 is computed (in a thread, unless they
-    come in one piece): ``md5`` once all passed."""
+    """Bytes of ``source`` (a download being copied) passed on while their MD5 and SHA-256 are computed (in threads,
+    unless they come in one piece): ``md5`` and ``sha256`` once all passed."""
 
     def __init__(self, source: AsyncIterable[bytes | memoryview], size: int) -> None:
         self._source = source
         self.size: int | None = size
         self.md5: bytes | None = None
+        self.sha256: bytes | None = None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        md5 = hashlib.md5()
-        hashing = PieceHashing([md5.update])
+        md5, sha256 = hashlib.md5(), hashlib.sha256()
+        hashing = PieceHashing([md5.update, sha256.update])
         passed = 0
         try:
             async for chunk in self._source:
@@ -189,4 +208,4 @@ class Md5Stream:
             await hashing.flush()
         finally:
             await hashing.settle()
-        self.md5 = md5.digest()
+        self.md5, self.sha256 = md5.digest(), sha256.digest()

@@ -121,6 +121,12 @@ def _etag_of(body: CheckedBody | Md5Stream) -> dict[str, str]:
     return {ETAG_KEY: f'"{body.md5.hex()}"'}
 
 
+def _sha256_of(body: CheckedBody | Md5Stream) -> bytes:
+    """The SHA-256 of a body that has passed whole, which the upload sends as its checksum (``sha256_after``)."""
+    assert body.sha256 is not None
+    return body.sha256
+
+
 def sha256_etag(sha256: bytes) -> str:
     """An ETag for an object whose MD5 is not recorded: stable, and in a form no client checks against an MD5."""
     return f'"{sha256[:16].hex()}-1"'
@@ -213,13 +219,22 @@ class Store:
     ) -> Stored:
         """Store ``body`` as the object with ``meta``, replacing any object of that key atomically: a reader gets the
         old object or the new one, whole, and the old bytes are removed afterwards. A streamed body's MD5 is stored
-        as its ETag once its last byte has passed (in the upload's end), unless ``meta`` names one already."""
-        meta_after = None
-        if not isinstance(body, bytes) and ETAG_KEY not in meta:
-            meta_after = functools.partial(_etag_of, body)
+        as its ETag once its last byte has passed (in the upload's end), unless ``meta`` names one already; its
+        SHA-256, which the body computes anyway, is the upload's checksum (the client library hashes nothing)."""
+        meta_after = sha256_after = None
+        if not isinstance(body, bytes):
+            sha256_after = functools.partial(_sha256_of, body)
+            if ETAG_KEY not in meta:
+                meta_after = functools.partial(_etag_of, body)
         async with self.pool.client() as client:
             return await client.put(
-                dfs_name(bucket, key), body, size=size, replace=True, meta=dict(meta) or None, meta_after=meta_after
+                dfs_name(bucket, key),
+                body,
+                size=size,
+                replace=True,
+                meta=dict(meta) or None,
+                meta_after=meta_after,
+                sha256_after=sha256_after,
             )
 
     async def stat(self, bucket: str, key: str) -> ObjectInfo:
@@ -298,7 +313,13 @@ class Store:
         """Store part ``number`` (a part sent again replaces the old one, whose bytes go); return its MD5."""
         async with self.pool.client() as client:
             return await client.put_part(
-                upload.upload_id, number, body, owner=user, size=body.size, md5=lambda: body.md5
+                upload.upload_id,
+                number,
+                body,
+                owner=user,
+                size=body.size,
+                md5=lambda: body.md5,
+                sha256_after=functools.partial(_sha256_of, body),
             )
 
     async def parts(self, upload: Upload, after: int = 0, limit: int | None = None) -> list[Part]:
