@@ -169,7 +169,8 @@ def _contents(result: ListResult, encode: Encode, owner: Owner | None, element: 
 def _common_fields(
     bucket: str, prefix: str, delimiter: str | None, max_keys: int, encoding_type: str | None, encode: Encode
 ) -> list[str]:
-    fields = [_element("Name", bucket), _element("Prefix", encode(prefix))]
+    """Name, Prefix, Delimiter, MaxKeys and EncodingType; ``prefix`` as it is to appear (encoded or not)."""
+    fields = [_element("Name", bucket), _element("Prefix", prefix)]
     if delimiter:
         fields.append(_element("Delimiter", encode(delimiter)))
     fields.append(_element("MaxKeys", max_keys))
@@ -189,7 +190,11 @@ def render_list_objects_v1(
     encoding_type: str | None,
     owner: Owner,
 ) -> bytes:
-    """ListObjects (V1). NextMarker appears only when truncated with a delimiter, as in S3."""
+    """ListObjects (V1). NextMarker appears only when truncated with a delimiter, as in S3.
+
+    encoding-type=url encodes Delimiter, Marker, NextMarker and the keys but not Prefix, which V1 (unlike V2 and
+    ListObjectVersions) returns as sent: botocore decodes only those, so an encoded Prefix reached boto3's callers
+    still encoded (``%0A`` for a newline)."""
     encode = _encoder(encoding_type)
     fields = _common_fields(bucket, prefix, delimiter, max_keys, encoding_type, encode)
     fields.insert(2, _element("Marker", encode(marker)))
@@ -215,7 +220,7 @@ def render_list_objects_v2(
 ) -> bytes:
     """ListObjectsV2; ``owner`` only when fetch-owner=true. KeyCount counts contents and common prefixes."""
     encode = _encoder(encoding_type)
-    fields = _common_fields(bucket, prefix, delimiter, max_keys, encoding_type, encode)
+    fields = _common_fields(bucket, encode(prefix), delimiter, max_keys, encoding_type, encode)
     fields.append(_element("KeyCount", len(result.contents) + len(result.common_prefixes)))
     if continuation_token is not None:
         fields.append(_element("ContinuationToken", continuation_token))
@@ -241,7 +246,7 @@ def render_list_object_versions(
 ) -> bytes:
     """ListObjectVersions for an unversioned bucket: each object once, VersionId ``null``, IsLatest true."""
     encode = _encoder(encoding_type)
-    fields = _common_fields(bucket, prefix, delimiter, max_keys, encoding_type, encode)
+    fields = _common_fields(bucket, encode(prefix), delimiter, max_keys, encoding_type, encode)
     fields[2:2] = [_element("KeyMarker", encode(key_marker)), _element("VersionIdMarker", "")]
     if result.is_truncated and result.next_marker is not None:
         fields += [_element("NextKeyMarker", encode(result.next_marker)), _element("NextVersionIdMarker", "null")]

@@ -183,53 +183,30 @@ class S3Api:
         return Context(user, auth, bucket, key, request_id)
 
     def _route(self, request: HttpRequest, context: Context) -> Handler:
-        params = request.params
+        """The handler of a request: by its scope (service, bucket or object), method and S3 sub-resource.
+
+        A sub-resource operation dfsd does not implement (``?tagging``, ``?acl``, PUT ``?versioning`` ...) is
+        ``NotImplemented``, never the plain operation: a PutObjectTagging taken as a PutObject would replace the
+        object with the tagging XML, and a DeleteBucketCors taken as a DeleteBucket would delete the bucket."""
         method = request.method
         if context.bucket is None:
             if method == "GET":
                 return S3Api.list_buckets
             raise S3Error("MethodNotAllowed")
-        if context.key is None:
-            routes: dict[str, Handler] = {
-                "PUT": S3Api.create_bucket,
-                "HEAD": S3Api.head_bucket,
-                "DELETE": S3Api.delete_bucket,
-            }
-            if method == "GET":
-                for name, handler in (
-                    ("location", S3Api.get_location),
-                    ("versioning", S3Api.get_versioning),
-                    ("versions", S3Api.list_versions),
-                    ("uploads", S3Api.list_uploads),
-                ):
-                    if name in params:
-                        return handler
-                return S3Api.list_objects_v2 if params.get("list-type") == "2" else S3Api.list_objects_v1
-            if method == "POST" and "delete" in params:
-                return S3Api.delete_objects
-            if method in routes:
-                return routes[method]
-            raise S3Error("MethodNotAllowed")
-        if "uploadId" in params:
-            upload_routes: dict[str, Handler] = {
-                "PUT": S3Api.upload_part,
-                "GET": S3Api.list_parts,
-                "DELETE": S3Api.abort_upload,
-                "POST": S3Api.complete_upload,
-            }
-            if method in upload_routes:
-                return upload_routes[method]
-            raise S3Error("MethodNotAllowed")
-        if method == "POST" and "uploads" in params:
-            return S3Api.create_upload
-        object_routes: dict[str, Handler] = {
-            "PUT": S3Api.copy_object if request.header("x-amz-copy-source") else S3Api.put_object,
-            "GET": S3Api.get_object,
-            "HEAD": S3Api.head_object,
-            "DELETE": S3Api.delete_object,
-        }
-        if method in object_routes:
-            return object_routes[method]
+        params = request.params
+        subresource = _subresource(params)
+        routes = BUCKET_ROUTES if context.key is None else OBJECT_ROUTES
+        handler = routes.get((method, subresource))
+        if handler is S3Api.list_objects_v1 and params.get("list-type") == "2":
+            return S3Api.list_objects_v2
+        if handler is S3Api.put_object and request.header("x-amz-copy-source"):
+            return S3Api.copy_object
+        if handler is not None:
+            return handler
+        if subresource is not None:
+            raise S3Error(
+                "NotImplemented", f"dfsd does not implement the ?{subresource} operations (README, S3 section)."
+            )
         raise S3Error("MethodNotAllowed")
 
     async def _check_owner(self, context: Context) -> Bucket:
@@ -512,6 +489,51 @@ class S3Api:
         await _xml(request, context, body)
 
 
+# The operations on a bucket and on an object, by method and S3 sub-resource (None: the plain operation). ListObjects
+# V1 stands for V2 too (``list-type=2``), PutObject for CopyObject (``x-amz-copy-source``).
+BUCKET_ROUTES: dict[tuple[str, str | None], Handler] = {
+    ("GET", None): S3Api.list_objects_v1,
+    ("GET", "location"): S3Api.get_location,
+    ("GET", "versioning"): S3Api.get_versioning,
+    ("GET", "versions"): S3Api.list_versions,
+    ("GET", "uploads"): S3Api.list_uploads,
+    ("PUT", None): S3Api.create_bucket,
+    ("HEAD", None): S3Api.head_bucket,
+    ("DELETE", None): S3Api.delete_bucket,
+    ("POST", "delete"): S3Api.delete_objects,
+}
+OBJECT_ROUTES: dict[tuple[str, str | None], Handler] = {
+    ("PUT", None): S3Api.put_object,
+    ("GET", None): S3Api.get_object,
+    ("HEAD", None): S3Api.head_object,
+    ("DELETE", None): S3Api.delete_object,
+    ("POST", "uploads"): S3Api.create_upload,
+    ("PUT", "uploadId"): S3Api.upload_part,
+    ("GET", "uploadId"): S3Api.list_parts,
+    ("DELETE", "uploadId"): S3Api.abort_upload,
+    ("POST", "uploadId"): S3Api.complete_upload,
+}
+
+# The query parameters that name an S3 sub-resource, a different operation from the plain one on the same path (the
+# S3 API reference); any other parameter (prefix, max-keys, partNumber, x-id ...) only qualifies an operation.
+S3_SUBRESOURCES = frozenset(
+    {
+        "accelerate", "acl", "analytics", "attributes", "cors", "delete", "encryption", "intelligent-tiering",
+        "inventory", "legal-hold", "lifecycle", "location", "logging", "metrics", "notification", "object-lock",
+        "ownershipControls", "policy", "policyStatus", "publicAccessBlock", "replication", "requestPayment",
+        "restore", "retention", "select", "session", "tagging", "torrent", "uploadId", "uploads", "versioning",
+        "versions", "website",
+    }
+)  # fmt: skip
+
+
+def _subresource(params: Mapping[str, str]) -> str | None:
+    """The S3 sub-resource a request's query names, if any (``uploadId`` before the others: a part's requests)."""
+    if "uploadId" in params:
+        return "uploadId"
+    return next((name for name in params if name in S3_SUBRESOURCES), None)
+
+
 # --- helpers ----------------------------------------------------------------------------------------------------------
 
 
@@ -589,12 +611,15 @@ def _object_headers(request: HttpRequest, info: ObjectInfo) -> list[tuple[str, s
 
 
 def _copy_range(header: str | None, size: int) -> conditional.ByteRange | None:
-    """x-amz-copy-source-range (``bytes=FIRST-LAST``, both required and inside the object), or InvalidArgument."""
+    """x-amz-copy-source-range (``bytes=FIRST-LAST``, both required): InvalidArgument if it is not of that form,
+    InvalidRange if it reaches past the source object, as S3 answers."""
     if header is None:
         return None
     first, _, last = header.removeprefix("bytes=").partition("-")
-    if not first.isdigit() or not last.isdigit() or int(first) > int(last) or int(last) >= size:
-        raise S3Error("InvalidArgument", f"x-amz-copy-source-range {header!r} is not bytes=FIRST-LAST within {size}.")
+    if not first.isdigit() or not last.isdigit() or int(first) > int(last):
+        raise S3Error("InvalidArgument", f"x-amz-copy-source-range {header!r} is not bytes=FIRST-LAST.")
+    if int(last) >= size:
+        raise S3Error("InvalidRange", f"x-amz-copy-source-range {header!r} reaches past the source's {size} bytes.")
     return conditional.ByteRange(int(first), int(last) - int(first) + 1, size)
 
 
