@@ -128,6 +128,18 @@ def render_bucket_versioning() -> bytes:
     return _document("VersioningConfiguration", [])
 
 
+def render_owner_only_acl(owner: Owner) -> bytes:
+    """GetBucketAcl and GetObjectAcl: the one grant dfsd has, FULL_CONTROL to the bucket's owner (S3's answer for a
+    bucket whose ACLs are disabled, object ownership "BucketOwnerEnforced", the default since 2023)."""
+    xsi = "http://www.w3.org/2001/XMLSchema-instance"
+    grantee = (
+        f'<Grantee xmlns:xsi="{xsi}" xsi:type="CanonicalUser">'
+        f"{_element('ID', owner.id)}{_element('DisplayName', owner.display_name)}</Grantee>"
+    )
+    grant = f"<Grant>{grantee}{_element('Permission', 'FULL_CONTROL')}</Grant>"
+    return _document("AccessControlPolicy", [owner.xml(), f"<AccessControlList>{grant}</AccessControlList>"])
+
+
 # --- listings ---------------------------------------------------------------------------------------------------------
 
 

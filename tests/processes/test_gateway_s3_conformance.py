@@ -28,14 +28,14 @@ def test_unimplemented_subresources_never_fall_through_to_the_plain_operation_re
     live_gateway: LiveGateway,
 ) -> None:
     # PutObjectTagging was taken as a PutObject (the object replaced by the tagging XML), DeleteObjectTagging as a
-    # DeleteObject, DeleteBucketCors as a DeleteBucket and PutBucketAcl as a CreateBucket (BucketAlreadyOwnedByYou).
+    # DeleteObject, DeleteBucketCors as a DeleteBucket, PutBucketVersioning as a CreateBucket (BucketAlreadyOwnedByYou)
+    # and GetBucketPolicy as a ListObjects.
     s3, bucket = live_gateway.s3(), live_gateway.bucket()
     s3.put_object(Bucket=bucket, Key="k", Body=b"precious")
     calls = [
         lambda: s3.put_object_tagging(Bucket=bucket, Key="k", Tagging={"TagSet": [{"Key": "a", "Value": "b"}]}),
         lambda: s3.delete_object_tagging(Bucket=bucket, Key="k"),
-        lambda: s3.get_object_acl(Bucket=bucket, Key="k"),
-        lambda: s3.put_bucket_acl(Bucket=bucket, ACL="public-read"),
+        lambda: s3.get_bucket_policy(Bucket=bucket),
         lambda: s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"}),
     ]
     for call in calls:
@@ -91,3 +91,55 @@ def test_upload_part_copy_range_past_the_source_is_invalid_range_repro(live_gate
     with pytest.raises(ClientError) as excinfo:
         s3.upload_part_copy(**copy, CopySourceRange="bytes=hello-world")
     assert error_code(excinfo) == "InvalidArgument"
+
+
+def test_acls_are_the_owners_alone_and_say_so_repro(live_gateway: LiveGateway) -> None:
+    # GetObjectAcl answered the object's bytes and PutObjectAcl replaced the object with an empty one; now dfsd
+    # answers as S3 does for a bucket whose ACLs are disabled: FULL_CONTROL to the owner, and no other grant taken.
+    s3, bucket = live_gateway.s3(), live_gateway.bucket()
+    s3.put_object(Bucket=bucket, Key="k", Body=b"precious")
+    for acl in (s3.get_bucket_acl(Bucket=bucket), s3.get_object_acl(Bucket=bucket, Key="k")):
+        assert acl["Owner"]["ID"] == "alice"
+        assert [(g["Grantee"]["ID"], g["Permission"]) for g in acl["Grants"]] == [("alice", "FULL_CONTROL")]
+    s3.put_object_acl(Bucket=bucket, Key="k", ACL="private")
+    s3.put_bucket_acl(Bucket=bucket, ACL="private")
+    for call in (
+        lambda: s3.put_object_acl(Bucket=bucket, Key="k", ACL="public-read"),
+        lambda: s3.put_bucket_acl(Bucket=bucket, ACL="public-read-write"),
+        lambda: s3.put_bucket_acl(Bucket=bucket, GrantRead='uri="http://acs.amazonaws.com/groups/global/AllUsers"'),
+    ):
+        with pytest.raises(ClientError) as excinfo:
+            call()
+        assert error_code(excinfo) == "AccessControlListNotSupported"
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"precious"
+    with pytest.raises(ClientError) as excinfo:
+        s3.get_object_acl(Bucket=bucket, Key="absent")
+    assert error_code(excinfo) == "NoSuchKey"
+
+
+def test_conditional_put_object_is_honoured_repro(live_gateway: LiveGateway) -> None:
+    # If-None-Match and If-Match on PutObject were ignored: a create-only PUT (If-None-Match: *, as lock files use
+    # it) replaced the object another client held.
+    s3, bucket = live_gateway.s3(), live_gateway.bucket()
+
+    def put(body: bytes, **conditions: str) -> None:
+        client = live_gateway.s3()
+        add_headers(client, "PutObject", conditions)
+        client.put_object(Bucket=bucket, Key="lock", Body=body)
+
+    def refused(body: bytes, **conditions: str) -> None:
+        with pytest.raises(ClientError) as excinfo:
+            put(body, **conditions)
+        assert error_code(excinfo) == "PreconditionFailed"
+        assert excinfo.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+
+    refused(b"never", **{"If-Match": "*"})  # nothing to match
+    put(b"first", **{"If-None-Match": "*"})
+    refused(b"second", **{"If-None-Match": "*"})
+    etag = s3.head_object(Bucket=bucket, Key="lock")["ETag"]
+    refused(b"second", **{"If-None-Match": etag})
+    refused(b"second", **{"If-Match": '"0123456789abcdef0123456789abcdef"'})
+    assert s3.get_object(Bucket=bucket, Key="lock")["Body"].read() == b"first"
+    put(b"third", **{"If-Match": etag})
+    put(b"fourth", **{"If-None-Match": etag})  # the ETag is the third's now
+    assert s3.get_object(Bucket=bucket, Key="lock")["Body"].read() == b"fourth"

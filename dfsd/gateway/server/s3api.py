@@ -57,6 +57,10 @@ _request_numbers = itertools.count()
 # The largest XML body read whole (DeleteObjects, CompleteMultipartUpload).
 MAX_XML_BODY = s3xml.MAX_XML_BODY
 
+# The canned ACLs that grant nothing beyond the owner's FULL_CONTROL: the only ones a PutBucketAcl or PutObjectAcl
+# may ask for.
+OWNER_ONLY_CANNED_ACLS = frozenset({"private", "bucket-owner-full-control"})
+
 # Headers of an object that GetObject's response-* query parameters may override.
 RESPONSE_OVERRIDES = {
     "response-content-type": "content-type",
@@ -242,6 +246,29 @@ class S3Api:
     async def get_versioning(self, request: HttpRequest, context: Context) -> None:
         await _xml(request, context, s3xml.render_bucket_versioning())
 
+    # --- ACLs: only the owner's ----------------------------------------------------------------------------------
+
+    async def get_acl(self, request: HttpRequest, context: Context) -> None:
+        """GetBucketAcl and GetObjectAcl (the object must exist): FULL_CONTROL to the bucket's owner, the caller."""
+        if context.key is not None:
+            await self.store.stat(context.bucket_name, context.key_name)
+        await _xml(request, context, s3xml.render_owner_only_acl(_owner(context.user)))
+
+    async def put_acl(self, request: HttpRequest, context: Context) -> None:
+        """PutBucketAcl and PutObjectAcl: taken when they ask for what every bucket and object has already (the canned
+        ``private`` or ``bucket-owner-full-control``); any other grant is AccessControlListNotSupported, as S3 answers
+        for a bucket whose ACLs are disabled."""
+        canned = request.header("x-amz-acl")
+        grants = [name for name, _ in request.headers if name.startswith("x-amz-grant-")]
+        if canned not in OWNER_ONLY_CANNED_ACLS or grants or await request.read_small(MAX_XML_BODY):
+            raise S3Error(
+                "AccessControlListNotSupported",
+                "dfsd buckets allow no ACLs: only their owner reaches them (x-amz-acl: private is all there is).",
+            )
+        if context.key is not None:
+            await self.store.stat(context.bucket_name, context.key_name)
+        await request.respond(200, _ids(context))
+
     # --- listings ------------------------------------------------------------------------------------------------
 
     async def _page(
@@ -319,10 +346,39 @@ class S3Api:
         content_md5 = request.header("content-md5")
         if content_md5 is not None:  # the ETag is known now: the upload fails unless the bytes match it
             meta[metadata.ETAG_KEY] = f'"{parse_content_md5(content_md5).hex()}"'
+        replace = await self._write_allowed(request, context)
         body = _checked_body(request, context)
-        await self.store.put(context.bucket_name, context.key_name, body, size=body.size, meta=meta)
+        try:
+            await self.store.put(
+                context.bucket_name, context.key_name, body, size=body.size, meta=meta, replace=replace
+            )
+        except NameExists:
+            if replace:
+                raise
+            raise S3Error("PreconditionFailed", "If-None-Match: * failed: the key exists.") from None
         assert body.md5 is not None
         await request.respond(200, [*_ids(context), ("etag", f'"{body.md5.hex()}"')])
+
+    async def _write_allowed(self, request: HttpRequest, context: Context) -> bool:
+        """A conditional PutObject's conditions; returns whether the PUT may replace an existing object.
+
+        ``If-None-Match: *`` (create only, as lock files use it) is the manager's to decide, atomically with the
+        write: of two such PUTs one wins, the other is PreconditionFailed. ``If-Match`` and an ETag in If-None-Match
+        are checked against the object now, before the body is read; a write landing in between is not seen."""
+        if_match, if_none_match = request.header("if-match"), request.header("if-none-match")
+        if if_none_match is not None and if_none_match.strip() == "*":
+            return False
+        if if_match is None and if_none_match is None:
+            return True
+        try:
+            info = await self.store.stat(context.bucket_name, context.key_name)
+        except FileNotFound:
+            if if_match is not None:
+                raise S3Error("PreconditionFailed", "If-Match failed: the key does not exist.") from None
+            return True
+        if _preconditions(request, info) != 200:
+            raise S3Error("PreconditionFailed")
+        return True
 
     async def head_object(self, request: HttpRequest, context: Context) -> None:
         info = await self.store.stat(context.bucket_name, context.key_name)
@@ -497,6 +553,8 @@ BUCKET_ROUTES: dict[tuple[str, str | None], Handler] = {
     ("GET", "versioning"): S3Api.get_versioning,
     ("GET", "versions"): S3Api.list_versions,
     ("GET", "uploads"): S3Api.list_uploads,
+    ("GET", "acl"): S3Api.get_acl,
+    ("PUT", "acl"): S3Api.put_acl,
     ("PUT", None): S3Api.create_bucket,
     ("HEAD", None): S3Api.head_bucket,
     ("DELETE", None): S3Api.delete_bucket,
@@ -507,6 +565,8 @@ OBJECT_ROUTES: dict[tuple[str, str | None], Handler] = {
     ("GET", None): S3Api.get_object,
     ("HEAD", None): S3Api.head_object,
     ("DELETE", None): S3Api.delete_object,
+    ("GET", "acl"): S3Api.get_acl,
+    ("PUT", "acl"): S3Api.put_acl,
     ("POST", "uploads"): S3Api.create_upload,
     ("PUT", "uploadId"): S3Api.upload_part,
     ("GET", "uploadId"): S3Api.list_parts,

@@ -210,16 +210,18 @@ class Store:
         *,
         size: int | None,
         meta: Mapping[str, str],
+        replace: bool = True,
     ) -> Stored:
         """Store ``body`` as the object with ``meta``, replacing any object of that key atomically: a reader gets the
         old object or the new one, whole, and the old bytes are removed afterwards. A streamed body's MD5 is stored
-        as its ETag once its last byte has passed (in the upload's end), unless ``meta`` names one already."""
+        as its ETag once its last byte has passed (in the upload's end), unless ``meta`` names one already. Unless
+        ``replace``: then a key that exists (or is being written) is ``NameExists``, decided by the manager alone."""
         meta_after = None
         if not isinstance(body, bytes) and ETAG_KEY not in meta:
             meta_after = functools.partial(_etag_of, body)
         async with self.pool.client() as client:
             return await client.put(
-                dfs_name(bucket, key), body, size=size, replace=True, meta=dict(meta) or None, meta_after=meta_after
+                dfs_name(bucket, key), body, size=size, replace=replace, meta=dict(meta) or None, meta_after=meta_after
             )
 
     async def stat(self, bucket: str, key: str) -> ObjectInfo:
