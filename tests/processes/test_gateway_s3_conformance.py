@@ -3,12 +3,16 @@ regression test of our own through real boto3 against a real gateway and cluster
 
 from __future__ import annotations
 
+import http.client
 from email.utils import formatdate
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from botocore.exceptions import ClientError
-from gateway_live import LiveGateway
+from gateway_live import LiveGateway, signed_request
+
+from dfsd.gateway.chunked import EMPTY_SHA256
 
 
 def error_code(excinfo: pytest.ExceptionInfo[ClientError]) -> str:
@@ -143,3 +147,28 @@ def test_conditional_put_object_is_honoured_repro(live_gateway: LiveGateway) -> 
     put(b"third", **{"If-Match": etag})
     put(b"fourth", **{"If-None-Match": etag})  # the ETag is the third's now
     assert s3.get_object(Bucket=bucket, Key="lock")["Body"].read() == b"fourth"
+
+
+def test_put_without_content_length_is_missing_content_length_repro(live_gateway: LiveGateway) -> None:
+    # A PUT that said neither Content-Length nor Transfer-Encoding was stored as an empty object; S3 answers 411.
+    bucket = live_gateway.bucket()
+    url = f"{live_gateway.endpoint}/{bucket}/unsized"
+    headers, _ = signed_request("PUT", url, payload_hash=EMPTY_SHA256)
+    status, _, body = send_without_length("PUT", url, headers)
+    assert status == 411 and b"<Code>MissingContentLength</Code>" in body
+    assert live_gateway.names(bucket + "/") == []
+
+
+def send_without_length(method: str, url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    """A request with no body and no Content-Length header at all (``gateway_live.send`` always adds one)."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.netloc, timeout=60)
+    try:
+        connection.putrequest(method, parts.path, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()

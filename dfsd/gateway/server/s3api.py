@@ -633,6 +633,10 @@ async def _xml_body(request: HttpRequest) -> s3xml.XmlNode:
 
 
 def _checked_body(request: HttpRequest, context: Context) -> CheckedBody:
+    """The body of a PutObject or UploadPart, checked as it streams. One that says neither its length nor that it
+    comes chunked is MissingContentLength (411), as S3 answers, rather than stored as an empty object."""
+    if request.header("content-length") is None and request.header("transfer-encoding") is None:
+        raise S3Error("MissingContentLength")
     content_md5 = request.header("content-md5")
     return CheckedBody(request, context.auth, parse_content_md5(content_md5) if content_md5 is not None else None)
 
