@@ -172,3 +172,19 @@ def send_without_length(method: str, url: str, headers: dict[str, str]) -> tuple
         return response.status, dict(response.getheaders()), response.read()
     finally:
         connection.close()
+
+
+def test_list_multipart_uploads_pages_with_its_markers_repro(live_gateway: LiveGateway) -> None:
+    # key-marker and upload-id-marker were ignored: every page was the first, so a paginating client (aws-cli,
+    # boto3's paginator, rclone cleanup) looped for ever once a bucket held more uploads than one page.
+    s3, bucket = live_gateway.s3(), live_gateway.bucket()
+    started = sorted(
+        (key, s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]) for key in ("a", "b", "b", "b", "c")
+    )
+    pages = s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, PaginationConfig={"PageSize": 2})
+    listed = [(upload["Key"], upload["UploadId"]) for page in pages for upload in page.get("Uploads", [])]
+    assert listed == started
+    after_b = s3.list_multipart_uploads(Bucket=bucket, KeyMarker="b")["Uploads"]
+    assert [(upload["Key"], upload["UploadId"]) for upload in after_b] == started[4:]
+    for key, upload_id in started:
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)

@@ -518,14 +518,15 @@ class S3Api:
         params = request.params
         prefix = params.get("prefix", "")
         max_uploads = listing.parse_max_keys(params.get("max-uploads"))
-        uploads = await self.store.uploads(context.bucket_name, prefix, max_uploads + 1)
+        key_marker, upload_id_marker = params.get("key-marker", ""), params.get("upload-id-marker", "")
+        uploads = await self.store.uploads(context.bucket_name, prefix, max_uploads + 1, key_marker, upload_id_marker)
         entries = [s3xml.UploadEntry(u.key, u.upload_id, u.initiated, _owner(u.owner)) for u in uploads[:max_uploads]]
         body = s3xml.render_list_multipart_uploads(
             context.bucket_name,
             entries,
             prefix=prefix,
-            key_marker=params.get("key-marker", ""),
-            upload_id_marker=params.get("upload-id-marker", ""),
+            key_marker=key_marker,
+            upload_id_marker=upload_id_marker,
             max_uploads=max_uploads,
             is_truncated=len(uploads) > max_uploads,
         )

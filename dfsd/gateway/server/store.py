@@ -280,13 +280,22 @@ class Store:
             raise S3Error("NoSuchUpload")
         return Upload.of(info, bucket, key)
 
-    async def uploads(self, bucket: str, prefix: str, limit: int) -> list[Upload]:
-        """The first ``limit`` uploads in progress in ``bucket`` whose keys start with ``prefix``, by key."""
+    async def uploads(
+        self, bucket: str, prefix: str, limit: int, key_marker: str = "", upload_id_marker: str = ""
+    ) -> list[Upload]:
+        """The first ``limit`` uploads in progress in ``bucket`` whose keys start with ``prefix``, by key then id,
+        after the markers as S3 reads them: with ``key_marker`` alone, the keys after it; with ``upload_id_marker``
+        too, also that key's uploads after that id."""
         found = []
         start = len(dfs_prefix(bucket))
+        after = (dfs_name(bucket, key_marker), upload_id_marker) if key_marker else None
+        passed_key = key_marker if key_marker and not upload_id_marker else None  # its uploads all come before
         async with self.pool.client() as client:
-            async for info in client.uploads(dfs_prefix(bucket, prefix)):  # each page's exchange is over: no stream
-                found.append(Upload.of(info, bucket, info.name[start:]))  # is left behind when this stops early
+            async for info in client.uploads(dfs_prefix(bucket, prefix), after=after):  # each page's exchange is over:
+                key = info.name[start:]  # no stream is left behind when this stops early
+                if key == passed_key:
+                    continue
+                found.append(Upload.of(info, bucket, key))
                 if len(found) == limit:
                     break
         return found
