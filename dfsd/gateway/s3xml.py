@@ -508,15 +508,20 @@ def complete_multipart_parts(root: XmlNode) -> list[CompletedPart]:
 
 @dataclass(frozen=True)
 class DeleteRequest:
-    keys: list[str]
+    objects: list[tuple[str, str | None]]  # (key, VersionId or None), as listed
     quiet: bool
+
+    @property
+    def keys(self) -> list[str]:
+        return [key for key, _ in self.objects]
 
 
 def delete_objects_request(root: XmlNode) -> DeleteRequest:
-    """The keys a DeleteObjects names (1..1000) and whether it is quiet."""
+    """The keys a DeleteObjects names (1..1000), each with its VersionId if it names one, and whether it is quiet."""
     if root.tag != "Delete":
         raise S3Error("MalformedXML", f"Expected <Delete>, not <{root.tag}>.")
-    keys, quiet = [], False
+    objects: list[tuple[str, str | None]] = []
+    quiet = False
     for node in root.children:
         if node.tag == "Quiet":
             if node.text.strip() not in ("true", "false"):
@@ -526,9 +531,9 @@ def delete_objects_request(root: XmlNode) -> DeleteRequest:
             key = node.child_text("Key")
             if key is None:
                 raise S3Error("MalformedXML", "Each <Object> needs a <Key>.")
-            keys.append(key)
+            objects.append((key, node.child_text("VersionId")))
         else:
             raise S3Error("MalformedXML", f"<Delete> holds <{node.tag}>; only <Object> and <Quiet> belong there.")
-    if not 1 <= len(keys) <= MAX_DELETE_KEYS:
-        raise S3Error("MalformedXML", f"A DeleteObjects request names 1 to {MAX_DELETE_KEYS} keys, not {len(keys)}.")
-    return DeleteRequest(keys, quiet)
+    if not 1 <= len(objects) <= MAX_DELETE_KEYS:
+        raise S3Error("MalformedXML", f"A DeleteObjects request names 1 to {MAX_DELETE_KEYS} keys, not {len(objects)}.")
+    return DeleteRequest(objects, quiet)

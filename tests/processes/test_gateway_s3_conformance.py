@@ -188,3 +188,23 @@ def test_list_multipart_uploads_pages_with_its_markers_repro(live_gateway: LiveG
     assert [(upload["Key"], upload["UploadId"]) for upload in after_b] == started[4:]
     for key, upload_id in started:
         s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+
+
+def test_a_version_other_than_null_is_invalid_not_the_current_object_repro(live_gateway: LiveGateway) -> None:
+    # dfsd buckets are unversioned (every object's VersionId is "null"), but a request naming some other version
+    # acted on the current object: DeleteObject(VersionId=...) deleted it, GetObject read it.
+    s3, bucket = live_gateway.s3(), live_gateway.bucket()
+    s3.put_object(Bucket=bucket, Key="k", Body=b"precious")
+    for call in (
+        lambda: s3.delete_object(Bucket=bucket, Key="k", VersionId="3HL4kqtJlcpXroDTDmJ"),
+        lambda: s3.get_object(Bucket=bucket, Key="k", VersionId="3HL4kqtJlcpXroDTDmJ"),
+        lambda: s3.copy_object(Bucket=bucket, Key="c", CopySource={"Bucket": bucket, "Key": "k", "VersionId": "v2"}),
+    ):
+        with pytest.raises(ClientError) as excinfo:
+            call()
+        assert error_code(excinfo) == "InvalidArgument"
+    result = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "k", "VersionId": "v2"}]})
+    assert [(e["Key"], e["Code"]) for e in result["Errors"]] == [("k", "InvalidArgument")]
+    assert s3.get_object(Bucket=bucket, Key="k", VersionId="null")["Body"].read() == b"precious"
+    s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "k", "VersionId": "null"}]})
+    assert live_gateway.names(bucket + "/") == []

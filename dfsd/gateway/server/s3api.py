@@ -15,7 +15,7 @@ import itertools
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 from dfsd.client import (
     BadRequest,
@@ -145,6 +145,8 @@ class S3Api:
             context = self._context(request, request_id)
             handler = self._route(request, context)
             request.operation = f"s3.{handler.__name__}"
+            if context.key is not None:
+                _check_version_id(request.params.get("versionId"))
             if context.bucket is not None and handler is not S3Api.create_bucket:
                 await self._check_owner(context)
             await handler(self, request, context)
@@ -428,9 +430,10 @@ class S3Api:
     async def delete_objects(self, request: HttpRequest, context: Context) -> None:
         wanted = s3xml.delete_objects_request(await _xml_body(request))
         deleted, failures = [], []
-        for key in wanted.keys:
+        for key, version in wanted.objects:
             try:
                 check_key(key)
+                _check_version_id(version)
                 await self.store.delete(context.bucket_name, key)
                 deleted.append(key)
             except S3Error as error:
@@ -675,6 +678,14 @@ def _object_headers(request: HttpRequest, info: ObjectInfo) -> list[tuple[str, s
     return list(headers.items())
 
 
+def _check_version_id(version: str | None) -> None:
+    """dfsd buckets are unversioned: an object's one version is ``null`` (as ListObjectVersions says). Naming any
+    other is InvalidArgument, as S3 answers for an unversioned bucket, rather than acting on the current object
+    (a DeleteObject of some other version deleted it)."""
+    if version is not None and version != "null":
+        raise S3Error("InvalidArgument", f"Invalid version id {version!r}: objects in dfsd have only the version null.")
+
+
 def _copy_range(header: str | None, size: int) -> conditional.ByteRange | None:
     """x-amz-copy-source-range (``bytes=FIRST-LAST``, both required): InvalidArgument if it is not of that form,
     InvalidRange if it reaches past the source object, as S3 answers."""
@@ -690,7 +701,9 @@ def _copy_range(header: str | None, size: int) -> conditional.ByteRange | None:
 
 def _copy_source(header: str) -> tuple[str, str]:
     """(bucket, key) of x-amz-copy-source (``bucket/key`` or ``/bucket/key``, URL-encoded, maybe ?versionId=)."""
-    path = header.partition("?")[0].lstrip("/")
+    path, _, query = header.partition("?")
+    path = path.lstrip("/")
+    _check_version_id(dict(parse_qsl(query)).get("versionId"))
     bucket, _, key = unquote(path).partition("/")
     if not bucket or not key:
         raise S3Error("InvalidArgument", "x-amz-copy-source must be BUCKET/KEY.")
