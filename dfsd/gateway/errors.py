@@ -19,6 +19,7 @@ class ErrorSpec(NamedTuple):
 
 # Codes and statuses as Amazon S3 answers them (the "Error responses" list of the S3 API reference).
 S3_ERRORS: dict[str, ErrorSpec] = {
+    "AccessControlListNotSupported": ErrorSpec(400, "The bucket does not allow ACLs."),
     "AccessDenied": ErrorSpec(403, "Access Denied."),
     "AuthorizationHeaderMalformed": ErrorSpec(400, "The authorization header is malformed."),
     "AuthorizationQueryParametersError": ErrorSpec(400, "The presigned URL's X-Amz-* query parameters are malformed."),

@@ -128,6 +128,18 @@ def render_bucket_versioning() -> bytes:
     return _document("VersioningConfiguration", [])
 
 
+def render_owner_only_acl(owner: Owner) -> bytes:
+    """GetBucketAcl and GetObjectAcl: the one grant dfsd has, FULL_CONTROL to the bucket's owner (S3's answer for a
+    bucket whose ACLs are disabled, object ownership "BucketOwnerEnforced", the default since 2023)."""
+    xsi = "http://www.w3.org/2001/XMLSchema-instance"
+    grantee = (
+        f'<Grantee xmlns:xsi="{xsi}" xsi:type="CanonicalUser">'
+        f"{_element('ID', owner.id)}{_element('DisplayName', owner.display_name)}</Grantee>"
+    )
+    grant = f"<Grant>{grantee}{_element('Permission', 'FULL_CONTROL')}</Grant>"
+    return _document("AccessControlPolicy", [owner.xml(), f"<AccessControlList>{grant}</AccessControlList>"])
+
+
 # --- listings ---------------------------------------------------------------------------------------------------------
 
 
@@ -169,7 +181,8 @@ def _contents(result: ListResult, encode: Encode, owner: Owner | None, element: 
 def _common_fields(
     bucket: str, prefix: str, delimiter: str | None, max_keys: int, encoding_type: str | None, encode: Encode
 ) -> list[str]:
-    fields = [_element("Name", bucket), _element("Prefix", encode(prefix))]
+    """Name, Prefix, Delimiter, MaxKeys and EncodingType; ``prefix`` as it is to appear (encoded or not)."""
+    fields = [_element("Name", bucket), _element("Prefix", prefix)]
     if delimiter:
         fields.append(_element("Delimiter", encode(delimiter)))
     fields.append(_element("MaxKeys", max_keys))
@@ -189,7 +202,11 @@ def render_list_objects_v1(
     encoding_type: str | None,
     owner: Owner,
 ) -> bytes:
-    """ListObjects (V1). NextMarker appears only when truncated with a delimiter, as in S3."""
+    """ListObjects (V1). NextMarker appears only when truncated with a delimiter, as in S3.
+
+    encoding-type=url encodes Delimiter, Marker, NextMarker and the keys but not Prefix, which V1 (unlike V2 and
+    ListObjectVersions) returns as sent: botocore decodes only those, so an encoded Prefix reached boto3's callers
+    still encoded (``%0A`` for a newline)."""
     encode = _encoder(encoding_type)
     fields = _common_fields(bucket, prefix, delimiter, max_keys, encoding_type, encode)
     fields.insert(2, _element("Marker", encode(marker)))
@@ -215,7 +232,7 @@ def render_list_objects_v2(
 ) -> bytes:
     """ListObjectsV2; ``owner`` only when fetch-owner=true. KeyCount counts contents and common prefixes."""
     encode = _encoder(encoding_type)
-    fields = _common_fields(bucket, prefix, delimiter, max_keys, encoding_type, encode)
+    fields = _common_fields(bucket, encode(prefix), delimiter, max_keys, encoding_type, encode)
     fields.append(_element("KeyCount", len(result.contents) + len(result.common_prefixes)))
     if continuation_token is not None:
         fields.append(_element("ContinuationToken", continuation_token))
@@ -241,7 +258,7 @@ def render_list_object_versions(
 ) -> bytes:
     """ListObjectVersions for an unversioned bucket: each object once, VersionId ``null``, IsLatest true."""
     encode = _encoder(encoding_type)
-    fields = _common_fields(bucket, prefix, delimiter, max_keys, encoding_type, encode)
+    fields = _common_fields(bucket, encode(prefix), delimiter, max_keys, encoding_type, encode)
     fields[2:2] = [_element("KeyMarker", encode(key_marker)), _element("VersionIdMarker", "")]
     if result.is_truncated and result.next_marker is not None:
         fields += [_element("NextKeyMarker", encode(result.next_marker)), _element("NextVersionIdMarker", "null")]
@@ -491,15 +508,20 @@ def complete_multipart_parts(root: XmlNode) -> list[CompletedPart]:
 
 @dataclass(frozen=True)
 class DeleteRequest:
-    keys: list[str]
+    objects: list[tuple[str, str | None]]  # (key, VersionId or None), as listed
     quiet: bool
+
+    @property
+    def keys(self) -> list[str]:
+        return [key for key, _ in self.objects]
 
 
 def delete_objects_request(root: XmlNode) -> DeleteRequest:
-    """The keys a DeleteObjects names (1..1000) and whether it is quiet."""
+    """The keys a DeleteObjects names (1..1000), each with its VersionId if it names one, and whether it is quiet."""
     if root.tag != "Delete":
         raise S3Error("MalformedXML", f"Expected <Delete>, not <{root.tag}>.")
-    keys, quiet = [], False
+    objects: list[tuple[str, str | None]] = []
+    quiet = False
     for node in root.children:
         if node.tag == "Quiet":
             if node.text.strip() not in ("true", "false"):
@@ -509,9 +531,9 @@ def delete_objects_request(root: XmlNode) -> DeleteRequest:
             key = node.child_text("Key")
             if key is None:
                 raise S3Error("MalformedXML", "Each <Object> needs a <Key>.")
-            keys.append(key)
+            objects.append((key, node.child_text("VersionId")))
         else:
             raise S3Error("MalformedXML", f"<Delete> holds <{node.tag}>; only <Object> and <Quiet> belong there.")
-    if not 1 <= len(keys) <= MAX_DELETE_KEYS:
-        raise S3Error("MalformedXML", f"A DeleteObjects request names 1 to {MAX_DELETE_KEYS} keys, not {len(keys)}.")
-    return DeleteRequest(keys, quiet)
+    if not 1 <= len(objects) <= MAX_DELETE_KEYS:
+        raise S3Error("MalformedXML", f"A DeleteObjects request names 1 to {MAX_DELETE_KEYS} keys, not {len(objects)}.")
+    return DeleteRequest(objects, quiet)

@@ -33,6 +33,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import quote, unquote_to_bytes
@@ -222,7 +223,13 @@ def canonical_request(
 
 
 def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
-    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    """What is signed: the canonical request's SHA-256 with the date and scope.
+
+    A client hashes its header values as the bytes it sends (botocore sends and signs UTF-8), and the server holds
+    them as HTTP's wire text, each byte one latin-1 character; every other part of a canonical request is ASCII. So
+    the canonical request is hashed as latin-1, which gives back the bytes that arrived: a UTF-8 ``x-amz-meta-*``
+    value signs alike on both sides, where encoding the wire text as UTF-8 would encode its bytes twice."""
+    digest = hashlib.sha256(canonical.encode("latin-1")).hexdigest()
     return f"{ALGORITHM}\n{amz_date}\n{scope}\n{digest}"
 
 
@@ -265,10 +272,30 @@ def _parse_signed_headers(value: str, error: str) -> tuple[str, ...]:
 
 def _check_amz_date(amz_date: str | None, credential: _Credential, error: str) -> str:
     if amz_date is None or not _AMZ_DATE.fullmatch(amz_date) or _epoch(amz_date) is None:
-        raise S3Error("AccessDenied", "AWS authentication requires a valid x-amz-date (YYYYMMDDTHHMMSSZ).")
+        raise S3Error(
+            "AccessDenied", "AWS authentication requires a valid x-amz-date (YYYYMMDDTHHMMSSZ) or Date header."
+        )
     if amz_date[:8] != credential.date:
         raise S3Error(error, f"The credential date {credential.date} is not the request date {amz_date[:8]}.")
     return amz_date
+
+
+def _request_time(request: SignedRequest) -> str | None:
+    """When a header-signed request was signed, as YYYYMMDDTHHMMSSZ: its x-amz-date, else its Date header (SigV4
+    accepts either; botocore signs with Date, and sends no x-amz-date, whenever the caller set a Date)."""
+    amz_date = request.header("x-amz-date")
+    if amz_date is not None:
+        return amz_date
+    date = request.header("date")
+    if not date:
+        return None
+    try:
+        moment = parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:  # "-0000", as botocore writes it: UTC
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def parse_authorization(request: SignedRequest) -> _Signature:
@@ -291,7 +318,7 @@ def parse_authorization(request: SignedRequest) -> _Signature:
         credential=credential,
         signed_headers=_parse_signed_headers(fields["SignedHeaders"], error),
         signature=fields["Signature"],
-        amz_date=_check_amz_date(request.header("x-amz-date"), credential, error),
+        amz_date=_check_amz_date(_request_time(request), credential, error),
         expires=None,
     )
 

@@ -15,7 +15,7 @@ import itertools
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from urllib.parse import quote, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 from dfsd.client import (
     BadRequest,
@@ -56,6 +56,10 @@ _request_numbers = itertools.count()
 
 # The largest XML body read whole (DeleteObjects, CompleteMultipartUpload).
 MAX_XML_BODY = s3xml.MAX_XML_BODY
+
+# The canned ACLs that grant nothing beyond the owner's FULL_CONTROL: the only ones a PutBucketAcl or PutObjectAcl
+# may ask for.
+OWNER_ONLY_CANNED_ACLS = frozenset({"private", "bucket-owner-full-control"})
 
 # Headers of an object that GetObject's response-* query parameters may override.
 RESPONSE_OVERRIDES = {
@@ -141,6 +145,8 @@ class S3Api:
             context = self._context(request, request_id)
             handler = self._route(request, context)
             request.operation = f"s3.{handler.__name__}"
+            if context.key is not None:
+                _check_version_id(request.params.get("versionId"))
             if context.bucket is not None and handler is not S3Api.create_bucket:
                 await self._check_owner(context)
             await handler(self, request, context)
@@ -183,53 +189,30 @@ class S3Api:
         return Context(user, auth, bucket, key, request_id)
 
     def _route(self, request: HttpRequest, context: Context) -> Handler:
-        params = request.params
+        """The handler of a request: by its scope (service, bucket or object), method and S3 sub-resource.
+
+        A sub-resource operation dfsd does not implement (``?tagging``, ``?acl``, PUT ``?versioning`` ...) is
+        ``NotImplemented``, never the plain operation: a PutObjectTagging taken as a PutObject would replace the
+        object with the tagging XML, and a DeleteBucketCors taken as a DeleteBucket would delete the bucket."""
         method = request.method
         if context.bucket is None:
             if method == "GET":
                 return S3Api.list_buckets
             raise S3Error("MethodNotAllowed")
-        if context.key is None:
-            routes: dict[str, Handler] = {
-                "PUT": S3Api.create_bucket,
-                "HEAD": S3Api.head_bucket,
-                "DELETE": S3Api.delete_bucket,
-            }
-            if method == "GET":
-                for name, handler in (
-                    ("location", S3Api.get_location),
-                    ("versioning", S3Api.get_versioning),
-                    ("versions", S3Api.list_versions),
-                    ("uploads", S3Api.list_uploads),
-                ):
-                    if name in params:
-                        return handler
-                return S3Api.list_objects_v2 if params.get("list-type") == "2" else S3Api.list_objects_v1
-            if method == "POST" and "delete" in params:
-                return S3Api.delete_objects
-            if method in routes:
-                return routes[method]
-            raise S3Error("MethodNotAllowed")
-        if "uploadId" in params:
-            upload_routes: dict[str, Handler] = {
-                "PUT": S3Api.upload_part,
-                "GET": S3Api.list_parts,
-                "DELETE": S3Api.abort_upload,
-                "POST": S3Api.complete_upload,
-            }
-            if method in upload_routes:
-                return upload_routes[method]
-            raise S3Error("MethodNotAllowed")
-        if method == "POST" and "uploads" in params:
-            return S3Api.create_upload
-        object_routes: dict[str, Handler] = {
-            "PUT": S3Api.copy_object if request.header("x-amz-copy-source") else S3Api.put_object,
-            "GET": S3Api.get_object,
-            "HEAD": S3Api.head_object,
-            "DELETE": S3Api.delete_object,
-        }
-        if method in object_routes:
-            return object_routes[method]
+        params = request.params
+        subresource = _subresource(params)
+        routes = BUCKET_ROUTES if context.key is None else OBJECT_ROUTES
+        handler = routes.get((method, subresource))
+        if handler is S3Api.list_objects_v1 and params.get("list-type") == "2":
+            return S3Api.list_objects_v2
+        if handler is S3Api.put_object and request.header("x-amz-copy-source"):
+            return S3Api.copy_object
+        if handler is not None:
+            return handler
+        if subresource is not None:
+            raise S3Error(
+                "NotImplemented", f"dfsd does not implement the ?{subresource} operations (README, S3 section)."
+            )
         raise S3Error("MethodNotAllowed")
 
     async def _check_owner(self, context: Context) -> Bucket:
@@ -264,6 +247,29 @@ class S3Api:
 
     async def get_versioning(self, request: HttpRequest, context: Context) -> None:
         await _xml(request, context, s3xml.render_bucket_versioning())
+
+    # --- ACLs: only the owner's ----------------------------------------------------------------------------------
+
+    async def get_acl(self, request: HttpRequest, context: Context) -> None:
+        """GetBucketAcl and GetObjectAcl (the object must exist): FULL_CONTROL to the bucket's owner, the caller."""
+        if context.key is not None:
+            await self.store.stat(context.bucket_name, context.key_name)
+        await _xml(request, context, s3xml.render_owner_only_acl(_owner(context.user)))
+
+    async def put_acl(self, request: HttpRequest, context: Context) -> None:
+        """PutBucketAcl and PutObjectAcl: taken when they ask for what every bucket and object has already (the canned
+        ``private`` or ``bucket-owner-full-control``); any other grant is AccessControlListNotSupported, as S3 answers
+        for a bucket whose ACLs are disabled."""
+        canned = request.header("x-amz-acl")
+        grants = [name for name, _ in request.headers if name.startswith("x-amz-grant-")]
+        if canned not in OWNER_ONLY_CANNED_ACLS or grants or await request.read_small(MAX_XML_BODY):
+            raise S3Error(
+                "AccessControlListNotSupported",
+                "dfsd buckets allow no ACLs: only their owner reaches them (x-amz-acl: private is all there is).",
+            )
+        if context.key is not None:
+            await self.store.stat(context.bucket_name, context.key_name)
+        await request.respond(200, _ids(context))
 
     # --- listings ------------------------------------------------------------------------------------------------
 
@@ -342,10 +348,39 @@ class S3Api:
         content_md5 = request.header("content-md5")
         if content_md5 is not None:  # the ETag is known now: the upload fails unless the bytes match it
             meta[metadata.ETAG_KEY] = f'"{parse_content_md5(content_md5).hex()}"'
+        replace = await self._write_allowed(request, context)
         body = _checked_body(request, context)
-        await self.store.put(context.bucket_name, context.key_name, body, size=body.size, meta=meta)
+        try:
+            await self.store.put(
+                context.bucket_name, context.key_name, body, size=body.size, meta=meta, replace=replace
+            )
+        except NameExists:
+            if replace:
+                raise
+            raise S3Error("PreconditionFailed", "If-None-Match: * failed: the key exists.") from None
         assert body.md5 is not None
         await request.respond(200, [*_ids(context), ("etag", f'"{body.md5.hex()}"')])
+
+    async def _write_allowed(self, request: HttpRequest, context: Context) -> bool:
+        """A conditional PutObject's conditions; returns whether the PUT may replace an existing object.
+
+        ``If-None-Match: *`` (create only, as lock files use it) is the manager's to decide, atomically with the
+        write: of two such PUTs one wins, the other is PreconditionFailed. ``If-Match`` and an ETag in If-None-Match
+        are checked against the object now, before the body is read; a write landing in between is not seen."""
+        if_match, if_none_match = request.header("if-match"), request.header("if-none-match")
+        if if_none_match is not None and if_none_match.strip() == "*":
+            return False
+        if if_match is None and if_none_match is None:
+            return True
+        try:
+            info = await self.store.stat(context.bucket_name, context.key_name)
+        except FileNotFound:
+            if if_match is not None:
+                raise S3Error("PreconditionFailed", "If-Match failed: the key does not exist.") from None
+            return True
+        if _preconditions(request, info) != 200:
+            raise S3Error("PreconditionFailed")
+        return True
 
     async def head_object(self, request: HttpRequest, context: Context) -> None:
         info = await self.store.stat(context.bucket_name, context.key_name)
@@ -395,9 +430,10 @@ class S3Api:
     async def delete_objects(self, request: HttpRequest, context: Context) -> None:
         wanted = s3xml.delete_objects_request(await _xml_body(request))
         deleted, failures = [], []
-        for key in wanted.keys:
+        for key, version in wanted.objects:
             try:
                 check_key(key)
+                _check_version_id(version)
                 await self.store.delete(context.bucket_name, key)
                 deleted.append(key)
             except S3Error as error:
@@ -485,14 +521,15 @@ class S3Api:
         params = request.params
         prefix = params.get("prefix", "")
         max_uploads = listing.parse_max_keys(params.get("max-uploads"))
-        uploads = await self.store.uploads(context.bucket_name, prefix, max_uploads + 1)
+        key_marker, upload_id_marker = params.get("key-marker", ""), params.get("upload-id-marker", "")
+        uploads = await self.store.uploads(context.bucket_name, prefix, max_uploads + 1, key_marker, upload_id_marker)
         entries = [s3xml.UploadEntry(u.key, u.upload_id, u.initiated, _owner(u.owner)) for u in uploads[:max_uploads]]
         body = s3xml.render_list_multipart_uploads(
             context.bucket_name,
             entries,
             prefix=prefix,
-            key_marker=params.get("key-marker", ""),
-            upload_id_marker=params.get("upload-id-marker", ""),
+            key_marker=key_marker,
+            upload_id_marker=upload_id_marker,
             max_uploads=max_uploads,
             is_truncated=len(uploads) > max_uploads,
         )
@@ -510,6 +547,55 @@ class S3Api:
         location = f"/{quote(context.bucket_name)}/{quote(context.key_name)}"
         body = s3xml.render_complete_multipart(location, context.bucket_name, context.key_name, etag)
         await _xml(request, context, body)
+
+
+# The operations on a bucket and on an object, by method and S3 sub-resource (None: the plain operation). ListObjects
+# V1 stands for V2 too (``list-type=2``), PutObject for CopyObject (``x-amz-copy-source``).
+BUCKET_ROUTES: dict[tuple[str, str | None], Handler] = {
+    ("GET", None): S3Api.list_objects_v1,
+    ("GET", "location"): S3Api.get_location,
+    ("GET", "versioning"): S3Api.get_versioning,
+    ("GET", "versions"): S3Api.list_versions,
+    ("GET", "uploads"): S3Api.list_uploads,
+    ("GET", "acl"): S3Api.get_acl,
+    ("PUT", "acl"): S3Api.put_acl,
+    ("PUT", None): S3Api.create_bucket,
+    ("HEAD", None): S3Api.head_bucket,
+    ("DELETE", None): S3Api.delete_bucket,
+    ("POST", "delete"): S3Api.delete_objects,
+}
+OBJECT_ROUTES: dict[tuple[str, str | None], Handler] = {
+    ("PUT", None): S3Api.put_object,
+    ("GET", None): S3Api.get_object,
+    ("HEAD", None): S3Api.head_object,
+    ("DELETE", None): S3Api.delete_object,
+    ("GET", "acl"): S3Api.get_acl,
+    ("PUT", "acl"): S3Api.put_acl,
+    ("POST", "uploads"): S3Api.create_upload,
+    ("PUT", "uploadId"): S3Api.upload_part,
+    ("GET", "uploadId"): S3Api.list_parts,
+    ("DELETE", "uploadId"): S3Api.abort_upload,
+    ("POST", "uploadId"): S3Api.complete_upload,
+}
+
+# The query parameters that name an S3 sub-resource, a different operation from the plain one on the same path (the
+# S3 API reference); any other parameter (prefix, max-keys, partNumber, x-id ...) only qualifies an operation.
+S3_SUBRESOURCES = frozenset(
+    {
+        "accelerate", "acl", "analytics", "attributes", "cors", "delete", "encryption", "intelligent-tiering",
+        "inventory", "legal-hold", "lifecycle", "location", "logging", "metrics", "notification", "object-lock",
+        "ownershipControls", "policy", "policyStatus", "publicAccessBlock", "replication", "requestPayment",
+        "restore", "retention", "select", "session", "tagging", "torrent", "uploadId", "uploads", "versioning",
+        "versions", "website",
+    }
+)  # fmt: skip
+
+
+def _subresource(params: Mapping[str, str]) -> str | None:
+    """The S3 sub-resource a request's query names, if any (``uploadId`` before the others: a part's requests)."""
+    if "uploadId" in params:
+        return "uploadId"
+    return next((name for name in params if name in S3_SUBRESOURCES), None)
 
 
 # --- helpers ----------------------------------------------------------------------------------------------------------
@@ -551,6 +637,10 @@ async def _xml_body(request: HttpRequest) -> s3xml.XmlNode:
 
 
 def _checked_body(request: HttpRequest, context: Context) -> CheckedBody:
+    """The body of a PutObject or UploadPart, checked as it streams. One that says neither its length nor that it
+    comes chunked is MissingContentLength (411), as S3 answers, rather than stored as an empty object."""
+    if request.header("content-length") is None and request.header("transfer-encoding") is None:
+        raise S3Error("MissingContentLength")
     content_md5 = request.header("content-md5")
     return CheckedBody(request, context.auth, parse_content_md5(content_md5) if content_md5 is not None else None)
 
@@ -588,19 +678,32 @@ def _object_headers(request: HttpRequest, info: ObjectInfo) -> list[tuple[str, s
     return list(headers.items())
 
 
+def _check_version_id(version: str | None) -> None:
+    """dfsd buckets are unversioned: an object's one version is ``null`` (as ListObjectVersions says). Naming any
+    other is InvalidArgument, as S3 answers for an unversioned bucket, rather than acting on the current object
+    (a DeleteObject of some other version deleted it)."""
+    if version is not None and version != "null":
+        raise S3Error("InvalidArgument", f"Invalid version id {version!r}: objects in dfsd have only the version null.")
+
+
 def _copy_range(header: str | None, size: int) -> conditional.ByteRange | None:
-    """x-amz-copy-source-range (``bytes=FIRST-LAST``, both required and inside the object), or InvalidArgument."""
+    """x-amz-copy-source-range (``bytes=FIRST-LAST``, both required): InvalidArgument if it is not of that form,
+    InvalidRange if it reaches past the source object, as S3 answers."""
     if header is None:
         return None
     first, _, last = header.removeprefix("bytes=").partition("-")
-    if not first.isdigit() or not last.isdigit() or int(first) > int(last) or int(last) >= size:
-        raise S3Error("InvalidArgument", f"x-amz-copy-source-range {header!r} is not bytes=FIRST-LAST within {size}.")
+    if not first.isdigit() or not last.isdigit() or int(first) > int(last):
+        raise S3Error("InvalidArgument", f"x-amz-copy-source-range {header!r} is not bytes=FIRST-LAST.")
+    if int(last) >= size:
+        raise S3Error("InvalidRange", f"x-amz-copy-source-range {header!r} reaches past the source's {size} bytes.")
     return conditional.ByteRange(int(first), int(last) - int(first) + 1, size)
 
 
 def _copy_source(header: str) -> tuple[str, str]:
     """(bucket, key) of x-amz-copy-source (``bucket/key`` or ``/bucket/key``, URL-encoded, maybe ?versionId=)."""
-    path = header.partition("?")[0].lstrip("/")
+    path, _, query = header.partition("?")
+    path = path.lstrip("/")
+    _check_version_id(dict(parse_qsl(query)).get("versionId"))
     bucket, _, key = unquote(path).partition("/")
     if not bucket or not key:
         raise S3Error("InvalidArgument", "x-amz-copy-source must be BUCKET/KEY.")

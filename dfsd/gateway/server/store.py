@@ -216,11 +216,13 @@ class Store:
         *,
         size: int | None,
         meta: Mapping[str, str],
+        replace: bool = True,
     ) -> Stored:
         """Store ``body`` as the object with ``meta``, replacing any object of that key atomically: a reader gets the
         old object or the new one, whole, and the old bytes are removed afterwards. A streamed body's MD5 is stored
         as its ETag once its last byte has passed (in the upload's end), unless ``meta`` names one already; its
-        SHA-256, which the body computes anyway, is the upload's checksum (the client library hashes nothing)."""
+        SHA-256, which the body computes anyway, is the upload's checksum (the client library hashes nothing). Unless
+        ``replace``: then a key that exists (or is being written) is ``NameExists``, decided by the manager alone."""
         meta_after = sha256_after = None
         if not isinstance(body, bytes):
             sha256_after = functools.partial(_sha256_of, body)
@@ -231,7 +233,7 @@ class Store:
                 dfs_name(bucket, key),
                 body,
                 size=size,
-                replace=True,
+                replace=replace,
                 meta=dict(meta) or None,
                 meta_after=meta_after,
                 sha256_after=sha256_after,
@@ -293,13 +295,22 @@ class Store:
             raise S3Error("NoSuchUpload")
         return Upload.of(info, bucket, key)
 
-    async def uploads(self, bucket: str, prefix: str, limit: int) -> list[Upload]:
-        """The first ``limit`` uploads in progress in ``bucket`` whose keys start with ``prefix``, by key."""
+    async def uploads(
+        self, bucket: str, prefix: str, limit: int, key_marker: str = "", upload_id_marker: str = ""
+    ) -> list[Upload]:
+        """The first ``limit`` uploads in progress in ``bucket`` whose keys start with ``prefix``, by key then id,
+        after the markers as S3 reads them: with ``key_marker`` alone, the keys after it; with ``upload_id_marker``
+        too, also that key's uploads after that id."""
         found = []
         start = len(dfs_prefix(bucket))
+        after = (dfs_name(bucket, key_marker), upload_id_marker) if key_marker else None
+        passed_key = key_marker if key_marker and not upload_id_marker else None  # its uploads all come before
         async with self.pool.client() as client:
-            async for info in client.uploads(dfs_prefix(bucket, prefix)):  # each page's exchange is over: no stream
-                found.append(Upload.of(info, bucket, info.name[start:]))  # is left behind when this stops early
+            async for info in client.uploads(dfs_prefix(bucket, prefix), after=after):  # each page's exchange is over:
+                key = info.name[start:]  # no stream is left behind when this stops early
+                if key == passed_key:
+                    continue
+                found.append(Upload.of(info, bucket, key))
                 if len(found) == limit:
                     break
         return found
