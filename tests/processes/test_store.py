@@ -9,10 +9,12 @@ import asyncio
 import contextlib
 import sqlite3
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 from dfsd.protocol import NameExists, ServersUnavailable
+from postgres import PostgresServer
 
 from dfsd.manager.lookups import MAX_GROUP
 from dfsd.manager.store import (
@@ -181,6 +183,42 @@ async def test_lookups_after_a_delete_through_another_manager_do_not_find_the_fi
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_hold_lost_in_a_database_crash_fails_its_commit_with_error_1(tmp_path: Path) -> None:
+    """An upload's hold commits without waiting for its flush (``synchronous_commit = off``), so a crash of the
+    database may lose it after ``reserve`` returned. Its upload's commit then fails with error 1 (nothing is
+    acknowledged), the name is free again, and the upload is no longer in flight, so its bytes are an orphan that the
+    coordinator removes. The server is the test's own, stopped as by a crash; whether its recovery brings the hold
+    back depends on whether the WAL writer had written it out by then, so the test deletes the row a lost hold would
+    have left missing."""
+    server = PostgresServer()
+    server.start()
+    try:
+        url = server.create_database()
+        store = await MetadataStore.open(url)
+        try:
+            file_id = await store.reserve("lost", 5)
+            server.halt()
+            server.resume()
+            server.execute(f"DELETE FROM uploads WHERE file_id = {file_id}", database=urlsplit(url.url).path[1:])
+            for _ in range(50):  # the first statements may still meet the connections the restart cut
+                try:
+                    await store.commit(file_id, "lost", node=5, size=3, sha256=b"h" * 32, created=1.0)
+                except ServersUnavailable as err:
+                    if "lost its reservation" in err.message:
+                        break
+                    await asyncio.sleep(0.1)
+            else:
+                pytest.fail("the commit of a lost hold never failed as such")
+            await store.release("lost")
+            assert await store.find("lost") is None
+            assert file_id not in await store.uploading()
+            await _stored(store, "lost")  # the name is free again
+        finally:
+            await store.close()
+    finally:
+        server.stop()
 
 
 async def test_a_commit_after_another_manager_dropped_its_reservation_stores_nothing_repro(
