@@ -13,15 +13,18 @@ as a query of its own would: a name deleted (or replaced) and acknowledged, thro
 old state by a lookup asked after that.
 
 The same grouping serves a query that many ask at once with no name at all (placement's count of files per node,
-``store_postgres.py``): they all ask for one name, and share its next answer.
+``store_postgres.py``): they all ask for one name, and share its next answer. And it serves the holds of uploads
+(``store_postgres.py``), each a lookup of its name that claims the name when it finds no file: keyed by the whole hold
+(name, file id, node), the holds asked while one statement is out go together in the next.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Generic, TypeVar
 
+Key = TypeVar("Key", bound=Hashable)
 Record = TypeVar("Record")
 
 # Names per query at most: a lookup waits for at most this many others (the queue is as long as the requests the
@@ -29,21 +32,21 @@ Record = TypeVar("Record")
 MAX_GROUP = 512
 
 
-class GroupLookup(Generic[Record]):
-    """Finds by name through ``fetch``, which takes a list of distinct names and returns what it found for each
-    (a name it did not find is missing from its answer)."""
+class GroupLookup(Generic[Key, Record]):
+    """Finds by name (or another key) through ``fetch``, which takes a list of distinct keys and returns what it found
+    for each (a key it did not find is missing from its answer)."""
 
-    def __init__(self, fetch: Callable[[list[str]], Awaitable[dict[str, Record]]]) -> None:
+    def __init__(self, fetch: Callable[[list[Key]], Awaitable[dict[Key, Record]]]) -> None:
         self._fetch = fetch
-        self._asked: dict[str, list[asyncio.Future[Record | None]]] = {}
+        self._asked: dict[Key, list[asyncio.Future[Record | None]]] = {}
         self._runner: asyncio.Task[None] | None = None
 
-    async def find(self, name: str) -> Record | None:
+    async def find(self, name: Key) -> Record | None:
         found: asyncio.Future[Record | None] = asyncio.get_running_loop().create_future()
         self._asked.setdefault(name, []).append(found)
         if self._runner is None or self._runner.done():
             self._runner = asyncio.create_task(self._run())
-        return await found  # cancelled, it is simply not answered: a lookup changes nothing
+        return await found  # cancelled, it is simply not answered (a hold's caller tidies what it may have written)
 
     async def _run(self) -> None:
         while self._asked:
