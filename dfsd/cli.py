@@ -266,6 +266,7 @@ def _serve(daemon: Daemon, label: str) -> int:
             signals += 1
             if signals > 1:
                 log.warning("exiting_now", reason="second signal")
+                logs.flush()  # os._exit runs no exit handlers
                 os._exit(130)
             log.info("stopping", hint="requests in flight may finish; press Ctrl-C again to exit at once")
             daemon.stop()

@@ -1,0 +1,48 @@
+"""The daemons' log: lines are written out once per turn of the event loop, and none is lost on the way out.
+
+Each case runs in a process of its own (the logging configuration is global), which logs and then ends its loop."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+SCRIPT = """
+import asyncio, os, threading
+import structlog
+from dfsd import aio, logs
+
+logs.configure("info", json=True)
+log = structlog.get_logger("test")
+
+async def main():
+    log.info("first")
+    await asyncio.sleep(0)
+    log.info("second")
+    thread = threading.Thread(target=lambda: log.info("from_a_thread"))
+    thread.start()
+    thread.join()
+    log.info("last_in_the_loop")  # the loop ends before the turn that would write it
+
+aio.run(main())
+log.info("after_the_loop")
+{ending}
+"""
+
+
+def events(ending: str) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(ending=ending)], capture_output=True, text=True, timeout=60, check=True
+    )
+    return [json.loads(line)["event"] for line in done.stderr.splitlines()]
+
+
+def test_every_line_is_written_in_order_by_the_time_the_loop_ends() -> None:
+    assert events("os._exit(0)") == ["first", "second", "from_a_thread", "last_in_the_loop", "after_the_loop"]
+
+
+def test_a_line_logged_outside_the_loop_is_written_at_once() -> None:
+    """Written before an ``os._exit`` that runs no exit handler, and after the lines that waited for the loop."""
+    ending = "log.info('just_before_exit'); os._exit(0)"
+    assert events(ending)[-2:] == ["after_the_loop", "just_before_exit"]
