@@ -43,11 +43,11 @@ class Directories:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._lock = threading.Lock()
-        self._open: dict[Path, _Open] = {}  # least recently used first
+        self._open: dict[str, _Open] = {}  # by path, as text; least recently used first
         self._making = threading.Lock()
 
     @contextlib.contextmanager
-    def use(self, directory: Path) -> Iterator[int]:
+    def use(self, directory: str) -> Iterator[int]:
         """(In a disk thread.) A descriptor of ``directory``, made (below ``root``) if it is missing, open until the
         block ends."""
         entry = self._take(directory)
@@ -60,7 +60,7 @@ class Directories:
             if done:
                 os.close(entry.fd)
 
-    def forget(self, directory: Path) -> None:
+    def forget(self, directory: str) -> None:
         """``directory`` was removed behind the node's back: the next ``use`` opens it again (making it)."""
         with self._lock:
             entry = self._open.pop(directory, None)
@@ -77,7 +77,7 @@ class Directories:
         for entry in entries:
             os.close(entry.fd)
 
-    def _take(self, directory: Path) -> _Open:
+    def _take(self, directory: str) -> _Open:
         with self._lock:
             entry = self._open.pop(directory, None)
             if entry is not None:
@@ -113,11 +113,11 @@ class Directories:
                 excess -= 1
         return unused
 
-    def _opened(self, directory: Path) -> int:
+    def _opened(self, directory: str) -> int:
         try:
             return os.open(directory, _DIRECTORY)
         except FileNotFoundError:
-            self._make(directory)
+            self._make(Path(directory))
             return os.open(directory, _DIRECTORY)
 
     def _make(self, directory: Path) -> None:

@@ -57,6 +57,7 @@ against 13-16, its waits on a condition costing more than the fsyncs they saved.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import functools
@@ -69,7 +70,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ..bulk import ThreadedWriter, in_thread, write_all
+from ..bulk import ThreadedWriter, finish, write_all
 from ..directio import DirectFile
 from ..protocol import BadRequest, ChecksumMismatch, InternalError, StorageFull
 from ..protocol.messages import Buffer
@@ -107,33 +108,41 @@ class Disk:
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Run ``function`` in a disk thread; if cancelled, still wait for it to end, so that no thread is left writing
-        to a descriptor or a path the caller is about to close or reuse."""
-        return await in_thread(self._threads, function, *args)
+        to a descriptor or a path the caller is about to close or reuse.
+
+        The thread hands its outcome straight to a future of the loop (``_outcome_to``): ``run_in_executor`` would
+        chain the executor's own future into one of the loop's, which costs the loop a lock, a copy of the state and
+        two more callbacks, on every small write."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        self._threads.submit(_outcome_to, loop, done, function, args)
+        return await finish(done)
 
     def writer(self, write: Callable[[Buffer], object], hasher: hashlib._Hash) -> ThreadedWriter:
         """A writer of a stream's bytes through ``write``, hashing them, in the disk threads."""
         return ThreadedWriter(write, hasher, self._threads)
 
-    def directory(self, path: Path, root: Path) -> contextlib.AbstractContextManager[int]:
+    def directory(self, path: str, root: Path) -> contextlib.AbstractContextManager[int]:
         """(In a disk thread.) A descriptor of the directory of ``path`` (``directories.py``), made below ``root`` if
         it is missing, open until the block ends."""
-        return self._directories_of(root).use(path.parent)
+        return self._directories_of(root).use(os.path.dirname(path))
 
     @contextlib.contextmanager
-    def created(self, path: Path, flags: int, root: Path) -> Iterator[tuple[int, int]]:
+    def created(self, path: str, flags: int, root: Path) -> Iterator[tuple[int, int]]:
         """(In a disk thread.) Create the file ``path`` (``os.open`` with ``flags``) relative to its directory's
         descriptor, the directory made below ``root`` if it is missing; yield the file's descriptor (the caller's to
         close) and the directory's (open until the block ends)."""
         directories = self._directories_of(root)
+        directory, name = os.path.split(path)
         with contextlib.ExitStack() as held:
-            folder = held.enter_context(directories.use(path.parent))
+            folder = held.enter_context(directories.use(directory))
             try:
-                fd = os.open(path.name, flags, 0o644, dir_fd=folder)
+                fd = os.open(name, flags, 0o644, dir_fd=folder)
             except FileNotFoundError:  # its directory was open, then removed behind the node's back: make it again
                 held.close()
-                directories.forget(path.parent)
-                folder = held.enter_context(directories.use(path.parent))
-                fd = os.open(path.name, flags, 0o644, dir_fd=folder)
+                directories.forget(directory)
+                folder = held.enter_context(directories.use(directory))
+                fd = os.open(name, flags, 0o644, dir_fd=folder)
             yield fd, folder
 
     def _directories_of(self, root: Path) -> Directories:
@@ -165,8 +174,8 @@ class DurableWrite:
         self._sha256 = sha256
         self._hasher = hashlib.sha256()
         self._size = 0
-        self._final = self._partial = Path()
-        self._at: Path | None = None  # where the file is on disk, from its creation on (set in a disk thread)
+        self._final = ""  # its path once complete, as text (``Layout.location``)
+        self._at: str | None = None  # where the file is on disk, from its creation on (set in a disk thread)
         self._fd = -1
         self._writer: ThreadedWriter | None = None  # a stream's, from ``create`` on
         self._direct: DirectFile | None = None  # a large stream's file around the page cache, until published
@@ -177,7 +186,6 @@ class DurableWrite:
             self._final = self._layout.begin(self._file_id)
         except FileExistsError:
             raise BadRequest(f"bad request: this node already holds file id {self._file_id}") from None
-        self._partial = partial_path(self._final)
         return self
 
     async def __aexit__(
@@ -193,8 +201,8 @@ class DurableWrite:
             self._fd = -1
         if not self._held:
             if self._at is not None:
-                with contextlib.suppress(OSError):
-                    self._at.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # a file never created, or removed already, included
+                    os.unlink(self._at)
             self._layout.abandon(self._file_id)
         elif error is not None:
             self._layout.remove(self._file_id)
@@ -255,8 +263,9 @@ class DurableWrite:
 
     def _open_partial(self) -> None:
         """(In a disk thread.) Create the partial entry."""
-        with self._disk.created(self._partial, _NEW_FILE, self._layout.root) as (self._fd, _):
-            self._at = self._partial
+        partial = partial_path(self._final)
+        with self._disk.created(partial, _NEW_FILE, self._layout.root) as (self._fd, _):
+            self._at = partial
 
     def _close_direct(self) -> None:
         """(In a disk thread.) Write what a large stream's direct file has staged, and close it."""
@@ -281,7 +290,8 @@ class DurableWrite:
         """(In a disk thread.) A stream's partial entry, complete: synced, renamed into place, its directory synced."""
         self._sync_file()
         with self._disk.directory(self._final, self._layout.root) as folder:  # the partial entry's too
-            os.rename(self._partial.name, self._final.name, src_dir_fd=folder, dst_dir_fd=folder)
+            name = os.path.basename(self._final)
+            os.rename(partial_path(name), name, src_dir_fd=folder, dst_dir_fd=folder)
             self._at = self._final
             os.fsync(folder)
 
@@ -291,6 +301,27 @@ class DurableWrite:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _outcome_to(
+    loop: asyncio.AbstractEventLoop, done: asyncio.Future[T], function: Callable[..., T], args: tuple[Any, ...]
+) -> None:
+    """(In a disk thread.) Run ``function`` and settle ``done`` with its result or its error, on ``loop``."""
+    try:
+        result = function(*args)
+    except BaseException as err:
+        loop.call_soon_threadsafe(_settle, done, None, err)
+    else:
+        loop.call_soon_threadsafe(_settle, done, result, None)
+
+
+def _settle(done: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
+    if done.done():  # cannot be: ``finish`` never cancels it; but a settled future must not raise here
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(result)  # type: ignore[arg-type]
 
 
 def _in_turn(steps: tuple[Callable[[], None], ...]) -> None:
