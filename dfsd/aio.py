@@ -8,15 +8,9 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from . import logs
-
 T = TypeVar("T")
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` to its end on a new loop; every line it logged is written out by the time this returns."""
-    try:
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(main)
-    finally:
-        logs.flush()  # the loop may have ended before the turn that would have written them
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)

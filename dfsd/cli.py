@@ -279,6 +279,7 @@ def _serve(daemon: Daemon, label: str) -> int:
     try:
         aio.run(guarded())
     except StoreError as err:
+        logs.flush()  # what the daemon logged before it failed comes before the error
         print(f"{label}: {err}", file=sys.stderr)
         return err.exit_status
     return 0

@@ -9,10 +9,10 @@ cost. Lines below the configured level cost next to nothing (``make_filtering_bo
 
 Lines are written out together, once per turn of the event loop (``_Lines``): writing each one as it came was one
 system call per request in every daemon, and in a storage node each such call hands the GIL to a disk thread that
-the loop then waits to take it back from. A line logged outside the loop's thread, or with no loop running, is written
-at once (after those waiting); whatever waits is written when the loop's turn ends, when ``dfsd.aio.run`` returns and
-at exit (``flush``), so a daemon that shuts down or fails loses no line; only a kill -9 can lose some: those of the
-one turn it interrupts.
+the loop then waits to take it back from. A line logged outside the loop's thread, or with no loop running (before
+it starts, after it ends), is written at once, after those waiting; whatever waits is written when the loop's turn
+ends, at exit and when ``flush`` is called (before ``os._exit``), so a daemon that shuts down or fails loses no line;
+only a kill -9 can lose some: those of the one turn it interrupts.
 """
 
 from __future__ import annotations
@@ -65,19 +65,19 @@ class _Lines:
     def __init__(self) -> None:
         self._waiting: list[str] = []
         self._lock = threading.Lock()  # lines come from the loop's thread, and seldom from others (disk threads)
-        self._scheduled = False
+        self._flusher: asyncio.AbstractEventLoop | None = None  # the loop that will write what waits, if any
 
     def msg(self, message: str) -> None:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: nobody would write it later
+            loop = None
         with self._lock:
             self._waiting.append(message)
-            if self._scheduled:
+            if loop is not None and self._flusher is loop:
                 return
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # another thread, or no loop: nobody would write it later
-                loop = None
-            if loop is not None:
-                self._scheduled = True
+            if loop is not None and self._flusher is None:
+                self._flusher = loop
                 loop.call_soon(self.flush)
                 return
         self.flush()  # outside the lock: flush takes it
@@ -87,7 +87,7 @@ class _Lines:
 
     def flush(self) -> None:
         with self._lock:  # held while writing, so that lines from two threads keep their order
-            lines, self._waiting, self._scheduled = self._waiting, [], False
+            lines, self._waiting, self._flusher = self._waiting, [], None
             if lines:
                 lines.append("")
                 sys.stderr.write("\n".join(lines))
