@@ -1,8 +1,9 @@
 """The directories a node's new files go into, each kept open once it is found or made.
 
 A durable write makes its file's directory entry durable by syncing the directory. Opening and closing the directory
-for that, on every write, were two of the seven system calls of a small file's write, each one handing the GIL back
-and taking it again in a disk thread (a fight with the event loop and the other disk threads). So a directory is opened
+for that, on every write, were two of the six system calls of a small file's write in its disk thread (open, write,
+close; open, fsync and close the directory), each one handing the GIL back and taking it again (a fight with the
+event loop and the other disk threads). So a directory is opened
 once, made first (its parents synced) if it is missing, and its descriptor serves every write there: the file is
 created (and a stream's partial entry renamed) relative to that descriptor, and that descriptor is synced. Everything
 goes through the one descriptor, so the entry synced is the entry written, even if the directory's path was removed
