@@ -266,6 +266,7 @@ def _serve(daemon: Daemon, label: str) -> int:
             signals += 1
             if signals > 1:
                 log.warning("exiting_now", reason="second signal")
+                logs.flush()  # os._exit runs no exit handlers
                 os._exit(130)
             log.info("stopping", hint="requests in flight may finish; press Ctrl-C again to exit at once")
             daemon.stop()
@@ -278,6 +279,7 @@ def _serve(daemon: Daemon, label: str) -> int:
     try:
         aio.run(guarded())
     except StoreError as err:
+        logs.flush()  # what the daemon logged before it failed comes before the error
         print(f"{label}: {err}", file=sys.stderr)
         return err.exit_status
     return 0

@@ -6,14 +6,24 @@ node some 100-300 µs of CPU in all, so a line must be cheap: the JSON one is re
 (structlog's default builds a new encoder per line) and stamped from a clock whose date and time of day are formatted
 once a second (``datetime.isoformat`` per line cost as much as the rest of the line), about half of structlog's stock
 cost. Lines below the configured level cost next to nothing (``make_filtering_bound_logger``).
+
+Lines are written out together, once per turn of the event loop (``_Lines``): writing each one as it came was one
+system call per request in every daemon, and in a storage node each such call hands the GIL to a disk thread that
+the loop then waits to take it back from. A line logged outside the loop's thread, or with no loop running (before
+it starts, after it ends), is written at once, after those waiting; whatever waits is written when the loop's turn
+ends, at exit and when ``flush`` is called (before ``os._exit``), so a daemon that shuts down or fails loses no line;
+only a kill -9 can lose some: those of the one turn it interrupts.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import datetime
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -38,9 +48,54 @@ def configure(level: str = "info", json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=lambda *_names: _LINES,
         cache_logger_on_first_use=True,
     )
+
+
+def flush() -> None:
+    """Write out every line logged so far."""
+    _LINES.flush()
+
+
+class _Lines:
+    """structlog's logger (the methods it calls, one per level, all ``msg``): lines to standard error, written once
+    per turn of the event loop."""
+
+    def __init__(self) -> None:
+        self._waiting: list[str] = []
+        self._lock = threading.Lock()  # lines come from the loop's thread, and seldom from others (disk threads)
+        self._flusher: asyncio.AbstractEventLoop | None = None  # the loop that will write what waits, if any
+
+    def msg(self, message: str) -> None:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: nobody would write it later
+            loop = None
+        with self._lock:
+            self._waiting.append(message)
+            if loop is not None and self._flusher is loop:
+                return
+            if loop is not None and self._flusher is None:
+                self._flusher = loop
+                loop.call_soon(self.flush)
+                return
+        self.flush()  # outside the lock: flush takes it
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+    def flush(self) -> None:
+        with self._lock:  # held while writing, so that lines from two threads keep their order
+            lines, self._waiting, self._flusher = self._waiting, [], None
+            if lines:
+                lines.append("")
+                sys.stderr.write("\n".join(lines))
+                sys.stderr.flush()
+
+
+_LINES = _Lines()
+atexit.register(flush)
 
 
 def _unknown_to_json(value: Any) -> Any:

@@ -33,8 +33,11 @@ syncing at once each have a thread instead of queueing behind the event loop's s
 makes as few trips there as it can: one to create the file and one to publish it; a small file given whole makes one,
 and as few system calls there as it can, since each one hands the GIL back and takes it again, which the event loop
 and the other disk threads want too: a small file is opened with O_SYNC, so that its one ``write`` is also its fsync,
-and a directory the node has made or found once is not looked for again (``Disk.create``). Per 1 KiB write, counted
-with strace on a node fed 16 stores at once: fsync 2.03 -> 1.03, stat 1.03 -> 0.18, futex 66 -> 52 (strace slows it).
+and the directories files go into are kept open (``directories.py``), so that neither making sure a directory exists
+nor syncing it opens it again. Per 1 KiB write, counted
+with strace on a node fed 16 stores at once: fsync 2.03 -> 1.03, stat 1.03 -> 0.18, futex 66 -> 52 (strace slows it);
+then, with the directories kept open and no Path built per write: openat 1.97 -> 1.19, close 1.97 -> 1.08, futex 38.9
+-> 31.9, all system calls 58.9 -> 49.5 (the log, too, now written once per turn of the loop: write 4.2 -> 2.6).
 The bytes of a stream are written and hashed there too, a few MiB per trip (``bulk.ThreadedWriter``): on the event
 loop, writing and hashing took three fifths of a node's time taking a large upload, and the loop could not read the
 next bytes meanwhile. A stream announced at DIRECT_MIN bytes or more is written around the page cache (``O_DIRECT``,
@@ -51,11 +54,15 @@ tenth to a half, but the fsyncs, one after another in that thread, no longer ove
 half as many 1 KiB and 64 KiB writes per second as with a thread per write; two such threads did no better. Tried
 once more with each directory's fsync shared among the writers that need it at once (one runs, those arriving
 meanwhile wait for the next, which one of them runs): the same CPU per write, and more thread switches, 17-19 per write
-against 13-16, its waits on a condition costing more than the fsyncs they saved.)
+against 13-16, its waits on a condition costing more than the fsyncs they saved. Nor did a thread pool of our own
+that queues a bare call where ``ThreadPoolExecutor`` builds a future with a condition and counts idle threads with a
+semaphore: futex calls per write 31.9 -> 32.6, the node's CPU per write 0.91 of before (median of 6 pairs, spread
+0.64-1.09): the futex calls are the threads' fight for the GIL around each system call, not the pool's bookkeeping.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import functools
@@ -68,11 +75,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ..bulk import ThreadedWriter, in_thread, write_all
+from ..bulk import ThreadedWriter, finish, write_all
 from ..directio import DirectFile
 from ..protocol import CHUNK_SIZE, BadRequest, ChecksumMismatch, InternalError, StorageFull
 from ..protocol.messages import Buffer
 from .buffers import ReadBuffers
+from .directories import Directories
 from .layout import Layout, partial_path
 
 T = TypeVar("T")
@@ -89,11 +97,6 @@ DIRECT_MIN = 16 * 1024 * 1024
 # node may use; more downloads at once read into fresh ones beyond these.
 READ_BUFFERS = 12
 
-# Directories a node remembers having made or found (``Disk.create``): new files fill one leaf directory after another,
-# so the last few are the ones written to; forgetting them all past this many only costs a look each (a stat) again,
-# where remembering every leaf of a node with millions of files would take tens of MB.
-REMEMBERED_DIRECTORIES = 1024
-
 # Flags for a new partial file: it must not exist yet.
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 # A small file given whole is opened so: its one ``write`` returns once the bytes are synced, as an fsync would, so
@@ -106,49 +109,60 @@ class Disk:
 
     def __init__(self) -> None:
         self._threads = ThreadPoolExecutor(DISK_THREADS, thread_name_prefix="disk")
-        self._making_directories = threading.Lock()
-        self._made: set[Path] = set()  # directories known to exist, their entries durable: no need to look again
+        self._directories: dict[Path, Directories] = {}  # by data directory (a node has one)
+        self._directories_lock = threading.Lock()
         self.read_buffers = ReadBuffers(CHUNK_SIZE, READ_BUFFERS)  # what large files are read into to be sent
 
     def close(self) -> None:
         self._threads.shutdown(wait=True)
+        for directories in self._directories.values():
+            directories.close()
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Run ``function`` in a disk thread; if cancelled, still wait for it to end, so that no thread is left writing
-        to a descriptor or a path the caller is about to close or reuse."""
-        return await in_thread(self._threads, function, *args)
+        to a descriptor or a path the caller is about to close or reuse.
+
+        The thread hands its outcome straight to a future of the loop (``_outcome_to``): ``run_in_executor`` would
+        chain the executor's own future into one of the loop's, which costs the loop a lock, a copy of the state and
+        two more callbacks, on every small write."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        self._threads.submit(_outcome_to, loop, done, function, args)
+        return await finish(done)
 
     def writer(self, write: Callable[[Buffer], object], hasher: hashlib._Hash) -> ThreadedWriter:
         """A writer of a stream's bytes through ``write``, hashing them, in the disk threads."""
         return ThreadedWriter(write, hasher, self._threads)
 
-    def make_directories(self, directory: Path, root: Path) -> None:
-        """(In a disk thread.) Make ``directory`` and any parents it lacks below ``root`` (a data directory removed
-        behind the node's back is an error, not made again empty), fsyncing the parent of each one made."""
-        if directory in self._made:
-            return
-        with self._making_directories:
-            missing = []
-            while not directory.is_dir() and directory != root:
-                missing.append(directory)
-                directory = directory.parent
-            for path in reversed(missing):
-                path.mkdir()
-                _fsync_directory(path.parent)
-            if len(self._made) >= REMEMBERED_DIRECTORIES:
-                self._made.clear()
-            self._made.add(directory)
+    def directory(self, path: str, root: Path) -> contextlib.AbstractContextManager[int]:
+        """(In a disk thread.) A descriptor of the directory of ``path`` (``directories.py``), made below ``root`` if
+        it is missing, open until the block ends."""
+        return self._directories_of(root).use(os.path.dirname(path))
 
-    def create(self, path: Path, flags: int, root: Path) -> int:
-        """(In a disk thread.) Create the file ``path`` (``os.open`` with ``flags``), making its directories below
-        ``root`` first if they are not known to exist; its descriptor."""
-        self.make_directories(path.parent, root)
-        try:
-            return os.open(path, flags, 0o644)
-        except FileNotFoundError:  # its directory was known, then removed behind the node's back: make it again
-            self._made.discard(path.parent)
-            self.make_directories(path.parent, root)
-            return os.open(path, flags, 0o644)
+    @contextlib.contextmanager
+    def created(self, path: str, flags: int, root: Path) -> Iterator[tuple[int, int]]:
+        """(In a disk thread.) Create the file ``path`` (``os.open`` with ``flags``) relative to its directory's
+        descriptor, the directory made below ``root`` if it is missing; yield the file's descriptor (the caller's to
+        close) and the directory's (open until the block ends)."""
+        directories = self._directories_of(root)
+        directory, name = os.path.split(path)
+        with contextlib.ExitStack() as held:
+            folder = held.enter_context(directories.use(directory))
+            try:
+                fd = os.open(name, flags, 0o644, dir_fd=folder)
+            except FileNotFoundError:  # its directory was open, then removed behind the node's back: make it again
+                held.close()
+                directories.forget(directory)
+                folder = held.enter_context(directories.use(directory))
+                fd = os.open(name, flags, 0o644, dir_fd=folder)
+            yield fd, folder
+
+    def _directories_of(self, root: Path) -> Directories:
+        with self._directories_lock:
+            directories = self._directories.get(root)
+            if directories is None:
+                directories = self._directories[root] = Directories(root)
+            return directories
 
 
 class DurableWrite:
@@ -172,8 +186,8 @@ class DurableWrite:
         self._sha256 = sha256
         self._hasher = hashlib.sha256()
         self._size = 0
-        self._final = self._partial = Path()
-        self._at: Path | None = None  # where the file is on disk, from its creation on (set in a disk thread)
+        self._final = ""  # its path once complete, as text (``Layout.location``)
+        self._at: str | None = None  # where the file is on disk, from its creation on (set in a disk thread)
         self._fd = -1
         self._writer: ThreadedWriter | None = None  # a stream's, from ``create`` on
         self._direct: DirectFile | None = None  # a large stream's file around the page cache, until published
@@ -184,7 +198,6 @@ class DurableWrite:
             self._final = self._layout.begin(self._file_id)
         except FileExistsError:
             raise BadRequest(f"bad request: this node already holds file id {self._file_id}") from None
-        self._partial = partial_path(self._final)
         return self
 
     async def __aexit__(
@@ -200,8 +213,8 @@ class DurableWrite:
             self._fd = -1
         if not self._held:
             if self._at is not None:
-                with contextlib.suppress(OSError):
-                    self._at.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # a file never created, or removed already, included
+                    os.unlink(self._at)
             self._layout.abandon(self._file_id)
         elif error is not None:
             self._layout.remove(self._file_id)
@@ -262,8 +275,9 @@ class DurableWrite:
 
     def _open_partial(self) -> None:
         """(In a disk thread.) Create the partial entry."""
-        self._fd = self._disk.create(self._partial, _NEW_FILE, self._layout.root)
-        self._at = self._partial
+        partial = partial_path(self._final)
+        with self._disk.created(partial, _NEW_FILE, self._layout.root) as (self._fd, _):
+            self._at = partial
 
     def _close_direct(self) -> None:
         """(In a disk thread.) Write what a large stream's direct file has staged, and close it."""
@@ -274,22 +288,24 @@ class DurableWrite:
     def _write_synced(self, data: bytes) -> None:
         """(In a disk thread.) A whole file at its final path: created, written and synced by one ``write`` (O_SYNC),
         closed, and its directory synced."""
-        self._fd = self._disk.create(self._final, _NEW_SYNCED_FILE, self._layout.root)
-        self._at = self._final
-        if data:
-            write_all(self._fd, data)
-        else:  # no write, no sync: the empty file's creation needs one of its own
-            os.fsync(self._fd)
-        fd, self._fd = self._fd, -1
-        os.close(fd)
-        _fsync_directory(self._final.parent)
+        with self._disk.created(self._final, _NEW_SYNCED_FILE, self._layout.root) as (self._fd, folder):
+            self._at = self._final
+            if data:
+                write_all(self._fd, data)
+            else:  # no write, no sync: the empty file's creation needs one of its own
+                os.fsync(self._fd)
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+            os.fsync(folder)
 
     def _sync_and_rename(self) -> None:
         """(In a disk thread.) A stream's partial entry, complete: synced, renamed into place, its directory synced."""
         self._sync_file()
-        os.rename(self._partial, self._final)
-        self._at = self._final
-        _fsync_directory(self._final.parent)
+        with self._disk.directory(self._final, self._layout.root) as folder:  # the partial entry's too
+            name = os.path.basename(self._final)
+            os.rename(partial_path(name), name, src_dir_fd=folder, dst_dir_fd=folder)
+            self._at = self._final
+            os.fsync(folder)
 
     def _sync_file(self) -> None:
         fd, self._fd = self._fd, -1
@@ -297,6 +313,27 @@ class DurableWrite:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _outcome_to(
+    loop: asyncio.AbstractEventLoop, done: asyncio.Future[T], function: Callable[..., T], args: tuple[Any, ...]
+) -> None:
+    """(In a disk thread.) Run ``function`` and settle ``done`` with its result or its error, on ``loop``."""
+    try:
+        result = function(*args)
+    except BaseException as err:
+        loop.call_soon_threadsafe(_settle, done, None, err)
+    else:
+        loop.call_soon_threadsafe(_settle, done, result, None)
+
+
+def _settle(done: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
+    if done.done():  # cannot be: ``finish`` never cancels it; but a settled future must not raise here
+        return
+    if error is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(result)  # type: ignore[arg-type]
 
 
 def _in_turn(steps: tuple[Callable[[], None], ...]) -> None:
@@ -316,11 +353,3 @@ def _storage_errors() -> Iterator[None]:
                 "nodes with room (or free space / add a node)"
             ) from err
         raise InternalError(f"internal error: the storage node could not write: {err.strerror}") from err
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -191,14 +191,15 @@ class Layout:
         slot = self._slots.get(file_id)
         return None if slot is None else self._file(slot, file_id)
 
-    def begin(self, file_id: int) -> Path:
-        """Take a slot for a new file; return the path it will have once complete (``partial_path`` gives the path it
-        is written at). The caller makes the directories, writes, and calls ``committed`` or ``abandon``."""
+    def begin(self, file_id: int) -> str:
+        """Take a slot for a new file; return the path it will have once complete, as text, as ``location`` (a write
+        is a hot path too; ``partial_path`` gives the path a stream is written at). The caller makes the directories,
+        writes, and calls ``committed`` or ``abandon``."""
         if file_id in self._slots or file_id in self._writing:
             raise FileExistsError(f"file id {file_id} is already stored or being written")
         slot = heapq.heappop(self._free) if self._free else self._take_next()
         self._writing[file_id] = slot
-        return Path(self._file(slot, file_id))
+        return self._file(slot, file_id)
 
     def committed(self, file_id: int) -> bool:
         """The partial file has been renamed to its final path: it is held now. False if it was removed while being
@@ -252,9 +253,9 @@ class Layout:
         return f"{directory}/{_DIGITS[position]}.{file_id}"
 
 
-def partial_path(final: Path) -> Path:
+def partial_path(final: str) -> str:
     """Where a file is written before it is renamed to ``final``: in its own slot, so it counts as one of the 36."""
-    return final.with_name(final.name + _PART)
+    return final + _PART
 
 
 def _classify(entry: os.DirEntry[str], parts: tuple[str, ...], leaf: bool) -> tuple[int | None, bool]:

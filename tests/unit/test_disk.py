@@ -17,7 +17,7 @@ from dfsd.protocol import BadRequest, ChecksumMismatch, InternalError, StorageFu
 from harness import small_tmpfs
 
 from dfsd.bulk import BATCH_BYTES
-from dfsd.storage import disk as disk_module
+from dfsd.storage import directories
 from dfsd.storage.disk import DIRECT_MIN, Disk, DurableWrite
 from dfsd.storage.layout import Layout
 from dfsd.wire import ConnectionLost
@@ -297,17 +297,19 @@ async def test_a_directory_removed_behind_the_node_after_a_write_is_made_again(d
         layout.remove(file_id)
 
 
-async def test_writes_go_on_past_the_directories_remembered(
+async def test_writes_go_on_past_the_directories_kept_open(
     disk: Disk, layout: Layout, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The node forgets the directories it remembers once there are REMEMBERED_DIRECTORIES of them: writes after that
-    look for their directory again, and land as before."""
-    monkeypatch.setattr(disk_module, "REMEMBERED_DIRECTORIES", 1)
+    """The node keeps OPEN_DIRECTORIES directories open at most, closing the one used longest ago: writes after that
+    open their directory again, and land as before."""
+    monkeypatch.setattr(directories, "OPEN_DIRECTORIES", 1)
+    opened_before = len(os.listdir("/proc/self/fd"))
     for file_id in range(1, 81):  # slots 0-79: the leaves g0, g1/0 and g1/1
         async with DurableWrite(disk, layout, file_id) as file:
             await file.write_whole(b"x")
     assert len(entries(layout)) == 80
     assert layout.path(80) == layout.root / "g1" / "1" / "7.80"
+    assert len(os.listdir("/proc/self/fd")) == opened_before + 1  # the last leaf's
 
 
 async def test_an_empty_whole_file_is_kept(disk: Disk, layout: Layout) -> None:
