@@ -25,8 +25,8 @@ The same round tidies what a database outage left behind (reservations, the byte
 refreshes, on a shared database, what other managers may have changed: nodes' file counts (placement and the
 rebalancer plan from them) and drains. The coordinator's rebalancer progress goes into its record, so that ``status``
 shows it through any manager, and an operator's ``rebalance`` sent to another manager reaches it there. While another
-manager is up, placement also counts each node's files from the database, as of at most a quarter of a second ago
-(``files.py``, ``store_postgres.py``); alone, a manager saves that query.
+manager is up, placement also counts each node's files from the database at every upload (``files.py``); alone, a
+manager saves that query.
 """
 
 from __future__ import annotations
