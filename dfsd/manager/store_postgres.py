@@ -24,8 +24,8 @@ it, the upload that was refused that name meanwhile was refused while it was tak
 The id blocks a hold uses were claimed in a durable commit (``_claim_ids``). Lookups by name, the reads of every get,
 are grouped the same way (``lookups.py``): one query, on a connection of its own, for all the names asked while the
 previous one was out; so is placement's count of the files on each node, which every put asks for while another
-manager is up, and which serves for COUNTS_MAX_AGE with this manager's own commits added. Every round trip saved
-counts: on a busy machine, a query costs the manager and the server more than the lookup it makes.
+manager is up. Every round trip saved counts: on a busy machine, a query costs the manager and the server more than
+the lookup it makes.
 
 File ids come from the sequence ``file_ids``, which steps by ID_BLOCK: each ``nextval`` claims a whole block, and it
 is claimed inside a committed transaction, so the claim is on disk before any id of it is used.
@@ -54,9 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import math
 import re
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import astuple
 from pathlib import Path
@@ -94,15 +92,6 @@ FIND_ANY_SQL = f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ANY(?::text[])"
 
 # What ``files_per_node`` asks its group lookup for: the one answer, every node's count.
 ALL_NODES = "every node"
-
-# How old (seconds, since its query was sent) a count of the files on each node may be for placement to use it, with
-# this manager's own commits since then added. The count reads every row of ``files`` (3.8 ms at 20,000 files):
-# asked afresh by every put, it cost PostgreSQL more CPU than the rest of a 1 KiB write (with a second manager up,
-# 473 us per write against 177 with one manager alone); with this age, 286-294 against 390-412 us in alternating
-# runs (load 15-20). What it can miss is what other managers placed within this time; each manager keeps its own
-# placements even, so their sum stays within about one file per manager of even, unless the counts were already
-# uneven (a node joined): then each manager may overshoot by what it places within this time.
-COUNTS_MAX_AGE = 0.25
 
 # An upload's hold (name, or None for a replacing upload; file id; node): what ``_hold`` asks its group lookup for.
 Hold = tuple[str | None, int, int]
@@ -255,11 +244,6 @@ class PostgresStore(MetadataStore):
         self._location = location
         self._stale_holds: set[int] = set()  # file ids of uploads over whose rows in uploads may not have been deleted
         self._released: set[int] = set()  # file ids of uploads under way whose commit deleted their rows in uploads
-        self._holding: dict[int, int] = {}  # file id -> node of every upload under way that holds its row in uploads
-        self._counted: dict[int, int] = {}  # files on each node (with other managers' uploads), by the last count
-        self._counted_at = -math.inf  # when (loop time) that count's query was sent
-        self._committed_since: Counter[int] = Counter()  # this manager's commits on each node since then
-        self._committed_during: Counter[int] | None = None  # ... and since the query out now was sent
         self._lock_conn: asyncpg.Connection | None = None  # holds COORDINATOR_LOCK while this manager coordinates
         self._lookups = GroupLookup(self._find_all)
         self._counts = GroupLookup(self._count_files)  # one name, ALL_NODES: the puts asking meanwhile share a query
@@ -392,8 +376,6 @@ class PostgresStore(MetadataStore):
             raise
         if isinstance(outcome, Exception):
             raise outcome
-        if outcome:
-            self._holding[file_id] = node
         return bool(outcome)
 
     async def _hold_all(self, holds: list[Hold]) -> dict[Hold, bool | Exception]:
@@ -439,18 +421,9 @@ class PostgresStore(MetadataStore):
         recorded = [row[:1] for row in rows if row[1]]
         if recorded:
             self._released.add(file_id)
-            if (node := self._holding.get(file_id)) is not None:
-                self._count_commit(node)
         return recorded
 
-    def _count_commit(self, node: int) -> None:
-        """A file committed on ``node`` through this manager: placement counts it until a count sent later has."""
-        self._committed_since[node] += 1
-        if self._committed_during is not None:
-            self._committed_during[node] += 1
-
     async def _unhold(self, file_id: int) -> None:
-        self._holding.pop(file_id, None)
         if file_id in self._released:  # its commit deleted the hold
             self._released.discard(file_id)
             return
@@ -476,28 +449,18 @@ class PostgresStore(MetadataStore):
         )
 
     async def files_per_node(self) -> dict[int, int] | None:
-        # Every put through this manager asks while another manager is up, and the query counts every row: a count
-        # younger than COUNTS_MAX_AGE serves, with this manager's commits since its query was sent (its uploads under
-        # way the caller adds); an older one is counted again, the puts asking meanwhile sharing the query.
-        if asyncio.get_running_loop().time() - self._counted_at > COUNTS_MAX_AGE:
-            await self._counts.find(ALL_NODES)
-        since = self._committed_since
-        return {node: self._counted.get(node, 0) + since.get(node, 0) for node in self._counted.keys() | since.keys()}
+        # Every put through this manager asks while another manager is up, and the query counts every row: the puts
+        # that ask while one is out share the next, which, sent after they asked, counts what a query of their own
+        # would have (the placement test's bounds hold as they did).
+        return await self._counts.find(ALL_NODES)
 
     async def _count_files(self, _: list[str]) -> dict[str, dict[int, int]]:
-        sent = asyncio.get_running_loop().time()
-        self._committed_during = Counter()  # a commit during the query may be in its count too: counted twice, briefly
-        try:
-            rows = await self._read(
-                "SELECT node, sum(n) FROM (SELECT node, count(*) AS n FROM files GROUP BY node UNION ALL "
-                "SELECT node, count(*) AS n FROM uploads WHERE manager <> ? GROUP BY node) AS counts GROUP BY node",
-                (self.manager_id,),
-            )
-            self._counted = {node: int(count) for node, count in rows}
-            self._counted_at, self._committed_since = sent, self._committed_during
-        finally:
-            self._committed_during = None
-        return {ALL_NODES: self._counted}
+        rows = await self._read(
+            "SELECT node, sum(n) FROM (SELECT node, count(*) AS n FROM files GROUP BY node UNION ALL "
+            "SELECT node, count(*) AS n FROM uploads WHERE manager <> ? GROUP BY node) AS counts GROUP BY node",
+            (self.manager_id,),
+        )
+        return {ALL_NODES: {node: int(count) for node, count in rows}}
 
     # --- managers and their coordinator -------------------------------------------------------------------------------
 

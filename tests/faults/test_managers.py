@@ -26,10 +26,9 @@ NODES = (100, 101, 102)
 # by more than this (see test_placement_stays_even_across_two_managers).
 PLACEMENT_BOUND = 2
 # ... and for a moment while they race, by at most this: the counts a manager places on are read from the database
-# before its choice, and can miss an upload chosen meanwhile through the other manager (its hold not yet written), or
-# placed through it within the age a count may have (``store_postgres.COUNTS_MAX_AGE``; each manager keeps its own
-# placements even meanwhile). Seen: 3 once in this session's CI runs and once in the last session's, under load; 2
-# otherwise; with counts that may be 0.25 s old, 3 in 3 of 8 runs at load 15-20, 1-2 otherwise.
+# before its choice, and can miss an upload chosen meanwhile through the other manager (its hold not yet written) and
+# one of its own that committed while the read was out (no longer among its uploads under way, not yet in the
+# counts it read). Seen: 3 once in this session's CI runs and once in the last session's, under load; 2 otherwise.
 RACING_BOUND = PLACEMENT_BOUND + 2
 
 
