@@ -801,25 +801,26 @@ async def _digest(source: BinaryIO | bytes) -> tuple[int, bytes]:
 async def _frames(source: BinaryIO | bytes | AsyncIterable[bytes], sent: _Sent) -> AsyncGenerator[Data | End, None]:
     """The upload stream of ``source``: data frames, then an end frame with their SHA-256 (recorded in ``sent``),
     computed here unless the source says it (``sent.sha256_after``)."""
-    hasher: Any = hashlib.sha256() if sent.sha256_after is None else _NOT_HASHED
+    hasher: Any = hashlib.sha256() if sent.sha256_after is None else _SaidDigest(sent.sha256_after)
     size = 0
     async with contextlib.aclosing(_chunks(source, hasher)) as chunks:
         async for chunk in chunks:
             size += len(chunk)
             yield Data(chunk)
-    sent.size, sent.sha256 = size, hasher.digest() if sent.sha256_after is None else sent.sha256_after()
+    sent.size, sent.sha256 = size, hasher.digest()
     sent.late_meta = sent.meta_after() if sent.meta_after is not None else None
     yield End(sent.sha256, meta=sent.late_meta or None)
 
 
-class _NotHashed:
-    """The hasher of a source that hashes its own bytes: feeding it costs nothing."""
+class _SaidDigest:
+    """The hasher of a source that hashes its own bytes: feeding it costs nothing, and its digest is the one the
+    source says once it has ended."""
+
+    def __init__(self, said: Callable[[], bytes]) -> None:
+        self.digest = said
 
     def update(self, data: Buffer) -> None:
         pass
-
-
-_NOT_HASHED = _NotHashed()
 
 
 async def _hashed(source: Source, hasher: Any) -> AsyncGenerator[Buffer, None]:

@@ -62,7 +62,6 @@ semaphore: futex calls per write 31.9 -> 32.6, the node's CPU per write 0.91 of 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import functools
@@ -75,7 +74,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ..bulk import ThreadedWriter, finish, write_all
+from ..bulk import ThreadedWriter, in_thread, write_all
 from ..directio import DirectFile
 from ..protocol import CHUNK_SIZE, BadRequest, ChecksumMismatch, InternalError, StorageFull
 from ..protocol.messages import Buffer
@@ -120,15 +119,8 @@ class Disk:
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """Run ``function`` in a disk thread; if cancelled, still wait for it to end, so that no thread is left writing
-        to a descriptor or a path the caller is about to close or reuse.
-
-        The thread hands its outcome straight to a future of the loop (``_outcome_to``): ``run_in_executor`` would
-        chain the executor's own future into one of the loop's, which costs the loop a lock, a copy of the state and
-        two more callbacks, on every small write."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[T] = loop.create_future()
-        self._threads.submit(_outcome_to, loop, done, function, args)
-        return await finish(done)
+        to a descriptor or a path the caller is about to close or reuse."""
+        return await in_thread(self._threads, function, *args)
 
     def writer(self, write: Callable[[Buffer], object], hasher: hashlib._Hash) -> ThreadedWriter:
         """A writer of a stream's bytes through ``write``, hashing them, in the disk threads."""
@@ -313,27 +305,6 @@ class DurableWrite:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def _outcome_to(
-    loop: asyncio.AbstractEventLoop, done: asyncio.Future[T], function: Callable[..., T], args: tuple[Any, ...]
-) -> None:
-    """(In a disk thread.) Run ``function`` and settle ``done`` with its result or its error, on ``loop``."""
-    try:
-        result = function(*args)
-    except BaseException as err:
-        loop.call_soon_threadsafe(_settle, done, None, err)
-    else:
-        loop.call_soon_threadsafe(_settle, done, result, None)
-
-
-def _settle(done: asyncio.Future[T], result: T | None, error: BaseException | None) -> None:
-    if done.done():  # cannot be: ``finish`` never cancels it; but a settled future must not raise here
-        return
-    if error is not None:
-        done.set_exception(error)
-    else:
-        done.set_result(result)  # type: ignore[arg-type]
 
 
 def _in_turn(steps: tuple[Callable[[], None], ...]) -> None:
