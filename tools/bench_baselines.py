@@ -5,6 +5,11 @@ measured in the same run, so that the ratios hold up on a busy or noisy machine.
 disk; the baseline moves the same bytes through the same three hops, as three processes, onto the same disk:
 
 * the client (``send``) hands a file on disk to the kernel with ``socket.sendfile``, no copy through Python;
+  with ``--sha256`` it also hashes the file (SHA-256, in a second thread, while it is sent) and sends the digest after
+  the bytes, and the sink hashes what it receives (in its writing thread) and answers only if the two agree: the
+  end-to-end check ``dfs-push`` must make, for an informative second baseline beside it, so that the protocol's cost
+  can be read apart from the checksum's (each end's SHA-256 of 1 GiB costs about 0.5 s of CPU here, a 2-core machine
+  whose three processes share those two cores);
 * a relay (``relay``, uvloop) forwards whatever arrives, both ways, pausing a side while the other's write buffer is
   full — the manager's place;
 * a sink (``sink``) receives into one of two buffers while a second thread writes the other to its file around the
@@ -89,11 +94,13 @@ RELAY_WRITE_LIMIT = 4 * 1024 * 1024
 # logical block sizes.
 DIRECT_ALIGNMENT = mmap.PAGESIZE
 
-# A stream request to the sink: b"P" (put: LENGTH bytes follow) or b"G" (get: send the first LENGTH bytes back).
+# A stream request to the sink: b"P" (put: LENGTH bytes follow), b"H" (hashed put: LENGTH bytes, then their SHA-256)
+# or b"G" (get: send the first LENGTH bytes back).
 STREAM_HEADER = struct.Struct(">cQ")
-PUT, GET = b"P", b"G"
-# The sink's answer to a put, sent once the file is fsynced.
-STORED = b"K"
+PUT, PUT_HASHED, GET = b"P", b"H", b"G"
+# The sink's answer to a put, sent once the file is fsynced; to a hashed put whose bytes hash otherwise, MISMATCH.
+STORED, MISMATCH = b"K", b"X"
+SHA256_BYTES = 32
 
 FRAME_LENGTH = struct.Struct(">I")
 
@@ -130,14 +137,30 @@ def _stream_connection(address: tuple[str, int], op: bytes, length: int) -> sock
     return sock
 
 
-def send(address: tuple[str, int], path: Path) -> None:
-    """Send the file at ``path`` through the relay to the sink; return once the sink has fsynced it."""
+def send(address: tuple[str, int], path: Path, sha256: bool = False) -> None:
+    """Send the file at ``path`` through the relay to the sink; return once the sink has fsynced it. With ``sha256``,
+    hash the file in a second thread while it is sent, and send the digest after it for the sink to check."""
     size = path.stat().st_size
-    with _stream_connection(address, PUT, size) as sock, open(path, "rb") as file:
+    with (
+        _stream_connection(address, PUT_HASHED if sha256 else PUT, size) as sock,
+        open(path, "rb") as file,
+        ThreadPoolExecutor(1) as thread,
+    ):
+        hashing = thread.submit(_sha256_of, path) if sha256 else None
         if sock.sendfile(file) != size:
             raise ConnectionError(f"{path} changed size while it was sent")
-        if sock.recv(1) != STORED:
+        if hashing is not None:
+            sock.sendall(hashing.result())
+        answer = sock.recv(1)
+        if answer == MISMATCH:
+            raise ConnectionError("the baseline sink received bytes that hash otherwise than the file sent")
+        if answer != STORED:
             raise ConnectionError("the baseline sink did not confirm the upload (see its log)")
+
+
+def _sha256_of(path: Path) -> bytes:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").digest()
 
 
 def _receive_into(sock: socket.socket, length: int, fd: int | None) -> None:
@@ -152,9 +175,9 @@ def _receive_into(sock: socket.socket, length: int, fd: int | None) -> None:
         remaining -= _receive_some(sock, buffer, remaining)
 
 
-def _receive_hashed(sock: socket.socket, length: int, fd: int | None) -> None:
+def _receive_hashed(sock: socket.socket, length: int, fd: int | None) -> bytes:
     """As ``_receive_into``, and the bytes fed to SHA-256 too, in the second thread, as a client that checks what it
-    receives would do it at best."""
+    receives would do it at best; their digest."""
     hasher = hashlib.sha256()
     direct = None if fd is None else _go_direct(fd)
 
@@ -164,7 +187,7 @@ def _receive_hashed(sock: socket.socket, length: int, fd: int | None) -> None:
             _write_direct(direct, data)
 
     _receive_overlapped(sock, length, take)
-    hasher.digest()
+    return hasher.digest()
 
 
 def _receive_overlapped(sock: socket.socket, length: int, take: Callable[[memoryview], None]) -> None:
@@ -311,7 +334,9 @@ class _RelayedClient(_Forwarder):
 
 
 class _SinkHandler(socketserver.BaseRequestHandler):
-    """A put: receive into the file, fsync, answer STORED. A get: sendfile the file's first LENGTH bytes."""
+    """A put: receive into the file, fsync, answer STORED. A hashed put: the same, hashing the bytes as they are
+    written, then MISMATCH in place of STORED if the digest that follows them says otherwise. A get: sendfile the
+    file's first LENGTH bytes."""
 
     server: _SinkServer
 
@@ -320,12 +345,18 @@ class _SinkHandler(socketserver.BaseRequestHandler):
         tune_for_streaming(sock)
         header = sock.recv(STREAM_HEADER.size, socket.MSG_WAITALL)
         op, length = STREAM_HEADER.unpack(header)
-        if op == PUT:
-            fd = _go_direct(os.open(self.server.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644))
+        if op in (PUT, PUT_HASHED):
+            fd = os.open(self.server.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
-                _receive_overlapped(sock, length, functools.partial(_write_direct, fd))
+                answer = STORED
+                if op == PUT_HASHED:
+                    digest = _receive_hashed(sock, length, fd)
+                    if sock.recv(SHA256_BYTES, socket.MSG_WAITALL) != digest:
+                        answer = MISMATCH
+                else:
+                    _receive_into(sock, length, fd)
                 os.fsync(fd)
-                sock.sendall(STORED)
+                sock.sendall(answer)
             finally:
                 os.close(fd)
         else:
@@ -531,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     roles.add_parser("echo", help="answer CBOR request frames")
     sender = roles.add_parser("send", help="send FILE through the relay at --to to the sink; exit once it is fsynced")
     sender.add_argument("--to", required=True, metavar="HOST:PORT")
+    sender.add_argument("--sha256", action="store_true", help="hash it too, for the sink to check (a second thread)")
     sender.add_argument("file", type=Path)
     receiver = roles.add_parser("receive", help="receive LENGTH bytes of the sink's file through the relay at --to")
     receiver.add_argument("--to", required=True, metavar="HOST:PORT")
@@ -539,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     receiver.add_argument("--sha256", action="store_true", help="hash them with SHA-256 too, in a second thread")
     args = parser.parse_args(argv)
     if args.role == "send":
-        send(_address(args.to), args.file)
+        send(_address(args.to), args.file, args.sha256)
     elif args.role == "receive":
         receive(_address(args.to), args.length, args.output, args.sha256)
     elif args.role == "sink":

@@ -7,9 +7,10 @@ client library's ``put`` (made on the fly) and as ``dfs-push FILE`` (from a copy
 ``get`` (the library checks its SHA-256, the one computed from the pattern on the way up) and as ``dfs-cat NAME -o
 FILE`` (the file is then compared with the pattern byte by byte). The commands run as processes, timed from start to
 exit as a user would see them. Each of the four runs right after its baseline (see ``bench_baselines``): the machine's
-best with no protocol over the same three hops and the same disk. Peak resident memory (VmHWM) of the manager and the
-node is reset before and read after each; a command's is read while it runs; the baseline's relay, sink and client
-stand beside them.
+best with no protocol over the same three hops and the same disk; the two commands also beside a baseline that hashes
+the bytes as they must (SHA-256: both ends of an upload, the client of a download), an informative second row. Peak
+resident memory (VmHWM) of the manager and the node is reset before and read after each; a command's is read while it
+runs; the baseline's relay, sink and client stand beside them.
 """
 
 from __future__ import annotations
@@ -159,13 +160,15 @@ class Memory:
                 self.reset = child.reset_peak_memory() and self.reset
 
 
-async def baseline_upload(setup: Setup, memory: Memory, source: Path) -> Stream:
-    """The baseline client process sends ``source`` through the relay to the sink, which fsyncs it."""
-    async with phase("the baseline upload", setup):
+async def baseline_upload(setup: Setup, memory: Memory, source: Path, sha256: bool = False) -> Stream:
+    """The baseline client process sends ``source`` through the relay to the sink, which fsyncs it; with ``sha256``,
+    both ends hashing the bytes too, and the sink checking them against the client's digest."""
+    command = [*BASELINE, "send", "--to", setup.relay.address, str(source)]
+    if sha256:
+        command.append("--sha256")
+    async with phase("the hashing baseline upload" if sha256 else "the baseline upload", setup):
         memory.start(setup.relay, setup.sink)
-        seconds, client = await run_command(
-            "baseline send", (*BASELINE, "send", "--to", setup.relay.address, str(source)), setup
-        )
+        seconds, client = await run_command("baseline send", command, setup)
     return Stream(
         seconds, {"manager": peak_memory_mib(setup.relay), "node": peak_memory_mib(setup.sink), "client": client}
     )
@@ -258,9 +261,11 @@ async def library_upload(large: LargeFile) -> list[Figure]:
 
 async def command_push(large: LargeFile) -> list[Figure]:
     """``dfs-push FILE`` as a process, beside the baseline's sendfile upload of the same file; what it stored is
-    removed again."""
+    removed again. A second, informative row sets it beside a baseline whose two ends also hash the bytes (SHA-256,
+    the end-to-end check dfs-push and the node must make): what is left between the two is the protocol's cost."""
     setup, size, memory, name = large.setup, large.size, large.memory, f"{large.name}-pushed"
     baseline = await baseline_upload(setup, memory, large.source)
+    hashing = await baseline_upload(setup, memory, large.source, sha256=True)
     async with phase("dfs-push", setup):
         memory.start(setup.manager, setup.node)
         seconds, peak = await run_command(
@@ -273,7 +278,11 @@ async def command_push(large: LargeFile) -> list[Figure]:
     if (await large.client.stat(name)).size != size:
         raise ProtocolError(f"protocol error: dfs-push stored {name} with a size other than the {size} bytes sent")
     await large.client.delete(name)
-    return stream_figures("large.push", f"dfs-push {human_size(size)}", size, dfsd, baseline)
+    label = f"dfs-push {human_size(size)}"
+    return [
+        *stream_figures("large.push", label, size, dfsd, baseline),
+        hashing_figure("large.push", label, dfsd, hashing, size),
+    ]
 
 
 async def library_download(large: LargeFile) -> list[Figure]:
@@ -314,10 +323,16 @@ async def command_cat(large: LargeFile) -> list[Figure]:
     await asyncio.to_thread(check_pattern_file, large.pattern, size, output, "the file dfs-cat -o wrote")
     output.unlink()
     label = f"dfs-cat -o {human_size(size)}"
-    figures = stream_figures("large.cat", label, size, dfsd, baseline)
+    return [
+        *stream_figures("large.cat", label, size, dfsd, baseline),
+        hashing_figure("large.cat", label, dfsd, hashing, size),
+    ]
+
+
+def hashing_figure(key: str, label: str, dfsd: Stream, hashing: Stream, size: int) -> Figure:
+    """A command's rate beside a baseline that hashes its bytes too, as the command must (informative)."""
     rate, hashing_rate = size / dfsd.seconds / MB, size / hashing.seconds / MB
-    figures.append(Figure("large.cat.hashing_baseline", f"{label} (baseline hashes)", "MB/s", rate, hashing_rate, True))
-    return figures
+    return Figure(f"{key}.hashing_baseline", f"{label} (baseline hashes)", "MB/s", rate, hashing_rate, True)
 
 
 # Every large-file figure, in the order measured (each runs its own baseline first): the uploads store the file that

@@ -39,6 +39,7 @@ EXPECTED_KEYS = {
     ),
     *(f"small.{tag}.write.disk" for tag in ("1KiB", "64KiB")),
     "large.cat.hashing_baseline",  # dfs-cat -o beside a baseline that hashes what it receives too
+    "large.push.hashing_baseline",  # dfs-push beside a baseline whose two ends hash the bytes too
     "gateway.large.upload",
     "gateway.large.download",
     "gateway.large.upload.peak_memory",

@@ -1,12 +1,27 @@
-"""dfs-bench's durable-creates baseline keeps the rules a storage node keeps: at most 36 entries to a directory."""
+"""dfs-bench's baselines: the durable creates keep the rules a storage node keeps (at most 36 entries to a directory);
+the streaming sink stores what the client sends, and a hashed put only if the digests agree."""
 
 from __future__ import annotations
 
 import collections
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dfsd.tools.bench_baselines import DIRECTORY_ENTRIES, create_path, durable_creates
+from dfsd.tools.bench_baselines import (
+    DIRECTORY_ENTRIES,
+    MISMATCH,
+    PUT_HASHED,
+    STREAM_HEADER,
+    _SinkServer,
+    create_path,
+    durable_creates,
+    send,
+)
 
 
 @pytest.mark.parametrize("count", [1, 36, 37, 1296, 1297, 20_000])
@@ -25,3 +40,32 @@ def test_durable_creates_time_every_file_and_leave_nothing(tmp_path: Path) -> No
     seconds, latencies = durable_creates(tmp_path / "creates", [b"x" * 1024] * 100, 4)
     assert len(latencies) == 100 and seconds > 0
     assert not (tmp_path / "creates").exists()
+
+
+@pytest.fixture
+def sink(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """A baseline sink writing into ``tmp_path``, served by a thread; its address."""
+    server = _SinkServer(tmp_path / "sink.bin")
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        yield server.server_address[:2]
+    finally:
+        server.shutdown()
+        server.server_close()
+        serving.join()
+
+
+@pytest.mark.parametrize("sha256", [False, True])
+def test_baseline_send_stores_the_file_whole(sink: tuple[str, int], tmp_path: Path, sha256: bool) -> None:
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(3 * 1024 * 1024 + 5))  # a partial last block, written through the cache
+    send(sink, source, sha256=sha256)
+    assert (tmp_path / "sink.bin").read_bytes() == source.read_bytes()
+
+
+def test_baseline_sink_refuses_a_hashed_put_whose_digest_differs(sink: tuple[str, int]) -> None:
+    data = os.urandom(64 * 1024)
+    with socket.create_connection(sink) as sock:
+        sock.sendall(STREAM_HEADER.pack(PUT_HASHED, len(data)) + data + hashlib.sha256(b"other").digest())
+        assert sock.recv(1) == MISMATCH
