@@ -36,10 +36,12 @@ def test_no_directory_of_the_durable_creates_holds_more_than_36_entries(count: i
     assert max(len(names) for names in entries.values()) <= DIRECTORY_ENTRIES
 
 
-def test_durable_creates_time_every_file_and_leave_nothing(tmp_path: Path) -> None:
-    seconds, latencies = durable_creates(tmp_path / "creates", [b"x" * 1024] * 100, 4)
+def test_durable_creates_time_every_file_and_keep_them(tmp_path: Path) -> None:
+    payloads = [index.to_bytes(2, "big") * 512 for index in range(100)]
+    seconds, latencies = durable_creates(tmp_path / "creates", payloads, 4)
     assert len(latencies) == 100 and seconds > 0
-    assert not (tmp_path / "creates").exists()
+    for index, data in enumerate(payloads):
+        assert create_path(tmp_path / "creates", index, 100).read_bytes() == data
 
 
 @pytest.fixture
