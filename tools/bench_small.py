@@ -179,6 +179,7 @@ async def small_files(
     requests = {target: dfsd_requests(names(target), size, base) for target in measured_here}
     bare = bare_requests(names(first), size, base)
     measured: dict[tuple[Target, str], Timings] = {}  # each target's phases, for those set beside them
+    echoed: dict[str, Timings] = {}  # the echo server's phases, beside the first target's
     figures: list[Figure] = []
 
     async def measure_group(group: list[Target]) -> None:
@@ -193,7 +194,8 @@ async def small_files(
                 for target in group
             }
             bares = [
-                await baselines.BareClient.open(setup.echo.host_port) for _ in range(plan.clients * (first in group))
+                await baselines.BareClient.open(setup.echo.host_port)
+                for _ in range(plan.clients if first in group else 0)
             ]
             for bare_client in bares:
                 stack.push_async_callback(bare_client.close)
@@ -201,7 +203,7 @@ async def small_files(
                 order = shares(orders[what])
                 if first in group:
                     async with phase(f"the baseline {tag} {what}s", setup):
-                        measured[first, f"baseline {what}"] = await run_workers(bares, order, bare[what])
+                        echoed[what] = await run_workers(bares, order, bare[what])
                 for target in group:
                     async with phase(f"the dfsd {tag} {what}s{target.label}", setup):
                         timings = measured[target, what] = await run_workers(
@@ -212,7 +214,7 @@ async def small_files(
     async def record(target: Target, what: str, timings: Timings) -> None:
         """Say and keep ``target``'s figures of phase ``what`` (and, for the first, the disk's beside its writes)."""
         p99 = f"p99 {timings.percentile(0.99) * 1000:.2f} ms"
-        versus = measured[first, f"baseline {what}"] if target.versus is None else measured[target.versus, what]
+        versus = echoed[what] if target.versus is None else measured[target.versus, what]
         if target is first:
             note(f"{label} {what}: baseline {versus.rate:,.0f}/s, dfsd {timings.rate:,.0f}/s ({p99})")
         else:
