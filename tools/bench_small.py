@@ -11,7 +11,9 @@ in the same phase, right after the first, with 1 KiB files (COMPARED_SIZE): its 
 the figure it is an alternative to (PostgreSQL's against SQLite's; N managers' aggregate, the clients spread evenly
 over them, against one manager serving all the clients). Each target writes, reads and deletes names of its own.
 The targets of several managers come last, each with its three phases in a row: only then are the other managers
-started (``bench_cluster``), so that every figure of one manager is measured with that manager alone.
+started (``bench_cluster``), so that every figure of one manager is measured with that manager alone. It also keeps
+their writes out of that manager's read cache between its own writes and reads: run in between, with 20,000 files,
+they had pushed 8,931 of its 20,000 reads out of the cache (least recently used first: its own files were the oldest).
 """
 
 from __future__ import annotations
