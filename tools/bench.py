@@ -13,7 +13,8 @@ The manager keeps its metadata in SQLite unless ``--db postgresql://...`` names 
 ``--backends sqlite,postgresql`` asks for both: then a second private cluster runs on PostgreSQL (on a throwaway server
 that dfs-bench starts in its temporary directory, with PostgreSQL's durable defaults, when no ``--db`` is given), and
 its 1 KiB small-file phases are measured right after the first cluster's, against them. ``--managers N`` runs N
-managers on the PostgreSQL database, and the same phases with the clients spread over all of them, against one.
+managers on the PostgreSQL database, and the same phases with the clients spread over all of them, against one; the
+N-1 others start only once every figure of one manager is taken, so that one ran alone.
 
 * Large file (``bench_large``): one file of ``--large-size`` bytes (1 GiB) up through the client library and as
   ``dfs-push FILE``, down through ``get`` and as ``dfs-cat NAME -o FILE``, every byte checked; each of the four right

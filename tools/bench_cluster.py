@@ -6,7 +6,11 @@ once it accepts connections (``dfsd.processes``); it is added to the caller's li
 stops it whatever happens next. A private cluster is a storage node (id 100) and one or more managers with their
 default settings (each request logged at info level to a file), open (no secret, no TLS), on one metadata database:
 a SQLite file in the temporary directory, or a PostgreSQL database that several managers share, the node dialing
-every one of them (``--manager A,B``). The first cluster is the one every figure is measured on; another (a second
+every one of them (``--manager A,B``). Only the first manager starts with the cluster: every figure labelled with one
+manager is measured while it is the only one, since a manager that knows another is up does more work per request
+(it counts the files of every node at each upload, ``coordination.py``). The others start (on ports chosen at the
+cluster's start, which the node dials from the first) only when the figures of several managers begin
+(``Cluster.start_other_managers``). The first cluster is the one every figure is measured on; another (a second
 backend) serves only the small-file comparison, in a folder of its own. ``--manager HOST:PORT`` replaces the private
 clusters with an existing one, whose processes are not ours to measure.
 """
@@ -17,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -136,20 +141,28 @@ class Cluster:
     """One cluster measured: its managers' addresses, and its processes when it is a private one."""
 
     backend: str  # SQLITE, POSTGRESQL, or "existing"
-    addresses: list[str]  # each manager, HOST:PORT
+    addresses: list[str]  # each manager, HOST:PORT (those not started yet included)
     database: str  # where its metadata lives, as shown in the report (no password)
-    managers: list[Child] = field(default_factory=list)
+    managers: list[Child] = field(default_factory=list)  # those started
     node: Child | None = None
+    not_started: list[Callable[[], Child]] = field(default_factory=list)  # start each manager not started yet
 
     @property
     def name(self) -> str:
         return BACKEND_NAMES.get(self.backend, self.backend)
 
+    def start_other_managers(self) -> list[Child]:
+        """Start the managers that wait for the figures of several managers."""
+        started = [start() for start in self.not_started]
+        self.not_started.clear()
+        self.managers += started
+        return started
+
     def describe(self, nodes: int) -> str:
         """One line for the report: what this cluster is (``nodes``: how many storage nodes are up)."""
         if self.node is None:
             return f"existing: the manager at {','.join(self.addresses)}, {nodes} storage node(s) up"
-        managers = "a manager" if len(self.managers) == 1 else f"{len(self.managers)} managers"
+        managers = "a manager" if len(self.addresses) == 1 else f"{len(self.addresses)} managers"
         metadata = "" if self.backend == SQLITE else f", metadata on {self.name} ({self.database})"
         return f"private: {managers} and 1 storage node in a temporary directory, started for this run{metadata}"
 
@@ -248,19 +261,22 @@ def start_cluster(
     main: bool,
     read_cache: int,
 ) -> Cluster:
-    """``count`` managers on ``database``, one after another (the first creates the schema), each with a read cache
-    of ``read_cache`` bytes, then the node, dialing them all. Another cluster than the first names its processes
-    after its backend."""
+    """``count`` managers on ``database``, each with a read cache of ``read_cache`` bytes: the first started (it
+    creates the schema), the others only given a port, to start later (``Cluster.start_other_managers``); then the
+    node, dialing them all. Another cluster than the first names its processes after its backend."""
     suffix = "" if main else f" ({BACKEND_NAMES[backend]})"
-    managers = [
-        start(
-            f"dfsd manager{'' if number == 1 else f' {number}'}{suffix}",
-            *processes.dfsd_command("manager", "--port", "0", "--db", database, "--read-cache", str(read_cache)),
-            cwd=directory,
+
+    def manager(number: int, port: int) -> Callable[[], Child]:
+        command = processes.dfsd_command(
+            "manager", "--port", str(port), "--db", database, "--read-cache", str(read_cache)
         )
-        for number in range(1, count + 1)
-    ]
-    addresses = [child.address for child in managers]
+        name = f"dfsd manager{'' if number == 1 else f' {number}'}{suffix}"
+        return lambda: start(name, *command, cwd=directory)
+
+    first = manager(1, 0)()
+    ports = free_ports(count - 1)
+    not_started = [manager(number, port) for number, port in enumerate(ports, start=2)]
+    addresses = [first.address, *(f"127.0.0.1:{port}" for port in ports)]
     node = start(
         f"dfsd storage node{suffix}",
         *processes.dfsd_command(
@@ -275,7 +291,18 @@ def start_cluster(
         cwd=directory,
     )
     shown = database if backend == SQLITE else without_password(database)
-    return Cluster(backend, addresses, shown, managers, node)
+    return Cluster(backend, addresses, shown, [first], node, not_started)
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 now, for managers started later. Another process could take one
+    meanwhile (that manager would then not start, and the run stop with an error saying so), which the
+    size of the kernel's range of free ports makes unlikely."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
 
 
 def without_password(url: str) -> str:
@@ -287,15 +314,26 @@ def without_password(url: str) -> str:
 
 
 async def wait_for_nodes(client: Client, setup: Setup) -> int:
-    """Until each private cluster's node is up at every one of its managers (on an existing cluster, until any node
-    is); the number of storage nodes up at the first cluster."""
+    """Until each private cluster's node is up at every one of its managers started (on an existing cluster, until
+    any node is); the number of storage nodes up at the first cluster."""
     nodes = await until_node_up(client, setup, NODE_ID if setup.node is not None else None)
     for cluster in setup.clusters:
-        for address in cluster.addresses if cluster.node is not None else ():
-            if address != setup.address:
-                async with Client(address, setup.security) as other:
-                    await until_node_up(other, setup, NODE_ID)
+        await node_up_at(setup, [child.address for child in cluster.managers if child.address != setup.address])
     return nodes
+
+
+async def start_other_managers(setup: Setup, cluster: Cluster) -> list[str]:
+    """Start the managers of ``cluster`` not started yet, and wait until its node is up at each; their names."""
+    started = await asyncio.to_thread(cluster.start_other_managers)
+    await node_up_at(setup, [child.address for child in started])
+    return [child.name for child in started]
+
+
+async def node_up_at(setup: Setup, addresses: list[str]) -> None:
+    """Until a private cluster's node is up at each manager of ``addresses``."""
+    for address in addresses:
+        async with Client(address, setup.security) as other:
+            await until_node_up(other, setup, NODE_ID)
 
 
 async def until_node_up(client: Client, setup: Setup, node_id: int | None) -> int:

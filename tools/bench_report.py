@@ -88,8 +88,9 @@ def comparison_notes(clusters: list[dict[str, Any]], clients: int) -> str:
         if cluster["managers"] > 1:
             notes += (
                 f" Rows 'via {cluster['managers']} managers vs 1': the {clients} clients spread evenly over "
-                f"{cluster['managers']} managers on one {cluster['name']} database, measured right after one of them "
-                "served all the clients (the baseline), so the ratio is the aggregate's gain."
+                f"{cluster['managers']} managers on one {cluster['name']} database; the baseline is the first of them "
+                "serving all the clients, so the ratio is the aggregate's gain. The other managers start only after "
+                "every figure of one manager (its write, read and delete phases): until then that manager runs alone."
             )
     return notes
 

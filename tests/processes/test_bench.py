@@ -201,6 +201,11 @@ def test_comparison_keeps_figures_in_both_reports_in_the_new_order() -> None:
 
 def run_bench(directory: Path, *args: str) -> dict[str, object]:
     """``dfs-bench ARGS --json --dir DIRECTORY`` as a user runs it; its report, once it has left nothing behind."""
+    return run_bench_with_notes(directory, *args)[0]
+
+
+def run_bench_with_notes(directory: Path, *args: str) -> tuple[dict[str, object], list[str]]:
+    """``run_bench``, and the lines it said on standard error as it went."""
     command = Path(sys.executable).parent / "dfs-bench"
     result = subprocess.run(
         [str(command), *args, "--json", "--dir", str(directory)],
@@ -213,7 +218,7 @@ def run_bench(directory: Path, *args: str) -> dict[str, object]:
     assert list(directory.iterdir()) == []
     assert processes_started_in(directory) == []
     report: dict[str, object] = json.loads(result.stdout)
-    return report
+    return report, result.stderr.decode().splitlines()
 
 
 def assert_set_beside(figures: dict[str, dict[str, float]], key: str, versus: str) -> None:
@@ -260,7 +265,8 @@ def test_two_managers_on_one_database_report_aggregate_rows_and_compare(
 ) -> None:
     """--db and --managers 2: the whole run on PostgreSQL, through the first manager, and the 1 KiB phases again with
     the clients spread over both managers, beside one manager serving them all; --compare sets the new rows beside an
-    earlier report's."""
+    earlier report's. The second manager starts only after the last figure of one manager: until then the first runs
+    alone, as the rows of one manager say."""
     key = "postgresql.2-managers.small.1KiB.read.rate"
     old = {
         "machine": {"date": "2026-01-01T00:00:00+00:00"},
@@ -278,7 +284,15 @@ def test_two_managers_on_one_database_report_aggregate_rows_and_compare(
     old_path = tmp_path.parent / f"{tmp_path.name}-old.json"
     old_path.write_text(json.dumps(old))
     database = postgres_server.create_database()
-    report = run_bench(tmp_path, *TINY, "--db", database.url, "--managers", "2", "--compare", str(old_path))
+    report, notes = run_bench_with_notes(
+        tmp_path, *TINY, "--db", database.url, "--managers", "2", "--compare", str(old_path)
+    )
+    started = [line for line in notes if line.startswith("dfs-bench: started ")]
+    assert "dfsd manager 2" not in started[0]
+    [started_second] = [n for n, line in enumerate(notes) if line.startswith("dfs-bench: started dfsd manager 2 for")]
+    one_manager = [n for n, line in enumerate(notes) if line.startswith("dfs-bench: 1.0 KiB ") and "via 2" not in line]
+    two_managers = [n for n, line in enumerate(notes) if line.startswith("dfs-bench: 1.0 KiB ") and "via 2" in line]
+    assert len(two_managers) == 3 and max(one_manager) < started_second < min(two_managers)
 
     figures = report["figures"]
     assert isinstance(figures, dict)
