@@ -175,11 +175,6 @@ def format_address(address: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-# A chunk of a relayed download at least this large is hashed in a thread (``Download.relayed``): below it, the trip to
-# the thread and back costs more than the hashing it moves off the loop (SHA-256 of 64 KiB: some 30 µs).
-HASH_ASIDE_MIN = 256 * 1024
-
-
 class Download:
     """The bytes of one download, as an async iterator of chunks; ``info`` says what is coming.
 
@@ -193,32 +188,12 @@ class Download:
         self._name = name
         self._body = receive_file(conn, info)
 
-    def __aiter__(self) -> AsyncIterator[memoryview]:
-        return self._checked(aside=False)
-
-    def relayed(self) -> AsyncIterator[memoryview]:
-        """The chunks, as iterating gives them, for a caller that passes each one on (the HTTP gateway): a large chunk
-        is hashed in a thread while the caller sends it, not on the loop before. Hashing on the loop was half of the
-        gateway's CPU on a large download (SHA-256, some 0.5 ms per MiB), time in which its loop neither read from the
-        manager nor wrote to the HTTP client. The caller must not keep a chunk past its next step of the iteration."""
-        return self._checked(aside=True)
-
-    async def _checked(self, *, aside: bool) -> AsyncIterator[memoryview]:
-        """The chunks, hashed (in a thread while the caller has them, if ``aside`` and they are large), and the
-        whole verified after the last one."""
+    async def __aiter__(self) -> AsyncIterator[memoryview]:
         hasher = self._hasher()
         async for chunk in self._received():
-            if hasher is None:
-                yield chunk
-            elif aside and len(chunk) >= HASH_ASIDE_MIN:
-                hashing = asyncio.get_running_loop().run_in_executor(None, hasher.update, chunk)
-                try:
-                    yield chunk
-                finally:
-                    await finish(hashing)  # one chunk at a time: hashed in order, and never past the caller's use
-            else:
+            if hasher is not None:
                 hasher.update(chunk)
-                yield chunk
+            yield chunk
         self._verify(hasher)
 
     def inline(self) -> bytes | None:

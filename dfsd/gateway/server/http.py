@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-from dfsd.client import Download
-
 from ..sigv4 import SignedRequest
 
 Scope = dict[str, Any]
@@ -81,8 +79,6 @@ class HttpRequest:
     @property
     def params(self) -> dict[str, str]:
         """The query's parameters, decoded (the last of a repeated one wins)."""
-        if not self.query:  # most requests: no parsing to do
-            return {}
         return dict(parse_qsl(self.query, keep_blank_values=True))
 
     @property
@@ -141,15 +137,15 @@ class HttpRequest:
         await self.send({"type": "http.response.body", "body": body, "more_body": more})
 
     async def respond_with(
-        self, status: int, headers: Iterable[tuple[str, str]], download: Download, length: int
+        self, status: int, headers: Iterable[tuple[str, str]], chunks: AsyncIterable[memoryview | bytes], length: int
     ) -> None:
-        """Answer with the ``length`` bytes of ``download``: a small body gathered first and sent with the head
-        (``WHOLE_BODY_MAX``), a larger one streamed as it comes (``Download.relayed``: hashed aside while sent)."""
+        """Answer with the ``length`` bytes of ``chunks``: a small body gathered first and sent with the head
+        (``WHOLE_BODY_MAX``), a larger one streamed as it comes."""
         if length <= WHOLE_BODY_MAX:
-            await self.respond(status, headers, b"".join([bytes(chunk) async for chunk in download]))
+            await self.respond(status, headers, b"".join([bytes(chunk) async for chunk in chunks]))
             return
         await self.respond(status, headers, more=True)
-        await self.stream(download.relayed())
+        await self.stream(chunks)
 
     async def stream(self, chunks: AsyncIterable[memoryview | bytes], *, end: bool = True) -> None:
         """Send the next part of a response started with ``more=True`` (the last part, if ``end``); the server's
