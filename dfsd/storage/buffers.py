@@ -32,14 +32,18 @@ class ReadBuffers:
         self._kept: list[bytearray] = []  # given back: free once ``unshared``
 
     def take(self, count: int) -> list[bytearray]:
-        """``count`` buffers nobody uses (on the loop, as ``give``): kept ones that are free, fresh ones if too few."""
+        """``count`` buffers nobody uses (on the loop, as ``give``): kept ones that are free, fresh ones if too few.
+        A buffer taken leaves the kept ones by identity: ``list.remove`` compares bytearrays by their bytes, and took
+        out another buffer holding the same bytes (the same chunk of one file, sent to two downloads at once), so the
+        one taken stayed kept and went to a second download, read into while the first still sent it."""
         taken: list[bytearray] = []
-        for buffer in list(self._kept):
-            if len(taken) == count:
-                break
-            if unshared(buffer):
-                self._kept.remove(buffer)
+        still_kept: list[bytearray] = []
+        for buffer in self._kept:
+            if len(taken) < count and unshared(buffer):
                 taken.append(buffer)
+            else:
+                still_kept.append(buffer)
+        self._kept = still_kept
         taken.extend(bytearray(self._size) for _ in range(count - len(taken)))
         return taken
 

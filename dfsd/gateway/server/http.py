@@ -79,6 +79,8 @@ class HttpRequest:
     @property
     def params(self) -> dict[str, str]:
         """The query's parameters, decoded (the last of a repeated one wins)."""
+        if not self.query:  # most requests: nothing to parse (asked twice per S3 request)
+            return {}
         return dict(parse_qsl(self.query, keep_blank_values=True))
 
     @property
