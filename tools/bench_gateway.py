@@ -206,23 +206,25 @@ async def gateway_figures(plan: Plan, setup: Setup, figures: list[Figure], note:
         await client.expect(204, "DELETE", f"/{setup.bucket}/large")
         note(f"gateway: upload {size / up / MB:.1f} MB/s, download {size / down / MB:.1f} MB/s")
         label = human_size(size)
+        rates = {"upload": size / up / MB, "download": size / down / MB}
+        # Issue 13 words its target against the commands (the ".vs_command" rows); those pay a process's start-up,
+        # and dfs-cat -o writes and fsyncs its file, which this GET does not: the rows against the library are like
+        # for like.
         result = [
             Figure(
-                "gateway.large.upload",
-                f"gateway PUT {label} vs CBOR",
+                f"gateway.large.{direction}{suffix}",
+                f"gateway {method} {label} vs {versus}",
                 "MB/s",
-                size / up / MB,
-                cbor["large.upload"].dfsd,
+                rates[direction],
+                cbor[f"large.{measured}"].dfsd,
                 True,
-            ),
-            Figure(
-                "gateway.large.download",
-                f"gateway GET {label} vs CBOR",
-                "MB/s",
-                size / down / MB,
-                cbor["large.download"].dfsd,
-                True,
-            ),
+            )
+            for direction, method, suffix, versus, measured in (
+                ("upload", "PUT", "", "CBOR", "upload"),
+                ("download", "GET", "", "CBOR", "download"),
+                ("upload", "PUT", ".vs_command", "dfs-push", "push"),
+                ("download", "GET", ".vs_command", "dfs-cat -o", "cat"),
+            )
         ]
         for direction, peak in (("upload", up_memory), ("download", down_memory)):
             result.append(

@@ -46,7 +46,9 @@ def table(report: dict[str, Any]) -> list[str]:
         f"For small files, bare CBOR request/answer frames over loopback, "
         f"{settings['clients']} connections, one hop, the same payloads, nothing stored. "
         "Gateway rows: the same work through dfsd gateway (S3 over HTTP, one keep-alive connection per client), "
-        "against the CBOR client's figure of this run (memory: against the manager's). "
+        "against the CBOR client's figure of this run (memory: against the manager's); the large file's also "
+        "against the commands dfs-push and dfs-cat -o, though those pay a process's start-up "
+        "and dfs-cat -o writes its file, which the gateway's GET does not. "
         "Ratio = dfsd / baseline: for rates, below 1 is slower; for latencies and memory, above 1 is more. "
         f"Peak memory: {report['peak_memory']}." + comparison_notes(report.get("clusters", []), settings["clients"])
     )

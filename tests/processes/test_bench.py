@@ -42,6 +42,8 @@ EXPECTED_KEYS = {
     "large.push.hashing_baseline",  # dfs-push beside a baseline whose two ends hash the bytes too
     "gateway.large.upload",
     "gateway.large.download",
+    "gateway.large.upload.vs_command",
+    "gateway.large.download.vs_command",
     "gateway.large.upload.peak_memory",
     "gateway.large.download.peak_memory",
     "gateway.small.4KiB.write.rate",
