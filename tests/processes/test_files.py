@@ -135,6 +135,29 @@ async def test_large_downloads_one_after_another_and_at_once_are_byte_exact(clus
     assert read == payloads
 
 
+async def test_one_large_file_downloaded_by_several_clients_at_once_is_byte_exact_repro(cluster: LocalCluster) -> None:
+    """Four downloads of one file at once, each reader pausing between chunks so that the node's read buffers are
+    given back while others still send the same chunk: a node took a free buffer out of its kept ones by its bytes,
+    not by identity, and handed a buffer still being sent to the next download (wrong bytes: failed 3 runs of 3)."""
+    payload = os.urandom(16 * BATCH_BYTES + 7)
+
+    async def download(client: Client) -> bytes:
+        pieces = []
+        async for chunk in await client.get("shared.bin"):
+            pieces.append(bytes(chunk))
+            await asyncio.sleep(0.001)
+        return b"".join(pieces)
+
+    async with Client(cluster.address) as client:
+        await client.put("shared.bin", payload)
+    clients = [Client(cluster.address) for _ in range(4)]
+    try:
+        read = await asyncio.gather(*(download(c) for c in clients))
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+    assert read == [payload] * 4
+
+
 async def test_ranged_reads(cluster: LocalCluster) -> None:
     payload = os.urandom(2 * 1024 * 1024 + 5)
     async with Client(cluster.address) as client:
