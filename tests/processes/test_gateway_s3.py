@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from aws_chunked import chunk_signatures, encode_signed, encode_unsigned, split
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, IncompleteReadError, ResponseStreamingError
 from gateway_live import (
     ALICE,
     BOB,
@@ -134,6 +134,29 @@ def test_wrong_content_md5_is_bad_digest_and_keeps_nothing(live_gateway: LiveGat
             s3.put_object(Bucket=bucket, Key=f"k{size}", Body=b"x" * size, ContentMD5=wrong)
         assert error_code(excinfo) == "BadDigest"
     assert live_gateway.names(bucket + "/") == []
+
+
+def test_rotten_bytes_cut_the_download_short_repro(live_gateway: LiveGateway) -> None:
+    """A streamed GET's SHA-256 is known only once its last byte has passed the gateway. The gateway used to send
+    every byte first, so a client got a whole body of the object's length, rotten bytes and all, and a clean end;
+    now the last piece waits for the check, and the client sees the body cut short."""
+    s3 = live_gateway.s3()
+    bucket = live_gateway.bucket()
+    body = os.urandom(3 * MIB + 12_345)  # streamed (over 64 KiB), in several pieces
+    s3.put_object(Bucket=bucket, Key="rotten", Body=body)
+    [stored] = [
+        path
+        for node_id in live_gateway.cluster.nodes
+        for path in live_gateway.cluster.stored_files(node_id)
+        if path.stat().st_size == len(body) and path.read_bytes() == body
+    ]
+    rotten = bytearray(body)
+    rotten[1000] ^= 0x01  # one flipped bit, early: in a piece that went out long before the check
+    stored.write_bytes(bytes(rotten))
+    with pytest.raises((IncompleteReadError, ResponseStreamingError)):
+        s3.get_object(Bucket=bucket, Key="rotten")["Body"].read()
+    stored.write_bytes(body)  # the object is whole again: read in full
+    assert s3.get_object(Bucket=bucket, Key="rotten")["Body"].read() == body
 
 
 def test_large_single_put_without_content_md5_reads_back_its_md5_as_etag_repro(live_gateway: LiveGateway) -> None:

@@ -151,18 +151,25 @@ class HttpRequest:
 
     async def stream(self, chunks: AsyncIterable[memoryview | bytes], *, end: bool = True) -> None:
         """Send the next part of a response started with ``more=True`` (the last part, if ``end``); the server's
-        writes pace the reads. The iterator is closed on the way out, so a download cut short lets go of its
+        writes pace the reads.
+
+        Each piece goes out only once the next one is in hand, so the last waits until ``chunks`` has ended: a
+        download checks its bytes' SHA-256 when its source ends (``Download``), and a mismatch raised there leaves
+        that piece unsent, so the client sees a body shorter than its Content-Length rather than a whole one with
+        rotten bytes and a clean end. The iterator is closed on the way out, so a download cut short lets go of its
         connection at once."""
         iterator = aiter(chunks)
+        held: bytes | None = None
         try:
             async for chunk in iterator:
                 view = memoryview(chunk)
                 for start in range(0, len(view), RESPONSE_PIECE):
-                    piece = bytes(view[start : start + RESPONSE_PIECE])
-                    await self.send({"type": "http.response.body", "body": piece, "more_body": True})
+                    if held is not None:
+                        await self.send({"type": "http.response.body", "body": held, "more_body": True})
+                    held = bytes(view[start : start + RESPONSE_PIECE])
         finally:
             close = getattr(iterator, "aclose", None)
             if close is not None:
                 await close()
-        if end:
-            await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+        if held is not None or end:
+            await self.send({"type": "http.response.body", "body": held or b"", "more_body": not end})
