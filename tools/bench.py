@@ -26,6 +26,9 @@ N-1 others start only once every figure of one manager is taken, so that one ran
   request/answer frames, with the same payloads and as many connections.
 * Gateway (``bench_gateway``): the large file and 4 KiB objects through ``dfsd gateway``, against the CBOR client.
 
+``--phases`` runs only some of the three (``--phases large,gateway``: the gateway's rows in a few minutes, the small
+files left out).
+
 Each dfsd phase runs right after its baseline, so both see the same machine. Ratios are dfsd / baseline: below 1 a rate
 is slower than the baseline's; above 1 a latency is longer and memory larger. The report (``bench_report``) is a
 table, or one JSON object with ``--json``, and ``--compare OLD.json`` sets each figure beside an earlier run's.
@@ -94,6 +97,10 @@ QUICK_FILES = 500
 # The packages whose directories hold dfsd's modules (an editable install maps protocol/ and tools/ in from beside it).
 PACKAGES = ("dfsd", "dfsd.protocol", "dfsd.tools")
 CLIENTS = 16
+# The parts of a run, in the order they run: ``--phases`` picks some. The gateway's rows are set beside the large
+# file's, so they need that part too.
+LARGE, SMALL, GATEWAY = "large", "small", "gateway"
+PHASES = (LARGE, SMALL, GATEWAY)
 
 EPILOG = """\
 exit status:
@@ -105,17 +112,25 @@ exit status:
 """
 
 
-async def measure(plan: Plan, setup: Setup, note: Callable[[str], None]) -> tuple[list[Figure], int, bool]:
-    """Every figure; also the number of storage nodes up, and whether peak memory was reset for each direction."""
+async def measure(
+    plan: Plan, setup: Setup, note: Callable[[str], None], phases: tuple[str, ...] = PHASES
+) -> tuple[list[Figure], int, bool]:
+    """The figures of ``phases``; also the number of storage nodes up, and whether peak memory was reset for each
+    direction."""
     async with Client(setup.address, setup.security) as client:
         nodes = await wait_for_nodes(client, setup)
-        note(f"{nodes} storage node(s) up; large file of {human_size(plan.large_size)} first")
+        note(f"{nodes} storage node(s) up; measuring {', '.join(phases)}")
+        figures: list[Figure] = []
+        reset = True
         try:
-            figures, reset = await large_file(plan, setup, client, note)
-            targets = targets_of(setup)
-            for size in plan.sizes:
-                figures += await small_files(plan, setup, size, targets, note)
-            figures += await gateway_figures(plan, setup, figures, note)
+            if LARGE in phases:
+                figures, reset = await large_file(plan, setup, client, note)
+            if SMALL in phases:
+                targets = targets_of(setup)
+                for size in plan.sizes:
+                    figures += await small_files(plan, setup, size, targets, note)
+            if GATEWAY in phases:
+                figures += await gateway_figures(plan, setup, figures, note)
         finally:
             if setup.manager is None:  # someone else's cluster: take away what this run stored
                 await remove_leftovers(client, setup.prefix)
@@ -157,6 +172,7 @@ def run(
     parent: Path | None,
     keep: bool,
     note: Callable[[str], None],
+    phases: tuple[str, ...] = PHASES,
 ) -> dict[str, Any]:
     """Start what is needed, measure, stop everything and remove the temporary directory (unless ``keep``); the
     report as a dict."""
@@ -180,7 +196,7 @@ def run(
         stack.callback(stop_all, children)  # the daemons stop before the database they use
         setup = start_processes(root, manager, clusters, database, children)
         note(f"started {', '.join(child.name for child in children)} in {root}")
-        figures, nodes, reset = run_async(measure(plan, setup, note))
+        figures, nodes, reset = run_async(measure(plan, setup, note, phases))
     return {
         "machine": {
             "cpus": cpu_count(),
@@ -238,6 +254,19 @@ def cluster_plan(
     return ClusterPlan(chosen, managers, database, DEFAULT_READ_CACHE if read_cache is None else read_cache)
 
 
+def chosen_phases(text: str | None) -> tuple[str, ...]:
+    """The parts of a run ``--phases`` names, in the order they run; ValueError saying what is wrong."""
+    if text is None:
+        return PHASES
+    named = [name.strip().lower() for name in text.split(",")]
+    unknown = [name for name in named if name not in PHASES]
+    if unknown or not named:
+        raise ValueError(f"{text!r}: name some of {', '.join(PHASES)}, comma-separated")
+    if GATEWAY in named and LARGE not in named:
+        raise ValueError(f"{GATEWAY} needs {LARGE} too: its rows are set beside the large file's figures")
+    return tuple(phase for phase in PHASES if phase in named)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = UsageParser(
         prog=PROG,
@@ -284,6 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help=f"a small run of seconds: {QUICK_FILES} files, a 64 MiB large file"
     )
+    parser.add_argument(
+        "--phases",
+        metavar="LIST",
+        help=f"measure only these parts, comma-separated: {', '.join(PHASES)} (default: all); {GATEWAY} needs "
+        f"{LARGE}, whose figures its rows are set beside",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument(
         "--compare",
@@ -317,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         clusters = cluster_plan(args.backends, args.db, args.managers, args.read_cache)
     except ValueError as err:
         parser.error(str(err))
+    try:
+        phases = chosen_phases(args.phases)
+    except ValueError as err:
+        parser.error(f"--phases: {err}")
     old = None
     if args.compare is not None:
         try:
@@ -335,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt)
     failures = Failures(PROG)
     try:
-        report = run(plan, clusters, args.manager, args.dir, args.keep, note)
+        report = run(plan, clusters, args.manager, args.dir, args.keep, note, phases)
     except DfsError as err:
         return failures.error(err)
     except BenchFailed as err:

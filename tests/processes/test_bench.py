@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from dfsd.protocol import ChecksumMismatch, ProtocolError
-from dfsd.tools.bench import main, parse_size
+from dfsd.tools.bench import chosen_phases, main, parse_size
 from dfsd.tools.bench_large import BLOCK, Pattern
 from dfsd.tools.bench_measure import Timings
 from dfsd.tools.bench_report import comparison, comparison_table, table
@@ -331,6 +331,29 @@ def test_cluster_options_that_cannot_work_are_usage_errors(
         main(args)
     assert exit.value.code == 64
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("phases", "message"),
+    [
+        ("gateway", "gateway needs large too"),
+        ("large,tiny", "name some of large, small, gateway"),
+        ("", "name some of large, small, gateway"),
+    ],
+)
+def test_phases_that_cannot_work_are_usage_errors(
+    phases: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit:
+        main(["--phases", phases])
+    assert exit.value.code == 64
+    assert message in capsys.readouterr().err
+
+
+def test_phases_are_run_in_their_own_order_whatever_the_list_says() -> None:
+    assert chosen_phases(None) == ("large", "small", "gateway")
+    assert chosen_phases("Gateway, large") == ("large", "gateway")
+    assert chosen_phases("small") == ("small",)
 
 
 def test_a_directory_postgres_cannot_enter_is_named(tmp_path: Path) -> None:
