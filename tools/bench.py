@@ -112,10 +112,11 @@ async def measure(plan: Plan, setup: Setup, note: Callable[[str], None]) -> tupl
         note(f"{nodes} storage node(s) up; large file of {human_size(plan.large_size)} first")
         try:
             figures, reset = await large_file(plan, setup, client, note)
-            targets = targets_of(setup)
-            for size in plan.sizes:
-                figures += await small_files(plan, setup, size, targets, note)
-            figures += await gateway_figures(plan, setup, figures, note)
+            if not plan.large_only:
+                targets = targets_of(setup)
+                for size in plan.sizes:
+                    figures += await small_files(plan, setup, size, targets, note)
+                figures += await gateway_figures(plan, setup, figures, note)
         finally:
             if setup.manager is None:  # someone else's cluster: take away what this run stored
                 await remove_leftovers(client, setup.prefix)
@@ -284,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help=f"a small run of seconds: {QUICK_FILES} files, a 64 MiB large file"
     )
+    parser.add_argument(
+        "--large-only",
+        action="store_true",
+        help="measure the large file alone (its four transfers and their baselines), no small files, no gateway",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument(
         "--compare",
@@ -309,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
             manager_addresses(args.manager)
         except ValueError as err:
             parser.error(f"--manager: {err}")
+    if args.large_only and (args.db or args.backends or args.managers != 1 or args.files is not None):
+        parser.error("--db, --backends, --managers and -n concern the small files: leave them out with --large-only")
     if args.manager is not None and (args.db or args.backends or args.managers != 1 or args.read_cache is not None):
         parser.error(
             "--db, --backends, --managers and --read-cache shape the private cluster: leave them out with --manager"
@@ -326,7 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     files = args.files if args.files is not None else QUICK_FILES if args.quick else DEFAULT_FILES
     if files < 1 or args.clients < 1:
         parser.error("-n and --clients must be at least 1")
-    plan = Plan(large_size or (QUICK_LARGE_SIZE if args.quick else DEFAULT_LARGE_SIZE), files, args.clients)
+    plan = Plan(
+        large_size or (QUICK_LARGE_SIZE if args.quick else DEFAULT_LARGE_SIZE),
+        files,
+        args.clients,
+        large_only=args.large_only,
+    )
 
     def note(line: str) -> None:
         if not args.quiet:

@@ -39,6 +39,7 @@ class Plan:
     files: int
     clients: int
     sizes: tuple[int, ...] = SMALL_SIZES
+    large_only: bool = False  # the large-file figures alone (``--large-only``): no small files, no gateway
 
 
 @dataclass
