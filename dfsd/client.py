@@ -863,7 +863,9 @@ async def _read_ahead(source: BinaryIO, hasher: Any) -> AsyncGenerator[bytes, No
     read while the loop sends this one: reading, hashing and sending overlap, and the loop (which hashed before) only
     sends. A pipe is read one chunk a trip, so that a slow one starts at once, and only when asked for: a failed
     upload never waits for input that may not come. The trip under way is waited for however this ends (``finish``):
-    nobody must rewind or close the source while a thread still reads it."""
+    nobody must rewind or close the source while a thread still reads it. (Measured and not kept: the hashing in a
+    thread of its own, so that a chunk read is sent without waiting for its SHA-256, as a node taking the upload
+    hashes: 1 GiB dfs-push, 5 pairs under load 6-8, new/old 0.65-1.16, median 0.85, for the same CPU.)"""
     if not source.seekable():
         while chunks := await in_thread(None, _read_chunks, source, 1, hasher):
             for chunk in chunks:
