@@ -42,11 +42,12 @@ The bytes of a stream are written and hashed there too, a few MiB per trip (``bu
 loop, writing and hashing took three fifths of a node's time taking a large upload, and the loop could not read the
 next bytes meanwhile. The hashing and the writing go in two writers, each a trip of its own, so that they overlap as
 well: done in turn in one thread, a batch's SHA-256 (half of the node's CPU for a large upload) and its copy into the
-direct write's stage held the loop's next batch back (1 GiB dfs-push, 9 pairs under load 6-11: new/old 1.04-1.52,
-median 1.19, for the same CPU, 0.91-1.03 s per GiB at the node). A stream announced at DIRECT_MIN bytes or more is
-written around the page cache (``O_DIRECT``, ``dfsd/directio.py``): the kernel's copy into cache pages was the largest
-cost of a node taking a large upload (measured: 2.0 s of system time per GiB in its disk thread, against under 0.1 s
-written directly), and its fsync then has almost nothing left to write.
+direct write's stage held the loop's next batch back (1 GiB dfs-push, 13 pairs under load 6-11: new/old 0.86-1.82,
+median 1.17, for the same CPU, 0.91-1.03 s per GiB at the node; with STREAM_BATCH, 4 pairs: 0.88-1.31, median 1.18).
+A stream announced at DIRECT_MIN bytes or more is written around the page cache (``O_DIRECT``, ``dfsd/directio.py``):
+the kernel's copy into cache pages was the largest cost of a node taking a large upload (measured: 2.0 s of system
+time per GiB in its disk thread, against under 0.1 s written directly), and its fsync then has almost nothing left
+to write.
 
 (Measured and not kept: sharing one directory fsync among the renames that came before it, as databases group their
 log commits, gave nothing on ext4, where syncing the file already commits the journal most of the way; measured again
