@@ -1,8 +1,8 @@
-"""A large file's bytes from the event loop into a local file: written and hashed in a thread, in batches.
+"""A large file's bytes from the event loop into a local file, or a hasher: in a thread, in batches.
 
-Whoever takes a large file spends most of its time in ``os.write`` and SHA-256 (a storage node taking an upload; the
-client taking a download hashes in one writer and writes in another, so that the two overlap). Both release the GIL, so
-a thread does them while the event loop goes on receiving.
+Whoever takes a large file spends most of its time in ``os.write`` and SHA-256 (a storage node taking an upload, the
+client taking a download). Both release the GIL, so a thread does them while the event loop goes on receiving; each
+hashes in one writer and writes in another, so that the two overlap too.
 A handoff between the loop and a thread wakes one of them (a futex call, and a fight for the GIL): handing over each
 1 MiB frame costs more than it saves, so the bytes go over in batches of BATCH_BYTES.
 
@@ -22,12 +22,9 @@ import contextlib
 import os
 from collections.abc import Callable
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from .protocol.messages import Buffer
-
-if TYPE_CHECKING:
-    from hashlib import _Hash
 
 T = TypeVar("T")
 
@@ -84,8 +81,7 @@ def _settle(done: asyncio.Future[T], result: T | None, error: BaseException | No
 
 class ThreadedWriter:
     """Bytes handed to ``write`` (a function that writes all it is given: ``write_all`` on a descriptor, or a buffered
-    file's ``write``; or a hasher's ``update``) and fed to ``hasher`` (if any) in a thread, a batch of ``batch_bytes``
-    at a time.
+    file's ``write``; or a hasher's ``update``) in a thread, a batch of ``batch_bytes`` at a time.
 
     The file stays the caller's: close it only after ``flush`` or ``settle``, once no thread uses it. An error of the
     thread (an ``OSError``) is raised by the ``write`` or ``flush`` that waits for its batch."""
@@ -93,12 +89,10 @@ class ThreadedWriter:
     def __init__(
         self,
         write: Callable[[Buffer], object],
-        hasher: _Hash | None = None,
         executor: Executor | None = None,
         batch_bytes: int = BATCH_BYTES,
     ) -> None:
         self._write_one = write
-        self._hasher = hasher
         self._executor = executor
         self._batch_limit = batch_bytes
         self._batch: list[Buffer] = []
@@ -114,7 +108,7 @@ class ThreadedWriter:
             await self._hand_over()
 
     async def flush(self) -> None:
-        """Return once every byte given so far is written (and hashed)."""
+        """Return once every byte given so far is written."""
         await self._hand_over()
         await self._wait()
 
@@ -142,8 +136,6 @@ class ThreadedWriter:
     def _write(self, batch: list[Buffer]) -> None:
         """(In a thread.)"""
         for data in batch:
-            if self._hasher is not None:
-                self._hasher.update(data)
             self._write_one(data)
 
 

@@ -11,7 +11,9 @@ PROTOCOL_VERSION = 1
 MAX_FRAME_SIZE = 4 * 1024 * 1024
 
 # 1 MiB chunks amortise per-frame costs (a CBOR header, a syscall, a hash update) to noise while keeping every hop's
-# buffer small; measured throughput flattens above ~256 KiB.
+# buffer small; measured throughput flattens above ~256 KiB. (2 MiB, measured for 1 GiB dfs-push and dfs-cat -o, 4
+# pairs under load 5-7: each process's CPU fell by at most 0.04 s per GiB, the rates within noise, and the peak memory
+# of a node taking an upload rose from 59.5 to 78.5 MiB, of the manager from 52 to 61 MiB: its buffers hold two chunks.)
 CHUNK_SIZE = 1024 * 1024
 
 # A file of at most this many bytes travels inside its request or answer (``put``, ``store``, ``sending``) instead of as

@@ -356,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         phases = chosen_phases(args.phases)
     except ValueError as err:
         parser.error(f"--phases: {err}")
+    if SMALL not in phases and (len(clusters.backends) > 1 or clusters.managers > 1):
+        parser.error("--backends with two backends and --managers compare the small files: add small to --phases")
     old = None
     if args.compare is not None:
         try:

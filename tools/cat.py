@@ -1,11 +1,13 @@
 """dfs-cat: download a file to standard output, or to a file with -o.
 
 With -o the bytes go to a temporary file beside the target, renamed into place only once the checksum has been
-verified, so a failed download never leaves a file that looks complete. On standard output bytes are written as they
-arrive, a few MiB at a time (a pipe cannot take them back): a checksum failure then exits 7 after the bytes, and the
-reader must discard them. Either way the writing is done in a thread, so the download goes on while it writes; with -o
-it goes around the page cache where the file system allows (``O_DIRECT``, see ``dfsd/directio.py``), which cut the
-command's CPU time by more than a third (2.6 to 1.65 s per GiB, measured on a busy machine).
+verified, so a failed download never leaves a file that looks complete. A target that exists and is neither a regular
+file nor a directory (a device such as /dev/null, a named pipe) cannot be replaced whole: it is written into as
+standard output is (renamed over, /dev/null became a regular file when run as root). On standard output bytes are
+written as they arrive, a few MiB at a time (a pipe cannot take them back): a checksum failure then exits 7 after the
+bytes, and the reader must discard them. Either way the writing is done in a thread, so the download goes on while it
+writes; with -o it goes around the page cache where the file system allows (``O_DIRECT``, see ``dfsd/directio.py``),
+which cut the command's CPU time by more than a third (2.6 to 1.65 s per GiB, measured on a busy machine).
 
 A progress bar (bytes, rate, time left) is drawn on standard error when it is a terminal, unless -q is given or the
 bytes themselves go to that terminal (the bar would be drawn in the middle of them).
@@ -14,6 +16,7 @@ bytes themselves go to that terminal (the bar would be drawn in the middle of th
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
 from typing import BinaryIO
@@ -54,12 +57,27 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as err:
                 raise CannotWrite() from err
 
+    async def fetch_into(client: Client, path: str) -> None:
+        """Download into the device or named pipe at ``path``, as into standard output."""
+        try:
+            target = open(path, "wb")  # closed below: only a failure to open it is caught here
+        except OSError as err:
+            raise CannotWrite() from err
+        with target:
+            await fetch(client, target)
+
     async def cat(client: Client) -> int:
         if args.output is None:
             try:
                 await fetch(client, sys.stdout.buffer)
             except CannotWrite as err:
                 return _cannot_write("standard output", err, "check where standard output goes (a full disk?)")
+            return 0
+        if _written_into(args.output):
+            try:
+                await fetch_into(client, args.output)
+            except CannotWrite as err:
+                return _cannot_write(args.output, err, "check that you may write to it, and what reads from it")
             return 0
         directory = os.path.dirname(os.path.abspath(args.output))
         try:
@@ -86,6 +104,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run(PROG, args.manager, cat)
+
+
+def _written_into(path: str) -> bool:
+    """Whether ``path`` exists and is neither a regular file nor a directory (a device, a named pipe): the download
+    is written into it as it arrives, since it cannot be replaced whole."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _cannot_write(target: str, err: CannotWrite, hint: str) -> int:

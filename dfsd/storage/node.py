@@ -31,7 +31,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,7 +51,6 @@ from ..protocol import (
     check_sha256,
 )
 from ..protocol.messages import (
-    Buffer,
     Build,
     Data,
     End,
@@ -300,8 +299,10 @@ class StorageNode:
             size = os.fstat(file.fileno()).st_size
             length = check_range(size, request.offset, request.length)
             req.fields.update(size=length)
-            frames = _read_frames(self.disk, file, request.file_id, request.offset, length)
-            await send_file(conn, Sending(size, request.offset, length), frames)
+            async with contextlib.aclosing(
+                _read_frames(self.disk, file, request.file_id, request.offset, length)
+            ) as frames:
+                await send_file(conn, Sending(size, request.offset, length), frames)
 
     async def handle_transfer(self, conn: Connection, request: Transfer, req: Request) -> None:
         """Copy a file straight to another node; answer with that node's ``stored``."""
@@ -318,8 +319,8 @@ class StorageNode:
                 raise FileUnavailable(f"file unavailable: the target node cannot be reached ({err})") from None
             try:
                 store = Store(request.file_id, size, request.sha256)
-                frames = _while_asked(conn, _read_frames(self.disk, file, request.file_id, 0, size))
-                stored = await send_file(peer, store, frames)
+                async with contextlib.aclosing(_read_frames(self.disk, file, request.file_id, 0, size)) as frames:
+                    stored = await send_file(peer, store, _while_asked(conn, frames))
             except ConnectionLost as err:
                 raise FileUnavailable(f"file unavailable: the target node failed during the copy ({err})") from None
             finally:
@@ -347,9 +348,10 @@ class StorageNode:
         with self._open(part.file_id) as source:
             if os.fstat(source.fileno()).st_size != part.size:
                 raise FileNotFound(f"file does not exist: file id {part.file_id} here is not of {part.size} bytes")
-            async for message in _read_frames(self.disk, source, part.file_id, 0, part.size):
-                if type(message) is Data:
-                    await file.write(message.data)
+            async with contextlib.aclosing(_read_frames(self.disk, source, part.file_id, 0, part.size)) as frames:
+                async for message in frames:
+                    if type(message) is Data:
+                        await file.write(message.data)
 
     async def _copy_remote(self, part: PartInfo, file: DurableWrite) -> None:
         assert part.host is not None and part.port is not None
@@ -435,27 +437,49 @@ async def _while_asked(conn: Connection, frames: Frames) -> AsyncIterator[Data |
         yield message
 
 
-async def _read_frames(disk: Disk, file: BinaryIO, file_id: int, offset: int, length: int) -> AsyncIterator[Data | End]:
+async def _read_frames(
+    disk: Disk, file: BinaryIO, file_id: int, offset: int, length: int
+) -> AsyncGenerator[Data | End, None]:
     """``length`` bytes of ``file`` from ``offset`` as a stream of data frames. A range of one chunk is read at once
     (a small file, most likely in the page cache); a longer one in a disk thread, READ_BATCH chunks a trip, into
     buffers used again (``Disk.read_buffers``): a large file is often not in the cache (a large upload is written
     around it: ``disk.DIRECT_MIN``), and a read that waits for a busy disk must not stop the event loop, whose
-    heartbeats keep the node up."""
-    position, end = offset, offset + length
-    while position < end:
-        chunks: list[Buffer]
-        if length <= CHUNK_SIZE:
-            chunks = [_read_exactly(file, file_id, position, length)]
-        else:
-            batch = min(READ_BATCH * CHUNK_SIZE, end - position)
-            buffers = disk.read_buffers.take(-(-batch // CHUNK_SIZE))
-            sizes = await disk.run(_read_chunks, file, file_id, position, batch, buffers)
-            chunks = [memoryview(buffer)[:size] for buffer, size in zip(buffers, sizes, strict=True)]
-            disk.read_buffers.give(buffers)
-        for chunk in chunks:
-            yield Data(chunk)
-            position += len(chunk)
+    heartbeats keep the node up. The next trip is read while this one's frames are sent (dfs-cat -o of 1 GiB, 5
+    pairs at load 1-2: new/old 0.89-1.08, median 1.06; to a pipe 0.92-1.16, median 1.07; the node's peak memory 44.0
+    -> 50.5 MiB). Close the frames (``aclosing``) before the file: the trip read ahead is waited for then, so that no
+    thread reads a file that was closed."""
+    if length <= CHUNK_SIZE:
+        yield Data(_read_exactly(file, file_id, offset, length))
+        yield End()
+        return
+    end = offset + length
+    trip = asyncio.ensure_future(_read_trip(disk, file, file_id, offset, end))
+    try:
+        while True:
+            chunks = await trip
+            offset += sum(len(chunk) for chunk in chunks)
+            if offset < end:
+                trip = asyncio.ensure_future(_read_trip(disk, file, file_id, offset, end))
+            for chunk in chunks:
+                yield Data(chunk)
+            if offset >= end:
+                break
+    finally:
+        if not trip.done():
+            trip.cancel()  # the disk thread's work is waited for all the same (``bulk.finish``)
+            await asyncio.wait([trip])
     yield End()
+
+
+async def _read_trip(disk: Disk, file: BinaryIO, file_id: int, offset: int, end: int) -> list[memoryview]:
+    """The next trip's chunks of ``file`` from ``offset`` (up to READ_BATCH, none past ``end``), read in a disk
+    thread."""
+    batch = min(READ_BATCH * CHUNK_SIZE, end - offset)
+    buffers = disk.read_buffers.take(-(-batch // CHUNK_SIZE))
+    sizes = await disk.run(_read_chunks, file, file_id, offset, batch, buffers)
+    chunks = [memoryview(buffer)[:size] for buffer, size in zip(buffers, sizes, strict=True)]
+    disk.read_buffers.give(buffers)
+    return chunks
 
 
 def _read_chunks(file: BinaryIO, file_id: int, offset: int, length: int, buffers: list[bytearray]) -> list[int]:

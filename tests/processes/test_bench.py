@@ -130,6 +130,21 @@ def test_quick_run_reports_every_figure_compares_and_leaves_nothing_behind(tmp_p
     assert processes_started_in(tmp_path) == []
 
 
+def test_phases_large_reports_the_large_file_figures_alone(tmp_path: Path) -> None:
+    command = Path(sys.executable).parent / "dfs-bench"
+    result = subprocess.run(
+        [str(command), "--phases", "large", "--large-size", "8M", "--json", "--dir", str(tmp_path)],
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    figures = json.loads(result.stdout)["figures"]
+    assert set(figures) == {key for key in EXPECTED_KEYS if key.startswith("large.")}
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sizes() -> None:
     assert [parse_size(text) for text in ("4096", "1G", "64M", "512k", "1GiB", "1.5K")] == [
         4096,
@@ -322,6 +337,8 @@ def test_two_managers_on_one_database_report_aggregate_rows_and_compare(
         (["--db", "postgresql://u@h:1/d", "--backends", "sqlite"], "add postgresql to --backends"),
         (["--managers", "0", "--backends", "postgresql"], "--managers must be at least 1"),
         (["--manager", "127.0.0.1:1", "--backends", "postgresql"], "leave them out with --manager"),
+        (["--phases", "large", "--backends", "sqlite,postgresql"], "add small to --phases"),
+        (["--phases", "large,gateway", "--backends", "postgresql", "--managers", "2"], "add small to --phases"),
     ],
 )
 def test_cluster_options_that_cannot_work_are_usage_errors(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -127,6 +129,26 @@ def test_cat_refuses_to_leave_a_partial_output_file(cluster: LocalCluster, tmp_p
     output.mkdir()
     expect_error(run_tool("dfs-cat", "missing", "-o", str(output / "file"), manager=cluster.address), 2)
     assert list(output.iterdir()) == []
+
+
+def test_cat_output_to_a_named_pipe_writes_into_it_repro(cluster: LocalCluster, tmp_path: Path) -> None:
+    """dfs-cat -o wrote into a temporary file and renamed it over the target even when the target was a device or a
+    named pipe: run as root, `dfs-cat NAME -o /dev/null` replaced /dev/null with a regular file. A named pipe stands
+    in for the device here: it must still be one afterwards, and its reader must have had every byte."""
+    payload = os.urandom(3 * 1024 * 1024 + 7)
+    source = tmp_path / "source"
+    source.write_bytes(payload)
+    assert run_tool("dfs-push", str(source), "--name", "piped", manager=cluster.address).returncode == 0
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    fetched = run_tool("dfs-cat", "piped", "-o", str(pipe), manager=cluster.address)
+    assert fetched.returncode == 0, fetched.stderr
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+    reader.join(timeout=30)
+    assert received == [payload]
 
 
 def test_cat_of_bytes_rotten_on_disk_exits_7_and_leaves_no_output_file(cluster: LocalCluster, tmp_path: Path) -> None:

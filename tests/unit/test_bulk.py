@@ -1,4 +1,4 @@
-"""Bytes between the event loop and a file through a thread (dfsd/bulk.py): every byte arrives, in order and hashed,
+"""Bytes between the event loop and a file through a thread (dfsd/bulk.py): every byte arrives, in order,
 and a writer never holds more than two batches however far its file falls behind."""
 
 from __future__ import annotations
@@ -21,16 +21,19 @@ def chunks_of(data: bytes, size: int) -> list[bytes]:
     return [data[start : start + size] for start in range(0, len(data), size)]
 
 
-async def test_a_writer_writes_and_hashes_every_byte_in_order(tmp_path: Path) -> None:
+async def test_writers_write_and_hash_every_byte_in_order(tmp_path: Path) -> None:
+    """A file's writer and a hasher's, fed the same chunks, as a node taking an upload feeds them."""
     payload = os.urandom(2 * BATCH_BYTES + 12345)
     hasher = hashlib.sha256()
     path = tmp_path / "out"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT)
     try:
-        writer = ThreadedWriter(lambda data: write_all(fd, data), hasher)
+        writers = [ThreadedWriter(lambda data: write_all(fd, data)), ThreadedWriter(hasher.update)]
         for chunk in chunks_of(payload, 100_000):  # frames that do not divide a batch
-            await writer.write(chunk)
-        await writer.flush()
+            for writer in writers:
+                await writer.write(chunk)
+        for writer in writers:
+            await writer.flush()
     finally:
         os.close(fd)
     assert path.read_bytes() == payload
