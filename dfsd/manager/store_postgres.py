@@ -273,6 +273,7 @@ class PostgresStore(MetadataStore):
         self._lease_conn = _Dedicated(location, _SESSION, LOCK_CHECK_TIMEOUT)  # the sole lease's renewals
         self._renewed = asyncio.Event()  # set (and replaced) as each renewal ends, well or not
         self._renewal_sent = -math.inf  # when the last renewal to end began
+        self._renewal_error: ServersUnavailable | None = None  # why the last renewal failed; None if it did not
 
     @classmethod
     async def connect(cls, location: PostgresURL) -> PostgresStore:
@@ -607,8 +608,10 @@ class PostgresStore(MetadataStore):
         try:
             await self._lease_conn.run(lambda conn: self._renew_sole_lease(conn, manager, lease, sent))
             self.sole.committed(lease_clock())
-        except (ServersUnavailable, asyncpg.PostgresError):
+            self._renewal_error = None
+        except (ServersUnavailable, asyncpg.PostgresError) as err:
             self.sole.failed()
+            self._renewal_error = err if isinstance(err, ServersUnavailable) else _unreachable(err)
         finally:
             self._renewal_sent = sent
             self._renewed.set()
@@ -664,19 +667,23 @@ class PostgresStore(MetadataStore):
         return _LeasedWrite(self, names, ids, every)
 
     async def _writable(self) -> int | None:
-        """Wait until this manager may write to ``files`` (``ServersUnavailable`` after DB_TIMEOUT); the generation it
-        writes under (None where writes are not fenced: a tool's store)."""
+        """Wait until this manager may write to ``files``: the generation it writes under (None where writes are not
+        fenced: a tool's store). ``ServersUnavailable`` at once if its rights ran out because the database cannot be
+        reached, or after DB_TIMEOUT."""
         if not self._fenced:
             return None
         deadline = lease_clock() + DB_TIMEOUT
         while not self.sole.may_write(now := lease_clock()):
+            start = self.sole.writes_from()
+            fenced = now < start < math.inf  # waiting out another holder's turn
+            if self._renewal_error is not None and not fenced:
+                raise ServersUnavailable(self._renewal_error.message)
             if now >= deadline:
                 raise ServersUnavailable(
                     "servers unavailable: this manager could not renew its lease on the metadata database within "
                     f"{DB_TIMEOUT:g} s (unreachable or too slow); nothing was changed by this request: try again"
                 )
-            start = self.sole.writes_from()
-            if now < start < math.inf:  # waiting out another holder's turn
+            if fenced:
                 await asyncio.sleep(min(start, deadline) - now)
             else:
                 await self._next_renewal(deadline)
@@ -704,10 +711,14 @@ class PostgresStore(MetadataStore):
             return
         if self.sole.forget():
             self.name_cache.clear()
+        why = (
+            "another manager started on the database meanwhile"
+            if self._renewal_error is None
+            else f"the metadata database is unreachable since ({self._renewal_error.message})"
+        )
         raise ServersUnavailable(
-            "servers unavailable: the metadata database answered this change too late for this manager to be sure "
-            "no other manager answered a read from memory meanwhile; it may or may not have been made: look (stat) "
-            "and try again"
+            f"servers unavailable: this change was answered too late for this manager to acknowledge it safely: {why}; "
+            "it may or may not have been made: look (stat) and try again"
         )
 
     # --- copying to another database (dfsd migrate) -------------------------------------------------------------------
