@@ -30,7 +30,7 @@ class NameCache:
     def __init__(self, capacity: int = CAPACITY) -> None:
         self.capacity = capacity
         self.epoch = 0  # moves on with every write that forgets
-        self.hits = 0  # names answered from here
+        self.hits = 0  # names answered from here (counted by the store, which asks the database for the others)
         self.misses = 0  # names asked of the database
         self._records: OrderedDict[str, FileRecord] = OrderedDict()
         self._names: dict[int, str] = {}  # file id -> name, for the writes that name files by id
@@ -39,13 +39,10 @@ class NameCache:
         return len(self._records)
 
     def get(self, name: str) -> FileRecord | None:
-        """The record of ``name`` if kept (now the most recently used), counted as a hit or a miss."""
+        """The record of ``name`` if kept (now the most recently used)."""
         record = self._records.get(name)
-        if record is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        self._records.move_to_end(name)
+        if record is not None:
+            self._records.move_to_end(name)
         return record
 
     def add(self, record: FileRecord, since: int) -> None:
