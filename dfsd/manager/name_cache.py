@@ -16,19 +16,34 @@ and then under mixed traffic (a lookup that overlapped any write), never a wrong
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from collections.abc import Iterable
 
 from .store import FileRecord
 
-# Names kept at most. An entry takes about 600 bytes (the record, its name and digest, two table slots), so this is
-# about 40 MB at most: as many names as the read cache holds 1 KiB files (``read_cache.py``), with room to spare.
-CAPACITY = 65_536
+# What an entry costs beyond its name and metadata: the record, its digest, its slots in both tables. Measured with
+# tracemalloc: 65,536 records of 33-character names and no metadata took 415 bytes each, 82 of them the name.
+ENTRY_OVERHEAD = 340
+
+# The memory its entries may take, as ``charge`` counts it: about 100,000 names of dfs-bench's length, more than the
+# read cache holds 1 KiB files (``read_cache.py``), and as bounded whatever the names' and metadata's lengths.
+CAPACITY = 32 * 1024 * 1024
+
+
+def charge(record: FileRecord) -> int:
+    """The memory an entry holding ``record`` takes, as the capacity counts it."""
+    meta = record.meta
+    kept = sys.getsizeof(meta) + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in meta.items()) if meta else 0
+    return ENTRY_OVERHEAD + sys.getsizeof(record.name) + kept
 
 
 class NameCache:
+    """At most ``capacity`` bytes of memory (``charge``) of file records by name, least recently used out first."""
+
     def __init__(self, capacity: int = CAPACITY) -> None:
         self.capacity = capacity
+        self.used = 0  # bytes charged for the entries held
         self.epoch = 0  # moves on with every write that forgets
         self.hits = 0  # names answered from here (counted by the store, which asks the database for the others)
         self.misses = 0  # names asked of the database
@@ -48,14 +63,15 @@ class NameCache:
     def add(self, record: FileRecord, since: int) -> None:
         """Keep ``record``, found or written by a lookup or commit begun at epoch ``since``, unless a write that
         forgets was answered since."""
-        if since != self.epoch or self.capacity <= 0:
+        cost = charge(record)
+        if since != self.epoch or cost > self.capacity:
             return
         self._drop(record.name)
+        while self.used + cost > self.capacity:
+            self._drop(next(iter(self._records)))
         self._records[record.name] = record
         self._names[record.id] = record.name
-        while len(self._records) > self.capacity:
-            _, oldest = self._records.popitem(last=False)
-            self._names.pop(oldest.id, None)
+        self.used += cost
 
     def forget(self, names: Iterable[str] = (), ids: Iterable[int] = ()) -> None:
         """A write to these names, or these file ids, was answered (or failed, its outcome unknown)."""
@@ -71,8 +87,10 @@ class NameCache:
         self.epoch += 1
         self._records.clear()
         self._names.clear()
+        self.used = 0
 
     def _drop(self, name: str) -> None:
         record = self._records.pop(name, None)
         if record is not None:
             self._names.pop(record.id, None)
+            self.used -= charge(record)
