@@ -40,6 +40,14 @@ losing that connection, can no longer commit a move that the new coordinator, bl
 The managers' leases are renewed, and reservations tidied, outside the group commit, so that a commit stuck behind a
 row lock does not make a live manager's lease run out.
 
+Since version 7 the table ``sole_lease`` holds one row, the sole lease (``sole_lease.py``): the manager alone on the
+database holds it and answers lookups by name from memory (``name_cache.py``; ``find``), filled by the lookups and by
+its own commits. Every write to ``files`` goes through ``_writing_files``: it waits for the lease's right to write
+(a manager that started beside a holder waits out the holder's turn), tells the names in memory what it changed, and
+is acknowledged only if answered while that right lasted (``_confirm``). The renewals run every TICK on a connection
+of their own, in one transaction that also renews the manager's ``last_seen``, so that a manager is *up* for the
+others from its first renewal on, and a holder never takes a newcomer for absent.
+
 When the server cannot be reached, or goes away mid-request, every call fails at once with ``ServersUnavailable``
 (error 1, naming the database) instead of an asyncpg error; a statement, or the wait for a pooled connection, gives up
 after DB_TIMEOUT. The pool opens fresh connections as they are needed, so service resumes by itself.
