@@ -109,8 +109,9 @@ ALL_NODES = "every node"
 # An upload's hold (name, or None for a replacing upload; file id; node): what ``_hold`` asks its group lookup for.
 Hold = tuple[str | None, int, int]
 
-# The session of the holds' connection: its transactions commit without waiting for their flush (see above).
-_HOLDS_SESSION = {"application_name": "dfsd manager", "synchronous_commit": "off"}
+# The session of the holds' connection and the sole lease's: their transactions commit without waiting for their flush
+# (see above, and ``keep_sole_lease``).
+_UNFLUSHED_SESSION = {"application_name": "dfsd manager", "synchronous_commit": "off"}
 _SESSION = {"application_name": "dfsd manager"}
 
 # The advisory lock held while the schema is created or upgraded ('dfsd' in ASCII).
@@ -272,13 +273,13 @@ class PostgresStore(MetadataStore):
         self._counts = GroupLookup(self._count_files)  # one name, ALL_NODES: the puts asking meanwhile share a query
         self._holds = GroupLookup(self._hold_all)
         self._lookup_conn = _Dedicated(location, _SESSION)  # the group lookup's
-        self._holds_conn = _Dedicated(location, _HOLDS_SESSION)
+        self._holds_conn = _Dedicated(location, _UNFLUSHED_SESSION)
         self._lock_conn_busy = asyncio.Lock()  # one statement at a time on it: the lock's check, or a move's switch
         self._lock_lost = False  # lost outside a try: the next try reports the turn ended, even if it takes it again
         self.sole = SoleLease(self.manager_id)
         self.name_cache = NameCache()  # used only while ``sole`` allows
         self._fenced = False  # writes to files wait for the sole lease's rights (``fence_files``)
-        self._lease_conn = _Dedicated(location, _SESSION, LOCK_CHECK_TIMEOUT)  # the sole lease's renewals
+        self._lease_conn = _Dedicated(location, _UNFLUSHED_SESSION, LOCK_CHECK_TIMEOUT)  # the sole lease's renewals
         self._renewed = asyncio.Event()  # set (and replaced) as each renewal ends, well or not
         self._renewal_sent = -math.inf  # when the last renewal to end began
         self._renewal_error: ServersUnavailable | None = None  # why the last renewal failed; None if it did not
@@ -646,6 +647,10 @@ class PostgresStore(MetadataStore):
             if void:
                 self.name_cache.clear()
             if write is not None:
+                # A renewal that only renews commits without waiting for its flush (the connection's session: a
+                # ``last_seen`` a crash loses is renewed again); one that changes the lease is flushed before it
+                # counts, since a manager acting on a change that a crash then lost could write beside a holder.
+                await conn.execute("SET LOCAL synchronous_commit TO on")
                 await conn.execute(
                     "UPDATE sole_lease SET generation = $1, holder = $2, ended = $3",
                     write.generation,
