@@ -378,7 +378,7 @@ def test_driver_checker_catches(source: str) -> None:
 
 def test_the_sole_lease_is_sans_io() -> None:
     """``dfsd/manager/sole_lease.py`` decides from the lease row and the times its caller read: no clock, no I/O and no
-    database of its own, so its rules are tested with numbers (``tests/unit/test_sole_lease.py``)."""
+    database of its own, so its rules are tested with numbers (``tests/unit/test_sole_lease_rules.py``)."""
     source = (ROOT / "dfsd" / "manager" / "sole_lease.py").read_text(encoding="utf-8")
     modules = [module for _, module in imported_modules(source, "dfsd.manager")]
     assert [module for module in modules if module.split(".")[0] in FORBIDDEN | DRIVERS] == []
