@@ -22,17 +22,19 @@ transaction that locks the row (``FOR UPDATE``) and learns whether another manag
 
 The rights. A manager writes to ``files`` only while its rights last (``may_write``: the writes wait, see
 ``store_postgres.py``). The holder answers names from memory only while its rights last and, after taking the lease,
-only once DURATION has passed since the commit that took it (``may_cache``). A manager that changed the generation,
-or adopted one whose change ended a holder other than itself, writes nothing until DURATION has passed since its
-commit. Why that is enough, with no clock shared between hosts (each measures only its own intervals, and DRIFT
-covers how far two clocks' rates may differ over DURATION):
+only once DURATION has passed since the commit that took it (``may_cache``). A manager that ended another's turn, or
+adopted a generation whose change ended a holder other than itself, writes nothing until DURATION has passed since
+its commit (taking a lease held by none ends no turn: the taker writes at once). Why that is enough, with no clock
+shared between hosts (each measures only its own intervals, and DRIFT covers how far two clocks' rates may differ
+over DURATION):
 
 - The holder H's rights were last renewed by a transaction that read the row before any later change of generation
   committed, and began after ``sent``: they end by ``sent + DURATION - DRIFT``, before that change + DURATION.
-- Every other manager's writes to ``files`` wait until DURATION after the change it made or saw, so they begin after
-  H stopped answering from memory; and a change takes effect only at the next renewal, so no manager goes on writing
-  under a generation it thinks current beyond DURATION after the change that ended it. So H's memory, while used,
-  has seen every write: its own (applied or forgotten as they are answered, ``name_cache.py``) and none other.
+- Every other manager's writes to ``files`` wait until DURATION after the change that ended H's turn (made or seen),
+  so they begin after H stopped answering from memory (H itself, seeing its turn ended, drops its memory before it
+  writes on); and a change takes effect only at the next renewal, so no manager goes on writing under a generation it
+  thinks current beyond DURATION after the change that ended it. So H's memory, while used, has seen every write:
+  its own (applied or forgotten as they are answered, ``name_cache.py``) and none other.
 - The new holder's memory starts empty, DURATION after its change of generation: by then every other manager's
   rights under an older generation have run out.
 
