@@ -127,3 +127,31 @@ class ReadCacheCollector(Collector):
 
 def watch_read_cache(cache: CacheCounts) -> None:
     REGISTRY.register(ReadCacheCollector(cache))
+
+
+class NameCounts(Protocol):
+    """What the names kept in memory count (``dfsd.manager.name_cache.NameCache``)."""
+
+    hits: int
+    misses: int
+
+    def __len__(self) -> int: ...
+
+
+class NameCacheCollector(Collector):
+    """The names a manager alone on a PostgreSQL database keeps in memory (``name_cache.py``), read when scraped."""
+
+    def __init__(self, names: NameCounts) -> None:
+        self._names = names
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        names = self._names
+        yield CounterMetricFamily(
+            "dfsd_name_cache_hits", "Names found in memory, asking the database nothing", names.hits
+        )
+        yield CounterMetricFamily("dfsd_name_cache_misses", "Names looked up in the metadata database", names.misses)
+        yield GaugeMetricFamily("dfsd_name_cache_names", "Names kept in memory", len(names))
+
+
+def watch_name_cache(names: NameCounts) -> None:
+    REGISTRY.register(NameCacheCollector(names))

@@ -27,6 +27,10 @@ rebalancer plan from them) and drains. The coordinator's rebalancer progress goe
 shows it through any manager, and an operator's ``rebalance`` sent to another manager reaches it there. While another
 manager is up, placement also counts each node's files from the database at every upload (``files.py``); alone, a
 manager saves that query.
+
+A third loop renews the *sole lease* every TICK (``sole_lease.py``): the manager alone on the database holds it, and
+answers names from memory rather than asking the database at every read; a manager that starts beside a holder ends
+its turn, and writes to ``files`` only once that turn has certainly run out (DURATION, 2 s).
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ class Coordination:
         self._decided = asyncio.Event()  # set once the first tick has tried to take the lock
         self._role_changed = asyncio.Event()  # the lock was taken or lost: the record says so now, not a tick later
         self._unreachable = False  # the database failed the last tick (logged once per outage)
+        store.fence_files()  # this store serves a manager: its writes to files wait for the sole lease's rights
 
     async def run(self, address: str) -> None:
         """Hold or seek the coordinator's lock, and renew this manager's record, every TICK, forever (the manager
@@ -94,6 +99,8 @@ class Coordination:
             async with asyncio.TaskGroup() as loops:
                 loops.create_task(self._keep_lock(record))
                 loops.create_task(self._keep_record(record))
+                if self._store.shared:
+                    loops.create_task(self._keep_sole_lease(record))
         finally:
             await self._end_takeover()
 
@@ -113,6 +120,13 @@ class Coordination:
             elif not coordinating:
                 self._step_down()
             self._decided.set()
+            await asyncio.sleep(TICK)
+
+    async def _keep_sole_lease(self, record: ManagerRecord) -> None:
+        """Renew the sole lease every TICK, in a loop of its own: the holder's rights must not wait on the record's
+        slower round (its tidying asks the nodes)."""
+        while True:
+            await self._store.keep_sole_lease(record, LEASE)
             await asyncio.sleep(TICK)
 
     async def _keep_record(self, record: ManagerRecord) -> None:

@@ -332,7 +332,7 @@ class FileOperations:
                 # Before any byte went out. A move may have just taken the file to another node: follow it.
                 current = await self.in_flight.missing(record, node.id)
                 if current is None:  # deleted meanwhile, or replaced: then the reader gets the new file
-                    current = await self.store.find(record.name)
+                    current = await self.store.find(record.name, fresh=True)
                     if current is None:
                         raise FileNotFound(f"file does not exist: {record.name!r} (deleted meanwhile)") from err
                     length = check_range(current.size, request.offset, request.length)

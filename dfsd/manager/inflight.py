@@ -157,7 +157,7 @@ class InFlight:
         None if the file was deleted meanwhile (its name may name another file by now); on another node if a move
         took it there; on ``node_id`` still if it is lost, in which case it has been marked lost.
         """
-        current = await self._store.find(record.name)
+        current = await self._store.find(record.name, fresh=True)  # the database itself, before marking it lost
         if current is None or current.id != record.id:
             return None
         if current.node == node_id:

@@ -10,7 +10,8 @@ a heavily loaded one, where a server slow to be scheduled held up every read wai
 
 Each lookup is answered by a query sent after it was asked, so it sees every write committed before it was asked,
 as a query of its own would: a name deleted (or replaced) and acknowledged, through any manager, is never found in its
-old state by a lookup asked after that.
+old state by a lookup asked after that. (A manager alone on the database asks most names of its memory instead, and
+only the others come here: ``name_cache.py``.)
 
 The same grouping serves a query that many ask at once with no name at all (placement's count of files per node,
 ``store_postgres.py``): they all ask for one name, and share its next answer. And it serves the holds of uploads

@@ -5,8 +5,9 @@ Why it needs no invalidation: a file id is never reused (``store.py``: ids come 
 and ``dfsd migrate`` carries the counter over), and the bytes under an id never change (a replace is a new id; a move
 copies the same bytes under the same id). So the bytes kept under an id are that file's bytes for as long as anyone can
 name it. What does change — whether a name still leads to the id, whether the file may be served — is checked on
-every read before this cache is asked: the name is looked up in the database each time (no name is ever cached here,
-so a delete or replace acknowledged through another manager sharing the database is seen at once), and the record's
+every read before this cache is asked: the name is looked up each time (no name is cached here; a manager alone on
+PostgreSQL answers it from memory only while no other manager can change it, ``sole_lease.py``, so a delete or
+replace acknowledged through another manager sharing the database is seen at once), and the record's
 node must be up right now and the file not marked lost (``FileOperations``), so a down node's files still answer
 "file unavailable", cached or not.
 

@@ -214,6 +214,8 @@ class Manager:
             if self.metrics_port is not None:
                 metrics.watch_cluster(self.topology.snapshot, lambda: lost.count)
                 metrics.watch_read_cache(self.read_cache)
+                if self.store.name_cache is not None:
+                    metrics.watch_name_cache(self.store.name_cache)
                 await lost.refresh()
                 log.info("metrics", url=f"http://{self.host}:{metrics.serve(self.host, self.metrics_port)}/metrics")
             if on_ready is not None:

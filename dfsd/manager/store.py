@@ -33,13 +33,17 @@ import json
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ..protocol import MAX_BUCKETS, PARTS_PREFIX, NameExists
 from ..protocol.messages import BucketInfo
+
+if TYPE_CHECKING:
+    from .name_cache import NameCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +234,23 @@ class Write:
     key: object = None
 
 
+class Written:
+    """What a write to ``files`` tells the names kept in memory, beside what its ``_writing_files`` names: the record
+    it wrote, if it wrote a new name's (where no name is kept in memory, nothing)."""
+
+    async def __aenter__(self) -> Written:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def wrote(self, record: FileRecord) -> None:
+        return None
+
+
+_UNWATCHED = Written()
+
+
 def _name_exists(name: str) -> NameExists:
     return NameExists(f"file name already exists: {name!r}; delete it first or choose another name")
 
@@ -238,6 +259,7 @@ class MetadataStore(ABC):
     """The whole interface the manager sees. ``open`` picks the backend from the location."""
 
     shared: ClassVar[bool] = False  # several managers may use this database at once (PostgreSQL)
+    name_cache: NameCache | None = None  # names kept in memory under the sole lease; None where none are (SQLite)
 
     def __init__(self) -> None:
         self._queued: list[Write] = []
@@ -439,6 +461,26 @@ class MetadataStore(ABC):
         database's clock; None where there is no such record (SQLite: one manager)."""
         return None
 
+    # The sole lease (``sole_lease.py``): where several managers may share the database, the one alone on it keeps
+    # names in memory. SQLite has one manager per database, which never needs it.
+
+    def fence_files(self) -> None:
+        """This store serves a manager: from now on its writes to ``files`` wait for the sole lease's rights (a
+        tool's store, e.g. ``dfsd migrate``'s, writes while no manager runs)."""
+        return None
+
+    async def keep_sole_lease(self, manager: ManagerRecord, lease: float) -> None:
+        """Renew this manager's view of the sole lease (and its record's ``last_seen``; managers not renewed within
+        ``lease`` seconds are not up): called every TICK. A database that fails only lets the rights run out."""
+        return None
+
+    def _writing_files(
+        self, names: Sequence[str] = (), ids: Sequence[int] = (), every: bool = False
+    ) -> AbstractAsyncContextManager[Written]:
+        """Around every write to ``files``, naming what it may change (``every``: rows it cannot tell): it waits for
+        the right to write, and tells the names kept in memory what was written (``Written``)."""
+        return _UNWATCHED
+
     async def commit(
         self,
         file_id: int,
@@ -450,14 +492,16 @@ class MetadataStore(ABC):
         meta: dict[str, str] | None = None,
     ) -> None:
         """The upload's bytes are durable on ``node``: record the file (with its metadata), which makes it visible."""
-        rows = await self._record(
-            file_id,
-            f"INSERT INTO files ({_NEW_FILE_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ? WHERE {HELD} "
-            "ON CONFLICT (name) DO NOTHING RETURNING id",
-            (file_id, name, node, size, sha256, created, _meta_text(meta)),
-        )
-        if not rows:  # the reservation was released early (the upload was cancelled), or lost a race (``_hold``)
-            raise _name_exists(name)
+        async with self._writing_files() as written:  # a new name: no name kept in memory changes
+            rows = await self._record(
+                file_id,
+                f"INSERT INTO files ({_NEW_FILE_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ? WHERE {HELD} "
+                "ON CONFLICT (name) DO NOTHING RETURNING id",
+                (file_id, name, node, size, sha256, created, _meta_text(meta)),
+            )
+            if not rows:  # the reservation was released early (the upload was cancelled), or lost a race (``_hold``)
+                raise _name_exists(name)
+            written.wrote(FileRecord(file_id, name, node, size, sha256, created, None, dict(meta) if meta else None))
 
     async def commit_replacing(
         self,
@@ -473,8 +517,21 @@ class MetadataStore(ABC):
         one statement, so a reader finds the old file or the new one, never neither. Returns the replaced file, whose
         bytes the caller removes, or None. Of concurrent replacements the last to commit wins: the switch applies only
         to the row this call read, and is tried again on the current one if another commit came between."""
+        async with self._writing_files(names=(name,)):
+            return await self._replace(file_id, name, node, size, sha256, created, meta)
+
+    async def _replace(
+        self,
+        file_id: int,
+        name: str,
+        node: int,
+        size: int,
+        sha256: bytes,
+        created: float,
+        meta: dict[str, str] | None,
+    ) -> FileRecord | None:
         while True:
-            current = await self.find(name)
+            current = await self.find(name, fresh=True)
             if current is None:
                 rows = await self._record(
                     file_id,
@@ -494,20 +551,26 @@ class MetadataStore(ABC):
 
     # --- files --------------------------------------------------------------------------------------------------------
 
-    async def find(self, name: str) -> FileRecord | None:
+    async def find(self, name: str, *, fresh: bool = False) -> FileRecord | None:
+        """The file stored under ``name``, or None. A backend may answer from names kept in memory while they are
+        exact (``name_cache.py``); ``fresh`` asks the database itself."""
         rows = await self._read(FIND_SQL, (name,))
         return file_record(rows[0]) if rows else None
 
     async def remove(self, name: str) -> FileRecord | None:
         """Delete the stored file ``name`` and return what it was, or None if there was none."""
-        rows = await self._write(f"DELETE FROM files WHERE name = ? RETURNING name, {_FILE_COLUMNS}", (name,), key=name)
+        async with self._writing_files(names=(name,)):
+            rows = await self._write(
+                f"DELETE FROM files WHERE name = ? RETURNING name, {_FILE_COLUMNS}", (name,), key=name
+            )
         return file_record(rows[0][1:]) if rows else None
 
     async def remove_exact(self, name: str, file_id: int) -> FileRecord | None:
         """Delete the stored file ``name`` only if it is still file ``file_id``; return it, or None."""
-        rows = await self._write(
-            f"DELETE FROM files WHERE name = ? AND id = ? RETURNING {_FILE_COLUMNS}", (name, file_id)
-        )
+        async with self._writing_files(names=(name,)):
+            rows = await self._write(
+                f"DELETE FROM files WHERE name = ? AND id = ? RETURNING {_FILE_COLUMNS}", (name, file_id)
+            )
         return file_record(rows[0]) if rows else None
 
     async def list_files(self, prefix: str, after: str | None, limit: int, *, parts: bool = False) -> list[FileRecord]:
@@ -549,10 +612,11 @@ class MetadataStore(ABC):
         where = "" if node is None else " AND node = ?"
         for start in range(0, len(ids), _BATCH):
             batch = ids[start : start + _BATCH]
-            await self._write(
-                f"UPDATE files SET lost = ? WHERE id IN ({','.join('?' * len(batch))}){where}",
-                (when, *batch) if node is None else (when, *batch, node),
-            )
+            async with self._writing_files(ids=batch):
+                await self._write(
+                    f"UPDATE files SET lost = ? WHERE id IN ({','.join('?' * len(batch))}){where}",
+                    (when, *batch) if node is None else (when, *batch, node),
+                )
 
     async def lost_files(self, limit: int) -> tuple[int, list[str]]:
         """How many stored files are lost, and the names of the first ``limit`` of them."""
@@ -584,7 +648,8 @@ class MetadataStore(ABC):
         """Point file ``file_id`` at ``target`` if it is still stored on ``source`` and is no part of an upload being
         completed; False if it changed meanwhile, or is such a part (the move is given up: it stays on ``source``), or,
         on a shared database, this manager no longer coordinates (only the coordinator may switch a move)."""
-        rows = await self._write(RELOCATE_SQL, (target, file_id, source))
+        async with self._writing_files(ids=(file_id,)):
+            rows = await self._write(RELOCATE_SQL, (target, file_id, source))
         return len(rows) == 1
 
     async def usage_by_node(self) -> dict[int, tuple[int, int]]:
@@ -801,9 +866,10 @@ class MetadataStore(ABC):
             return
         columns = self.MIGRATED_TABLES[table]
         row = f"({', '.join('?' * len(rows[0]))})"
-        await self._write(
-            f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(rows))}", [v for r in rows for v in r]
-        )
+        async with self._writing_files(every=table == "files"):
+            await self._write(
+                f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(rows))}", [v for r in rows for v in r]
+            )
 
     @abstractmethod
     async def next_file_id(self) -> int:

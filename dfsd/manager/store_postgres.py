@@ -40,6 +40,14 @@ losing that connection, can no longer commit a move that the new coordinator, bl
 The managers' leases are renewed, and reservations tidied, outside the group commit, so that a commit stuck behind a
 row lock does not make a live manager's lease run out.
 
+Since version 7 the table ``sole_lease`` holds one row, the sole lease (``sole_lease.py``): the manager alone on the
+database holds it and answers lookups by name from memory (``name_cache.py``; ``find``), filled by the lookups and by
+its own commits. Every write to ``files`` goes through ``_writing_files``: it waits for the lease's right to write
+(a manager that started beside a holder waits out the holder's turn), tells the names in memory what it changed, and
+is acknowledged only if answered while that right lasted (``_confirm``). The renewals run every TICK on a connection
+of their own, in one transaction that also renews the manager's ``last_seen``, so that a manager is *up* for the
+others from its first renewal on, and a holder never takes a newcomer for absent.
+
 When the server cannot be reached, or goes away mid-request, every call fails at once with ``ServersUnavailable``
 (error 1, naming the database) instead of an asyncpg error; a statement, or the wait for a pooled connection, gives up
 after DB_TIMEOUT. The pool opens fresh connections as they are needed, so service resumes by itself.
@@ -54,7 +62,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import astuple
 from pathlib import Path
@@ -64,6 +74,8 @@ import asyncpg
 
 from ..protocol import ServersUnavailable
 from .lookups import GroupLookup
+from .name_cache import NameCache
+from .sole_lease import LeaseRow, SoleLease
 from .store import (
     _FILE_COLUMNS,
     HELD,
@@ -78,6 +90,7 @@ from .store import (
     Progress,
     Rows,
     Write,
+    Written,
     file_record,
     schema_steps_to_run,
 )
@@ -96,8 +109,9 @@ ALL_NODES = "every node"
 # An upload's hold (name, or None for a replacing upload; file id; node): what ``_hold`` asks its group lookup for.
 Hold = tuple[str | None, int, int]
 
-# The session of the holds' connection: its transactions commit without waiting for their flush (see above).
-_HOLDS_SESSION = {"application_name": "dfsd manager", "synchronous_commit": "off"}
+# The session of the holds' connection and the sole lease's: their transactions commit without waiting for their flush
+# (see above, and ``keep_sole_lease``).
+_UNFLUSHED_SESSION = {"application_name": "dfsd manager", "synchronous_commit": "off"}
 _SESSION = {"application_name": "dfsd manager"}
 
 # The advisory lock held while the schema is created or upgraded ('dfsd' in ASCII).
@@ -191,6 +205,15 @@ SCHEMA_STEPS = [
     ALTER TABLE uploads ADD PRIMARY KEY (file_id);
     CREATE UNIQUE INDEX uploads_by_name ON uploads (name);
     """,
+    # Version 7: the sole lease (``sole_lease.py``), one row: the manager alone on the database keeps names in memory.
+    """
+    CREATE TABLE sole_lease (
+        generation BIGINT NOT NULL,
+        holder     TEXT,  -- the manager that may answer names from memory under this generation; NULL: none
+        ended      TEXT   -- the holder whose turn this generation ended, until that has certainly run out
+    );
+    INSERT INTO sole_lease (generation, holder, ended) VALUES (0, NULL, NULL);
+    """,
 ]
 
 # The database's clock, in seconds since the Unix epoch: the one clock every manager's lease is measured by.
@@ -237,6 +260,7 @@ def _unreachable(err: BaseException) -> ServersUnavailable:
 
 class PostgresStore(MetadataStore):
     shared = True
+    name_cache: NameCache
 
     def __init__(self, pool: asyncpg.Pool, location: PostgresURL) -> None:
         super().__init__()
@@ -249,9 +273,16 @@ class PostgresStore(MetadataStore):
         self._counts = GroupLookup(self._count_files)  # one name, ALL_NODES: the puts asking meanwhile share a query
         self._holds = GroupLookup(self._hold_all)
         self._lookup_conn = _Dedicated(location, _SESSION)  # the group lookup's
-        self._holds_conn = _Dedicated(location, _HOLDS_SESSION)
+        self._holds_conn = _Dedicated(location, _UNFLUSHED_SESSION)
         self._lock_conn_busy = asyncio.Lock()  # one statement at a time on it: the lock's check, or a move's switch
         self._lock_lost = False  # lost outside a try: the next try reports the turn ended, even if it takes it again
+        self.sole = SoleLease(self.manager_id)
+        self.name_cache = NameCache()  # used only while ``sole`` allows
+        self._fenced = False  # writes to files wait for the sole lease's rights (``fence_files``)
+        self._lease_conn = _Dedicated(location, _UNFLUSHED_SESSION, LOCK_CHECK_TIMEOUT)  # the sole lease's renewals
+        self._renewed = asyncio.Event()  # set (and replaced) as each renewal ends, well or not
+        self._renewal_sent = -math.inf  # when the last renewal to end began
+        self._renewal_error: ServersUnavailable | None = None  # why the last renewal failed; None if it did not
 
     @classmethod
     async def connect(cls, location: PostgresURL) -> PostgresStore:
@@ -286,6 +317,8 @@ class PostgresStore(MetadataStore):
         )
 
     async def _disconnect(self) -> None:
+        await self._give_back_sole_lease()
+        self._lease_conn.close()
         await self._lookups.close()
         await self._counts.close()
         await self._holds.close()
@@ -301,8 +334,19 @@ class PostgresStore(MetadataStore):
         except _LOST as err:
             raise _unreachable(err) from err
 
-    async def find(self, name: str) -> FileRecord | None:
-        return await self._lookups.find(name)
+    async def find(self, name: str, *, fresh: bool = False) -> FileRecord | None:
+        since = None
+        if not fresh and self.sole.may_cache(lease_clock()):
+            record = self.name_cache.get(name)
+            if record is not None:
+                self.name_cache.hits += 1
+                return record
+            since = self.name_cache.epoch
+        self.name_cache.misses += 1
+        record = await self._lookups.find(name)
+        if record is not None and since is not None:
+            self.name_cache.add(record, since)
+        return record
 
     async def _find_all(self, names: list[str]) -> dict[str, FileRecord]:
         # On a connection of its own, outside the pool: the group lookup sends one query at a time, and a pooled
@@ -505,6 +549,10 @@ class PostgresStore(MetadataStore):
         manager holds it; False (as for a row changed meanwhile) if it does not. ``ServersUnavailable`` if that
         connection failed during the switch: then it may or may not have been committed, and the caller leaves both
         copies for the next coordinator's reconciliation to sort out."""
+        async with self._writing_files(ids=(file_id,)):
+            return await self._relocate(file_id, source, target)
+
+    async def _relocate(self, file_id: int, source: int, target: int) -> bool:
         async with self._lock_conn_busy:
             conn = self._lock_conn
             if conn is None:
@@ -559,6 +607,133 @@ class PostgresStore(MetadataStore):
             for id_, address, started, up, coordinator, *progress in rows
         ]
 
+    # --- the sole lease (``sole_lease.py``) and the names kept in memory (``name_cache.py``) -----------------------
+
+    def fence_files(self) -> None:
+        self._fenced = True
+
+    async def keep_sole_lease(self, manager: ManagerRecord, lease: float) -> None:
+        sent = lease_clock()
+        try:
+            await self._lease_conn.run(lambda conn: self._renew_sole_lease(conn, manager, lease, sent))
+            self.sole.committed(lease_clock())
+            self._renewal_error = None
+        except (ServersUnavailable, asyncpg.PostgresError) as err:
+            self.sole.failed()
+            self._renewal_error = err if isinstance(err, ServersUnavailable) else _unreachable(err)
+        finally:
+            self._renewal_sent = sent
+            self._renewed.set()
+            self._renewed = asyncio.Event()
+
+    async def _renew_sole_lease(
+        self, conn: asyncpg.Connection, manager: ManagerRecord, lease: float, sent: float
+    ) -> None:
+        async with conn.transaction():
+            await conn.execute(
+                f"INSERT INTO managers (id, address, started, last_seen) VALUES ($1, $2, $3, {_NOW}) "
+                f"ON CONFLICT (id) DO UPDATE SET last_seen = {_NOW}",
+                manager.id,
+                manager.address,
+                manager.started,
+            )
+            row = await conn.fetchrow("SELECT generation, holder, ended FROM sole_lease FOR UPDATE")
+            others = await conn.fetchval(
+                f"SELECT EXISTS (SELECT 1 FROM managers WHERE id <> $1 AND last_seen > {_NOW} - $2)",
+                manager.id,
+                lease,
+            )
+            write, void = self.sole.step(LeaseRow(*row), not others, sent)
+            if void:
+                self.name_cache.clear()
+            if write is not None:
+                # A renewal that only renews commits without waiting for its flush (the connection's session: a
+                # ``last_seen`` a crash loses is renewed again); one that changes the lease is flushed before it
+                # counts, since a manager acting on a change that a crash then lost could write beside a holder.
+                await conn.execute("SET LOCAL synchronous_commit TO on")
+                await conn.execute(
+                    "UPDATE sole_lease SET generation = $1, holder = $2, ended = $3",
+                    write.generation,
+                    write.holder,
+                    write.ended,
+                )
+
+    async def _give_back_sole_lease(self) -> None:
+        """Shutting down: a holder stops answering from memory, then gives the lease back, so that the next manager
+        to start need not wait (best effort: one that cannot is simply waited out)."""
+        row = self.sole.released()
+        self.name_cache.clear()
+        if row is None:
+            return
+        try:
+            await self._lease_conn.run(
+                lambda conn: conn.execute(
+                    "UPDATE sole_lease SET holder = NULL, ended = NULL WHERE generation = $1 AND holder = $2",
+                    row.generation,
+                    self.manager_id,
+                )
+            )
+        except (ServersUnavailable, asyncpg.PostgresError):
+            return
+
+    def _writing_files(self, names: Sequence[str] = (), ids: Sequence[int] = (), every: bool = False) -> _LeasedWrite:
+        return _LeasedWrite(self, names, ids, every)
+
+    async def _writable(self) -> int | None:
+        """Wait until this manager may write to ``files``: the generation it writes under (None where writes are not
+        fenced: a tool's store). ``ServersUnavailable`` at once if its rights ran out because the database cannot be
+        reached, or after DB_TIMEOUT."""
+        if not self._fenced:
+            return None
+        deadline = lease_clock() + DB_TIMEOUT
+        while not self.sole.may_write(now := lease_clock()):
+            start = self.sole.writes_from()
+            fenced = now < start < math.inf  # waiting out another holder's turn
+            if self._renewal_error is not None and not fenced:
+                raise ServersUnavailable(self._renewal_error.message)
+            if now >= deadline:
+                raise ServersUnavailable(
+                    "servers unavailable: this manager could not renew its lease on the metadata database within "
+                    f"{DB_TIMEOUT:g} s (unreachable or too slow); nothing was changed by this request: try again"
+                )
+            if fenced:
+                await asyncio.sleep(min(start, deadline) - now)
+            else:
+                await self._next_renewal(deadline)
+        return self.sole.generation
+
+    async def _next_renewal(self, deadline: float) -> None:
+        """Until the renewal under way (or the next) ends, or ``deadline``."""
+        ended = self._renewed
+        try:
+            async with asyncio.timeout(max(0.0, deadline - lease_clock())):
+                await ended.wait()
+        except TimeoutError:
+            return
+
+    async def _confirm(self, generation: int | None, answered: float) -> None:
+        """A write sent under ``generation`` was answered at ``answered``: acknowledge it only if that was in time
+        (``sole_lease.py``), or a renewal begun after it found the same generation; else error 1, its outcome unknown,
+        and this manager forgets its generation, so that its next renewal ends whatever turn is held now."""
+        if generation is None or self.sole.wrote_in_time(generation, answered):
+            return
+        deadline = answered + DB_TIMEOUT
+        while self._renewal_sent < answered and lease_clock() < deadline:
+            await self._next_renewal(deadline)
+        if self.sole.generation == generation and self.sole.may_write(lease_clock()):
+            return
+        if self.sole.forget():
+            self.name_cache.clear()
+        why = (
+            "another manager started on the database meanwhile"
+            if self._renewal_error is None
+            else f"the metadata database is unreachable since ({self._renewal_error.message})"
+        )
+        raise ServersUnavailable(
+            f"servers unavailable: this change was answered too late for this manager to acknowledge it safely: {why}; "
+            "it may or may not have been made: look (stat) and try again"
+        )
+
     # --- copying to another database (dfsd migrate) -------------------------------------------------------------------
 
     async def next_file_id(self) -> int:
@@ -569,13 +744,54 @@ class PostgresStore(MetadataStore):
         await self._write("SELECT setval('file_ids', ?, false)", (next_id,))  # the next nextval gives next_id
 
 
+class _LeasedWrite(Written):
+    """A write to ``files`` through a PostgreSQL store: it waits for the right to write, tells the names kept in memory
+    what it changed (always: also when it failed, since it may have been done), and is acknowledged only if answered
+    in time (``PostgresStore._confirm``)."""
+
+    def __init__(self, store: PostgresStore, names: Sequence[str], ids: Sequence[int], every: bool) -> None:
+        self._store = store
+        self._names = names
+        self._ids = ids
+        self._every = every
+        self._generation: int | None = None
+        self._since: int | None = None  # the names' epoch when it began, if they are in use
+
+    async def __aenter__(self) -> _LeasedWrite:
+        store = self._store
+        self._generation = await store._writable()
+        self._since = store.name_cache.epoch if store.sole.may_cache(lease_clock()) else None
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        answered = lease_clock()
+        names = self._store.name_cache
+        if self._every:
+            names.clear()
+        elif self._names or self._ids:
+            names.forget(self._names, self._ids)
+        if exc[0] is None:  # answered: acknowledged only if in time
+            await self._store._confirm(self._generation, answered)
+
+    def wrote(self, record: FileRecord) -> None:
+        if self._since is not None:
+            self._store.name_cache.add(record, self._since)
+
+
+def lease_clock() -> float:
+    """The clock the sole lease is measured by: seconds that go on while the host is suspended (CLOCK_BOOTTIME), so
+    a manager whose host slept finds its rights run out, as they have for the other managers."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 class _Dedicated:
     """A connection of its own, outside the pool, for a group lookup (which sends one statement at a time): opened
     when first used, with the session settings ``session``, and again after it failed."""
 
-    def __init__(self, location: PostgresURL, session: dict[str, str]) -> None:
+    def __init__(self, location: PostgresURL, session: dict[str, str], timeout: float = DB_TIMEOUT) -> None:
         self._location = location
         self._session = session
+        self._timeout = timeout  # for connecting and for each statement
         self._conn: asyncpg.Connection | None = None
 
     async def run(self, use: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
@@ -586,8 +802,8 @@ class _Dedicated:
             if self._conn is None or self._conn.is_closed():
                 self._conn = await asyncpg.connect(
                     self._location.url,
-                    timeout=DB_TIMEOUT,
-                    command_timeout=DB_TIMEOUT,
+                    timeout=self._timeout,
+                    command_timeout=self._timeout,
                     server_settings=self._session,
                 )
             return await use(self._conn)

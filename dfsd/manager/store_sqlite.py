@@ -152,7 +152,7 @@ class SqliteStore(MetadataStore):
         self._writer.close()
         await self._db.close()
 
-    async def find(self, name: str) -> FileRecord | None:
+    async def find(self, name: str, *, fresh: bool = False) -> FileRecord | None:
         row = self._reader.execute(FIND_SQL, (name,)).fetchone()
         return None if row is None else file_record(row)
 

@@ -374,3 +374,11 @@ def test_only_the_metadata_store_imports_a_database_driver(path: Path) -> None:
 @pytest.mark.parametrize("source", ["import sqlite3", "from asyncpg import Pool", "def f():\n    import aiosqlite"])
 def test_driver_checker_catches(source: str) -> None:
     assert driver_imports(source) != []
+
+
+def test_the_sole_lease_is_sans_io() -> None:
+    """``dfsd/manager/sole_lease.py`` decides from the lease row and the times its caller read: no clock, no I/O and no
+    database of its own, so its rules are tested with numbers (``tests/unit/test_sole_lease_rules.py``)."""
+    source = (ROOT / "dfsd" / "manager" / "sole_lease.py").read_text(encoding="utf-8")
+    modules = [module for _, module in imported_modules(source, "dfsd.manager")]
+    assert [module for module in modules if module.split(".")[0] in FORBIDDEN | DRIVERS] == []
