@@ -15,16 +15,19 @@ import concurrent.futures
 import contextlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from dfsd import aio, processes
 from dfsd.client import Client
@@ -35,6 +38,24 @@ from dfsd.settings import Security
 HEARTBEAT = "0.2"
 NODE_TIMEOUT = "1.0"
 MANAGER_TIMEOUT = "1.0"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scraped(metrics_port: int, prefix: str) -> dict[str, float]:
+    """The metrics named ``prefix...`` of the daemon serving ``metrics_port``, by the rest of their names (counters
+    without ``_total``)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    return {
+        sample.name.removeprefix(prefix).removesuffix("_total"): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith(prefix) and not sample.name.endswith("_created")
+    }
 
 
 @dataclass

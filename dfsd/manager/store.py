@@ -201,6 +201,11 @@ _FILE_COLUMNS = "id, name, node, size, sha256, created, lost, meta"
 _NEW_FILE_COLUMNS = "id, name, node, size, sha256, created, meta"
 # Stands, in a statement that records an upload's file (``_record``), for "the upload's reservation is still there".
 HELD = "{upload still held}"
+# A new name's row, written only while the upload's hold is there (``HELD``, filled in by ``_record``).
+INSERT_FILE_SQL = (
+    f"INSERT INTO files ({_NEW_FILE_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ? WHERE {HELD} ON CONFLICT (name) DO NOTHING "
+    "RETURNING id"
+)
 _NODE_COLUMNS = "id, host, port, capacity, free, last_seen, draining"
 _UPLOAD_COLUMNS = "upload_id, name, owner, initiated, meta, completing"
 _PART_COLUMNS = "upload_id, number, name, file_id, size, md5, created"
@@ -495,8 +500,7 @@ class MetadataStore(ABC):
         async with self._writing_files() as written:  # a new name: no name kept in memory changes
             rows = await self._record(
                 file_id,
-                f"INSERT INTO files ({_NEW_FILE_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ? WHERE {HELD} "
-                "ON CONFLICT (name) DO NOTHING RETURNING id",
+                INSERT_FILE_SQL,
                 (file_id, name, node, size, sha256, created, _meta_text(meta)),
             )
             if not rows:  # the reservation was released early (the upload was cancelled), or lost a race (``_hold``)
@@ -518,36 +522,23 @@ class MetadataStore(ABC):
         bytes the caller removes, or None. Of concurrent replacements the last to commit wins: the switch applies only
         to the row this call read, and is tried again on the current one if another commit came between."""
         async with self._writing_files(names=(name,)):
-            return await self._replace(file_id, name, node, size, sha256, created, meta)
-
-    async def _replace(
-        self,
-        file_id: int,
-        name: str,
-        node: int,
-        size: int,
-        sha256: bytes,
-        created: float,
-        meta: dict[str, str] | None,
-    ) -> FileRecord | None:
-        while True:
-            current = await self.find(name, fresh=True)
-            if current is None:
-                rows = await self._record(
-                    file_id,
-                    f"INSERT INTO files ({_NEW_FILE_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ? WHERE {HELD} "
-                    "ON CONFLICT (name) DO NOTHING RETURNING id",
-                    (file_id, name, node, size, sha256, created, _meta_text(meta)),
-                )
-            else:
-                rows = await self._record(
-                    file_id,
-                    "UPDATE files SET id = ?, node = ?, size = ?, sha256 = ?, created = ?, lost = NULL, meta = ? "
-                    f"WHERE name = ? AND id = ? AND {HELD} RETURNING id",
-                    (file_id, node, size, sha256, created, _meta_text(meta), name, current.id),
-                )
-            if rows:
-                return current
+            while True:
+                current = await self.find(name, fresh=True)
+                if current is None:
+                    rows = await self._record(
+                        file_id,
+                        INSERT_FILE_SQL,
+                        (file_id, name, node, size, sha256, created, _meta_text(meta)),
+                    )
+                else:
+                    rows = await self._record(
+                        file_id,
+                        "UPDATE files SET id = ?, node = ?, size = ?, sha256 = ?, created = ?, lost = NULL, meta = ? "
+                        f"WHERE name = ? AND id = ? AND {HELD} RETURNING id",
+                        (file_id, node, size, sha256, created, _meta_text(meta), name, current.id),
+                    )
+                if rows:
+                    return current
 
     # --- files --------------------------------------------------------------------------------------------------------
 

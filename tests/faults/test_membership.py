@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import time
 
 import pytest
 from dfsd.protocol import FileUnavailable, ServersUnavailable
 from faultproxy import FaultProxy
-from harness import LocalCluster, stalled
+from harness import LocalCluster, free_port, stalled
 
 from dfsd.client import Client
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def upload_all(cluster: LocalCluster, files: dict[str, bytes], workers: int = 8) -> None:

@@ -14,15 +14,9 @@ import pytest
 from dfsd.protocol import FileNotFound, encode
 from dfsd.protocol.messages import Welcome
 from faultproxy import FaultProxy
-from harness import LocalCluster, run_tool, start_daemon
+from harness import LocalCluster, free_port, run_tool, start_daemon
 
 from dfsd.client import Client
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_drained_node_that_reconnects_stays_drained(cluster: LocalCluster) -> None:

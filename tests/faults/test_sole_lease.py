@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from faultproxy import FaultProxy
-from harness import LocalCluster
+from harness import LocalCluster, free_port, scraped
 from postgres import PostgresServer
-from prometheus_client.parser import text_string_to_metric_families
 
 from dfsd.client import Client, FileNotFound, ServersUnavailable
 from dfsd.manager.store import PostgresURL
@@ -28,22 +25,9 @@ from dfsd.manager.store import PostgresURL
 NODE = 100
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def name_counts(metrics_port: int) -> dict[str, float]:
     """The name cache's metrics of the manager serving ``metrics_port``: hits, misses, names."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
-    prefix = "dfsd_name_cache_"
-    return {
-        sample.name.removeprefix(prefix).removesuffix("_total"): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name.startswith(prefix) and not sample.name.endswith("_created")
-    }
+    return scraped(metrics_port, "dfsd_name_cache_")
 
 
 class Holder:

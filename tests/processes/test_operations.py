@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,16 +12,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import LocalCluster, run_tool, start_daemon
+from harness import LocalCluster, free_port, run_tool, start_daemon
 from prometheus_client.parser import text_string_to_metric_families
 
 from dfsd.client import Client
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -8,14 +8,11 @@ Each test counts the cache's hits and misses on the manager's metrics, so a read
 from __future__ import annotations
 
 import os
-import socket
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import LocalCluster
-from prometheus_client.parser import text_string_to_metric_families
+from harness import LocalCluster, free_port, scraped
 
 from dfsd.client import Client, FileNotFound, FileUnavailable
 from dfsd.manager.store import PostgresURL
@@ -23,22 +20,9 @@ from dfsd.manager.store import PostgresURL
 NODE = 100
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def cache_counts(metrics_port: int) -> dict[str, float]:
     """The read cache's metrics of the manager serving ``metrics_port``: hits, misses, bytes, files, capacity_bytes."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
-    prefix = "dfsd_read_cache_"
-    return {
-        sample.name.removeprefix(prefix).removesuffix("_total"): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name.startswith(prefix) and not sample.name.endswith("_created")
-    }
+    return scraped(metrics_port, "dfsd_read_cache_")
 
 
 class CachedCluster:
