@@ -253,8 +253,9 @@ LOCK_CHECK_TIMEOUT = 2.0
 
 def _unreachable(err: BaseException) -> ServersUnavailable:
     return ServersUnavailable(
-        f"servers unavailable: the metadata database is unreachable ({type(err).__name__}: {err}); nothing was "
-        "changed by this request, the manager reconnects by itself: try again shortly"
+        f"servers unavailable: the metadata database is unreachable ({type(err).__name__}: {err}); a change this "
+        "request asked for may or may not have been made if the database went away while making it (look with stat "
+        "or ls first); the manager reconnects by itself: try again shortly"
     )
 
 
