@@ -8,7 +8,8 @@ scrape time by ``ClusterCollector``, so it can never drift from what ``dfsd stat
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from operator import attrgetter
 from typing import Any, Protocol
 
 from prometheus_client import Counter, Histogram, start_http_server
@@ -102,31 +103,61 @@ class CacheCounts(Protocol):
     def __len__(self) -> int: ...
 
 
-class ReadCacheCollector(Collector):
-    """The manager's read cache, read from its plain counters when Prometheus scrapes (they change on every read)."""
+# A family read at scrape time: its kind, name and help, and how it is read from its source.
+Reading = tuple[type[CounterMetricFamily] | type[GaugeMetricFamily], str, str, Callable[[Any], float]]
 
-    def __init__(self, cache: CacheCounts) -> None:
-        self._cache = cache
+
+class ReadAtScrape(Collector):
+    """Plain counters of an object (a cache), read when Prometheus scrapes: they change on every read, too often to
+    keep metric objects up to date as they go. ``readings``: each family's kind, name, help and how to read it."""
+
+    def __init__(self, source: object, readings: Sequence[Reading]) -> None:
+        self._source = source
+        self._readings = readings
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        cache = self._cache
-        yield CounterMetricFamily("dfsd_read_cache_hits", "Small-file reads answered from the read cache", cache.hits)
-        yield CounterMetricFamily(
-            "dfsd_read_cache_misses",
-            "Small-file reads the read cache could not answer (relayed from the node)",
-            cache.misses,
-        )
-        yield GaugeMetricFamily(
-            "dfsd_read_cache_bytes", "Memory the read cache's entries take, as it counts it", cache.used
-        )
-        yield GaugeMetricFamily("dfsd_read_cache_files", "Files held in the read cache", len(cache))
-        yield GaugeMetricFamily(
-            "dfsd_read_cache_capacity_bytes", "The read cache's bound (--read-cache)", cache.capacity
-        )
+        for family, name, documentation, read in self._readings:
+            yield family(name, documentation, read(self._source))
+
+
+READ_CACHE_READINGS: list[Reading] = [
+    (CounterMetricFamily, "dfsd_read_cache_hits", "Small-file reads answered from the read cache", attrgetter("hits")),
+    (
+        CounterMetricFamily,
+        "dfsd_read_cache_misses",
+        "Small-file reads the read cache could not answer (relayed from the node)",
+        attrgetter("misses"),
+    ),
+    (
+        GaugeMetricFamily,
+        "dfsd_read_cache_bytes",
+        "Memory the read cache's entries take, as it counts it",
+        attrgetter("used"),
+    ),
+    (GaugeMetricFamily, "dfsd_read_cache_files", "Files held in the read cache", len),
+    (
+        GaugeMetricFamily,
+        "dfsd_read_cache_capacity_bytes",
+        "The read cache's bound (--read-cache)",
+        attrgetter("capacity"),
+    ),
+]
+
+# The names a manager alone on a PostgreSQL database keeps in memory (``name_cache.py``).
+NAME_CACHE_READINGS: list[Reading] = [
+    (
+        CounterMetricFamily,
+        "dfsd_name_cache_hits",
+        "Names found in memory, asking the database nothing",
+        attrgetter("hits"),
+    ),
+    (CounterMetricFamily, "dfsd_name_cache_misses", "Names looked up in the metadata database", attrgetter("misses")),
+    (GaugeMetricFamily, "dfsd_name_cache_names", "Names kept in memory", len),
+]
 
 
 def watch_read_cache(cache: CacheCounts) -> None:
-    REGISTRY.register(ReadCacheCollector(cache))
+    REGISTRY.register(ReadAtScrape(cache, READ_CACHE_READINGS))
 
 
 class NameCounts(Protocol):
@@ -138,20 +169,5 @@ class NameCounts(Protocol):
     def __len__(self) -> int: ...
 
 
-class NameCacheCollector(Collector):
-    """The names a manager alone on a PostgreSQL database keeps in memory (``name_cache.py``), read when scraped."""
-
-    def __init__(self, names: NameCounts) -> None:
-        self._names = names
-
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        names = self._names
-        yield CounterMetricFamily(
-            "dfsd_name_cache_hits", "Names found in memory, asking the database nothing", names.hits
-        )
-        yield CounterMetricFamily("dfsd_name_cache_misses", "Names looked up in the metadata database", names.misses)
-        yield GaugeMetricFamily("dfsd_name_cache_names", "Names kept in memory", len(names))
-
-
 def watch_name_cache(names: NameCounts) -> None:
-    REGISTRY.register(NameCacheCollector(names))
+    REGISTRY.register(ReadAtScrape(names, NAME_CACHE_READINGS))
