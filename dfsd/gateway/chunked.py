@@ -9,7 +9,9 @@ use it:
   chained from the previous chunk's signature; the first chunk chains from the request's own signature (the seed). A
   chunk that is altered, dropped, reordered or replayed breaks the chain: ``SignatureDoesNotMatch``.
 - ``STREAMING-UNSIGNED-PAYLOAD-TRAILER``: chunks carry no signature; the trailer carries an ``x-amz-checksum-*`` of the
-  whole payload, which is verified (``BadDigest``).
+  whole payload, which is verified (``BadDigest``) — unless it is a SHA-256 and the caller has it checked further on
+  (``defer_sha256``: the gateway sends it on as the upload's checksum, which the storage node verifies), then it is
+  only handed out (``trailer_sha256``), so the payload is not hashed with SHA-256 twice.
 - ``STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER``: both; the trailer ends with ``x-amz-trailer-signature``, chained from
   the last chunk's signature over the trailer lines before it.
 
@@ -31,7 +33,7 @@ import re
 
 from dfsd.protocol.limits import MAX_UINT
 
-from .checksums import ChecksumVerifier, algorithm_of_header
+from .checksums import ChecksumVerifier, algorithm_of_header, decode_checksum
 from .errors import S3Error
 from .sigv4 import ChunkSigning, sign
 
@@ -62,22 +64,31 @@ class AwsChunkedDecoder:
     ``signing`` (from ``sigv4.Authorised.chunk_signing``) makes every chunk signature required and checked; without
     it, chunks must carry none. ``trailer`` is the request's ``x-amz-trailer`` (e.g. ``x-amz-checksum-crc32``), the
     one trailer the body must end with; with ``signing`` too, it must be followed by ``x-amz-trailer-signature``.
-    ``decoded_length`` is ``x-amz-decoded-content-length`` if the client sent it.
+    ``decoded_length`` is ``x-amz-decoded-content-length`` if the client sent it. ``defer_sha256``: a SHA-256 trailer
+    is not checked here but handed out (``trailer_sha256``), for a caller that has it checked further on.
     """
 
     def __init__(
-        self, *, decoded_length: int | None, signing: ChunkSigning | None = None, trailer: str | None = None
+        self,
+        *,
+        decoded_length: int | None,
+        signing: ChunkSigning | None = None,
+        trailer: str | None = None,
+        defer_sha256: bool = False,
     ) -> None:
         self._signing = signing
         self._previous_signature = signing.seed_signature if signing else ""
         self._expected_length = decoded_length
         self._trailer_name = trailer.strip().lower() if trailer else None
         self._checksum: ChecksumVerifier | None = None
+        self.defers_sha256 = False  # the trailer is a SHA-256 that ``trailer_sha256`` hands out unchecked
+        self.trailer_sha256: bytes | None = None  # that SHA-256, once the trailer has come
         if self._trailer_name is not None:
             algorithm = algorithm_of_header(self._trailer_name)
             if algorithm is None:
                 raise S3Error("InvalidRequest", f"x-amz-trailer {trailer!r} is not an x-amz-checksum-* header.")
-            self._checksum = ChecksumVerifier(algorithm)
+            self.defers_sha256 = defer_sha256 and algorithm == "sha256"
+            self._checksum = None if self.defers_sha256 else ChecksumVerifier(algorithm)
         self._state = _State.HEADER
         self._line = bytearray()
         self._remaining = 0  # bytes left in the current chunk
@@ -227,8 +238,7 @@ class AwsChunkedDecoder:
         self._trailers[name] = value.strip()
 
     def _finish_trailer(self) -> None:
-        if self._checksum is not None:
-            assert self._trailer_name is not None
+        if self._trailer_name is not None:
             value = self._trailers.get(self._trailer_name)
             if value is None:
                 raise S3Error(
@@ -236,7 +246,10 @@ class AwsChunkedDecoder:
                 )
             if self._signing is not None:
                 self._check_trailer_signature(f"{self._trailer_name}:{value}\n")
-            self._checksum.verify(value)
+            if self._checksum is not None:
+                self._checksum.verify(value)
+            else:
+                self.trailer_sha256 = decode_checksum("sha256", value)
         self._state = _State.DONE
 
     def _check_trailer_signature(self, canonical_trailer: str) -> None:

@@ -9,8 +9,9 @@ header or in the query string of a presigned URL (``X-Amz-Algorithm``, ``X-Amz-C
 ``X-Amz-Expires``, ``X-Amz-SignedHeaders``, ``X-Amz-Signature``); ``verify`` handles both and returns an
 ``Authorised`` that says who signed and how the body is to be checked.
 
-The payload hash (``x-amz-content-sha256``) decides that: 64 hex digits mean the body must hash to them (the server
-feeds the body through a ``PayloadHasher`` and, on mismatch at the end, keeps nothing); ``UNSIGNED-PAYLOAD`` means the
+The payload hash (``x-amz-content-sha256``) decides that: 64 hex digits mean the body must hash to them (the gateway
+sends them on as the upload's SHA-256, which the storage node checks: on mismatch nothing is kept,
+``XAmzContentSHA256Mismatch``); ``UNSIGNED-PAYLOAD`` means the
 body is not signed; the ``STREAMING-*`` values mean the body is aws-chunked (``chunked.py`` decodes it; the signed
 ones carry a signature per chunk, chained from this request's signature, the *seed*).
 
@@ -470,29 +471,3 @@ def _check_amz_headers_signed(request: SignedRequest, signed_headers: Sequence[s
     )
     if unsigned:
         raise S3Error("AccessDenied", f"There were headers present in the request which were not signed: {unsigned}.")
-
-
-class PayloadHasher:
-    """Checks a SIGNED payload as it streams: feed every body byte to ``update``, then call ``verify`` once at the end.
-
-    Nothing the body carried may be kept until ``verify`` returns: on mismatch it raises XAmzContentSHA256Mismatch.
-    """
-
-    def __init__(self, expected_hex: str) -> None:
-        self._expected = expected_hex.lower()
-        self._hash = hashlib.sha256()
-
-    def update(self, data: bytes | memoryview) -> None:
-        self._hash.update(data)
-
-    def digest(self) -> bytes:
-        """The SHA-256 of the bytes fed so far (once verified, the payload's, which the upload can send on)."""
-        return self._hash.digest()
-
-    def verify(self) -> None:
-        actual = self._hash.hexdigest()
-        if not hmac.compare_digest(actual, self._expected):
-            raise S3Error(
-                "XAmzContentSHA256Mismatch",
-                f"The body's SHA-256 is {actual}, but x-amz-content-sha256 said {self._expected}; nothing was kept.",
-            )

@@ -301,26 +301,52 @@ def test_signed_payload_mismatch_keeps_nothing(live_gateway: LiveGateway) -> Non
 
 
 def test_large_bodies_hashed_in_worker_threads_keep_every_check(live_gateway: LiveGateway) -> None:
-    """A body of several pieces is hashed in worker threads (MD5, the signed SHA-256, an x-amz-checksum-* header):
-    each check still holds at the end, and a body that fails one keeps nothing."""
+    """A body of several pieces is hashed in worker threads (MD5, an x-amz-checksum-* header); a SHA-256 the request
+    declares (signed, or as x-amz-checksum-sha256) goes on unhashed as the upload's checksum, which the storage node
+    checks. Each check still holds at the end, and a body that fails one keeps nothing."""
     bucket = live_gateway.bucket()
     payload = os.urandom(3 * MIB + 12345)
     md5 = base64.b64encode(hashlib.md5(payload).digest()).decode()
     crc = base64.b64encode(zlib.crc32(payload).to_bytes(4, "big")).decode()
+    sha = base64.b64encode(hashlib.sha256(payload).digest()).decode()
     wrong = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+    wrong_sha = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
     cases = (  # key, x-amz-content-sha256, other headers, status, S3 code
         ("good", sha256_hex(payload), {"content-md5": md5, "x-amz-checksum-crc32": crc}, 200, b""),
+        ("good-sha", "UNSIGNED-PAYLOAD", {"x-amz-checksum-sha256": sha}, 200, b""),
         ("md5", "UNSIGNED-PAYLOAD", {"content-md5": wrong}, 400, b"BadDigest"),
         ("sha", sha256_hex(b"what was signed"), {}, 400, b"XAmzContentSHA256Mismatch"),
         ("crc", "UNSIGNED-PAYLOAD", {"x-amz-checksum-crc32": "AAAAAA=="}, 400, b"BadDigest"),
+        ("checksum-sha", "UNSIGNED-PAYLOAD", {"x-amz-checksum-sha256": wrong_sha}, 400, b"BadDigest"),
     )
     for key, payload_hash, extra, status, code in cases:
         url = _url(live_gateway, bucket, key)
         headers, _ = signed_request("PUT", url, payload_hash=payload_hash, headers=extra)
         got, _, body = send("PUT", url, headers, payload)
         assert got == status and code in body, body
-    assert answer_etag(live_gateway, bucket, "good") == f'"{hashlib.md5(payload).hexdigest()}"'
-    assert live_gateway.names(bucket + "/") == [f"{bucket}/good"]
+    for key in ("good", "good-sha"):
+        assert answer_etag(live_gateway, bucket, key) == f'"{hashlib.md5(payload).hexdigest()}"'
+    live_gateway.cluster.wait_no_orphans()
+    assert live_gateway.names(bucket + "/") == [f"{bucket}/good", f"{bucket}/good-sha"]
+
+
+def test_a_part_whose_declared_sha256_differs_keeps_nothing(live_gateway: LiveGateway) -> None:
+    """UploadPart with a signed SHA-256 that the body does not have: the storage node refuses the part (the gateway
+    sent the declared SHA-256 on without hashing), the client hears XAmzContentSHA256Mismatch, and no part is kept."""
+    s3, bucket = live_gateway.s3(), live_gateway.bucket()
+    upload_id = s3.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    url = f"{live_gateway.endpoint}/{bucket}/k?partNumber=1&uploadId={upload_id}"
+    payload = os.urandom(2 * MIB + 1)
+    headers, _ = signed_request("PUT", url, payload_hash=sha256_hex(b"what was signed"))
+    status, _, body = send("PUT", url, headers, payload)
+    assert status == 400 and b"XAmzContentSHA256Mismatch" in body, body
+    live_gateway.cluster.wait_no_orphans()
+    assert s3.list_parts(Bucket=bucket, Key="k", UploadId=upload_id).get("Parts", []) == []
+    assert live_gateway.hidden_files() == 0
+    headers, _ = signed_request("PUT", url, payload_hash=sha256_hex(payload))
+    status, answer, _ = send("PUT", url, headers, payload)
+    assert status == 200 and answer["etag"] == f'"{hashlib.md5(payload).hexdigest()}"'
+    s3.abort_multipart_upload(Bucket=bucket, Key="k", UploadId=upload_id)
 
 
 def answer_etag(live_gateway: LiveGateway, bucket: str, key: str) -> str:
@@ -367,11 +393,18 @@ def test_streaming_signed_payload_and_chunks_out_of_order(live_gateway: LiveGate
     assert live_gateway.names(bucket + "/") == [f"{bucket}/good"]
 
 
-def test_streaming_unsigned_payload_with_trailer(live_gateway: LiveGateway) -> None:
+@pytest.mark.parametrize("algorithm", ["crc32", "sha256"])
+def test_streaming_unsigned_payload_with_trailer(live_gateway: LiveGateway, algorithm: str) -> None:
+    """A CRC32 trailer is checked by the gateway; a SHA-256 one goes on as the upload's checksum, checked by the
+    storage node: either way a wrong one is BadDigest and keeps nothing."""
     bucket = live_gateway.bucket()
-    payload = os.urandom(150_000)
-    crc = base64.b64encode(zlib.crc32(payload).to_bytes(4, "big")).decode()
-    for key, value, expected in (("good", crc, 200), ("bad", "AAAAAA==", 400)):
+    payload = os.urandom(3 * MIB + 150_000)
+    if algorithm == "crc32":
+        right, wrong = zlib.crc32(payload).to_bytes(4, "big"), b"\0" * 4
+    else:
+        right, wrong = hashlib.sha256(payload).digest(), hashlib.sha256(b"other").digest()
+    trailer = f"x-amz-checksum-{algorithm}"
+    for key, value, expected in (("good", right, 200), ("bad", wrong, 400)):
         url = _url(live_gateway, bucket, key)
         headers, _ = signed_request(
             "PUT",
@@ -380,11 +413,14 @@ def test_streaming_unsigned_payload_with_trailer(live_gateway: LiveGateway) -> N
             headers={
                 "content-encoding": "aws-chunked",
                 "x-amz-decoded-content-length": str(len(payload)),
-                "x-amz-trailer": "x-amz-checksum-crc32",
+                "x-amz-trailer": trailer,
             },
         )
-        body = encode_unsigned(split(payload, [64_000])[:-1], ("x-amz-checksum-crc32", value))
-        assert send("PUT", url, headers, body)[0] == expected
+        body = encode_unsigned(split(payload, [64_000])[:-1], (trailer, base64.b64encode(value).decode()))
+        status, _, answer = send("PUT", url, headers, body)
+        assert status == expected and (expected == 200 or b"BadDigest" in answer), answer
+    assert live_gateway.s3().get_object(Bucket=bucket, Key="good")["Body"].read() == payload
+    live_gateway.cluster.wait_no_orphans()
     assert live_gateway.names(bucket + "/") == [f"{bucket}/good"]
 
 

@@ -9,6 +9,7 @@ published signatures, independent of the decoder's own signing code.
 from __future__ import annotations
 
 import base64
+import hashlib
 import zlib
 
 import pytest
@@ -185,6 +186,29 @@ def test_wrong_trailer_checksum_is_bad_digest() -> None:
 def test_malformed_trailer_checksum_is_invalid_digest() -> None:
     body = encode_unsigned([b"hello"], ("x-amz-checksum-sha256", "not base64!"))
     expect_error("InvalidDigest", AwsChunkedDecoder(decoded_length=5, trailer="x-amz-checksum-sha256"), body)
+
+
+@pytest.mark.parametrize("step", [None, 1])
+def test_a_deferred_sha256_trailer_is_handed_out_unchecked_and_still_validated(step: int | None) -> None:
+    """``defer_sha256``: a SHA-256 trailer, right or wrong, is handed out for the storage node to check (nothing here
+    hashes the payload with SHA-256); one that is not a SHA-256's base64 is still InvalidDigest; another algorithm is
+    still checked here."""
+    wrong = hashlib.sha256(b"other bytes").digest()
+    body = encode_unsigned([b"hel", b"lo"], ("x-amz-checksum-sha256", base64.b64encode(wrong).decode()))
+    decoder = AwsChunkedDecoder(decoded_length=5, trailer="x-amz-checksum-sha256", defer_sha256=True)
+    assert decoder.defers_sha256 and decoder.trailer_sha256 is None
+    assert decode(decoder, body, step=step) == b"hello"
+    assert decoder.trailer_sha256 == wrong
+    malformed = encode_unsigned([b"hello"], ("x-amz-checksum-sha256", "not base64!"))
+    expect_error(
+        "InvalidDigest",
+        AwsChunkedDecoder(decoded_length=5, trailer="x-amz-checksum-sha256", defer_sha256=True),
+        malformed,
+    )
+    crc = encode_unsigned([b"hello"], ("x-amz-checksum-crc32", base64.b64encode(b"\0\0\0\0").decode()))
+    deferring = AwsChunkedDecoder(decoded_length=5, trailer="x-amz-checksum-crc32", defer_sha256=True)
+    assert not deferring.defers_sha256
+    expect_error("BadDigest", deferring, crc)
 
 
 def test_crc32c_trailer() -> None:

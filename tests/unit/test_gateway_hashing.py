@@ -6,6 +6,7 @@ its signature."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import threading
@@ -13,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from dfsd.gateway import sigv4
+from dfsd.client import ChecksumMismatch
+from dfsd.gateway import checksums
 from dfsd.gateway.errors import S3Error
 from dfsd.gateway.server import bodies
 from dfsd.gateway.server.bodies import PIECE_SIZE, CheckedBody, PieceHashing
@@ -70,7 +72,7 @@ async def test_a_slow_hasher_holds_two_pieces_and_paces_the_body() -> None:
     assert hashed[:2] == [b"0", b"1"]
 
 
-def _request(payload: bytes) -> HttpRequest:
+def _request(payload: bytes, headers: dict[str, str] | None = None) -> HttpRequest:
     """A PUT whose body arrives in pieces of 300,000 bytes, as granian hands them over."""
     pieces = [payload[start : start + 300_000] for start in range(0, len(payload), 300_000)]
 
@@ -81,12 +83,13 @@ def _request(payload: bytes) -> HttpRequest:
     async def send(message: dict[str, Any]) -> None:
         raise AssertionError("a body sends nothing")
 
-    headers = [("content-length", str(len(payload)))]
-    return HttpRequest("PUT", "/b/k", "", headers, receive, send)
+    return HttpRequest(
+        "PUT", "/b/k", "", [("content-length", str(len(payload))), *(headers or {}).items()], receive, send
+    )
 
 
 def _counting_sha256(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """The SHA-256 hashers the gateway's body and signature checks make from now on."""
+    """The SHA-256 hashers the gateway's body and checksum checks make from now on."""
     made: list[object] = []
     real = hashlib.sha256
 
@@ -94,32 +97,96 @@ def _counting_sha256(monkeypatch: pytest.MonkeyPatch) -> list[object]:
         made.append(hasher := real(*data))
         return hasher
 
-    for module in (bodies, sigv4):
-        monkeypatch.setattr(module, "hashlib", type("Hashlib", (), {"sha256": sha256, "md5": hashlib.md5}))
+    def new(name: str) -> Any:
+        return sha256() if name == "sha256" else hashlib.new(name)
+
+    fake = type("Hashlib", (), {"sha256": staticmethod(sha256), "md5": hashlib.md5, "new": staticmethod(new)})
+    for module in (bodies, checksums):
+        monkeypatch.setattr(module, "hashlib", fake)
     return made
 
 
-@pytest.mark.parametrize("payload_mode", [PayloadMode.SIGNED, PayloadMode.UNSIGNED])
-async def test_a_body_says_its_sha256_from_one_hasher(
-    monkeypatch: pytest.MonkeyPatch, payload_mode: PayloadMode
+PAYLOAD = os.urandom(3 * PIECE_SIZE + 17)
+OTHER_SHA256 = hashlib.sha256(b"what was signed").digest()
+
+
+@pytest.mark.parametrize(
+    ("mode", "headers", "declared", "code"),
+    [
+        (PayloadMode.UNSIGNED, {}, None, None),
+        (PayloadMode.SIGNED, {}, OTHER_SHA256, "XAmzContentSHA256Mismatch"),
+        (
+            PayloadMode.UNSIGNED,
+            {"x-amz-checksum-sha256": base64.b64encode(OTHER_SHA256).decode()},
+            OTHER_SHA256,
+            "BadDigest",
+        ),
+    ],
+    ids=["unsigned", "signed", "checksum-header"],
+)
+async def test_a_body_hashes_sha256_only_when_its_request_declares_none(
+    monkeypatch: pytest.MonkeyPatch, mode: PayloadMode, headers: dict[str, str], declared: bytes | None, code: str
 ) -> None:
-    """A SIGNED payload's SHA-256 is hashed once, by the check of its signature, and that digest is the one the
-    upload sends (``Client.put(..., sha256_after=...)``); an unsigned one gets a hasher of its own."""
-    payload = os.urandom(3 * PIECE_SIZE + 17)
-    signed = hashlib.sha256(payload).hexdigest() if payload_mode is PayloadMode.SIGNED else None
+    """The SHA-256 a request declares (signed, or as x-amz-checksum-sha256) is the one the upload sends, unhashed
+    here, right or wrong: the storage node hashes every upload and refuses a body that does not match, and that
+    refusal is answered as the client's error (``mismatch``). A body that declares none is hashed once."""
     made = _counting_sha256(monkeypatch)
-    body = CheckedBody(_request(payload), Authorised("key", payload_mode, signed, None, False), None)
-    assert b"".join([piece async for piece in body]) == payload
-    assert len(made) == 1
-    assert body.sha256 == hashlib.sha256(payload).digest() and body.md5 == hashlib.md5(payload).digest()
+    signed = declared.hex() if mode is PayloadMode.SIGNED and declared is not None else None
+    body = CheckedBody(_request(PAYLOAD, headers), Authorised("key", mode, signed, None, False), None)
+    assert b"".join([piece async for piece in body]) == PAYLOAD
+    assert body.md5 == hashlib.md5(PAYLOAD).digest()
+    if declared is None:
+        assert len(made) == 1 and body.sha256 == hashlib.sha256(PAYLOAD).digest() and body.declared_by is None
+        return
+    assert made == [] and body.sha256 == declared
+    assert body.mismatch(ChecksumMismatch("checksum mismatch: the bytes received hash to ...")).code == code
 
 
-async def test_a_signed_body_that_differs_says_no_sha256() -> None:
-    """The mismatch is raised before the body ends, so the upload never asks for the digest to send."""
-    payload = os.urandom(PIECE_SIZE + 1)
-    signed = hashlib.sha256(b"what was signed").hexdigest()
-    body = CheckedBody(_request(payload), Authorised("key", PayloadMode.SIGNED, signed, None, False), None)
-    with pytest.raises(S3Error) as raised:
+async def test_a_client_gone_while_a_hasher_is_busy_waits_for_the_thread_and_keeps_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client vanishes while the MD5's thread is still on a piece: the body fails (IncompleteBody, so the upload
+    never sends its end and nothing is kept) only once that thread has let go of the piece, and no thread is left
+    hashing."""
+    entered, release = threading.Event(), threading.Event()
+    real_md5 = hashlib.md5
+
+    class SlowMd5:
+        def __init__(self) -> None:
+            self._md5 = real_md5()
+
+        def update(self, piece: bytes) -> None:
+            entered.set()
+            release.wait()
+            self._md5.update(piece)
+
+        def digest(self) -> bytes:
+            return self._md5.digest()
+
+    monkeypatch.setattr(bodies, "hashlib", type("Hashlib", (), {"sha256": hashlib.sha256, "md5": SlowMd5}))
+    messages = [
+        {"type": "http.request", "body": b"x" * PIECE_SIZE, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        raise AssertionError("a body sends nothing")
+
+    request = HttpRequest("PUT", "/b/k", "", [("content-length", str(4 * PIECE_SIZE))], receive, send)
+    body = CheckedBody(request, Authorised("key", PayloadMode.UNSIGNED, None, None, False), None)
+
+    async def consume() -> None:
         async for _ in body:
             pass
-    assert raised.value.code == "XAmzContentSHA256Mismatch" and body.sha256 is None
+
+    consuming = asyncio.create_task(consume())
+    await asyncio.to_thread(entered.wait)
+    done, _ = await asyncio.wait([consuming], timeout=0.2)
+    assert not done  # the body waits for the thread on its way out
+    release.set()
+    with pytest.raises(S3Error) as raised:
+        await consuming
+    assert raised.value.code == "IncompleteBody" and body.md5 is None and body.sha256 is None

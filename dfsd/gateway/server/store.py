@@ -20,10 +20,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from dfsd.client import (
+    ChecksumMismatch,
     Client,
     Download,
     FileInfo,
@@ -125,6 +126,18 @@ def _sha256_of(body: CheckedBody | Md5Stream) -> bytes:
     """The SHA-256 of a body that has passed whole, which the upload sends as its checksum (``sha256_after``)."""
     assert body.sha256 is not None
     return body.sha256
+
+
+@contextlib.contextmanager
+def _declared_sha256_checked(body: bytes | CheckedBody | Md5Stream) -> Iterator[None]:
+    """An upload of ``body``, whose refusal by the storage node for a SHA-256 its request declared
+    (``CheckedBody.declared_by``) is the client's error, answered as S3 answers it."""
+    try:
+        yield
+    except ChecksumMismatch as refused:
+        if isinstance(body, CheckedBody) and body.declared_by is not None:
+            raise body.mismatch(refused) from None
+        raise
 
 
 def sha256_etag(sha256: bytes) -> str:
@@ -229,15 +242,16 @@ class Store:
             if ETAG_KEY not in meta:
                 meta_after = functools.partial(_etag_of, body)
         async with self.pool.client() as client:
-            return await client.put(
-                dfs_name(bucket, key),
-                body,
-                size=size,
-                replace=replace,
-                meta=dict(meta) or None,
-                meta_after=meta_after,
-                sha256_after=sha256_after,
-            )
+            with _declared_sha256_checked(body):
+                return await client.put(
+                    dfs_name(bucket, key),
+                    body,
+                    size=size,
+                    replace=replace,
+                    meta=dict(meta) or None,
+                    meta_after=meta_after,
+                    sha256_after=sha256_after,
+                )
 
     async def stat(self, bucket: str, key: str) -> ObjectInfo:
         async with self.pool.client() as client:
@@ -323,15 +337,16 @@ class Store:
     async def put_part(self, upload: Upload, number: int, body: CheckedBody | Md5Stream, user: str) -> bytes:
         """Store part ``number`` (a part sent again replaces the old one, whose bytes go); return its MD5."""
         async with self.pool.client() as client:
-            return await client.put_part(
-                upload.upload_id,
-                number,
-                body,
-                owner=user,
-                size=body.size,
-                md5=lambda: body.md5,
-                sha256_after=functools.partial(_sha256_of, body),
-            )
+            with _declared_sha256_checked(body):
+                return await client.put_part(
+                    upload.upload_id,
+                    number,
+                    body,
+                    owner=user,
+                    size=body.size,
+                    md5=lambda: body.md5,
+                    sha256_after=functools.partial(_sha256_of, body),
+                )
 
     async def parts(self, upload: Upload, after: int = 0, limit: int | None = None) -> list[Part]:
         """The upload's recorded parts numbered above ``after`` (at most ``limit``), in part order."""
