@@ -31,16 +31,21 @@ only the total CPU counts.)
 
 The CPU of a 1 GiB PUT, in s per GiB, once the SHA-256 moved here from the client library (3 A/B pairs against the
 version before, load 12-20 on 2 cores): UNSIGNED-PAYLOAD 2.67-2.85 (before 2.62-2.82; the loop's share 0.40-0.48, was
-0.87-1.00: the work moved off the loop, the total stayed), SIGNED 2.72-2.92 (3.24-3.40: the second SHA-256 is gone),
-STREAMING-AWS4-HMAC-SHA256-PAYLOAD 3.48-3.68 (3.55-3.64: each byte is still hashed twice with SHA-256, once per chunk
-for its signature and once whole for dfsd), STREAMING-UNSIGNED-PAYLOAD-TRAILER 3.00-3.19 (3.05-3.18). Of the 2.7, the
-MD5 (1.22) and the SHA-256 (0.53) run in the worker threads with about 0.15 of hand-overs, the loop's 0.4 is mostly its
-socket writes, and granian's threads take 0.3 reading the socket. (Measured and not kept: the hashers sharing one
+0.87-1.00: the work moved off the loop, the total stayed), STREAMING-AWS4-HMAC-SHA256-PAYLOAD 3.48-3.68 (3.55-3.64:
+each byte is still hashed twice with SHA-256, once per chunk for its signature and once whole for dfsd),
+STREAMING-UNSIGNED-PAYLOAD-TRAILER with a CRC32 3.00-3.19 (3.05-3.18). (Measured and not kept: the hashers sharing one
 thread, one hand-over a piece, and hand-overs of 2 or 4 pieces: the same CPU within the noise; 4 MiB ones raised the
-RSS of four concurrent PUTs from 68 to 90 MiB.) With the manager's 0.5, the node's 1.1 and an HTTP client's 0.3-0.5, a
-gateway PUT costs 4.5-5.1 s of CPU per GiB where dfs-push's costs 2.5-2.7, so on two saturated cores the gateway moves
-at most about 0.55-0.7 of dfs-push's rate: 0.8 would leave the gateway 1.3-1.8 s per GiB (as dfs-push keeps both
-cores busy, or the 1.6 of them it used at 734 MB/s at load 6), where its two digests alone take 1.75.
+RSS of four concurrent PUTs from 68 to 90 MiB.)
+
+Once a declared SHA-256 went on unhashed (3 A/B pairs, load 1-10): SIGNED 2.06-2.16 (before 2.50-2.71),
+x-amz-checksum-sha256 2.06-2.28 (3.06-3.29: it was hashed twice), UNSIGNED-PAYLOAD unchanged (2.54-2.66 against
+2.50-2.69). Of an UNSIGNED PUT's 2.6, the worker threads take 1.85 (MD5 1.22, SHA-256 0.53, the rest hand-overs), the
+loop 0.4 (mostly the kernel's: its socket writes to the manager, and the loopback's delivery of them) and granian's
+threads 0.25 (reading the socket, and a copy of each piece). With the manager's 0.45-0.5, the node's 1.0-1.1 and the
+HTTP client's 0.35-0.55, an UNSIGNED gateway PUT costs 4.4-4.8 s of CPU per GiB where dfs-push's costs 2.3-2.7, so on
+two saturated cores the gateway moves about 0.55 of dfs-push's rate: 0.8 would need the whole path in about 3.0-3.4 s
+per GiB, where the gateway's two digests and the node's and manager's share (which dfs-push pays too) already take
+3.2.
 """
 
 from __future__ import annotations
