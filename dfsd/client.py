@@ -374,10 +374,10 @@ class Client:
         been read to its end, and what it returns is kept too (added to ``meta``): metadata known only from the bytes,
         like their MD5. It travels in the upload's ``end`` (or in the ``put`` of a file sent whole).
 
-        ``sha256_after`` is for a source that computes the SHA-256 of its own bytes as they stream (a gateway checking
-        a signed payload): called once the source has been read to its end, it gives that digest, which the upload
-        sends as its checksum instead of hashing every byte a second time. The node checks it as it checks any: a
-        wrong digest is ``ChecksumMismatch`` and nothing is stored.
+        ``sha256_after`` is for a source that knows the SHA-256 of its own bytes (a gateway that hashed them as they
+        streamed, or was told it by its own client): called once the source has been read to its end, it gives that
+        digest, which the upload sends as its checksum instead of hashing every byte here. The node checks it as it
+        checks any: a wrong digest is ``ChecksumMismatch`` and nothing is stored.
 
         A name that is taken is error 3 (``NameExists``), unless ``replace``: then the stored file is replaced
         atomically (a reader gets the old file or the new one, whole) once the new one is durable, and its bytes are
