@@ -37,9 +37,9 @@ STREAMING-UNSIGNED-PAYLOAD-TRAILER with a CRC32 3.00-3.19 (3.05-3.18). (Measured
 thread, one hand-over a piece, and hand-overs of 2 or 4 pieces: the same CPU within the noise; 4 MiB ones raised the
 RSS of four concurrent PUTs from 68 to 90 MiB.)
 
-Once a declared SHA-256 went on unhashed (3 A/B pairs, load 1-10): SIGNED 2.06-2.16 (before 2.50-2.71),
-x-amz-checksum-sha256 2.06-2.28 (3.06-3.29: it was hashed twice), UNSIGNED-PAYLOAD unchanged (2.54-2.66 against
-2.50-2.69). Of an UNSIGNED PUT's 2.6, the worker threads take 1.85 (MD5 1.22, SHA-256 0.53, the rest hand-overs), the
+Once a declared SHA-256 went on unhashed (6 A/B pairs, load 1-10): SIGNED 1.91-2.16 (before 2.49-2.71),
+x-amz-checksum-sha256 1.89-2.28 (3.03-3.29: it was hashed twice), UNSIGNED-PAYLOAD unchanged (2.46-2.67 against
+2.46-2.69). Of an UNSIGNED PUT's 2.6, the worker threads take 1.85 (MD5 1.22, SHA-256 0.53, the rest hand-overs), the
 loop 0.4 (mostly the kernel's: its socket writes to the manager, and the loopback's delivery of them) and granian's
 threads 0.25 (reading the socket, and a copy of each piece). With the manager's 0.45-0.5, the node's 1.0-1.1 and the
 HTTP client's 0.35-0.55, an UNSIGNED gateway PUT costs 4.4-4.8 s of CPU per GiB where dfs-push's costs 2.3-2.7, so on
