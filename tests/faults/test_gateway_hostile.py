@@ -60,6 +60,33 @@ def test_malformed_xml_is_malformed_xml(live_gateway: LiveGateway, operation: st
     still_serving(live_gateway)
 
 
+@pytest.mark.parametrize("declared", ["x-amz-content-sha256", "content-md5"])
+def test_a_delete_objects_body_swapped_under_its_signature_deletes_nothing_repro(
+    live_gateway: LiveGateway, declared: str
+) -> None:
+    """The body of a DeleteObjects that does not hash to what its request declares (the signed SHA-256, or
+    Content-MD5) is refused before anything is deleted: a signature covers the body only through that hash. The
+    gateway used to parse and act on it unchecked."""
+    s3, bucket = live_gateway.s3(), live_gateway.bucket()
+    s3.put_object(Bucket=bucket, Key="kept", Body=b"still here")
+    url = f"{live_gateway.endpoint}/{bucket}?delete="
+    signed_body = b"<Delete><Object><Key>other</Key></Object></Delete>"
+    swapped = b"<Delete><Object><Key>kept</Key></Object></Delete>"
+    if declared == "x-amz-content-sha256":
+        headers, _ = signed_request("POST", url, payload_hash=hashlib.sha256(signed_body).hexdigest())
+        expected = b"XAmzContentSHA256Mismatch"
+    else:
+        md5 = base64.b64encode(hashlib.md5(signed_body).digest()).decode()
+        headers, _ = signed_request("POST", url, payload_hash="UNSIGNED-PAYLOAD", headers={"content-md5": md5})
+        expected = b"BadDigest"
+    status, _, answer = send("POST", url, headers, swapped)
+    assert status == 400 and expected in answer, answer
+    assert s3.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"still here"
+    headers, _ = signed_request("POST", url, payload_hash=hashlib.sha256(swapped).hexdigest())
+    assert send("POST", url, headers, swapped)[0] == 200
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+
+
 def wait_until_settled(live_gateway: LiveGateway, bucket: str) -> None:
     """Until the cluster holds no partial file and nothing of ``bucket``: the failed upload left nothing."""
     live_gateway.cluster.wait_no_orphans()

@@ -11,6 +11,8 @@ the client library to the socket.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import itertools
 import secrets
 import time
@@ -38,7 +40,7 @@ from dfsd.client import (
 from .. import conditional, listing, metadata, s3xml
 from ..auth import authenticate
 from ..errors import S3Error
-from ..etags import parse_content_md5
+from ..etags import check_content_md5, parse_content_md5
 from ..naming import check_bucket_name, check_key, parse_path_style, virtual_host_bucket
 from ..sigv4 import Authorised
 from .bodies import CheckedBody, Md5Stream
@@ -428,7 +430,7 @@ class S3Api:
         await request.respond(204, _ids(context))
 
     async def delete_objects(self, request: HttpRequest, context: Context) -> None:
-        wanted = s3xml.delete_objects_request(await _xml_body(request))
+        wanted = s3xml.delete_objects_request(await _xml_body(request, context))
         deleted, failures = [], []
         for key, version in wanted.objects:
             try:
@@ -542,7 +544,7 @@ class S3Api:
 
     async def complete_upload(self, request: HttpRequest, context: Context) -> None:
         upload = await self.store.upload(request.params["uploadId"], context.bucket_name, context.key_name)
-        parts = s3xml.complete_multipart_parts(await _xml_body(request))
+        parts = s3xml.complete_multipart_parts(await _xml_body(request, context))
         etag = await self.store.complete_upload(upload, [(part.part_number, part.etag) for part in parts], context.user)
         location = f"/{quote(context.bucket_name)}/{quote(context.key_name)}"
         body = s3xml.render_complete_multipart(location, context.bucket_name, context.key_name, etag)
@@ -629,10 +631,25 @@ async def _xml(request: HttpRequest, context: Context, body: bytes) -> None:
     await request.respond(200, [*_ids(context), ("content-type", "application/xml")], body)
 
 
-async def _xml_body(request: HttpRequest) -> s3xml.XmlNode:
+async def _xml_body(request: HttpRequest, context: Context) -> s3xml.XmlNode:
+    """The XML of a DeleteObjects or CompleteMultipartUpload, checked against what its request declares of it (a
+    SIGNED payload's SHA-256, Content-MD5) before anything is done: a signature covers the body only through that
+    hash, so an unchecked body could be swapped under a valid signature."""
     parser = s3xml.XmlBody()
+    sha256, md5 = hashlib.sha256(), hashlib.md5()
     async for chunk in request.body():
         parser.feed(chunk)
+        sha256.update(chunk)
+        md5.update(chunk)
+    declared = context.auth.content_sha256 if context.auth is not None else None
+    if declared is not None and not hmac.compare_digest(sha256.hexdigest(), declared):
+        raise S3Error(
+            "XAmzContentSHA256Mismatch",
+            "The body does not hash to the SHA-256 that x-amz-content-sha256 declared; nothing was done.",
+        )
+    content_md5 = request.header("content-md5")
+    if content_md5 is not None:
+        check_content_md5(parse_content_md5(content_md5), md5.digest())
     return parser.close()
 
 
