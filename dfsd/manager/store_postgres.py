@@ -288,6 +288,13 @@ def _lease_changed(err: BaseException) -> bool:
     return isinstance(err, asyncpg.CheckViolationError) and err.constraint_name == LEASE_CHANGED
 
 
+def _not_renewed() -> ServersUnavailable:
+    return ServersUnavailable(
+        "servers unavailable: this manager could not renew its lease on the metadata database within "
+        f"{DB_TIMEOUT:g} s (unreachable or too slow); nothing was changed by this request: try again"
+    )
+
+
 def _unreachable(err: BaseException) -> ServersUnavailable:
     return ServersUnavailable(
         f"servers unavailable: the metadata database is unreachable ({type(err).__name__}: {err}); a change this "
@@ -741,10 +748,7 @@ class PostgresStore(MetadataStore):
             if self._renewal_error is not None and not fenced:
                 raise ServersUnavailable(self._renewal_error.message)
             if now >= deadline:
-                raise ServersUnavailable(
-                    "servers unavailable: this manager could not renew its lease on the metadata database within "
-                    f"{DB_TIMEOUT:g} s (unreachable or too slow); nothing was changed by this request: try again"
-                )
+                raise _not_renewed()
             if fenced:
                 await asyncio.sleep(min(start, deadline) - now)
             else:
@@ -765,7 +769,9 @@ class PostgresStore(MetadataStore):
         the generation this manager may write under now (once it may: ``_writable``). Refused by its fence, it did
         nothing: the lease changed since this manager's last renewal, so it is sent again once a renewal begun after
         the refusal has brought the change in; ``ServersUnavailable`` (nothing was changed) if that takes longer than
-        DB_TIMEOUT. A manager whose turn a newcomer ended carries on this way within a TICK, its changes unharmed."""
+        DB_TIMEOUT. A manager whose turn a newcomer ended carries on this way within a TICK, its changes unharmed;
+        one that finds another manager holding the lease ends that turn at that renewal, and waits it out
+        (``_writable``) before it sends again."""
         deadline = lease_clock() + DB_TIMEOUT
         while True:
             generation = await self._writable()
@@ -780,11 +786,7 @@ class PostgresStore(MetadataStore):
             while self._renewal_sent < refused and lease_clock() < deadline:
                 await self._next_renewal(deadline)
             if lease_clock() >= deadline:
-                raise ServersUnavailable(
-                    "servers unavailable: the lease this manager writes under on the metadata database changed (a "
-                    "manager started or came back beside it) and it could not renew it within "
-                    f"{DB_TIMEOUT:g} s; nothing was changed by this request: try again"
-                )
+                raise _not_renewed()
 
     # --- copying to another database (dfsd migrate) -------------------------------------------------------------------
 
