@@ -243,6 +243,8 @@ SCHEMA_STEPS = [
 # before the rows it writes (a one-time filter); a transaction's later fences find the lock held. Its two values are
 # written into the text (an integer, and the manager's id: hexadecimal digits): a generation changes rarely, and each
 # text is prepared once per connection.
+# (The holder is checked too, though the generation implies it: within one generation the holder only ever goes to
+# none, and a manager has rights under a generation only if that holder was none or itself.)
 FENCE_SQL = (
     "(SELECT CAST(generation = {generation} AND (holder IS NULL OR holder = '{manager}') AS sole_lease_fence) "
     "FROM sole_lease FOR SHARE)"

@@ -1,7 +1,7 @@
 """The sole lease end to end (``dfsd/manager/sole_lease.py``, ``name_cache.py``), real managers on a real PostgreSQL:
 a manager alone on its database answers names from memory, and never answers one that a delete or replace
 acknowledged through another manager has changed, whether that manager started beside it, or the database went away,
-or a write's answer came back late.
+or a write reached the database late (its sender dead meanwhile, even).
 
 The manager's name-cache metrics (``dfsd_name_cache_hits`` / ``_misses``: names asked of the database) show which
 reads asked the database. Nothing here is timed: each wait is a bounded loop on an observable change.
