@@ -20,7 +20,16 @@ transaction that locks the row (``FOR UPDATE``) and learns whether another manag
   Held by another manager, it ends that turn: a new generation, held by itself if alone, else by none, ``ended``
   naming the old holder. Held by none, it adopts the generation as it is.
 
-The rights. A manager writes to ``files`` only while its rights last (``may_write``: the writes wait, see
+The fence. Time alone cannot bound when a write reaches the database: one sent in time may arrive late (the
+database slow, the link stalled, the writer frozen), after another manager took the lease and began answering from
+memory. So every transaction that writes to ``files`` locks the row itself, in share mode, until it ends, and does
+nothing unless the row is still at the generation the write was sent under and held by nobody or the writer
+(``store_postgres.py``, ``FENCE_SQL``). A change of the row waits for those locks, and a fence for a change under way:
+each such transaction comes wholly before a change, or checks the row that change made. So a write is *made* only
+under the generation it was sent under, and a late one is as safe as one in time, whenever its answer arrives
+(refused, it did nothing, and it is sent again under the generation a renewal brings in).
+
+The rights. A manager sends writes to ``files`` only while its rights last (``may_write``: the writes wait, see
 ``store_postgres.py``). The holder answers names from memory only while its rights last and, after taking the lease,
 only once DURATION has passed since the commit that took it (``may_cache``). A manager that ended another's turn, or
 adopted a generation whose change ended a holder other than itself, writes nothing until DURATION has passed since
@@ -30,20 +39,15 @@ over DURATION):
 
 - The holder H's rights were last renewed by a transaction that read the row before any later change of generation
   committed, and began after ``sent``: they end by ``sent + DURATION - DRIFT``, before that change + DURATION.
-- Every other manager's writes to ``files`` wait until DURATION after the change that ended H's turn (made or seen),
-  so they begin after H stopped answering from memory (H itself, seeing its turn ended, drops its memory before it
-  writes on); and a change takes effect only at the next renewal, so no manager goes on writing under a generation it
-  thinks current beyond DURATION after the change that ended it. So H's memory, while used, has seen every write:
-  its own (applied or forgotten as they are answered, ``name_cache.py``) and none other.
-- The new holder's memory starts empty, DURATION after its change of generation: by then every other manager's
-  rights under an older generation have run out.
+- A write made after the change that ended H's turn was made under that generation or a later one (the fence), so
+  it was sent by a manager that waited until DURATION after that change (made or seen): after H stopped answering
+  from memory. H itself, seeing its turn ended, drops its memory before it writes on. So H's memory, while used, has
+  seen every write: its own (applied or forgotten as they are answered, ``name_cache.py``) and none other.
+- The new holder's memory starts empty, DURATION after the change that took the lease: every write made under an
+  older generation was made before that change (the fence), so its lookups see them; one made after it is its own.
 
-A write sent in time but answered late (the database slow, the link stalled) might have committed after another
-manager started answering from memory: so a write is acknowledged only if the rights still last when its answer
-arrives, or a renewal begun after that finds the generation it was sent under (nobody changed it meanwhile, so
-nobody else took the lease). Otherwise the client hears error 1 (the outcome unknown), and this manager forgets its
-generation, so its next renewal ends the turn of whoever holds the lease now (``forget``): that holder's memory,
-which the late write may have made stale, is then void within DURATION.
+The fence alone would not do: the row no longer names a holder whose turn a change ended, so only the waits keep
+other managers' writes out of that holder's memory; and the waits alone would not do for a write that arrives late.
 
 A manager that cannot renew (the database down, the link cut) stops answering from memory, and writing, when its
 rights run out; it resumes after a renewal. When the other managers die (their records lapse), the survivor takes
@@ -97,7 +101,6 @@ class SoleLease:
         self._until = -math.inf  # its rights last until then
         self._writes_from = math.inf  # it writes to ``files`` from then
         self._cache_from = math.inf  # as the holder, it answers from memory from then
-        self._before: tuple[int | None, float] = (None, -math.inf)  # the generation before, and its rights' end
         self._pending: _Grant | None = None  # what ``step`` decided, granted by ``committed``
 
     def may_write(self, now: float) -> bool:
@@ -110,21 +113,10 @@ class SoleLease:
         """When its writes may begin (``math.inf``: not before a renewal grants it)."""
         return self._writes_from
 
-    def wrote_in_time(self, generation: int | None, answered: float) -> bool:
-        """Whether a write sent under ``generation`` and answered at ``answered`` was answered while the rights of that
-        generation lasted (and so committed before any other manager may have answered from memory)."""
-        if generation is None:
-            return False
-        if generation == self.generation:
-            return answered < self._until
-        before, until = self._before
-        return generation == before and answered < until
-
-    def forget(self) -> bool:
-        """Rights and memory are void, and the next renewal treats the row as new (a write's answer came too late to
-        be trusted, or the generation changed). True if names were kept in memory (the caller drops them)."""
+    def _forget(self) -> bool:
+        """Rights and memory are void, and the next renewal treats the row as new (the generation changed, or the
+        lease is given back). True if names were kept in memory (the caller drops them)."""
         held = self.holding
-        self._before = (self.generation, self._until)
         self.generation = None
         self.holding = False
         self._until = -math.inf
@@ -145,7 +137,7 @@ class SoleLease:
             if row.holder is None and row.ended is not None and self.may_write(sent):
                 return LeaseRow(row.generation, None, None), False  # the turn it ended has certainly run out
             return None, False
-        void = self.forget()
+        void = self._forget()
         if row.holder is not None:  # another's turn (or its own, in a state it no longer knows): end it
             holder = self.me if alone else None
             self._pending = _Grant(until, row.generation + 1, alone, True)
@@ -163,8 +155,6 @@ class SoleLease:
         if grant is None:
             return
         if grant.generation != self.generation:
-            if self.generation is not None:  # took the lease: the rights of the generation before end as renewed
-                self._before = (self.generation, grant.until)
             self.generation = grant.generation
             self.holding = grant.holding
             self._cache_from = done + self.duration if grant.holding else math.inf
@@ -184,5 +174,5 @@ class SoleLease:
         if not self.holding or self.generation is None:
             return None
         generation = self.generation
-        self.forget()
+        self._forget()
         return LeaseRow(generation, None, None)

@@ -201,10 +201,14 @@ _FILE_COLUMNS = "id, name, node, size, sha256, created, lost, meta"
 _NEW_FILE_COLUMNS = "id, name, node, size, sha256, created, meta"
 # Stands, in a statement that records an upload's file (``_record``), for "the upload's reservation is still there".
 HELD = "{upload still held}"
+# Stands, in every statement that writes to ``files``, for the sole lease's fence (``store_postgres.py``): as it is, a
+# condition that always holds (SQLite, whose one manager needs none; a tool's store); a store that fences its writes
+# to ``files`` puts its fence in its place as it sends the statement.
+FENCED = "TRUE /* the sole lease's fence */"
 # A new name's row, written only while the upload's hold is there (``HELD``, filled in by ``_record``).
 INSERT_FILE_SQL = (
-    f"INSERT INTO files ({_NEW_FILE_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ? WHERE {HELD} ON CONFLICT (name) DO NOTHING "
-    "RETURNING id"
+    f"INSERT INTO files ({_NEW_FILE_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ? WHERE {HELD} AND {FENCED} "
+    "ON CONFLICT (name) DO NOTHING RETURNING id"
 )
 _NODE_COLUMNS = "id, host, port, capacity, free, last_seen, draining"
 _UPLOAD_COLUMNS = "upload_id, name, owner, initiated, meta, completing"
@@ -215,7 +219,7 @@ _NOT_COMPOSING = (
     "id NOT IN (SELECT parts.file_id FROM multipart_parts AS parts JOIN multipart_uploads AS uploads "
     "ON uploads.upload_id = parts.upload_id WHERE uploads.completing IS NOT NULL)"
 )
-RELOCATE_SQL = f"UPDATE files SET node = ? WHERE id = ? AND node = ? AND {_NOT_COMPOSING} RETURNING id"
+RELOCATE_SQL = f"UPDATE files SET node = ? WHERE id = ? AND node = ? AND {_NOT_COMPOSING} AND {FENCED} RETURNING id"
 FIND_SQL = f"SELECT {_FILE_COLUMNS} FROM files WHERE name = ?"
 
 # File ids claimed from the database at a time: one commit per this many uploads.
@@ -483,7 +487,8 @@ class MetadataStore(ABC):
         self, names: Sequence[str] = (), ids: Sequence[int] = (), every: bool = False
     ) -> AbstractAsyncContextManager[Written]:
         """Around every write to ``files``, naming what it may change (``every``: rows it cannot tell): it waits for
-        the right to write, and tells the names kept in memory what was written (``Written``)."""
+        the right to write, and tells the names kept in memory what was written (``Written``). Each statement it sends
+        that writes to ``files`` holds ``FENCED``."""
         return _UNWATCHED
 
     async def commit(
@@ -534,7 +539,7 @@ class MetadataStore(ABC):
                     rows = await self._record(
                         file_id,
                         "UPDATE files SET id = ?, node = ?, size = ?, sha256 = ?, created = ?, lost = NULL, meta = ? "
-                        f"WHERE name = ? AND id = ? AND {HELD} RETURNING id",
+                        f"WHERE name = ? AND id = ? AND {HELD} AND {FENCED} RETURNING id",
                         (file_id, node, size, sha256, created, _meta_text(meta), name, current.id),
                     )
                 if rows:
@@ -552,7 +557,7 @@ class MetadataStore(ABC):
         """Delete the stored file ``name`` and return what it was, or None if there was none."""
         async with self._writing_files(names=(name,)):
             rows = await self._write(
-                f"DELETE FROM files WHERE name = ? RETURNING name, {_FILE_COLUMNS}", (name,), key=name
+                f"DELETE FROM files WHERE name = ? AND {FENCED} RETURNING name, {_FILE_COLUMNS}", (name,), key=name
             )
         return file_record(rows[0][1:]) if rows else None
 
@@ -560,7 +565,7 @@ class MetadataStore(ABC):
         """Delete the stored file ``name`` only if it is still file ``file_id``; return it, or None."""
         async with self._writing_files(names=(name,)):
             rows = await self._write(
-                f"DELETE FROM files WHERE name = ? AND id = ? RETURNING {_FILE_COLUMNS}", (name, file_id)
+                f"DELETE FROM files WHERE name = ? AND id = ? AND {FENCED} RETURNING {_FILE_COLUMNS}", (name, file_id)
             )
         return file_record(rows[0]) if rows else None
 
@@ -605,7 +610,7 @@ class MetadataStore(ABC):
             batch = ids[start : start + _BATCH]
             async with self._writing_files(ids=batch):
                 await self._write(
-                    f"UPDATE files SET lost = ? WHERE id IN ({','.join('?' * len(batch))}){where}",
+                    f"UPDATE files SET lost = ? WHERE id IN ({','.join('?' * len(batch))}){where} AND {FENCED}",
                     (when, *batch) if node is None else (when, *batch, node),
                 )
 
@@ -852,7 +857,9 @@ class MetadataStore(ABC):
         return await self._read(f"SELECT {columns} FROM {table} WHERE {above} ORDER BY {key} LIMIT ?", (*after, limit))
 
     async def import_rows(self, table: str, rows: Rows) -> None:
-        """Insert ``rows`` (as ``export_rows`` gives them) into ``table``, in one transaction."""
+        """Insert ``rows`` (as ``export_rows`` gives them) into ``table``, in one transaction. For ``dfsd migrate``,
+        while the cluster is stopped: its rows of ``files`` hold no ``FENCED`` (a list of values takes no condition),
+        and no manager keeps names in memory meanwhile."""
         if not rows:
             return
         columns = self.MIGRATED_TABLES[table]

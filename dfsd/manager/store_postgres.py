@@ -42,11 +42,18 @@ row lock does not make a live manager's lease run out.
 
 Since version 7 the table ``sole_lease`` holds one row, the sole lease (``sole_lease.py``): the manager alone on the
 database holds it and answers lookups by name from memory (``name_cache.py``; ``find``), filled by the lookups and by
-its own commits. Every write to ``files`` goes through ``_writing_files``: it waits for the lease's right to write
-(a manager that started beside a holder waits out the holder's turn), tells the names in memory what it changed, and
-is acknowledged only if answered while that right lasted (``_confirm``). The renewals run every TICK on a connection
-of their own, in one transaction that also renews the manager's ``last_seen``, so that a manager is *up* for the
-others from its first renewal on, and a holder never takes a newcomer for absent.
+its own commits. Every write to ``files`` goes through ``_writing_files``: it waits for the lease's right to write (a
+manager that started beside a holder waits out the holder's turn) and tells the names in memory what it changed. Since
+version 8 each statement that writes to ``files`` is fenced where it runs (``FENCE_SQL`` in the place of ``FENCED``,
+``_send_fenced``): its transaction locks the lease row FOR SHARE until it ends, and fails, doing nothing, unless the row
+is still at the generation it was sent under and held by nobody or this manager; so a write that reaches the database
+late, after another manager took the lease, is refused by the database itself, whatever becomes of its sender. Refused,
+it is sent again once a renewal has brought the change in. The fence is a condition of the statement, not a statement of
+its own: a group commit's transaction of keyed writes stays one round trip, and its statements share one lock (the first
+takes it, the others find it held); a move's switch is fenced on the coordinator's connection. The renewals run every
+TICK on a connection of their own, in one transaction that also renews the manager's ``last_seen``, so that a manager is
+*up* for the others from its first renewal on, and a holder never takes a newcomer for absent; their FOR UPDATE of the
+lease row waits for the fenced transactions under way (a commit's flush).
 
 When the server cannot be reached, or goes away mid-request, every call fails at once with ``ServersUnavailable``
 (error 1, naming the database) instead of an asyncpg error; a statement, or the wait for a pooled connection, gives up
@@ -71,6 +78,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import asyncpg
+import structlog
 
 from ..protocol import ServersUnavailable
 from .lookups import GroupLookup
@@ -78,6 +86,7 @@ from .name_cache import NameCache
 from .sole_lease import LeaseRow, SoleLease
 from .store import (
     _FILE_COLUMNS,
+    FENCED,
     HELD,
     ID_BLOCK,
     RELOCATE_SQL,
@@ -96,6 +105,8 @@ from .store import (
 )
 
 T = TypeVar("T")
+
+log = structlog.get_logger("dfsd.manager")
 
 # Connections held open at most: reads run in parallel up to this many, and so do the transactions of a group commit.
 POOL_SIZE = 10
@@ -116,6 +127,10 @@ _SESSION = {"application_name": "dfsd manager"}
 
 # The advisory lock held while the schema is created or upgraded ('dfsd' in ASCII).
 SCHEMA_LOCK = 0x64667364
+
+# The check that fails a write to files sent under a generation of the sole lease that is no longer the database's
+# (``FENCE_SQL``): the constraint's name, as the error names it.
+LEASE_CHANGED = "sole_lease_changed"
 
 # Step i takes a database from schema version i to i + 1.
 SCHEMA_STEPS = [
@@ -214,7 +229,26 @@ SCHEMA_STEPS = [
     );
     INSERT INTO sole_lease (generation, holder, ended) VALUES (0, NULL, NULL);
     """,
+    # Version 8: the fence of the writes to files (``FENCE_SQL``): a value of this type that is not true fails its
+    # statement, and the transaction with it.
+    f"CREATE DOMAIN sole_lease_fence AS BOOLEAN CONSTRAINT {LEASE_CHANGED} CHECK (VALUE)",
 ]
+
+# The sole lease's fence, put in the place of ``FENCED`` in a statement that writes to files (``_send_fenced``): the
+# lease row, locked FOR SHARE until the transaction ends, must be at the generation the write was sent under and held by
+# nobody or this manager, else the statement fails with LEASE_CHANGED and its transaction does nothing. Any change to
+# the row (a renewal's FOR UPDATE, an UPDATE) waits for the transactions holding the lock, and a fence waits for a
+# change under way and then checks the row it made (FOR SHARE, not FOR KEY SHARE: the table has no key, so every UPDATE
+# of it is one that a key-share lock lets through). PostgreSQL evaluates this uncorrelated subquery once per statement,
+# before the rows it writes (a one-time filter); a transaction's later fences find the lock held. Its two values are
+# written into the text (an integer, and the manager's id: hexadecimal digits): a generation changes rarely, and each
+# text is prepared once per connection.
+# (The holder is checked too, though the generation implies it: within one generation the holder only ever goes to
+# none, and a manager has rights under a generation only if that holder was none or itself.)
+FENCE_SQL = (
+    "(SELECT CAST(generation = {generation} AND (holder IS NULL OR holder = '{manager}') AS sole_lease_fence) "
+    "FROM sole_lease FOR SHARE)"
+)
 
 # The database's clock, in seconds since the Unix epoch: the one clock every manager's lease is measured by.
 _NOW = "CAST(extract(epoch from clock_timestamp()) AS DOUBLE PRECISION)"
@@ -249,6 +283,18 @@ COORDINATOR_LOCK = 0x64667363
 # idle + interval * count seconds; the holder notices within LOCK_CHECK_TIMEOUT of its next check.
 _KEEPALIVE = {"tcp_keepalives_idle": "2", "tcp_keepalives_interval": "1", "tcp_keepalives_count": "2"}
 LOCK_CHECK_TIMEOUT = 2.0
+
+
+def _lease_changed(err: BaseException) -> bool:
+    """Whether ``err`` is a statement's refusal by its fence (``FENCE_SQL``): the sole lease changed."""
+    return isinstance(err, asyncpg.CheckViolationError) and err.constraint_name == LEASE_CHANGED
+
+
+def _not_renewed() -> ServersUnavailable:
+    return ServersUnavailable(
+        "servers unavailable: this manager could not renew its lease on the metadata database within "
+        f"{DB_TIMEOUT:g} s (unreachable or too slow); nothing was changed by this request: try again"
+    )
 
 
 def _unreachable(err: BaseException) -> ServersUnavailable:
@@ -372,6 +418,8 @@ class PostgresStore(MetadataStore):
             each: list[Rows | Exception]
             if isinstance(outcome, _LOST):
                 each = [_unreachable(outcome)] * len(group)
+            elif isinstance(outcome, ServersUnavailable):  # its fence kept refusing it (``_send_fenced``): nothing done
+                each = [outcome] * len(group)
             elif isinstance(outcome, asyncpg.PostgresError):  # the group again write by write: it fails only its own
                 each = [await self._alone(write) for write in group] if len(group) > 1 else [outcome]
             elif isinstance(outcome, BaseException):
@@ -386,7 +434,7 @@ class PostgresStore(MetadataStore):
             return (await self._in_one_transaction([write]))[0]
         except _LOST as err:
             return _unreachable(err)
-        except asyncpg.PostgresError as err:
+        except (asyncpg.PostgresError, ServersUnavailable) as err:
             return err
 
     async def _write_alone(self, sql: str, params: Sequence[object] = ()) -> Rows:
@@ -398,15 +446,21 @@ class PostgresStore(MetadataStore):
             raise _unreachable(err) from err
 
     async def _in_one_transaction(self, batch: list[Write]) -> list[Rows]:
+        if any(FENCED in write.sql for write in batch):
+            return await self._send_fenced(lambda fence: self._sent_in_one_transaction(batch, fence))
+        return await self._sent_in_one_transaction(batch, FENCED)
+
+    async def _sent_in_one_transaction(self, batch: list[Write], fence: str) -> list[Rows]:
+        """Send ``batch`` in one transaction, with ``fence`` in the place of ``FENCED``."""
         runs = _runs(batch)
         results: dict[int, Rows] = {}
         async with self._pool.acquire(timeout=DB_TIMEOUT) as conn:
             if len(runs) == 1:  # one round trip is a transaction of its own: no BEGIN and COMMIT round trips
-                await _send(conn, runs[0], results)
+                await _send(conn, runs[0], results, fence)
             else:
                 async with conn.transaction():
                     for run in runs:
-                        await _send(conn, run, results)
+                        await _send(conn, run, results, fence)
         return [results[id(write)] for write in batch]
 
     # --- uploads in flight, shared by every manager -------------------------------------------------------------------
@@ -551,16 +605,19 @@ class PostgresStore(MetadataStore):
         connection failed during the switch: then it may or may not have been committed, and the caller leaves both
         copies for the next coordinator's reconciliation to sort out."""
         async with self._writing_files(ids=(file_id,)):
-            return await self._relocate(file_id, source, target)
+            return await self._send_fenced(lambda fence: self._relocate(file_id, source, target, fence))
 
-    async def _relocate(self, file_id: int, source: int, target: int) -> bool:
+    async def _relocate(self, file_id: int, source: int, target: int, fence: str) -> bool:
         async with self._lock_conn_busy:
             conn = self._lock_conn
             if conn is None:
                 return False
+            sql = _numbered(RELOCATE_SQL.replace(FENCED, fence))
             try:
-                rows = await conn.fetch(_numbered(RELOCATE_SQL), target, file_id, source, timeout=DB_TIMEOUT)
+                rows = await conn.fetch(sql, target, file_id, source, timeout=DB_TIMEOUT)
             except (*_LOST, asyncpg.PostgresError) as err:
+                if _lease_changed(err):  # refused by its fence: the lock and its connection are fine
+                    raise
                 await self._lose_lock()
                 raise _unreachable(err) from err
         return len(rows) == 1
@@ -693,10 +750,7 @@ class PostgresStore(MetadataStore):
             if self._renewal_error is not None and not fenced:
                 raise ServersUnavailable(self._renewal_error.message)
             if now >= deadline:
-                raise ServersUnavailable(
-                    "servers unavailable: this manager could not renew its lease on the metadata database within "
-                    f"{DB_TIMEOUT:g} s (unreachable or too slow); nothing was changed by this request: try again"
-                )
+                raise _not_renewed()
             if fenced:
                 await asyncio.sleep(min(start, deadline) - now)
             else:
@@ -712,28 +766,29 @@ class PostgresStore(MetadataStore):
         except TimeoutError:
             return
 
-    async def _confirm(self, generation: int | None, answered: float) -> None:
-        """A write sent under ``generation`` was answered at ``answered``: acknowledge it only if that was in time
-        (``sole_lease.py``), or a renewal begun after it found the same generation; else error 1, its outcome unknown,
-        and this manager forgets its generation, so that its next renewal ends whatever turn is held now."""
-        if generation is None or self.sole.wrote_in_time(generation, answered):
-            return
-        deadline = answered + DB_TIMEOUT
-        while self._renewal_sent < answered and lease_clock() < deadline:
-            await self._next_renewal(deadline)
-        if self.sole.generation == generation and self.sole.may_write(lease_clock()):
-            return
-        if self.sole.forget():
-            self.name_cache.clear()
-        why = (
-            "another manager started on the database meanwhile"
-            if self._renewal_error is None
-            else f"the metadata database is unreachable since ({self._renewal_error.message})"
-        )
-        raise ServersUnavailable(
-            f"servers unavailable: this change was answered too late for this manager to acknowledge it safely: {why}; "
-            "it may or may not have been made: look (stat) and try again"
-        )
+    async def _send_fenced(self, send: Callable[[str], Awaitable[T]]) -> T:
+        """``send(fence)``: a transaction whose writes to files hold ``fence`` in the place of ``FENCED``, the fence of
+        the generation this manager may write under now (once it may: ``_writable``). Refused by its fence, it did
+        nothing: the lease changed since this manager's last renewal, so it is sent again once a renewal begun after
+        the refusal has brought the change in; ``ServersUnavailable`` (nothing was changed) if that takes longer than
+        DB_TIMEOUT. A manager whose turn a newcomer ended carries on this way within a TICK, its changes unharmed;
+        one that finds another manager holding the lease ends that turn at that renewal, and waits it out
+        (``_writable``) before it sends again."""
+        deadline = lease_clock() + DB_TIMEOUT
+        while True:
+            generation = await self._writable()
+            fence = FENCED if generation is None else FENCE_SQL.format(generation=generation, manager=self.manager_id)
+            try:
+                return await send(fence)
+            except asyncpg.CheckViolationError as err:
+                if not _lease_changed(err):
+                    raise
+            log.info("fenced_write_refused", generation=generation, why="the sole lease changed: sent again")
+            refused = lease_clock()
+            while self._renewal_sent < refused and lease_clock() < deadline:
+                await self._next_renewal(deadline)
+            if lease_clock() >= deadline:
+                raise _not_renewed()
 
     # --- copying to another database (dfsd migrate) -------------------------------------------------------------------
 
@@ -746,33 +801,29 @@ class PostgresStore(MetadataStore):
 
 
 class _LeasedWrite(Written):
-    """A write to ``files`` through a PostgreSQL store: it waits for the right to write, tells the names kept in memory
-    what it changed (always: also when it failed, since it may have been done), and is acknowledged only if answered
-    in time (``PostgresStore._confirm``)."""
+    """A write to ``files`` through a PostgreSQL store: it waits for the right to write before it queues its
+    statements (fenced as they are sent: ``PostgresStore._send_fenced``), and tells the names kept in memory what it
+    changed (always: also when it failed, since it may have been done)."""
 
     def __init__(self, store: PostgresStore, names: Sequence[str], ids: Sequence[int], every: bool) -> None:
         self._store = store
         self._names = names
         self._ids = ids
         self._every = every
-        self._generation: int | None = None
         self._since: int | None = None  # the names' epoch when it began, if they are in use
 
     async def __aenter__(self) -> _LeasedWrite:
         store = self._store
-        self._generation = await store._writable()
+        await store._writable()
         self._since = store.name_cache.epoch if store.sole.may_cache(lease_clock()) else None
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        answered = lease_clock()
         names = self._store.name_cache
         if self._every:
             names.clear()
         elif self._names or self._ids:
             names.forget(self._names, self._ids)
-        if exc[0] is None:  # answered: acknowledged only if in time
-            await self._store._confirm(self._generation, answered)
 
     def wrote(self, record: FileRecord) -> None:
         if self._since is not None:
@@ -838,13 +889,15 @@ def _runs(batch: list[Write]) -> list[list[Write]]:
     return runs
 
 
-async def _send(conn: asyncpg.Connection, run: list[Write], results: dict[int, Rows]) -> None:
-    """Run the writes of ``run`` (one statement's, with distinct keys, if more than one) in one round trip."""
+async def _send(conn: asyncpg.Connection, run: list[Write], results: dict[int, Rows], fence: str) -> None:
+    """Run the writes of ``run`` (one statement's, with distinct keys, if more than one) in one round trip, with
+    ``fence`` in the place of ``FENCED``."""
+    sql = _numbered(run[0].sql.replace(FENCED, fence))
     if len(run) == 1:
-        results[id(run[0])] = [tuple(row) for row in await conn.fetch(_numbered(run[0].sql), *run[0].params)]
+        results[id(run[0])] = [tuple(row) for row in await conn.fetch(sql, *run[0].params)]
         return
     by_key: dict[object, Rows] = {write.key: [] for write in run}
-    for row in await conn.fetchmany(_numbered(run[0].sql), [write.params for write in run]):
+    for row in await conn.fetchmany(sql, [write.params for write in run]):
         by_key[row[0]].append(tuple(row))
     for write in run:
         results[id(write)] = by_key[write.key]
