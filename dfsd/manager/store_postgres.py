@@ -120,11 +120,6 @@ ALL_NODES = "every node"
 # An upload's hold (name, or None for a replacing upload; file id; node): what ``_hold`` asks its group lookup for.
 Hold = tuple[str | None, int, int]
 
-# The session of the holds' connection and the sole lease's: their transactions commit without waiting for their flush
-# (see above, and ``keep_sole_lease``).
-_UNFLUSHED_SESSION = {"application_name": "dfsd manager", "synchronous_commit": "off"}
-_SESSION = {"application_name": "dfsd manager"}
-
 # The advisory lock held while the schema is created or upgraded ('dfsd' in ASCII).
 SCHEMA_LOCK = 0x64667364
 
@@ -279,10 +274,23 @@ DB_TIMEOUT = 10.0
 # The advisory lock the coordinator holds on a connection of its own ('dfsc' in ASCII).
 COORDINATOR_LOCK = 0x64667363
 
-# The coordinator's lock connection: the server notices a holder cut off (and frees its lock) within about
-# idle + interval * count seconds; the holder notices within LOCK_CHECK_TIMEOUT of its next check.
+# Every connection's: the server notices a manager cut off (and frees its locks, the coordinator's among them) within
+# about idle + interval * count seconds; the coordinator notices within LOCK_CHECK_TIMEOUT of its next check.
 _KEEPALIVE = {"tcp_keepalives_idle": "2", "tcp_keepalives_interval": "1", "tcp_keepalives_count": "2"}
 LOCK_CHECK_TIMEOUT = 2.0
+
+# Every other connection's session. The server ends a transaction its manager left idle longer than DB_TIMEOUT (the
+# manager frozen between two statements: SIGSTOP, a stalled host) and a connection whose peer stopped answering
+# keepalives: the row locks such a transaction holds on ``sole_lease`` (a renewal's FOR UPDATE, a write's fence FOR
+# SHARE) would otherwise stop every other manager's renewals, and so its writes, for as long as it stays frozen.
+_SESSION = {
+    "application_name": "dfsd manager",
+    "idle_in_transaction_session_timeout": f"{DB_TIMEOUT * 1000:.0f}",
+    **_KEEPALIVE,
+}
+# The holds' connection and the sole lease's: their transactions commit without waiting for their flush (see above,
+# and ``keep_sole_lease``).
+_UNFLUSHED_SESSION = {**_SESSION, "synchronous_commit": "off"}
 
 
 def _lease_changed(err: BaseException) -> bool:

@@ -30,6 +30,8 @@ from dfsd.manager.store import (
     _prefix_end,
     database_location,
 )
+from dfsd.manager.store_postgres import _SESSION as MANAGER_SESSION
+from dfsd.manager.store_postgres import DB_TIMEOUT
 from dfsd.manager.store_postgres import SCHEMA_STEPS as POSTGRES_STEPS
 from dfsd.manager.store_sqlite import SCHEMA_STEPS as SQLITE_STEPS
 
@@ -183,6 +185,24 @@ async def test_lookups_after_a_delete_through_another_manager_do_not_find_the_fi
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_manager_frozen_mid_transaction_does_not_stop_the_others_renewals(postgres_url: PostgresURL) -> None:
+    """A manager frozen between two statements of a transaction (SIGSTOP, a stalled host) keeps its connection alive
+    and its row locks held: one on ``sole_lease`` (a write's fence, a renewal) would stop every other manager's
+    renewals for as long as it stays frozen. The server ends such a transaction of a manager's session after
+    DB_TIMEOUT, so another's renewal (``FOR UPDATE``) waits that long at most."""
+    store = await MetadataStore.open(postgres_url)  # the schema, with its sole_lease row
+    await store.close()
+    frozen = await asyncpg.connect(postgres_url.url, server_settings=MANAGER_SESSION)
+    other = await asyncpg.connect(postgres_url.url, server_settings=MANAGER_SESSION)
+    try:
+        await frozen.execute("BEGIN")
+        await frozen.execute("SELECT generation FROM sole_lease FOR SHARE")  # as a write's fence leaves it
+        await asyncio.wait_for(other.execute("SELECT generation FROM sole_lease FOR UPDATE"), DB_TIMEOUT + 10)
+    finally:
+        frozen.terminate()
+        await other.close()
 
 
 async def test_a_hold_lost_in_a_database_crash_fails_its_commit_with_error_1(tmp_path: Path) -> None:
