@@ -114,7 +114,7 @@ class ChecksumVerifier:
             raise S3Error(
                 "BadDigest",
                 f"The {self.algorithm.upper()} you specified ({expected_b64}) did not match the calculated checksum "
-                f"({self.b64digest()}); nothing was kept.",
+                f"({self.b64digest()}); nothing was stored or changed.",
             )
 
 

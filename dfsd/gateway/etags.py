@@ -52,5 +52,5 @@ def check_content_md5(expected: bytes, actual: bytes) -> None:
         raise S3Error(
             "BadDigest",
             f"The Content-MD5 you specified ({base64.b64encode(expected).decode()}) did not match what we received "
-            f"({base64.b64encode(actual).decode()}); nothing was kept.",
+            f"({base64.b64encode(actual).decode()}); nothing was stored or changed.",
         )

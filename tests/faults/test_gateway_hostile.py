@@ -10,6 +10,7 @@ import json
 import signal
 import socket
 import time
+import zlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -60,13 +61,13 @@ def test_malformed_xml_is_malformed_xml(live_gateway: LiveGateway, operation: st
     still_serving(live_gateway)
 
 
-@pytest.mark.parametrize("declared", ["x-amz-content-sha256", "content-md5"])
+@pytest.mark.parametrize("declared", ["x-amz-content-sha256", "content-md5", "x-amz-checksum-crc32"])
 def test_a_delete_objects_body_swapped_under_its_signature_deletes_nothing_repro(
     live_gateway: LiveGateway, declared: str
 ) -> None:
     """The body of a DeleteObjects that does not hash to what its request declares (the signed SHA-256, or
-    Content-MD5) is refused before anything is deleted: a signature covers the body only through that hash. The
-    gateway used to parse and act on it unchecked."""
+    Content-MD5, or the x-amz-checksum-* that SDKs send in its place) is refused before anything is deleted: a
+    signature covers the body only through that hash. The gateway used to parse and act on it unchecked."""
     s3, bucket = live_gateway.s3(), live_gateway.bucket()
     s3.put_object(Bucket=bucket, Key="kept", Body=b"still here")
     url = f"{live_gateway.endpoint}/{bucket}?delete="
@@ -76,8 +77,9 @@ def test_a_delete_objects_body_swapped_under_its_signature_deletes_nothing_repro
         headers, _ = signed_request("POST", url, payload_hash=hashlib.sha256(signed_body).hexdigest())
         expected = b"XAmzContentSHA256Mismatch"
     else:
-        md5 = base64.b64encode(hashlib.md5(signed_body).digest()).decode()
-        headers, _ = signed_request("POST", url, payload_hash="UNSIGNED-PAYLOAD", headers={"content-md5": md5})
+        digest = hashlib.md5(signed_body).digest() if declared == "content-md5" else zlib.crc32(signed_body).to_bytes(4)
+        value = base64.b64encode(digest).decode()
+        headers, _ = signed_request("POST", url, payload_hash="UNSIGNED-PAYLOAD", headers={declared: value})
         expected = b"BadDigest"
     status, _, answer = send("POST", url, headers, swapped)
     assert status == 400 and expected in answer, answer

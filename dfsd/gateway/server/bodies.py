@@ -91,7 +91,7 @@ class CheckedBody:
                 trailer=request.header("x-amz-trailer"),
                 defer_sha256=True,
             )
-        checksum = _checksum_header(request) if self._decoder is None else None
+        checksum = declared_checksum(request) if self._decoder is None else None
         # The SHA-256 the request declares for its body, if it does: the upload sends it on as its checksum, and the
         # storage node, which hashes every upload, refuses a body that does not match (``mismatch``).
         self.declared_by: str | None = None
@@ -214,7 +214,7 @@ class PieceHashing:
             await thread.settle()
 
 
-def _checksum_header(request: HttpRequest) -> tuple[str, str] | None:
+def declared_checksum(request: HttpRequest) -> tuple[str, str] | None:
     """The algorithm and value of the x-amz-checksum-* header of a body that is not aws-chunked, checked for form
     before any byte moves."""
     for name, value in request.headers:

@@ -39,11 +39,12 @@ from dfsd.client import (
 
 from .. import conditional, listing, metadata, s3xml
 from ..auth import authenticate
+from ..checksums import ChecksumVerifier
 from ..errors import S3Error
 from ..etags import check_content_md5, parse_content_md5
 from ..naming import check_bucket_name, check_key, parse_path_style, virtual_host_bucket
 from ..sigv4 import Authorised
-from .bodies import CheckedBody, Md5Stream
+from .bodies import CheckedBody, Md5Stream, declared_checksum
 from .credentials import ANONYMOUS, Credentials
 from .http import HttpRequest
 from .store import Bucket, ObjectInfo, Store
@@ -633,14 +634,19 @@ async def _xml(request: HttpRequest, context: Context, body: bytes) -> None:
 
 async def _xml_body(request: HttpRequest, context: Context) -> s3xml.XmlNode:
     """The XML of a DeleteObjects or CompleteMultipartUpload, checked against what its request declares of it (a
-    SIGNED payload's SHA-256, Content-MD5) before anything is done: a signature covers the body only through that
-    hash, so an unchecked body could be swapped under a valid signature."""
+    SIGNED payload's SHA-256, Content-MD5, an x-amz-checksum-* header, which SDKs send instead of Content-MD5) before
+    anything is done: a signature covers the body only through that hash, so an unchecked body could be swapped under a
+    valid signature."""
     parser = s3xml.XmlBody()
     sha256, md5 = hashlib.sha256(), hashlib.md5()
+    checksum = declared_checksum(request)
+    verifier = ChecksumVerifier(checksum[0]) if checksum is not None else None
     async for chunk in request.body():
         parser.feed(chunk)
         sha256.update(chunk)
         md5.update(chunk)
+        if verifier is not None:
+            verifier.update(chunk)
     declared = context.auth.content_sha256 if context.auth is not None else None
     if declared is not None and not hmac.compare_digest(sha256.hexdigest(), declared):
         raise S3Error(
@@ -650,6 +656,8 @@ async def _xml_body(request: HttpRequest, context: Context) -> s3xml.XmlNode:
     content_md5 = request.header("content-md5")
     if content_md5 is not None:
         check_content_md5(parse_content_md5(content_md5), md5.digest())
+    if checksum is not None and verifier is not None:
+        verifier.verify(checksum[1])
     return parser.close()
 
 
