@@ -23,11 +23,14 @@ of which the COMMIT itself 0.55 ms (4.5 puts a transaction). CPU per put (median
 the manager 194 µs in user mode and 79 in the kernel, the node 148 and 174, the client about 85: 0.68 ms in all, so two
 cores take at most some 2,900 puts a second, and each hop waits its turn on them long before. Of the time the manager
 holds the GIL, 29 % goes into its two sends on loopback TCP (``Connection._flush``: the system call wakes the receiving
-process); the node's one send takes 17 % of its own. (Measured and not kept, as upper bounds, both unsafe, against the
+process); the node's one send takes 17 % of its own. (Measured and not kept, as upper bounds, all unsafe, against the
 same run's durable creates, A/B alternated: committing the row while the node stores instead of after (a crash between
 the two would leave a name without bytes) gave 1.02-1.38 times the puts a second, median 1.10 (4 pairs); no commit at
 all, 1.28-1.51 times, median 1.42, the manager's CPU per put 0.57-0.68 of before, and still at best 0.44 of the durable
-creates: not even a database that cost nothing would bring puts to 0.6 of them; fewer hops and less CPU per hop must.)
+creates. Nor would the node's disk: with no directory fsync at all, 0.93-1.60 times, median 1.19, and with neither that
+nor the commit, 0.91-1.75, median 1.36, no more than without the commit alone (4 pairs each, load average 5 to 9). Not
+even a database and a disk that cost nothing would bring puts to 0.6 of the durable creates; fewer hops and less CPU per
+hop must.)
 """
 
 from __future__ import annotations
