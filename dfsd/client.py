@@ -240,7 +240,7 @@ class Download:
         iterating a download does it, SHA-256 (half of ``dfs-cat -o``'s CPU) kept the loop from reading its socket
         while it ran; hashed in the writing thread, as before that, it waited there for the direct write of the stage
         before (``DirectFile``). The chunks are shared by the two threads, not copied: each holds at most two batches
-        of them. (Tried again with ``DirectFile``'s own writing thread, which now waits for the disk: one thread
+        of them. (Tried again while ``DirectFile`` had a writing thread of its own to wait for the disk: one thread
         hashing then staging each batch made ``dfs-cat -o`` slower, new/old 0.70-0.97, median 0.85 in 4 pairs under
         load 6, for the same CPU.)"""
         hasher = self._hasher()

@@ -97,8 +97,8 @@ T = TypeVar("T")
 # Enough threads for every upload a busy node has in flight to be syncing at once.
 DISK_THREADS = 32
 
-# A stream announced at this size or more is written with O_DIRECT: large enough that its two staging buffers (4 MiB,
-# ``directio.STAGE_BYTES``) are few next to its bytes, so that many small uploads at once do not each hold them.
+# A stream announced at this size or more is written with O_DIRECT: large enough that its staging buffer (2 MiB,
+# ``directio.STAGE_BYTES``) is small next to its bytes, so that many small uploads at once do not each hold them.
 DIRECT_MIN = 16 * 1024 * 1024
 
 # Bytes a stream's writer and its hasher each hand to a disk thread at once: half of ``bulk.BATCH_BYTES``, since the two

@@ -46,6 +46,16 @@ HTTP client's 0.35-0.55, an UNSIGNED gateway PUT costs 4.4-4.8 s of CPU per GiB 
 two saturated cores the gateway moves about 0.55 of dfs-push's rate: 0.8 would need the whole path in about 3.0-3.4 s
 per GiB, where the gateway's two digests and the node's and manager's share (which dfs-push pays too) already take
 3.2.
+
+Measured again per process (CPU s per GiB, 1 GiB, 3 A/B pairs at load 4-8): an UNSIGNED PUT costs the HTTP client
+0.34-0.37, the gateway 2.60-2.72 (MD5 1.26 and SHA-256 0.53-0.58 of it, as hashlib takes them alone here), the
+manager 0.49-0.52 and the node 1.01-1.07: 4.47-4.68 in all, against 2.3-2.6 for dfs-push (client 0.95-1.0, manager
+0.4-0.45, node 1.0-1.05). (Measured and not kept: no SHA-256 in the gateway for a body that declares none, the node's
+own digest recorded instead: the gateway 1.98-2.10, the whole PUT 3.71-3.95, or 0.62 of dfs-push's rate where the
+CPU bounds it; but then nothing checks the bytes between the gateway and the node.) Even so, 0.8 of dfs-push is out
+of reach on two cores: it needs the PUT within 2.3-2.6 / 0.8 = 2.9-3.25 s per GiB, of which the HTTP client, the
+manager and the node take at least 1.75, leaving the gateway 1.15-1.5 s, where the MD5 the ETag needs takes 1.26,
+granian's reading of the socket 0.25 and the loop's sending to the manager 0.4.
 """
 
 from __future__ import annotations
