@@ -33,6 +33,7 @@ from typing import Any
 import structlog
 
 from . import metrics
+from .logs import RequestLines
 from .protocol import DfsError, FrameDecoder, InternalError, ProtocolError, ServersUnavailable
 from .protocol.errors import LocalProtocolError
 from .protocol.exchanges import Conversation, Side
@@ -57,6 +58,7 @@ class Listener:
     def __init__(self, sessions: Mapping[str, Session], log: Log, security: Security, limits: Limits) -> None:
         self.sessions = sessions
         self.log = log
+        self.requests = RequestLines(log)  # each request's line
         self.security = security
         self.limits = limits
         self.closing = False
@@ -192,7 +194,7 @@ async def serve_requests(
                 request = await conn.recv(idle=limits.idle_timeout)  # the idle timer: nothing is owed between requests
             handler = handlers[type(request)]
             with listener.busy():
-                await _handle(conn, handler, request, log)
+                await _handle(conn, handler, request, log, listener.requests)
     except ConnectionLost:
         pass
     except ProtocolError as err:
@@ -202,7 +204,7 @@ async def serve_requests(
         conn.abort()
 
 
-async def _handle(conn: Connection, handler: Handler, request: Message, log: Any) -> None:
+async def _handle(conn: Connection, handler: Handler, request: Message, log: Any, lines: RequestLines) -> None:
     state = Request()
     started = time.perf_counter()
     outcome = "ok"
@@ -232,8 +234,7 @@ async def _handle(conn: Connection, handler: Handler, request: Message, log: Any
         duration = time.perf_counter() - started
         metrics.answered(request.TYPE, outcome).inc()
         metrics.latency_of(request.TYPE).observe(duration)
-        log.info(
-            "request",
+        lines.write(
             op=request.TYPE,
             peer=conn.peer,
             duration_ms=round(duration * 1000, 3),
