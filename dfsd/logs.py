@@ -98,21 +98,31 @@ class _Lines:
         self._waiting: list[str] = []
         self._lock = threading.Lock()  # lines come from the loop's thread, and seldom from others (disk threads)
         self._flusher: asyncio.AbstractEventLoop | None = None  # the loop that will write what waits, if any
+        self._flusher_thread = 0  # the thread it runs in
 
     def msg(self, message: str) -> None:
+        with self._lock:
+            self._waiting.append(message)
+            if self._in_flushers_turn():
+                return
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:  # no loop in this thread: nobody would write it later
             loop = None
         with self._lock:
-            self._waiting.append(message)
             if loop is not None and self._flusher is loop:
                 return
             if loop is not None and self._flusher is None:
-                self._flusher = loop
+                self._flusher, self._flusher_thread = loop, threading.get_ident()
                 loop.call_soon(self.flush)
                 return
         self.flush()  # outside the lock: flush takes it
+
+    def _in_flushers_turn(self) -> bool:
+        """This thread runs the loop that will write what waits (the usual case, answered without asking for the
+        running loop, which asks the kernel for the process id each time)."""
+        flusher = self._flusher
+        return flusher is not None and self._flusher_thread == threading.get_ident() and flusher.is_running()
 
     log = debug = info = warn = warning = msg
     fatal = failure = err = error = critical = exception = msg
