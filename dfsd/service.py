@@ -33,6 +33,7 @@ from typing import Any
 import structlog
 
 from . import metrics
+from .logs import RequestLines
 from .protocol import DfsError, FrameDecoder, InternalError, ProtocolError, ServersUnavailable
 from .protocol.errors import LocalProtocolError
 from .protocol.exchanges import Conversation, Side
@@ -57,6 +58,7 @@ class Listener:
     def __init__(self, sessions: Mapping[str, Session], log: Log, security: Security, limits: Limits) -> None:
         self.sessions = sessions
         self.log = log
+        self.requests = RequestLines(log)  # each request's line
         self.security = security
         self.limits = limits
         self.closing = False
@@ -94,13 +96,13 @@ class Listener:
             task.cancel()
         await asyncio.gather(*remaining, return_exceptions=True)
 
-    def busy(self) -> contextlib.AbstractContextManager[None]:
-        """Marks a request in flight on the current connection, so shutdown lets it finish."""
-        return _member_of(self._busy)
+    def busy(self, task: asyncio.Task[None]) -> contextlib.AbstractContextManager[None]:
+        """Marks a request in flight on the connection ``task`` serves, so shutdown lets it finish."""
+        return _member_of(self._busy, task)
 
-    def waiting(self) -> contextlib.AbstractContextManager[None]:
-        """Marks the current connection as waiting for its next request, so shutdown closes it at once."""
-        return _member_of(self._waiting)
+    def waiting(self, task: asyncio.Task[None]) -> contextlib.AbstractContextManager[None]:
+        """Marks the connection ``task`` serves as waiting for its next request, so shutdown closes it at once."""
+        return _member_of(self._waiting, task)
 
     def _accept(self, link: Link) -> None:
         """A peer connected: its connection gets a task of its own, which this listener owns."""
@@ -147,14 +149,12 @@ class Listener:
 
 
 @contextlib.contextmanager
-def _member_of(tasks: set[asyncio.Task[None]]) -> Iterator[None]:
-    task = asyncio.current_task()
-    assert task is not None
-    tasks.add(task)  # type: ignore[arg-type]
+def _member_of(tasks: set[asyncio.Task[None]], task: asyncio.Task[None]) -> Iterator[None]:
+    tasks.add(task)
     try:
         yield
     finally:
-        tasks.discard(task)  # type: ignore[arg-type]
+        tasks.discard(task)
 
 
 async def _welcome(conn: Connection, roles: Collection[str], secret: bytes | None) -> str:
@@ -186,13 +186,15 @@ async def serve_requests(
     for another, and whose liveness is watched some other way."""
     log, limits = listener.log, listener.limits
     conn.timeout = limits.request_timeout if timed else None
+    task = asyncio.current_task()  # the connection's, looked up once rather than twice a request
+    assert task is not None
     try:
         while not listener.closing:
-            with listener.waiting():
+            with listener.waiting(task):  # type: ignore[arg-type]
                 request = await conn.recv(idle=limits.idle_timeout)  # the idle timer: nothing is owed between requests
             handler = handlers[type(request)]
-            with listener.busy():
-                await _handle(conn, handler, request, log)
+            with listener.busy(task):  # type: ignore[arg-type]
+                await _handle(conn, handler, request, log, listener.requests)
     except ConnectionLost:
         pass
     except ProtocolError as err:
@@ -202,7 +204,7 @@ async def serve_requests(
         conn.abort()
 
 
-async def _handle(conn: Connection, handler: Handler, request: Message, log: Any) -> None:
+async def _handle(conn: Connection, handler: Handler, request: Message, log: Any, lines: RequestLines) -> None:
     state = Request()
     started = time.perf_counter()
     outcome = "ok"
@@ -232,8 +234,7 @@ async def _handle(conn: Connection, handler: Handler, request: Message, log: Any
         duration = time.perf_counter() - started
         metrics.answered(request.TYPE, outcome).inc()
         metrics.latency_of(request.TYPE).observe(duration)
-        log.info(
-            "request",
+        lines.write(
             op=request.TYPE,
             peer=conn.peer,
             duration_ms=round(duration * 1000, 3),
