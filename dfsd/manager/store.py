@@ -316,6 +316,11 @@ class MetadataStore(ABC):
     async def _read(self, sql: str, params: Sequence[object] = ()) -> Rows:
         """The rows of one query, outside any write transaction."""
 
+    async def _lookup(self, sql: str, params: Sequence[object] = ()) -> Rows:
+        """The rows of a point query on an index (a name, a bucket, an upload): what a read costs on the hot paths,
+        so a backend may answer it without leaving the event loop's thread. By default, as any ``_read``."""
+        return await self._read(sql, params)
+
     @abstractmethod
     async def _transaction(self, batch: list[Write]) -> list[Rows | Exception]:
         """Run every write of ``batch`` in one transaction and make it durable: each write's rows, or the error that
@@ -550,7 +555,7 @@ class MetadataStore(ABC):
     async def find(self, name: str, *, fresh: bool = False) -> FileRecord | None:
         """The file stored under ``name``, or None. A backend may answer from names kept in memory while they are
         exact (``name_cache.py``); ``fresh`` asks the database itself."""
-        rows = await self._read(FIND_SQL, (name,))
+        rows = await self._lookup(FIND_SQL, (name,))
         return file_record(rows[0]) if rows else None
 
     async def remove(self, name: str) -> FileRecord | None:
@@ -668,7 +673,7 @@ class MetadataStore(ABC):
         return bool(rows)
 
     async def bucket(self, name: str) -> BucketInfo | None:
-        rows = await self._read("SELECT name, owner, created FROM buckets WHERE name = ?", (name,))
+        rows = await self._lookup("SELECT name, owner, created FROM buckets WHERE name = ?", (name,))
         return BucketInfo(*rows[0]) if rows else None
 
     async def buckets(self) -> list[BucketInfo]:
@@ -695,7 +700,7 @@ class MetadataStore(ABC):
         )
 
     async def find_upload(self, upload_id: str) -> UploadRecord | None:
-        rows = await self._read(f"SELECT {_UPLOAD_COLUMNS} FROM multipart_uploads WHERE upload_id = ?", (upload_id,))
+        rows = await self._lookup(f"SELECT {_UPLOAD_COLUMNS} FROM multipart_uploads WHERE upload_id = ?", (upload_id,))
         return _upload_record(rows[0]) if rows else None
 
     async def list_uploads(self, prefix: str, after: tuple[str, str] | None, limit: int) -> list[UploadRecord]:
@@ -774,7 +779,7 @@ class MetadataStore(ABC):
                 return False, None
 
     async def find_part(self, upload_id: str, number: int) -> PartRecord | None:
-        rows = await self._read(
+        rows = await self._lookup(
             f"SELECT {_PART_COLUMNS} FROM multipart_parts WHERE upload_id = ? AND number = ?", (upload_id, number)
         )
         return PartRecord(*rows[0]) if rows else None

@@ -3,9 +3,12 @@
 The database runs in WAL mode with synchronous=FULL: a commit is on disk before the client hears ``stored``. Writes go
 through one plain sqlite3 connection in a thread of its own, a whole group commit (BEGIN, every statement, COMMIT) in
 one trip there: a trip costs the event loop two thread switches, and one per statement made a batch of uploads pay
-several. The hot lookup by name reads through another plain connection in the event loop's thread: a point query on
-an index takes microseconds, less than a hop to a thread. WAL lets that reader see every committed write at once.
-Other reads, and the schema's set-up, go through aiosqlite.
+several. The hot lookups (``_lookup``: a file by name, a bucket, an upload or a part) read through another plain
+connection in the event loop's thread: a point query on an index takes microseconds, less than a hop to a thread. WAL
+lets that reader see every committed write at once. Other reads, and the schema's set-up, go through aiosqlite.
+(The bucket's lookup went through aiosqlite's thread until a profile of 4 KiB GETs through the gateway found the
+manager's main thread and aiosqlite's making about 600 futex calls a second there and none under the CBOR client's
+GETs: the gateway re-checks its bucket every BUCKET_TRUST_SECONDS, 16 connections at once.)
 
 (Measured and not kept, on a busy machine, 1 KiB puts from 16 clients: a group commit of puts as one multi-row INSERT,
 which hands the GIL back twice in the writer's thread instead of about ten times for four puts: that thread's time per
@@ -30,14 +33,11 @@ from pathlib import Path
 import aiosqlite
 
 from .store import (
-    FIND_SQL,
     ID_BLOCK,
-    FileRecord,
     MetadataStore,
     NoDatabase,
     Rows,
     Write,
-    file_record,
     schema_steps_to_run,
 )
 
@@ -154,9 +154,8 @@ class SqliteStore(MetadataStore):
         self._writer.close()
         await self._db.close()
 
-    async def find(self, name: str, *, fresh: bool = False) -> FileRecord | None:
-        row = self._reader.execute(FIND_SQL, (name,)).fetchone()
-        return None if row is None else file_record(row)
+    async def _lookup(self, sql: str, params: Sequence[object] = ()) -> Rows:
+        return self._reader.execute(sql, params).fetchall()
 
     async def _read(self, sql: str, params: Sequence[object] = ()) -> Rows:
         return [tuple(row) for row in await self._db.execute_fetchall(sql, params)]

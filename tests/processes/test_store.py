@@ -154,6 +154,28 @@ async def test_lookups_asked_together_each_find_their_own_file(db_location: Loca
         await store.close()
 
 
+async def test_point_lookups_see_every_write_at_once(db_location: Location) -> None:
+    """A bucket, an upload and a part are looked up as a file is (on SQLite through the event loop's own reader, not
+    the writer's connection): each lookup right after a write sees it, so a deleted bucket or a forgotten upload is
+    never answered in its old state."""
+    store = await MetadataStore.open(db_location)
+    try:
+        assert await store.bucket("b") is None
+        assert await store.create_bucket("b", "alice", 1.0)
+        found = await store.bucket("b")
+        assert found is not None and (found.name, found.owner) == ("b", "alice")
+        await store.create_upload(UploadRecord("u1", "b/key", "alice", 10.0, None, None))
+        part = PartRecord("u1", 1, ".multipart/u1/00001.a", 7, 5, b"m" * 16, 1.0)
+        assert await store.record_part(part, stale_before=0.0) == (True, None)
+        assert await store.find_part("u1", 1) == part
+        assert await store.forget_upload("u1", None)
+        assert await store.find_upload("u1") is None and await store.find_part("u1", 1) is None
+        assert await store.delete_bucket("b", "alice")
+        assert await store.bucket("b") is None
+    finally:
+        await store.close()
+
+
 async def test_lookups_after_a_delete_through_another_manager_do_not_find_the_file(postgres_url: PostgresURL) -> None:
     """Two managers' stores on one PostgreSQL database: once one has deleted (or replaced) a file, a find asked
     through the other afterwards never sees the old row, even while that other is busy with finds sharing queries."""
