@@ -8,8 +8,10 @@ line instead of sleeping for a guessed time, and learns the address (a port 0 pi
 from __future__ import annotations
 
 import contextlib
+import random
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +22,11 @@ from pathlib import Path
 READY_TIMEOUT = 20.0
 
 READY_MARK = " listening on "
+
+# Where the kernel says which local ports it gives outgoing connections (and bind to port 0).
+LOCAL_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# The lowest port ``free_ports`` offers: above the well-known and most registered services' ports.
+LOWEST_FREE_PORT = 10000
 
 
 class NotReady(Exception):
@@ -94,3 +101,34 @@ def stop(processes: Sequence[subprocess.Popen[bytes]], grace: float) -> None:
         for process in processes:
             if process.stdout is not None:
                 process.stdout.close()
+
+
+def free_ports(count: int = 1) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 now, for processes started later to listen on.
+
+    They come from outside the kernel's range for outgoing connections (``LOCAL_PORT_RANGE``), at random: a port from
+    binding port 0 lies inside it, and any connection made before the process binds it (a manager dialing its
+    database, a node dialing its manager) could take it as its local port, so that the process then fails to start
+    ("Address already in use"). Another listener could still take one meanwhile, which the random pick among
+    thousands makes unlikely. Where the range cannot be read, the kernel picks (port 0)."""
+    candidates = _listening_ports()
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        while len(ports) < count:
+            sock = stack.enter_context(socket.socket())
+            try:
+                sock.bind(("127.0.0.1", random.choice(candidates) if candidates else 0))
+            except OSError:  # in use: try another
+                continue
+            ports.append(int(sock.getsockname()[1]))
+        return ports
+
+
+def _listening_ports() -> range:
+    """The larger of the two stretches of ports outside the kernel's range for outgoing connections."""
+    try:
+        low, high = (int(part) for part in LOCAL_PORT_RANGE.read_text().split())
+    except (OSError, ValueError):
+        return range(0)
+    below, above = range(LOWEST_FREE_PORT, low), range(high + 1, 65536)
+    return below if len(below) >= len(above) else above

@@ -15,7 +15,6 @@ import concurrent.futures
 import contextlib
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -41,9 +40,7 @@ MANAGER_TIMEOUT = "1.0"
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return processes.free_ports()[0]
 
 
 def scraped(metrics_port: int, prefix: str) -> dict[str, float]:

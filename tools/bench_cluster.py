@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -274,7 +273,7 @@ def start_cluster(
         return lambda: start(name, *command, cwd=directory)
 
     first = manager(1, 0)()
-    ports = free_ports(count - 1)
+    ports = processes.free_ports(count - 1)
     not_started = [manager(number, port) for number, port in enumerate(ports, start=2)]
     addresses = [first.address, *(f"127.0.0.1:{port}" for port in ports)]
     node = start(
@@ -292,17 +291,6 @@ def start_cluster(
     )
     shown = database if backend == SQLITE else without_password(database)
     return Cluster(backend, addresses, shown, [first], node, not_started)
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports free on 127.0.0.1 now, for managers started later. Another process could take one
-    meanwhile (that manager would then not start, and the run stop with an error saying so), which the
-    size of the kernel's range of free ports makes unlikely."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 def without_password(url: str) -> str:

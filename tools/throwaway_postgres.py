@@ -19,11 +19,12 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import stat
 import subprocess
 import tempfile
 from pathlib import Path
+
+from dfsd.processes import free_ports
 
 SUPERUSER = "postgres"
 DATABASE = "postgres"  # the one initdb makes
@@ -55,7 +56,7 @@ class ThrowawayPostgres:
         self.root = Path(tempfile.mkdtemp(prefix="postgresql-", dir=parent))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
-        self.port = _free_port()
+        self.port = free_ports()[0]
         self.durable = durable
         if self._as_user is not None:
             os.chown(self.root, self._as_user.pw_uid, self._as_user.pw_gid)
@@ -147,9 +148,3 @@ def unreachable_ancestor(directory: Path, user: pwd.struct_passwd) -> Path | Non
         if not info.st_mode & search:
             return path
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

@@ -23,7 +23,7 @@ import pytest
 from dfsd.protocol import PROTOCOL_VERSION, FrameDecoder, ServersUnavailable, encode
 from dfsd.protocol.messages import Data, End, Get, Hello, Message, Ok, Put, Sending, Stored, Welcome
 from faultproxy import FaultProxy
-from harness import LocalCluster
+from harness import LocalCluster, free_port
 
 from dfsd.client import Client
 
@@ -181,7 +181,7 @@ async def test_move_longer_than_the_idle_and_request_timeouts_repro(tmp_path: Pa
     """A node-to-node copy over a slow link: the source timed the target's answer from the start of the stream (the
     request timeout), and the manager timed the source's (the idle timeout), so a move longer than either failed."""
     cluster = LocalCluster(tmp_path)
-    port = _free_port()
+    port = free_port()
     try:
         cluster.start_manager(*TIMEOUTS)
         cluster.start_node(100, True, None, *TIMEOUTS)
@@ -309,7 +309,7 @@ def test_push_to_a_manager_killed_mid_upload_prints_only_its_error_and_hint_repr
 async def test_node_killed_mid_move_and_mid_upload_leaves_only_json_in_the_logs_repro(tmp_path: Path) -> None:
     """A node killed while files move to it and an upload goes to it: the manager's log got asyncio's traceback."""
     cluster = LocalCluster(tmp_path)
-    port = _free_port()
+    port = free_port()
     try:
         cluster.start_manager(*TIMEOUTS)
         cluster.start_node(100, True, None, *TIMEOUTS)
@@ -351,9 +351,3 @@ async def test_node_killed_mid_move_and_mid_upload_leaves_only_json_in_the_logs_
 async def _put(address: str, name: str, payload: bytes) -> None:
     async with Client(address) as client:
         await client.put(name, payload)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import LocalCluster, run_tool
+from harness import LocalCluster, free_port, run_tool
 
 from dfsd import processes
 
@@ -170,11 +170,7 @@ def test_cat_of_bytes_rotten_on_disk_exits_7_and_leaves_no_output_file(cluster: 
 
 
 def test_cluster_command_starts_and_stops_everything(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "dfsd", "cluster", "--nodes", "2", "--port", str(port), "--data", str(tmp_path / "d")],
         stdout=subprocess.PIPE,
