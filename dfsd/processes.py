@@ -27,6 +27,8 @@ READY_MARK = " listening on "
 LOCAL_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 # The lowest port ``free_ports`` offers: above the well-known and most registered services' ports.
 LOWEST_FREE_PORT = 10000
+# How many ports in use ``free_ports`` steps past at random before it lets the kernel pick one.
+FREE_PORT_TRIES = 100
 
 
 class NotReady(Exception):
@@ -110,17 +112,21 @@ def free_ports(count: int = 1) -> list[int]:
     binding port 0 lies inside it, and any connection made before the process binds it (a manager dialing its
     database, a node dialing its manager) could take it as its local port, so that the process then fails to start
     ("Address already in use"). Another listener could still take one meanwhile, which the random pick among
-    thousands makes unlikely. Where the range cannot be read, the kernel picks (port 0)."""
+    thousands makes unlikely. Where the range cannot be read, or FREE_PORT_TRIES picks in a row are all in use, the
+    kernel picks (port 0)."""
     candidates = _listening_ports()
     with contextlib.ExitStack() as stack:
         ports: list[int] = []
+        tries = 0
         while len(ports) < count:
             sock = stack.enter_context(socket.socket())
+            tries += 1
             try:
-                sock.bind(("127.0.0.1", random.choice(candidates) if candidates else 0))
+                sock.bind(("127.0.0.1", random.choice(candidates) if candidates and tries <= FREE_PORT_TRIES else 0))
             except OSError:  # in use: try another
                 continue
             ports.append(int(sock.getsockname()[1]))
+            tries = 0
         return ports
 
 

@@ -28,7 +28,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -186,14 +186,15 @@ async def serve_requests(
     for another, and whose liveness is watched some other way."""
     log, limits = listener.log, listener.limits
     conn.timeout = limits.request_timeout if timed else None
-    task = asyncio.current_task()  # the connection's, looked up once rather than twice a request
+    # The connection's task, looked up once rather than twice a request.
+    task = cast("asyncio.Task[None] | None", asyncio.current_task())
     assert task is not None
     try:
         while not listener.closing:
-            with listener.waiting(task):  # type: ignore[arg-type]
+            with listener.waiting(task):
                 request = await conn.recv(idle=limits.idle_timeout)  # the idle timer: nothing is owed between requests
             handler = handlers[type(request)]
-            with listener.busy(task):  # type: ignore[arg-type]
+            with listener.busy(task):
                 await _handle(conn, handler, request, log, listener.requests)
     except ConnectionLost:
         pass

@@ -640,7 +640,7 @@ async def _xml_body(request: HttpRequest, context: Context) -> s3xml.XmlNode:
     parser = s3xml.XmlBody()
     sha256, md5 = hashlib.sha256(), hashlib.md5()
     checksum = declared_checksum(request)
-    verifier = ChecksumVerifier(checksum[0]) if checksum is not None else None
+    verifier, expected = (ChecksumVerifier(checksum[0]), checksum[1]) if checksum is not None else (None, "")
     async for chunk in request.body():
         parser.feed(chunk)
         sha256.update(chunk)
@@ -656,8 +656,8 @@ async def _xml_body(request: HttpRequest, context: Context) -> s3xml.XmlNode:
     content_md5 = request.header("content-md5")
     if content_md5 is not None:
         check_content_md5(parse_content_md5(content_md5), md5.digest())
-    if checksum is not None and verifier is not None:
-        verifier.verify(checksum[1])
+    if verifier is not None:
+        verifier.verify(expected)
     return parser.close()
 
 
